@@ -1,0 +1,49 @@
+#!/usr/bin/env node
+// Runs the test suite with Node's own test runner. Usage:
+//   node scripts/run-tests.mjs                 every test/**/*.test.ts except test/faults
+//   node scripts/run-tests.mjs test/relay      only files under these paths
+//   node scripts/run-tests.mjs --faults        the fault-injection suite
+import { spawn } from 'node:child_process';
+import { readdirSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
+
+const root = new URL('..', import.meta.url).pathname;
+const args = process.argv.slice(2);
+const faults = args.includes('--faults');
+const paths = args.filter((a) => !a.startsWith('--'));
+
+function walk(dir, out) {
+  for (const name of readdirSync(dir)) {
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) walk(p, out);
+    else if (name.endsWith('.test.ts')) out.push(p);
+  }
+  return out;
+}
+
+let files = [];
+for (const p of paths.length ? paths : [faults ? 'test/faults' : 'test']) {
+  const abs = join(root, p);
+  files.push(...(statSync(abs).isDirectory() ? walk(abs, []) : [abs]));
+}
+if (!faults && paths.length === 0) files = files.filter((f) => !relative(root, f).startsWith('test/faults/'));
+files.sort();
+if (files.length === 0) {
+  console.error('no test files found');
+  process.exit(1);
+}
+
+const concurrency = process.env.TEST_CONCURRENCY ?? '2';
+const child = spawn(
+  process.execPath,
+  [
+    '--import',
+    'tsx',
+    '--test',
+    `--test-concurrency=${concurrency}`,
+    '--test-reporter=spec',
+    ...files.map((f) => relative(root, f)),
+  ],
+  { cwd: root, stdio: 'inherit' },
+);
+child.on('exit', (code, signal) => process.exit(signal ? 1 : (code ?? 1)));

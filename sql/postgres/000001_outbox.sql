@@ -1,0 +1,123 @@
+-- Mailroom schema, version 1: the outbox, dead letters, archive and the SQL API.
+-- {{schema}} is replaced by the quoted schema name, {{schema_text}} by its name as a string
+-- literal, {{channel_text}} by the NOTIFY channel as a string literal.
+
+CREATE TABLE {{schema}}.outbox (
+  -- Insert order. A message with a key is claimed only when no row of the same key with a
+  -- smaller seq is left, which is what keeps per-key order (see docs/ordering.md).
+  seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  id uuid NOT NULL UNIQUE,
+  topic text NOT NULL CHECK (octet_length(topic) BETWEEN 1 AND 255),
+  key text CHECK (key IS NULL OR octet_length(key) <= 1024),
+  type text,
+  payload bytea NOT NULL,
+  content_type text NOT NULL DEFAULT 'application/json',
+  headers jsonb NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(headers) = 'object'),
+  created_at timestamptz NOT NULL DEFAULT now(),
+  available_at timestamptz NOT NULL DEFAULT now(),
+  attempts integer NOT NULL DEFAULT 0,
+  lease_owner text,
+  lease_token uuid,
+  lease_until timestamptz,
+  last_error text
+);
+
+-- Head-of-key lookups for the claim and for status.
+CREATE INDEX outbox_key_seq ON {{schema}}.outbox (key, seq) WHERE key IS NOT NULL;
+-- Finding the next due time without scanning the backlog.
+CREATE INDEX outbox_available_at ON {{schema}}.outbox (available_at);
+CREATE INDEX outbox_lease_token ON {{schema}}.outbox (lease_token) WHERE lease_token IS NOT NULL;
+
+CREATE TABLE {{schema}}.dead_letter (
+  id uuid PRIMARY KEY,
+  topic text NOT NULL,
+  key text,
+  type text,
+  payload bytea NOT NULL,
+  content_type text NOT NULL,
+  headers jsonb NOT NULL,
+  created_at timestamptz NOT NULL,
+  attempts integer NOT NULL,
+  dead_at timestamptz NOT NULL DEFAULT now(),
+  last_error text
+);
+CREATE INDEX dead_letter_dead_at ON {{schema}}.dead_letter (dead_at);
+CREATE INDEX dead_letter_topic ON {{schema}}.dead_letter (topic);
+
+-- Delivered messages, when the relay runs with archive = true. Pruned by retention.
+CREATE TABLE {{schema}}.archive (
+  id uuid PRIMARY KEY,
+  topic text NOT NULL,
+  key text,
+  type text,
+  payload bytea NOT NULL,
+  content_type text NOT NULL,
+  headers jsonb NOT NULL,
+  created_at timestamptz NOT NULL,
+  attempts integer NOT NULL,
+  sent_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX archive_sent_at ON {{schema}}.archive (sent_at);
+
+-- UUIDv7 (RFC 9562) from the database clock: 48-bit milliseconds, then random bits.
+CREATE FUNCTION {{schema}}.uuid_generate_v7() RETURNS uuid
+LANGUAGE sql VOLATILE PARALLEL SAFE AS $$
+  SELECT encode(
+    set_bit(
+      set_bit(
+        overlay(uuid_send(gen_random_uuid())
+          PLACING substring(int8send(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3)
+          FROM 1 FOR 6),
+        52, 1),
+      53, 1),
+    'hex')::uuid
+$$;
+
+-- The SQL API: enqueue a message from a trigger, psql or any language, inside the caller's
+-- transaction. The payload is stored as the JSON text PostgreSQL prints for it.
+CREATE FUNCTION {{schema}}.enqueue(
+  topic text,
+  payload jsonb,
+  key text DEFAULT NULL,
+  headers jsonb DEFAULT '{}'::jsonb,
+  type text DEFAULT NULL,
+  delay interval DEFAULT '0'::interval
+) RETURNS uuid
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+  new_id uuid := {{schema}}.uuid_generate_v7();
+BEGIN
+  IF topic IS NULL OR octet_length(topic) = 0 OR octet_length(topic) > 255 THEN
+    RAISE EXCEPTION 'mailroom.enqueue: topic must be 1 to 255 bytes, got %', coalesce(quote_literal(topic), 'NULL')
+      USING ERRCODE = '22023';
+  END IF;
+  IF topic ~ '[\x01-\x1f\x7f]' THEN
+    RAISE EXCEPTION 'mailroom.enqueue: topic % contains a control character', quote_literal(topic)
+      USING ERRCODE = '22023';
+  END IF;
+  IF key IS NOT NULL AND octet_length(key) > 1024 THEN
+    RAISE EXCEPTION 'mailroom.enqueue: key is % bytes, over the limit of 1024', octet_length(key)
+      USING ERRCODE = '22023';
+  END IF;
+  IF headers IS NULL OR jsonb_typeof(headers) <> 'object' THEN
+    RAISE EXCEPTION 'mailroom.enqueue: headers must be a JSON object of strings'
+      USING ERRCODE = '22023';
+  END IF;
+  IF EXISTS (SELECT 1 FROM jsonb_each(headers) h WHERE jsonb_typeof(h.value) <> 'string') THEN
+    RAISE EXCEPTION 'mailroom.enqueue: every header value must be a JSON string; convert numbers with to_jsonb(x::text)'
+      USING ERRCODE = '22023';
+  END IF;
+  IF delay IS NULL OR delay < '0'::interval THEN
+    RAISE EXCEPTION 'mailroom.enqueue: delay must be zero or positive' USING ERRCODE = '22023';
+  END IF;
+  INSERT INTO {{schema}}.outbox (id, topic, key, type, payload, content_type, headers, available_at)
+  VALUES (new_id, topic, key, type, convert_to(coalesce(payload, 'null'::jsonb)::text, 'UTF8'),
+          'application/json', headers, now() + delay);
+  -- Delivered at commit, dropped on rollback: relays listening on the channel wake up at once.
+  -- `SET mailroom.notify = off` (per session, role or database) leaves waking to the poll.
+  IF coalesce(current_setting('mailroom.notify', true), 'on') <> 'off' THEN
+    PERFORM pg_notify({{channel_text}}, '');
+  END IF;
+  RETURN new_id;
+END
+$$;

@@ -1,0 +1,7 @@
+export { MailroomError, isMailroomError, type MailroomErrorOptions } from './mailroom-error.js';
+export { InvalidMessageError, isInvalidMessageError } from './invalid-message-error.js';
+export { PayloadTooLargeError, isPayloadTooLargeError } from './payload-too-large-error.js';
+export { ConfigError, isConfigError } from './config-error.js';
+export { PermanentDeliveryError, isPermanentDeliveryError } from './permanent-delivery-error.js';
+export { TransportError, isTransportError } from './transport-error.js';
+export { StoreError, isStoreError } from './store-error.js';

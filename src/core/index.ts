@@ -1,0 +1,36 @@
+export * from './errors/index.js';
+export type { JsonValue, MessageInput, EncodedMessage, OutboxMessage, DeadLetter } from './types.js';
+export type {
+  SqlExecutor,
+  SqlStatement,
+  StoreCapabilities,
+  ClaimRequest,
+  ClaimedBatch,
+  Settlement,
+  OutboxStats,
+  DeadLetterFilter,
+  DeadLetterOpResult,
+  Unsubscribe,
+  OutboxStore,
+  PublishOutcome,
+  TransportCapabilities,
+  Transport,
+} from './ports.js';
+export { encodeMessage, validateTopic, DEFAULT_MAX_PAYLOAD_BYTES, type MessageLimits } from './message.js';
+export { uuidv7, isUuid } from './uuid.js';
+export { Outbox, type OutboxOptions } from './outbox.js';
+export {
+  Relay,
+  resolveRelayOptions,
+  type RelayOptions,
+  type ResolvedRelayOptions,
+  type RelayEvents,
+} from './relay.js';
+export {
+  resolveRetryPolicy,
+  retryDelayMs,
+  type RetryPolicyOptions,
+  type ResolvedRetryPolicy,
+} from './retry-policy.js';
+export { silentLogger, type Logger } from './logger.js';
+export { redactUrl } from './redact.js';

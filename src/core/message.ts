@@ -1,0 +1,226 @@
+import { InvalidMessageError } from './errors/invalid-message-error.js';
+import { PayloadTooLargeError } from './errors/payload-too-large-error.js';
+import type { EncodedMessage, MessageInput } from './types.js';
+import { isUuid, uuidv7 } from './uuid.js';
+
+/** Limits applied to every message at enqueue. */
+export interface MessageLimits {
+  /** Largest encoded payload accepted. @default 1048576 (1 MiB) */
+  maxPayloadBytes?: number;
+}
+
+export const DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024;
+export const MAX_TOPIC_BYTES = 255;
+export const MAX_KEY_BYTES = 1024;
+export const MAX_TYPE_BYTES = 255;
+export const MAX_HEADER_NAME_BYTES = 255;
+export const MAX_HEADERS_BYTES = 64 * 1024;
+
+const ALLOWED_MESSAGE_FIELDS = new Set([
+  'id',
+  'topic',
+  'key',
+  'type',
+  'payload',
+  'contentType',
+  'headers',
+  'delayMs',
+]);
+
+// C0 controls, DEL and C1 controls.
+// eslint-disable-next-line no-control-regex
+const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f]/;
+// eslint-disable-next-line no-control-regex
+const HEADER_VALUE_FORBIDDEN_RE = /[\u0000\r\n]/;
+
+function show(value: unknown): string {
+  if (typeof value === 'string') {
+    const cut = value.length > 60 ? `${value.slice(0, 60)}…` : value;
+    return JSON.stringify(cut);
+  }
+  if (value === undefined) return 'undefined';
+  if (typeof value === 'bigint') return `${value}n`;
+  if (typeof value === 'function') return 'a function';
+  if (typeof value === 'symbol') return value.toString();
+  try {
+    const s = JSON.stringify(value);
+    return s.length > 60 ? `${s.slice(0, 60)}…` : s;
+  } catch {
+    return Object.prototype.toString.call(value);
+  }
+}
+
+function checkText(field: string, value: unknown, maxBytes: number, allowControl: boolean): string {
+  if (typeof value !== 'string') {
+    throw new InvalidMessageError(field, `${field} must be a string, got ${show(value)}`, {
+      value: show(value),
+    });
+  }
+  if (value.length === 0) {
+    throw new InvalidMessageError(field, `${field} must not be empty`, { value });
+  }
+  const bytes = Buffer.byteLength(value, 'utf8');
+  if (bytes > maxBytes) {
+    throw new InvalidMessageError(
+      field,
+      `${field} is ${bytes} bytes, over the limit of ${maxBytes} bytes: ${show(value)}`,
+      { value: show(value), bytes, limit: maxBytes },
+    );
+  }
+  if (!allowControl && CONTROL_RE.test(value)) {
+    throw new InvalidMessageError(
+      field,
+      `${field} ${show(value)} contains a control character; use printable characters only`,
+      { value: show(value) },
+    );
+  }
+  if (value.includes('\u0000')) {
+    throw new InvalidMessageError(field, `${field} ${show(value)} contains a NUL character`, {
+      value: show(value),
+    });
+  }
+  if (!value.isWellFormed()) {
+    throw new InvalidMessageError(field, `${field} ${show(value)} contains an unpaired surrogate`, {
+      value: show(value),
+    });
+  }
+  return value;
+}
+
+/** Validates a topic name; returns it unchanged. */
+export function validateTopic(topic: unknown): string {
+  return checkText('topic', topic, MAX_TOPIC_BYTES, false);
+}
+
+function encodeJson(payload: unknown, id: string): Buffer {
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(payload, (_k, v: unknown) => {
+      if (typeof v === 'number' && !Number.isFinite(v)) {
+        throw new InvalidMessageError(
+          'payload',
+          `payload of message ${id} contains ${v}, which JSON cannot hold`,
+        );
+      }
+      if (typeof v === 'function' || typeof v === 'symbol') {
+        throw new InvalidMessageError(
+          'payload',
+          `payload of message ${id} contains ${show(v)}, which JSON cannot hold; pass plain data`,
+        );
+      }
+      return v;
+    });
+  } catch (err) {
+    if (err instanceof InvalidMessageError) throw err;
+    throw new InvalidMessageError(
+      'payload',
+      `payload of message ${id} cannot be serialised to JSON (${(err as Error).message}); ` +
+        `pass plain data (objects, arrays, strings, finite numbers, booleans, null) or bytes`,
+      {},
+      err,
+    );
+  }
+  if (text === undefined) {
+    throw new InvalidMessageError(
+      'payload',
+      `payload of message ${id} is ${show(payload)}, which JSON cannot hold; pass null for an empty payload`,
+    );
+  }
+  return Buffer.from(text, 'utf8');
+}
+
+/**
+ * Validates a message and encodes its payload. Throws {@link InvalidMessageError} or
+ * {@link PayloadTooLargeError} naming the field and value; never returns a half-valid message.
+ */
+export function encodeMessage(input: MessageInput, limits: MessageLimits = {}): EncodedMessage {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    throw new InvalidMessageError('message', `a message must be an object, got ${show(input)}`);
+  }
+  for (const field of Object.keys(input)) {
+    if (!ALLOWED_MESSAGE_FIELDS.has(field)) {
+      throw new InvalidMessageError(
+        field,
+        `unknown message field ${show(field)}; allowed: ${[...ALLOWED_MESSAGE_FIELDS].join(', ')}`,
+      );
+    }
+  }
+  const id = input.id === undefined ? uuidv7() : input.id;
+  if (!isUuid(id)) {
+    throw new InvalidMessageError('id', `id must be a UUID, got ${show(id)}; omit it to get a UUIDv7`);
+  }
+  const topic = validateTopic(input.topic);
+  const key =
+    input.key === undefined || input.key === null ? null : checkText('key', input.key, MAX_KEY_BYTES, true);
+  const type =
+    input.type === undefined || input.type === null
+      ? null
+      : checkText('type', input.type, MAX_TYPE_BYTES, false);
+
+  let payload: Buffer;
+  let defaultContentType: string;
+  if (input.payload instanceof Uint8Array) {
+    payload = Buffer.from(input.payload.buffer, input.payload.byteOffset, input.payload.byteLength);
+    defaultContentType = 'application/octet-stream';
+  } else {
+    payload = encodeJson(input.payload, id);
+    defaultContentType = 'application/json';
+  }
+  const limit = limits.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES;
+  if (payload.byteLength > limit) throw new PayloadTooLargeError(payload.byteLength, limit, id);
+
+  const contentType =
+    input.contentType === undefined
+      ? defaultContentType
+      : checkText('contentType', input.contentType, 255, false);
+
+  const headers: Record<string, string> = {};
+  if (input.headers !== undefined) {
+    if (typeof input.headers !== 'object' || input.headers === null || Array.isArray(input.headers)) {
+      throw new InvalidMessageError(
+        'headers',
+        `headers must be an object of strings, got ${show(input.headers)}`,
+      );
+    }
+    let total = 0;
+    for (const [name, value] of Object.entries(input.headers)) {
+      checkText(`header name ${show(name)}`, name, MAX_HEADER_NAME_BYTES, false);
+      if (typeof value !== 'string') {
+        throw new InvalidMessageError(
+          `headers.${name}`,
+          `header ${show(name)} must be a string, got ${show(value)}; convert it with String() first`,
+          { value: show(value) },
+        );
+      }
+      if (HEADER_VALUE_FORBIDDEN_RE.test(value)) {
+        throw new InvalidMessageError(
+          `headers.${name}`,
+          `header ${show(name)} contains a NUL, CR or LF character: ${show(value)}`,
+          { value: show(value) },
+        );
+      }
+      total += Buffer.byteLength(name) + Buffer.byteLength(value);
+      headers[name] = value;
+    }
+    if (total > MAX_HEADERS_BYTES) {
+      throw new InvalidMessageError(
+        'headers',
+        `headers total ${total} bytes, over the limit of ${MAX_HEADERS_BYTES} bytes; move data to the payload`,
+        { bytes: total, limit: MAX_HEADERS_BYTES },
+      );
+    }
+  }
+
+  let delayMs = 0;
+  if (input.delayMs !== undefined) {
+    if (typeof input.delayMs !== 'number' || !Number.isFinite(input.delayMs) || input.delayMs < 0) {
+      throw new InvalidMessageError(
+        'delayMs',
+        `delayMs must be a non-negative finite number of milliseconds, got ${show(input.delayMs)}`,
+      );
+    }
+    delayMs = Math.round(input.delayMs);
+  }
+
+  return { id, topic, key, type, payload, contentType, headers, delayMs };
+}

@@ -1,0 +1,12 @@
+export { PostgresStore, validatePostgresUrl, type PostgresStoreOptions } from './postgres-store.js';
+export { postgresExecutor } from './postgres-executor.js';
+export {
+  migrate,
+  loadMigrations,
+  pendingSql,
+  notifyChannel,
+  type MigrationResult,
+  type Migration,
+} from './migrate.js';
+export { isRetryableDbError, describeDbError, RETRYABLE_ERROR_CODES } from './postgres-errors.js';
+export type { PgPool, PgPoolClient, PgQueryable, PostgresJsSql } from './postgres-driver.js';

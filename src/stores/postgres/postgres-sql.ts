@@ -1,0 +1,177 @@
+import type { SqlStatement } from '../../core/ports.js';
+import type { EncodedMessage } from '../../core/types.js';
+import { quoteIdent, quoteLiteral } from '../sql-identifier.js';
+
+/** Most rows in one INSERT: 8 parameters a row stays well under PostgreSQL's 65535. */
+export const MAX_ROWS_PER_INSERT = 4000;
+
+const RETURNING_COLUMNS = `o.seq::text AS seq, o.id::text AS id, o.topic, o.key, o.type, o.payload, o.content_type,
+  o.headers, o.created_at, o.attempts`;
+
+/**
+ * Every statement the PostgreSQL store runs, as values, in one place. `schema` is validated by
+ * the store before it gets here; values always travel as parameters.
+ */
+export function postgresSql(schema: string, channel: string) {
+  const s = quoteIdent(schema);
+  const t = `${s}.outbox`;
+  return {
+    channel,
+    listen: `LISTEN ${quoteIdent(channel)}`,
+    unlisten: `UNLISTEN ${quoteIdent(channel)}`,
+
+    enqueue(messages: readonly EncodedMessage[], notify: boolean): SqlStatement {
+      const params: unknown[] = [];
+      const rows: string[] = [];
+      for (const m of messages) {
+        const b = params.length;
+        params.push(
+          m.id,
+          m.topic,
+          m.key,
+          m.type,
+          m.payload,
+          m.contentType,
+          JSON.stringify(m.headers),
+          m.delayMs,
+        );
+        rows.push(
+          `($${b + 1}::uuid, $${b + 2}, $${b + 3}, $${b + 4}, $${b + 5}::bytea, $${b + 6}, $${b + 7}::text::jsonb, ` +
+            `now() + $${b + 8}::bigint * interval '1 millisecond')`,
+        );
+      }
+      const insert =
+        `INSERT INTO ${t} (id, topic, key, type, payload, content_type, headers, available_at) ` +
+        `VALUES ${rows.join(', ')}`;
+      if (!notify) return { sql: insert, params };
+      // One round trip: the NOTIFY is queued in the caller's transaction and sent at commit.
+      return {
+        sql: `WITH ins AS (${insert} RETURNING 1) SELECT pg_notify(${quoteLiteral(channel)}, '') FROM (SELECT 1 FROM ins LIMIT 1) AS x`,
+        params,
+      };
+    },
+
+    // Oldest-first, at most one row per key: a keyed row qualifies only when no older row of its
+    // key is left in the outbox (delivered rows are deleted), so a key's next message waits
+    // until the previous one is delivered or dead-lettered, whichever relay holds it.
+    claim: `WITH picked AS (
+  SELECT o.seq FROM ${t} o
+  WHERE o.available_at <= now()
+    AND (o.lease_until IS NULL OR o.lease_until <= now())
+    AND (o.key IS NULL OR NOT EXISTS (SELECT 1 FROM ${t} e WHERE e.key = o.key AND e.seq < o.seq))
+  ORDER BY o.seq
+  LIMIT $1
+  FOR UPDATE SKIP LOCKED
+)
+UPDATE ${t} o
+SET lease_owner = $2, lease_token = $3::uuid, lease_until = now() + $4::bigint * interval '1 millisecond',
+    attempts = o.attempts + 1
+FROM picked WHERE o.seq = picked.seq
+RETURNING ${RETURNING_COLUMNS}`,
+
+    extendLease: `UPDATE ${t} SET lease_until = now() + $2::bigint * interval '1 millisecond' WHERE lease_token = $1::uuid`,
+
+    deleteDelivered: `DELETE FROM ${t} WHERE seq = ANY($1::bigint[])`,
+
+    archiveDelivered: `WITH d AS (DELETE FROM ${t} WHERE seq = ANY($1::bigint[]) RETURNING *)
+INSERT INTO ${s}.archive (id, topic, key, type, payload, content_type, headers, created_at, attempts)
+SELECT id, topic, key, type, payload, content_type, headers, created_at, attempts FROM d
+ON CONFLICT (id) DO NOTHING`,
+
+    retry: `UPDATE ${t} o
+SET available_at = now() + r.delay_ms * interval '1 millisecond', last_error = r.error,
+    lease_owner = NULL, lease_token = NULL, lease_until = NULL
+FROM unnest($2::bigint[], $3::bigint[], $4::text[]) AS r(seq, delay_ms, error)
+WHERE o.seq = r.seq AND o.lease_token = $1::uuid`,
+
+    deadLetter: `WITH d AS (
+  DELETE FROM ${t} o USING unnest($2::bigint[], $3::text[]) AS r(seq, error)
+  WHERE o.seq = r.seq AND o.lease_token = $1::uuid
+  RETURNING o.*, r.error AS dead_error
+)
+INSERT INTO ${s}.dead_letter (id, topic, key, type, payload, content_type, headers, created_at, attempts, last_error)
+SELECT id, topic, key, type, payload, content_type, headers, created_at, attempts, dead_error FROM d
+ON CONFLICT (id) DO UPDATE SET dead_at = now(), attempts = excluded.attempts, last_error = excluded.last_error`,
+
+    nextDue: `SELECT extract(epoch FROM (min(available_at) - now())) * 1000 AS ms FROM ${t} WHERE available_at > now()`,
+
+    pruneArchive: `DELETE FROM ${s}.archive WHERE sent_at < now() - $1::bigint * interval '1 millisecond'`,
+
+    schemaVersion: `SELECT max(version) AS version FROM ${s}.migrations`,
+
+    stats: `SELECT
+  (SELECT count(*) FROM ${t})::bigint AS backlog,
+  (SELECT count(*) FROM ${t} WHERE lease_until > now())::bigint AS in_flight,
+  (SELECT count(*) FROM ${t} WHERE available_at > now())::bigint AS scheduled,
+  (SELECT extract(epoch FROM now() - min(created_at)) * 1000 FROM ${t}) AS oldest_age_ms,
+  (SELECT count(*) FROM ${s}.dead_letter)::bigint AS dead_letters`,
+
+    topicStats: `SELECT topic, sum(b)::bigint AS backlog, sum(d)::bigint AS dead_letters FROM (
+  SELECT topic, count(*) AS b, 0 AS d FROM ${t} GROUP BY topic
+  UNION ALL
+  SELECT topic, 0, count(*) FROM ${s}.dead_letter GROUP BY topic
+) x GROUP BY topic ORDER BY topic`,
+
+    /** WHERE clause and params for dead-letter filters; parameters start at $1. */
+    deadLetterWhere(filter: {
+      ids?: string[];
+      topic?: string;
+      key?: string;
+      deadBefore?: Date;
+      deadAfter?: Date;
+    }): { where: string; params: unknown[] } {
+      const conds: string[] = [];
+      const params: unknown[] = [];
+      if (filter.ids !== undefined) {
+        params.push(filter.ids);
+        conds.push(`id = ANY($${params.length}::uuid[])`);
+      }
+      if (filter.topic !== undefined) {
+        params.push(filter.topic);
+        conds.push(`topic = $${params.length}`);
+      }
+      if (filter.key !== undefined) {
+        params.push(filter.key);
+        conds.push(`key = $${params.length}`);
+      }
+      if (filter.deadBefore !== undefined) {
+        params.push(filter.deadBefore);
+        conds.push(`dead_at < $${params.length}`);
+      }
+      if (filter.deadAfter !== undefined) {
+        params.push(filter.deadAfter);
+        conds.push(`dead_at >= $${params.length}`);
+      }
+      return { where: conds.length ? `WHERE ${conds.join(' AND ')}` : '', params };
+    },
+
+    listDeadLetters(where: string, limitParam: string): string {
+      return `SELECT id::text AS id, id::text AS seq, topic, key, type, payload, content_type, headers, created_at,
+  attempts, dead_at, last_error FROM ${s}.dead_letter ${where} ORDER BY dead_at, id ${limitParam}`;
+    },
+
+    // Replayed messages keep their id (consumers dedupe on it) and go to the back of the outbox.
+    // A dead letter whose id is in the outbox again (re-enqueued by hand) is left where it is.
+    replayDeadLetters(where: string, limitParam: string): string {
+      const and = where ? `${where} AND` : 'WHERE';
+      return `WITH d AS (
+  DELETE FROM ${s}.dead_letter WHERE id IN (
+    SELECT id FROM ${s}.dead_letter dl ${and} NOT EXISTS (SELECT 1 FROM ${t} x WHERE x.id = dl.id)
+    ORDER BY dead_at, id ${limitParam})
+  RETURNING *
+), ins AS (
+  INSERT INTO ${t} (id, topic, key, type, payload, content_type, headers, created_at)
+  SELECT id, topic, key, type, payload, content_type, headers, created_at FROM d ORDER BY dead_at, id
+  RETURNING id
+)
+SELECT id::text AS id FROM ins`;
+    },
+
+    purgeDeadLetters(where: string, limitParam: string): string {
+      return `DELETE FROM ${s}.dead_letter WHERE id IN (SELECT id FROM ${s}.dead_letter ${where} ORDER BY dead_at, id ${limitParam})
+RETURNING id::text AS id`;
+    },
+  };
+}
+
+export type PostgresSql = ReturnType<typeof postgresSql>;

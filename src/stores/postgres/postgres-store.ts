@@ -1,0 +1,465 @@
+import { randomUUID } from 'node:crypto';
+import { ConfigError } from '../../core/errors/config-error.js';
+import { StoreError } from '../../core/errors/store-error.js';
+import type {
+  ClaimRequest,
+  ClaimedBatch,
+  DeadLetterFilter,
+  DeadLetterOpResult,
+  OutboxStats,
+  OutboxStore,
+  Settlement,
+  SqlExecutor,
+  SqlStatement,
+  StoreCapabilities,
+  Unsubscribe,
+} from '../../core/ports.js';
+import { redactUrl } from '../../core/redact.js';
+import type { DeadLetter, EncodedMessage, OutboxMessage } from '../../core/types.js';
+import { validateIdentifier } from '../sql-identifier.js';
+import type { PgNotification, PgPool, PgPoolClient } from './postgres-driver.js';
+import { describeDbError } from './postgres-errors.js';
+import { postgresExecutor } from './postgres-executor.js';
+import { postgresSql, MAX_ROWS_PER_INSERT, type PostgresSql } from './postgres-sql.js';
+import { latestVersion, migrate, notifyChannel, type MigrationResult } from './migrate.js';
+
+/** Options of {@link PostgresStore}. */
+export interface PostgresStoreOptions {
+  /**
+   * A `pg.Pool` (or anything shaped like it) the relay side uses for claims, settles and
+   * LISTEN. Give this or `connectionString`.
+   */
+  pool?: PgPool;
+  /** A PostgreSQL URL; the store makes (and on close ends) its own `pg.Pool`. Needs `pg`. */
+  connectionString?: string;
+  /** Connections in the pool the store makes from `connectionString`. @default 4 */
+  poolSize?: number;
+  /** Schema holding Mailroom's tables. A plain identifier. @default 'mailroom' */
+  schema?: string;
+  /**
+   * Send a NOTIFY from the enqueueing transaction, so relays wake at commit. Turn off to save
+   * the commit-time lock NOTIFY takes when writers are very many; relays then find work by
+   * polling. @default true
+   */
+  notify?: boolean;
+  /** Keep delivered messages in `<schema>.archive` instead of deleting them. @default false */
+  archive?: boolean;
+}
+
+const ALLOWED_OPTIONS = new Set(['pool', 'connectionString', 'poolSize', 'schema', 'notify', 'archive']);
+
+function toMessage(row: Record<string, unknown>): OutboxMessage {
+  return {
+    seq: String(row.seq),
+    id: String(row.id),
+    topic: String(row.topic),
+    key: (row.key as string | null) ?? null,
+    type: (row.type as string | null) ?? null,
+    payload: row.payload as Buffer,
+    contentType: String(row.content_type),
+    headers: (row.headers as Record<string, string>) ?? {},
+    createdAt: row.created_at as Date,
+    attempts: Number(row.attempts),
+  };
+}
+
+function compareSeq(a: OutboxMessage, b: OutboxMessage): number {
+  return a.seq.length - b.seq.length || (a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0);
+}
+
+/**
+ * The outbox in PostgreSQL (node-postgres for the relay side; enqueue also takes postgres.js
+ * transactions). Claims use `FOR UPDATE SKIP LOCKED` under leases on the database clock, so
+ * several relays share the work and a dead relay's rows come back when its lease runs out.
+ *
+ * @example
+ * ```ts
+ * const store = new PostgresStore({ pool, schema: 'mailroom' });
+ * const outbox = new Outbox({ store });
+ * await client.query('BEGIN');
+ * await client.query('INSERT INTO orders …');
+ * await outbox.enqueue(client, { topic: 'order.created', key: orderId, payload: order });
+ * await client.query('COMMIT');
+ * ```
+ */
+export class PostgresStore implements OutboxStore {
+  readonly name = 'postgres';
+  readonly capabilities: StoreCapabilities = { notify: true, concurrentRelays: true };
+  readonly schema: string;
+  readonly notify: boolean;
+  readonly archive: boolean;
+  readonly #pool: PgPool;
+  readonly #ownsPool: boolean;
+  readonly #sql: PostgresSql;
+  readonly #target: string | undefined;
+  #closed = false;
+
+  constructor(options: PostgresStoreOptions) {
+    for (const key of Object.keys(options)) {
+      if (!ALLOWED_OPTIONS.has(key)) {
+        throw new ConfigError(
+          key,
+          `unknown PostgresStore option "${key}"; allowed: ${[...ALLOWED_OPTIONS].join(', ')}`,
+        );
+      }
+    }
+    this.schema = validateIdentifier('schema', options.schema ?? 'mailroom');
+    this.notify = options.notify ?? true;
+    this.archive = options.archive ?? false;
+    this.#sql = postgresSql(this.schema, notifyChannel(this.schema));
+    if (options.pool) {
+      this.#pool = options.pool;
+      this.#ownsPool = false;
+    } else if (options.connectionString !== undefined) {
+      this.#target = redactUrl(options.connectionString);
+      this.#pool = createPgPool(options.connectionString, options.poolSize ?? 4);
+      this.#ownsPool = true;
+    } else {
+      throw new ConfigError('pool', 'PostgresStore needs a pool (a pg.Pool) or a connectionString');
+    }
+  }
+
+  /**
+   * Same options as the constructor; with a `connectionString`, validates it and loads `pg`
+   * first (the constructor cannot, being synchronous).
+   */
+  static async connect(options: PostgresStoreOptions): Promise<PostgresStore> {
+    if (options.connectionString !== undefined && !options.pool) {
+      validatePostgresUrl('connectionString', options.connectionString);
+      await loadPg();
+    }
+    return new PostgresStore(options);
+  }
+
+  /** The NOTIFY channel relays of this schema listen on. */
+  get channel(): string {
+    return this.#sql.channel;
+  }
+
+  enqueueStatement(messages: readonly EncodedMessage[]): SqlStatement {
+    if (messages.length > MAX_ROWS_PER_INSERT) {
+      throw new RangeError(`enqueueStatement takes at most ${MAX_ROWS_PER_INSERT} messages`);
+    }
+    return this.#sql.enqueue(messages, this.notify);
+  }
+
+  executor(tx: unknown): SqlExecutor {
+    return postgresExecutor(tx);
+  }
+
+  #wrap(err: unknown): unknown {
+    return describeDbError(err, { schema: this.schema, ...(this.#target ? { target: this.#target } : {}) });
+  }
+
+  async #query(sql: string, params?: unknown[]) {
+    try {
+      return await this.#pool.query(sql, params);
+    } catch (err) {
+      throw this.#wrap(err);
+    }
+  }
+
+  async #transaction<T>(fn: (client: PgPoolClient) => Promise<T>): Promise<T> {
+    let client: PgPoolClient;
+    try {
+      client = await this.#pool.connect();
+    } catch (err) {
+      throw this.#wrap(err);
+    }
+    let broken: Error | undefined;
+    try {
+      await client.query('BEGIN');
+      const result = await fn(client);
+      await client.query('COMMIT');
+      return result;
+    } catch (err) {
+      await client.query('ROLLBACK').catch((e: Error) => (broken = e));
+      throw this.#wrap(err);
+    } finally {
+      // A client whose ROLLBACK failed is in an unknown state: destroy it, do not reuse it.
+      client.release(broken ?? false);
+    }
+  }
+
+  async claim(request: ClaimRequest): Promise<ClaimedBatch> {
+    const leaseToken = randomUUID();
+    const res = await this.#query(this.#sql.claim, [
+      request.limit,
+      request.owner,
+      leaseToken,
+      Math.ceil(request.leaseMs),
+    ]);
+    const messages = res.rows.map(toMessage).sort(compareSeq);
+    return { leaseToken, messages };
+  }
+
+  async extendLease(leaseToken: string, leaseMs: number): Promise<void> {
+    await this.#query(this.#sql.extendLease, [leaseToken, Math.ceil(leaseMs)]);
+  }
+
+  async settle(settlement: Settlement): Promise<void> {
+    const { delivered, retry, dead, leaseToken } = settlement;
+    const statements: Array<[string, unknown[]]> = [];
+    if (delivered.length) {
+      statements.push([
+        this.archive ? this.#sql.archiveDelivered : this.#sql.deleteDelivered,
+        [delivered.map((m) => m.seq)],
+      ]);
+    }
+    if (retry.length) {
+      statements.push([
+        this.#sql.retry,
+        [
+          leaseToken,
+          retry.map((r) => r.message.seq),
+          retry.map((r) => Math.max(0, Math.round(r.delayMs))),
+          retry.map((r) => truncateError(r.error)),
+        ],
+      ]);
+    }
+    if (dead.length) {
+      statements.push([
+        this.#sql.deadLetter,
+        [leaseToken, dead.map((d) => d.message.seq), dead.map((d) => truncateError(d.error))],
+      ]);
+    }
+    if (statements.length === 0) return;
+    if (statements.length === 1) {
+      const [sql, params] = statements[0] as [string, unknown[]];
+      await this.#query(sql, params);
+      return;
+    }
+    await this.#transaction(async (client) => {
+      for (const [sql, params] of statements) await client.query(sql, params);
+    });
+  }
+
+  async nextDueInMs(): Promise<number | null> {
+    const res = await this.#query(this.#sql.nextDue);
+    const ms = res.rows[0]?.ms;
+    return ms === null || ms === undefined ? null : Math.max(0, Number(ms));
+  }
+
+  async subscribe(onWake: () => void, onError: (err: unknown) => void): Promise<Unsubscribe> {
+    let client: PgPoolClient;
+    try {
+      client = await this.#pool.connect();
+    } catch (err) {
+      throw this.#wrap(err);
+    }
+    const channel = this.#sql.channel;
+    const onNotification = (msg: PgNotification) => {
+      if (msg.channel === channel) onWake();
+    };
+    let done = false;
+    const onClientError = (err: Error) => {
+      if (done) return;
+      done = true;
+      cleanup();
+      client.release(err);
+      onError(err);
+    };
+    const onEnd = () => onClientError(new Error('LISTEN connection ended'));
+    const cleanup = () => {
+      client.removeListener('notification', onNotification as (...args: never[]) => void);
+      client.removeListener('error', onClientError as (...args: never[]) => void);
+      client.removeListener('end', onEnd as (...args: never[]) => void);
+    };
+    client.on('notification', onNotification);
+    client.on('error', onClientError);
+    client.on('end', onEnd);
+    try {
+      await client.query(this.#sql.listen);
+    } catch (err) {
+      done = true;
+      cleanup();
+      client.release(err as Error);
+      throw this.#wrap(err);
+    }
+    return async () => {
+      if (done) return;
+      done = true;
+      try {
+        await client.query(this.#sql.unlisten);
+        cleanup();
+        client.release();
+      } catch (err) {
+        cleanup();
+        client.release(err as Error);
+      }
+    };
+  }
+
+  async check(): Promise<void> {
+    let version: number;
+    try {
+      const res = await this.#pool.query(this.#sql.schemaVersion);
+      version = Number(res.rows[0]?.version ?? 0);
+    } catch (err) {
+      throw this.#wrap(err);
+    }
+    const known = latestVersion();
+    if (version < known) {
+      throw new StoreError(
+        'schema_outdated',
+        `the Mailroom schema "${this.schema}" is at version ${version}, this version needs ${known}: ` +
+          `run \`npx mailroom migrate --schema ${this.schema}\``,
+        { details: { version, needed: known } },
+      );
+    }
+    if (version > known) {
+      throw new StoreError(
+        'schema_too_new',
+        `the Mailroom schema "${this.schema}" is at version ${version}, newer than this version of Mailroom ` +
+          `knows (${known}): upgrade mailroom`,
+        { details: { version, known } },
+      );
+    }
+  }
+
+  /** Applies pending migrations (see {@link migrate}); results per migration file. */
+  async migrate(options: { dryRun?: boolean } = {}): Promise<MigrationResult[]> {
+    let client: PgPoolClient;
+    try {
+      client = await this.#pool.connect();
+    } catch (err) {
+      throw this.#wrap(err);
+    }
+    try {
+      return await migrate(client, { schema: this.schema, ...options });
+    } catch (err) {
+      throw this.#wrap(err);
+    } finally {
+      client.release();
+    }
+  }
+
+  async stats(): Promise<OutboxStats> {
+    const [totals, topics] = await Promise.all([
+      this.#query(this.#sql.stats),
+      this.#query(this.#sql.topicStats),
+    ]);
+    const row = totals.rows[0] ?? {};
+    return {
+      backlog: Number(row.backlog ?? 0),
+      inFlight: Number(row.in_flight ?? 0),
+      scheduled: Number(row.scheduled ?? 0),
+      oldestAgeMs:
+        row.oldest_age_ms === null || row.oldest_age_ms === undefined ? null : Number(row.oldest_age_ms),
+      deadLetters: Number(row.dead_letters ?? 0),
+      topics: topics.rows.map((r) => ({
+        topic: String(r.topic),
+        backlog: Number(r.backlog),
+        deadLetters: Number(r.dead_letters),
+      })),
+    };
+  }
+
+  #deadLetterQuery(filter: DeadLetterFilter): { where: string; params: unknown[]; limit: string } {
+    const { where, params } = this.#sql.deadLetterWhere(filter);
+    let limit = '';
+    if (filter.limit !== undefined) {
+      if (!Number.isInteger(filter.limit) || filter.limit < 1) {
+        throw new ConfigError('limit', `limit must be a positive integer, got ${String(filter.limit)}`);
+      }
+      params.push(filter.limit);
+      limit = `LIMIT $${params.length}`;
+    }
+    return { where, params, limit };
+  }
+
+  async listDeadLetters(filter: DeadLetterFilter = {}): Promise<DeadLetter[]> {
+    const q = this.#deadLetterQuery(filter);
+    const res = await this.#query(this.#sql.listDeadLetters(q.where, q.limit), q.params);
+    return res.rows.map((r) => ({
+      ...toMessage(r),
+      deadAt: r.dead_at as Date,
+      lastError: (r.last_error as string | null) ?? null,
+    }));
+  }
+
+  async replayDeadLetters(filter: DeadLetterFilter = {}): Promise<DeadLetterOpResult[]> {
+    const q = this.#deadLetterQuery(filter);
+    const ids = await this.#transaction(async (client) => {
+      const res = await client.query(this.#sql.replayDeadLetters(q.where, q.limit), q.params);
+      if (res.rows.length > 0) await client.query('SELECT pg_notify($1, $2)', [this.#sql.channel, '']);
+      return res.rows.map((r) => String(r.id));
+    });
+    return ids.map((id) => ({ id, status: 'replayed' as const }));
+  }
+
+  async purgeDeadLetters(filter: DeadLetterFilter = {}): Promise<DeadLetterOpResult[]> {
+    const q = this.#deadLetterQuery(filter);
+    const res = await this.#query(this.#sql.purgeDeadLetters(q.where, q.limit), q.params);
+    return res.rows.map((r) => ({ id: String(r.id), status: 'purged' as const }));
+  }
+
+  /** Deletes archived messages older than `retentionMs`; returns how many. */
+  async pruneArchive(retentionMs: number): Promise<number> {
+    const res = await this.#query(this.#sql.pruneArchive, [Math.round(retentionMs)]);
+    return res.rowCount ?? 0;
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#ownsPool) await this.#pool.end();
+  }
+}
+
+function truncateError(error: string): string {
+  return error.length > 4000 ? `${error.slice(0, 4000)}…` : error;
+}
+
+type PgModule = {
+  Pool: new (config: Record<string, unknown>) => PgPool;
+};
+
+let pgModule: PgModule | undefined;
+
+/** Loads `pg` once; the store only needs it when it makes its own pool. */
+export async function loadPg(): Promise<PgModule> {
+  if (pgModule) return pgModule;
+  try {
+    const mod = (await import('pg')) as unknown as { default?: PgModule } & PgModule;
+    pgModule = mod.default ?? mod;
+    return pgModule;
+  } catch (err) {
+    throw new ConfigError('pg', 'the PostgreSQL store needs the `pg` package: run `npm install pg`', {}, err);
+  }
+}
+
+function createPgPool(connectionString: string, max: number): PgPool {
+  if (!pgModule) {
+    throw new ConfigError(
+      'connectionString',
+      'call `await PostgresStore.connect({ connectionString })` (it loads `pg`), or pass a pool',
+    );
+  }
+  const pool = new pgModule.Pool({ connectionString, max });
+  // An idle client's error (server restart, pg_terminate_backend) must not crash the process:
+  // the pool drops that client and the next query gets a fresh one.
+  pool.on?.('error', () => undefined);
+  return pool;
+}
+
+/** Validates a PostgreSQL URL, with an error that names it (password hidden). */
+export function validatePostgresUrl(key: string, value: string): void {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new ConfigError(
+      key,
+      `${key} is not a URL: ${JSON.stringify(redactUrl(value))}; expected postgres://user:password@host:5432/database`,
+      { value: redactUrl(value) },
+    );
+  }
+  if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
+    throw new ConfigError(
+      key,
+      `${key} must be a postgres:// or postgresql:// URL, got scheme "${url.protocol}" in ${redactUrl(value)}`,
+      { value: redactUrl(value) },
+    );
+  }
+}

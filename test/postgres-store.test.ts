@@ -1,0 +1,159 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import postgres from 'postgres';
+import { Outbox } from '../src/core/index.js';
+import { createTestDb, DATABASE_URL, inTransaction, type TestDb } from './helpers/postgres.js';
+
+describe('PostgreSQL store', () => {
+  let db: TestDb;
+  let outbox: Outbox;
+  before(async () => {
+    db = await createTestDb('store');
+    outbox = new Outbox({ store: db.store });
+  });
+  after(async () => db.drop());
+
+  it('enqueues inside a pg transaction and keeps nothing after a rollback', async () => {
+    const before = await db.count();
+    await assert.rejects(
+      inTransaction(db.pool, async (client) => {
+        await outbox.enqueue(client, { topic: 'rolled.back', payload: { a: 1 } });
+        throw new Error('business failure');
+      }),
+      /business failure/,
+    );
+    assert.equal(await db.count(), before);
+    const id = await inTransaction(db.pool, (client) =>
+      outbox.enqueue(client, { topic: 'committed', key: 'k1', payload: { a: 1 }, headers: { h: 'v' } }),
+    );
+    const row = (await db.pool.query(`SELECT * FROM "${db.schema}".outbox WHERE id = $1`, [id])).rows[0];
+    assert.equal(row.topic, 'committed');
+    assert.equal(row.key, 'k1');
+    assert.deepEqual(row.headers, { h: 'v' });
+    assert.equal(row.payload.toString(), '{"a":1}');
+    assert.equal(row.content_type, 'application/json');
+  });
+
+  it('enqueues inside a postgres.js transaction and keeps nothing after a rollback', async () => {
+    const sql = postgres(DATABASE_URL, { max: 2, onnotice: () => undefined });
+    try {
+      const before = await db.count();
+      await assert.rejects(
+        sql.begin(async (tx) => {
+          await outbox.enqueue(tx, { topic: 'pgjs.rolled', payload: [1, 2] });
+          throw new Error('nope');
+        }),
+        /nope/,
+      );
+      assert.equal(await db.count(), before);
+      const ids = await sql.begin((tx) =>
+        outbox.enqueue(tx, [
+          { topic: 'pgjs.ok', payload: Buffer.from([0, 1, 2, 255]) },
+          { topic: 'pgjs.ok', payload: 'text', key: 'x' },
+        ]),
+      );
+      const rows = (
+        await db.pool.query(
+          `SELECT id::text, payload, content_type FROM "${db.schema}".outbox WHERE id = ANY($1) ORDER BY seq`,
+          [ids],
+        )
+      ).rows;
+      assert.equal(rows.length, 2);
+      assert.deepEqual([...rows[0].payload], [0, 1, 2, 255]);
+      assert.equal(rows[0].content_type, 'application/octet-stream');
+      assert.equal(rows[1].payload.toString(), '"text"');
+    } finally {
+      await sql.end();
+    }
+  });
+
+  it('enqueues from SQL with mailroom.enqueue and rejects bad input there too', async () => {
+    const res = await db.pool.query(
+      `SELECT "${db.schema}".enqueue('sql.topic', '{"x": 1}'::jsonb, 'key-1', '{"h":"v"}'::jsonb) AS id`,
+    );
+    const id = res.rows[0].id as string;
+    assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    const row = (await db.pool.query(`SELECT * FROM "${db.schema}".outbox WHERE id = $1`, [id])).rows[0];
+    assert.equal(row.key, 'key-1');
+    assert.deepEqual(JSON.parse(row.payload.toString()), { x: 1 });
+    await assert.rejects(
+      db.pool.query(`SELECT "${db.schema}".enqueue('', '{}'::jsonb)`),
+      /topic must be 1 to 255/,
+    );
+    await assert.rejects(
+      db.pool.query(`SELECT "${db.schema}".enqueue('t', '{}'::jsonb, NULL, '{"n": 1}'::jsonb)`),
+      /header value must be a JSON string/,
+    );
+  });
+
+  it('claims at most one message per key, oldest first, and skips rows another claim holds', async () => {
+    const local = await createTestDb('claim');
+    try {
+      const o = new Outbox({ store: local.store });
+      await inTransaction(local.pool, (c) =>
+        o.enqueue(c, [
+          { topic: 't', key: 'a', payload: 1 },
+          { topic: 't', key: 'a', payload: 2 },
+          { topic: 't', key: 'b', payload: 3 },
+          { topic: 't', payload: 4 },
+          { topic: 't', payload: 5 },
+        ]),
+      );
+      const first = await local.store.claim({ owner: 'r1', limit: 10, leaseMs: 5000 });
+      assert.deepEqual(
+        first.messages.map((m) => JSON.parse(m.payload.toString())),
+        [1, 3, 4, 5],
+      );
+      const second = await local.store.claim({ owner: 'r2', limit: 10, leaseMs: 5000 });
+      assert.equal(second.messages.length, 0, 'a:2 must wait for a:1 to be delivered');
+      await local.store.settle({
+        leaseToken: first.leaseToken,
+        delivered: first.messages,
+        retry: [],
+        dead: [],
+      });
+      const third = await local.store.claim({ owner: 'r2', limit: 10, leaseMs: 5000 });
+      assert.deepEqual(
+        third.messages.map((m) => JSON.parse(m.payload.toString())),
+        [2],
+      );
+      assert.equal(third.messages[0]?.attempts, 1);
+    } finally {
+      await local.drop();
+    }
+  });
+
+  it('migrates twice and from two processes at once without error', async () => {
+    const { PostgresStore } = await import('../src/stores/postgres/index.js');
+    const schema = `mig_${Math.random().toString(16).slice(2, 10)}`;
+    const a = new PostgresStore({ pool: db.pool, schema });
+    const b = new PostgresStore({ pool: db.pool, schema });
+    try {
+      const [ra, rb] = await Promise.all([a.migrate(), b.migrate()]);
+      const applied = [...ra, ...rb].filter((r) => r.status === 'applied').length;
+      assert.equal(applied, ra.length, 'each migration applied exactly once');
+      const again = await a.migrate();
+      assert.ok(again.every((r) => r.status === 'already-applied'));
+      await a.check();
+    } finally {
+      await db.pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    }
+  });
+
+  it('reports a missing schema with the command to run', async () => {
+    const { PostgresStore } = await import('../src/stores/postgres/index.js');
+    const store = new PostgresStore({ pool: db.pool, schema: 'not_migrated_here' });
+    await assert.rejects(store.check(), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'schema_missing');
+      assert.match(err.message, /npx mailroom migrate --schema not_migrated_here/);
+      return true;
+    });
+  });
+
+  it('rejects SQL-looking schema names before touching the database', async () => {
+    const { PostgresStore } = await import('../src/stores/postgres/index.js');
+    for (const schema of ['a"; DROP TABLE x; --', 'public.outbox', '', '1abc', 'x'.repeat(64)]) {
+      assert.throws(() => new PostgresStore({ pool: db.pool, schema }), { name: 'ConfigError' });
+    }
+  });
+});
