@@ -21,7 +21,9 @@ export interface PgPoolClient extends PgQueryable {
   on(event: 'notification', listener: (msg: PgNotification) => void): unknown;
   on(event: 'error', listener: (err: Error) => void): unknown;
   on(event: 'end', listener: () => void): unknown;
-  removeListener(event: string, listener: (...args: never[]) => void): unknown;
+  removeListener(event: 'notification', listener: (msg: PgNotification) => void): unknown;
+  removeListener(event: 'error', listener: (err: Error) => void): unknown;
+  removeListener(event: 'end', listener: () => void): unknown;
 }
 
 export interface PgPool extends PgQueryable {

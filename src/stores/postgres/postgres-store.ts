@@ -261,9 +261,9 @@ export class PostgresStore implements OutboxStore {
     };
     const onEnd = () => onClientError(new Error('LISTEN connection ended'));
     const cleanup = () => {
-      client.removeListener('notification', onNotification as (...args: never[]) => void);
-      client.removeListener('error', onClientError as (...args: never[]) => void);
-      client.removeListener('end', onEnd as (...args: never[]) => void);
+      client.removeListener('notification', onNotification);
+      client.removeListener('error', onClientError);
+      client.removeListener('end', onEnd);
     };
     client.on('notification', onNotification);
     client.on('error', onClientError);

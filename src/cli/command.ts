@@ -1,0 +1,27 @@
+import type { Logger } from '../core/logger.js';
+import type { OptionSpec, ResolvedConfig } from './options.js';
+
+export interface CommandContext {
+  config: ResolvedConfig;
+  flags: Map<string, string | boolean>;
+  positionals: string[];
+  /** Writes a line of data to stdout. */
+  out: (line: string) => void;
+  logger: Logger;
+  env: NodeJS.ProcessEnv;
+}
+
+/** A subcommand of `mailroom`. */
+export interface Command {
+  name: string;
+  summary: string;
+  usage: string;
+  options: OptionSpec[];
+  /** Flags without a value that are not settings (`--dry-run`, `--print-config`). */
+  booleans?: string[];
+  /** Setting keys that must be given. */
+  required?: string[];
+  /** Extra help text after the options. */
+  details?: string;
+  run(ctx: CommandContext): Promise<number>;
+}

@@ -1,0 +1,237 @@
+import { Relay } from '../../core/relay.js';
+import { openStore, openTransport } from '../connect.js';
+import { COMMON_OPTIONS, printableConfig, type OptionSpec } from '../options.js';
+import type { Command } from '../command.js';
+
+const OPTIONS: OptionSpec[] = [
+  ...COMMON_OPTIONS,
+  {
+    key: 'transport',
+    flag: 'transport',
+    env: 'MAILROOM_TRANSPORT',
+    type: 'url',
+    secret: true,
+    description: 'where to deliver: amqp://user:password@host:5672/vhost',
+  },
+  {
+    key: 'exchange',
+    flag: 'exchange',
+    env: 'MAILROOM_EXCHANGE',
+    type: 'string',
+    default: 'mailroom',
+    description: 'RabbitMQ exchange (durable, topic) messages are published to; topic = routing key',
+  },
+  {
+    key: 'mandatory',
+    flag: 'mandatory',
+    env: 'MAILROOM_MANDATORY',
+    type: 'bool',
+    default: false,
+    description: 'dead-letter messages no queue is bound to receive, instead of dropping them',
+  },
+  {
+    key: 'batchSize',
+    flag: 'batch-size',
+    env: 'MAILROOM_BATCH_SIZE',
+    type: 'int',
+    min: 1,
+    max: 10000,
+    default: 500,
+    description: 'messages claimed and published per batch',
+  },
+  {
+    key: 'concurrency',
+    flag: 'concurrency',
+    env: 'MAILROOM_CONCURRENCY',
+    type: 'int',
+    min: 1,
+    max: 64,
+    default: 2,
+    description: 'batches in flight at once',
+  },
+  {
+    key: 'leaseMs',
+    flag: 'lease-ms',
+    env: 'MAILROOM_LEASE_MS',
+    type: 'int',
+    min: 1000,
+    max: 3600000,
+    default: 10000,
+    description: "how long a claim holds its messages; a dead relay's messages return after this",
+  },
+  {
+    key: 'wakeup',
+    flag: 'wakeup',
+    env: 'MAILROOM_WAKEUP',
+    type: 'enum',
+    values: ['notify', 'poll'],
+    default: 'notify',
+    description: 'notify: LISTEN/NOTIFY plus a poll backstop; poll: polling only',
+  },
+  {
+    key: 'pollIntervalMs',
+    flag: 'poll-interval-ms',
+    env: 'MAILROOM_POLL_INTERVAL_MS',
+    type: 'int',
+    min: 10,
+    max: 3600000,
+    description: 'poll interval (default 1000 with notify, 250 with poll)',
+  },
+  {
+    key: 'maxAttempts',
+    flag: 'max-attempts',
+    env: 'MAILROOM_MAX_ATTEMPTS',
+    type: 'int',
+    min: 1,
+    max: 1000,
+    default: 12,
+    description: 'delivery attempts before a message is dead-lettered',
+  },
+  {
+    key: 'retryBaseMs',
+    flag: 'retry-base-ms',
+    env: 'MAILROOM_RETRY_BASE_MS',
+    type: 'int',
+    min: 0,
+    max: 86400000,
+    default: 1000,
+    description: 'backoff ceiling of the first retry; doubles per attempt (full jitter)',
+  },
+  {
+    key: 'retryMaxMs',
+    flag: 'retry-max-ms',
+    env: 'MAILROOM_RETRY_MAX_MS',
+    type: 'int',
+    min: 0,
+    max: 86400000,
+    default: 300000,
+    description: 'largest backoff between attempts',
+  },
+  {
+    key: 'archive',
+    flag: 'archive',
+    env: 'MAILROOM_ARCHIVE',
+    type: 'bool',
+    default: false,
+    description: 'keep delivered messages in <schema>.archive instead of deleting them',
+  },
+  {
+    key: 'archiveRetentionMs',
+    flag: 'archive-retention-ms',
+    env: 'MAILROOM_ARCHIVE_RETENTION_MS',
+    type: 'int',
+    min: 1000,
+    max: 31536000000,
+    default: 604800000,
+    description: 'with --archive: delete archived messages older than this (checked every minute)',
+  },
+  {
+    key: 'shutdownTimeoutMs',
+    flag: 'shutdown-timeout-ms',
+    env: 'MAILROOM_SHUTDOWN_TIMEOUT_MS',
+    type: 'int',
+    min: 0,
+    max: 3600000,
+    default: 10000,
+    description: 'on SIGINT/SIGTERM, how long to wait for in-flight batches',
+  },
+];
+
+export const relayCommand: Command = {
+  name: 'relay',
+  summary: 'deliver outbox messages to the transport until stopped (SIGINT/SIGTERM drain gracefully)',
+  usage: 'mailroom relay --database-url URL --transport amqp://… [options]',
+  options: OPTIONS,
+  booleans: ['print-config'],
+  required: ['databaseUrl', 'transport'],
+  async run({ config, flags, out, logger }) {
+    if (flags.get('print-config') === true) {
+      out(JSON.stringify(printableConfig(config, OPTIONS), null, 2));
+      return 0;
+    }
+    const store = await openStore(config, { archive: Boolean(config.archive) });
+    const transport = await openTransport(config);
+    const relay = new Relay({
+      store,
+      transport,
+      logger,
+      batchSize: Number(config.batchSize),
+      concurrency: Number(config.concurrency),
+      leaseMs: Number(config.leaseMs),
+      wakeup: config.wakeup as 'notify' | 'poll',
+      ...(config.pollIntervalMs === undefined ? {} : { pollIntervalMs: Number(config.pollIntervalMs) }),
+      shutdownTimeoutMs: Number(config.shutdownTimeoutMs),
+      retry: {
+        maxAttempts: Number(config.maxAttempts),
+        baseDelayMs: Number(config.retryBaseMs),
+        maxDelayMs: Number(config.retryMaxMs),
+      },
+    });
+    relay.on('relay:batch:settled', (e) =>
+      logger.debug('batch settled', {
+        count: e.count,
+        delivered: e.delivered,
+        retried: e.retried,
+        dead: e.dead,
+        publishMs: Math.round(e.publishMs),
+      }),
+    );
+    relay.on('relay:message:retry', (e) =>
+      logger.warn('delivery failed; will retry', {
+        id: e.message.id,
+        topic: e.message.topic,
+        attempt: e.message.attempts,
+        delayMs: e.delayMs,
+        error: e.error.message,
+      }),
+    );
+    relay.on('relay:error', (e) =>
+      logger.warn(`${e.phase} error`, { error: (e.error as Error)?.message ?? String(e.error) }),
+    );
+    let totals = 0;
+    relay.on('relay:batch:settled', (e) => (totals += e.delivered));
+
+    let exitCode = 0;
+    const done = new Promise<void>((resolve) => {
+      let signals = 0;
+      const onSignal = (signal: NodeJS.Signals) => {
+        signals++;
+        if (signals > 1) {
+          logger.error('second signal: exiting without waiting for in-flight batches', { signal });
+          process.exit(130);
+        }
+        logger.info('stopping: draining in-flight batches', { signal });
+        resolve();
+      };
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+    });
+    try {
+      await relay.start();
+    } catch (err) {
+      await transport.close().catch(() => undefined);
+      await store.close().catch(() => undefined);
+      throw err;
+    }
+    let pruneTimer: NodeJS.Timeout | undefined;
+    if (config.archive) {
+      const prune = () =>
+        store
+          .pruneArchive(Number(config.archiveRetentionMs))
+          .then((n) => n && logger.info('pruned archive', { deleted: n }))
+          .catch((err: unknown) => logger.warn('archive prune failed', { error: String(err) }));
+      pruneTimer = setInterval(prune, 60_000);
+      void prune();
+    }
+    await done;
+    clearInterval(pruneTimer);
+    await relay.stop();
+    await transport.close().catch((err: unknown) => {
+      exitCode = 1;
+      logger.error('closing the transport failed', { error: String(err) });
+    });
+    await store.close();
+    logger.info('relay exited', { delivered: totals });
+    return exitCode;
+  },
+};

@@ -1,0 +1,269 @@
+import { readFileSync, existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { redactUrl } from '../core/redact.js';
+import { UsageError } from './cli-error.js';
+
+/** One configurable setting, reachable from a flag, an environment variable and the config file. */
+export interface OptionSpec {
+  /** Name in the config file and in the resolved configuration. */
+  key: string;
+  flag: string;
+  env: string;
+  type: 'string' | 'int' | 'bool' | 'enum' | 'url';
+  values?: readonly string[];
+  default?: string | number | boolean;
+  min?: number;
+  max?: number;
+  /** Printed redacted. */
+  secret?: boolean;
+  description: string;
+}
+
+export type ResolvedConfig = Record<string, string | number | boolean | undefined>;
+
+/** Options every database-facing command takes. */
+export const COMMON_OPTIONS: OptionSpec[] = [
+  {
+    key: 'databaseUrl',
+    flag: 'database-url',
+    env: 'DATABASE_URL',
+    type: 'url',
+    secret: true,
+    description: 'PostgreSQL URL, postgres://user:password@host:5432/database',
+  },
+  {
+    key: 'schema',
+    flag: 'schema',
+    env: 'MAILROOM_SCHEMA',
+    type: 'string',
+    default: 'mailroom',
+    description: "schema of Mailroom's tables",
+  },
+  {
+    key: 'logLevel',
+    flag: 'log-level',
+    env: 'MAILROOM_LOG_LEVEL',
+    type: 'enum',
+    values: ['debug', 'info', 'warn', 'error'],
+    default: 'info',
+    description: 'least severe log level printed',
+  },
+  {
+    key: 'logFormat',
+    flag: 'log-format',
+    env: 'MAILROOM_LOG_FORMAT',
+    type: 'enum',
+    values: ['auto', 'json', 'pretty'],
+    default: 'auto',
+    description: 'auto: JSON lines when stderr is not a terminal',
+  },
+];
+
+/** Reads `--flag value`, `--flag=value`, `--bool`, `--no-bool`; rejects unknown flags. */
+export function parseFlags(
+  argv: readonly string[],
+  specs: readonly OptionSpec[],
+  extraBooleans: readonly string[] = [],
+): { flags: Map<string, string | boolean>; positionals: string[] } {
+  const byFlag = new Map(specs.map((s) => [s.flag, s]));
+  const flags = new Map<string, string | boolean>();
+  const positionals: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    if (arg === '--') {
+      positionals.push(...argv.slice(i + 1));
+      break;
+    }
+    if (!arg.startsWith('-') || arg === '-') {
+      positionals.push(arg);
+      continue;
+    }
+    if (!arg.startsWith('--')) {
+      if (arg === '-h') {
+        flags.set('help', true);
+        continue;
+      }
+      if (arg === '-y') {
+        flags.set('yes', true);
+        continue;
+      }
+      throw new UsageError(`unknown flag ${arg}; run with --help to see the flags`);
+    }
+    const eq = arg.indexOf('=');
+    let name = eq === -1 ? arg.slice(2) : arg.slice(2, eq);
+    let value: string | boolean | undefined = eq === -1 ? undefined : arg.slice(eq + 1);
+    if (name === 'help' || extraBooleans.includes(name)) {
+      flags.set(name, true);
+      continue;
+    }
+    let spec = byFlag.get(name);
+    if (!spec && name.startsWith('no-') && byFlag.get(name.slice(3))?.type === 'bool') {
+      spec = byFlag.get(name.slice(3));
+      name = name.slice(3);
+      value = false;
+    }
+    if (!spec) {
+      const close = [...byFlag.keys(), 'help', ...extraBooleans].find((f) => f.startsWith(name.slice(0, 3)));
+      throw new UsageError(
+        `unknown flag --${name}${close ? ` (did you mean --${close}?)` : ''}; run with --help to see the flags`,
+        { flag: name },
+      );
+    }
+    if (value === undefined) {
+      if (spec.type === 'bool') value = true;
+      else {
+        const next = argv[i + 1];
+        if (next === undefined || (next.startsWith('--') && next.length > 2)) {
+          throw new UsageError(`flag --${name} needs a value: ${spec.description}`, { flag: name });
+        }
+        value = next;
+        i++;
+      }
+    }
+    flags.set(name, value);
+  }
+  return { flags, positionals };
+}
+
+function coerce(spec: OptionSpec, raw: unknown, source: string): string | number | boolean {
+  const where = `${source} ${source === 'flag' ? `--${spec.flag}` : source === 'environment' ? spec.env : spec.key}`;
+  const shown = spec.secret && typeof raw === 'string' ? redactUrl(raw) : JSON.stringify(raw);
+  switch (spec.type) {
+    case 'int': {
+      const n =
+        typeof raw === 'number'
+          ? raw
+          : typeof raw === 'string' && /^-?\d+$/.test(raw.trim())
+            ? Number(raw)
+            : NaN;
+      if (
+        !Number.isSafeInteger(n) ||
+        (spec.min !== undefined && n < spec.min) ||
+        (spec.max !== undefined && n > spec.max)
+      ) {
+        throw new UsageError(
+          `${where} must be a whole number${spec.min !== undefined ? ` from ${spec.min}` : ''}${spec.max !== undefined ? ` to ${spec.max}` : ''}, got ${shown}`,
+          { key: spec.key },
+        );
+      }
+      return n;
+    }
+    case 'bool': {
+      if (typeof raw === 'boolean') return raw;
+      if (typeof raw === 'string' && /^(true|1|yes|on)$/i.test(raw)) return true;
+      if (typeof raw === 'string' && /^(false|0|no|off)$/i.test(raw)) return false;
+      throw new UsageError(`${where} must be true or false, got ${shown}`, { key: spec.key });
+    }
+    case 'enum': {
+      if (typeof raw !== 'string' || !spec.values?.includes(raw)) {
+        throw new UsageError(`${where} must be one of ${spec.values?.join(', ')}, got ${shown}`, {
+          key: spec.key,
+        });
+      }
+      return raw;
+    }
+    case 'url': {
+      if (typeof raw !== 'string' || raw.length === 0) {
+        throw new UsageError(`${where} must be a URL, got ${shown}`, { key: spec.key });
+      }
+      try {
+        new URL(raw);
+      } catch {
+        throw new UsageError(`${where} is not a valid URL: ${shown}`, { key: spec.key });
+      }
+      return raw;
+    }
+    default: {
+      if (typeof raw !== 'string')
+        throw new UsageError(`${where} must be a string, got ${shown}`, { key: spec.key });
+      return raw;
+    }
+  }
+}
+
+/** Loads `--config FILE` or `./mailroom.config.json` when present; validates its keys. */
+export function loadConfigFile(
+  path: string | undefined,
+  specs: readonly OptionSpec[],
+): Record<string, unknown> {
+  const file = path ?? (existsSync('mailroom.config.json') ? 'mailroom.config.json' : undefined);
+  if (!file) return {};
+  let text: string;
+  try {
+    text = readFileSync(resolve(file), 'utf8');
+  } catch (err) {
+    throw new UsageError(`cannot read config file ${file}: ${(err as Error).message}`);
+  }
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (err) {
+    throw new UsageError(`config file ${file} is not valid JSON: ${(err as Error).message}`);
+  }
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) {
+    throw new UsageError(`config file ${file} must hold a JSON object of settings`);
+  }
+  const known = new Set(specs.map((s) => s.key));
+  for (const key of Object.keys(data)) {
+    if (!known.has(key)) {
+      throw new UsageError(`unknown key "${key}" in config file ${file}; allowed: ${[...known].join(', ')}`, {
+        key,
+      });
+    }
+  }
+  return data as Record<string, unknown>;
+}
+
+/** Resolves settings with precedence defaults < config file < environment < flags. */
+export function resolveConfig(
+  specs: readonly OptionSpec[],
+  flags: Map<string, string | boolean>,
+  env: NodeJS.ProcessEnv,
+  file: Record<string, unknown>,
+): ResolvedConfig {
+  const out: ResolvedConfig = {};
+  for (const spec of specs) {
+    let value: string | number | boolean | undefined = spec.default;
+    if (file[spec.key] !== undefined) value = coerce(spec, file[spec.key], 'config file key');
+    const fromEnv = env[spec.env];
+    if (fromEnv !== undefined && fromEnv !== '') value = coerce(spec, fromEnv, 'environment');
+    const fromFlag = flags.get(spec.flag);
+    if (fromFlag !== undefined) value = coerce(spec, fromFlag, 'flag');
+    out[spec.key] = value;
+  }
+  return out;
+}
+
+/** Throws a UsageError for a required setting that is missing, naming every way to give it. */
+export function requireOption(config: ResolvedConfig, specs: readonly OptionSpec[], key: string): string {
+  const value = config[key];
+  if (value === undefined || value === '') {
+    const spec = specs.find((s) => s.key === key) as OptionSpec;
+    throw new UsageError(`missing ${spec.description}: pass --${spec.flag} or set ${spec.env}`, { key });
+  }
+  return String(value);
+}
+
+/** The configuration as printable lines, secrets redacted. */
+export function printableConfig(
+  config: ResolvedConfig,
+  specs: readonly OptionSpec[],
+): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const spec of specs) {
+    const v = config[spec.key];
+    out[spec.key] = spec.secret && typeof v === 'string' ? redactUrl(v) : v;
+  }
+  return out;
+}
+
+/** Help text for a command's options. */
+export function formatOptions(specs: readonly OptionSpec[]): string {
+  const rows = specs.map((s) => {
+    const flag = `--${s.flag}${s.type === 'bool' ? '' : ` <${s.type === 'enum' ? s.values?.join('|') : s.type === 'int' ? 'n' : s.type}>`}`;
+    const def = s.default !== undefined ? ` (default ${String(s.default)})` : '';
+    return [flag, `${s.description}${def}  [${s.env}]`];
+  });
+  const width = Math.max(...rows.map((r) => (r[0] as string).length)) + 2;
+  return rows.map(([f, d]) => `  ${(f as string).padEnd(width)}${d}`).join('\n');
+}
