@@ -1,0 +1,158 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
+import { AMQP_URL } from './helpers/amqp.js';
+import { runCli } from './helpers/cli.js';
+import { DATABASE_URL } from './helpers/postgres.js';
+
+describe('mailroom command', () => {
+  const schema = `cli_${randomBytes(4).toString('hex')}`;
+  let pool: pg.Pool;
+  before(() => {
+    pool = new pg.Pool({ connectionString: DATABASE_URL, max: 2 });
+  });
+  after(async () => {
+    await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    await pool.end();
+  });
+
+  it('prints help that names every command', async () => {
+    const r = await runCli(['--help']);
+    assert.equal(r.code, 0);
+    for (const c of ['migrate', 'relay', 'version', 'help']) assert.match(r.stdout, new RegExp(`\\n  ${c} `));
+    const relayHelp = await runCli(['relay', '--help']);
+    assert.equal(relayHelp.code, 0);
+    assert.match(relayHelp.stdout, /--transport <url>/);
+    assert.match(relayHelp.stdout, /MAILROOM_TRANSPORT/);
+  });
+
+  it('migrates with --dry-run printing SQL and changing nothing, then for real, twice', async () => {
+    const dry = await runCli(['migrate', '--dry-run', '--schema', schema], { DATABASE_URL });
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, new RegExp(`CREATE TABLE "${schema}".outbox`));
+    const exists = await pool.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [schema]);
+    assert.equal(exists.rowCount, 0, 'dry run created nothing');
+    const first = await runCli(['migrate', '--database-url', DATABASE_URL, '--schema', schema]);
+    assert.equal(first.code, 0, first.stderr);
+    assert.match(first.stdout, /000001_outbox: applied/);
+    const second = await runCli(['migrate', '--database-url', DATABASE_URL, '--schema', schema]);
+    assert.equal(second.code, 0);
+    assert.match(second.stdout, /000001_outbox: already-applied/);
+  });
+
+  it('rejects an unknown flag with exit code 2 and a hint', async () => {
+    const r = await runCli(['relay', '--batchsize', '5']);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /unknown flag --batchsize \(did you mean --batch-size\?\)/);
+    assert.equal(r.stderr.trim().split('\n').length, 1, 'one line');
+  });
+
+  it('names the missing setting and how to give it', async () => {
+    const r = await runCli(['relay', '--transport', AMQP_URL]);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /missing PostgreSQL URL.*pass --database-url or set DATABASE_URL/);
+  });
+
+  it('rejects bad values naming the key, the value and what is allowed', async () => {
+    const r1 = await runCli([
+      'relay',
+      '--database-url',
+      DATABASE_URL,
+      '--transport',
+      AMQP_URL,
+      '--batch-size',
+      'lots',
+    ]);
+    assert.equal(r1.code, 2);
+    assert.match(r1.stderr, /flag --batch-size must be a whole number from 1 to 10000, got "lots"/);
+    const r2 = await runCli(['relay', '--transport', AMQP_URL], {
+      DATABASE_URL,
+      MAILROOM_WAKEUP: 'sometimes',
+    });
+    assert.equal(r2.code, 2);
+    assert.match(r2.stderr, /environment MAILROOM_WAKEUP must be one of notify, poll, got "sometimes"/);
+    const r3 = await runCli(['relay', '--database-url', 'mysql://x@y/z', '--transport', AMQP_URL]);
+    assert.equal(r3.code, 2);
+    assert.match(r3.stderr, /postgres:\/\/ or postgresql:\/\/ URL/);
+    const r4 = await runCli(['relay', '--database-url', DATABASE_URL, '--transport', 'kafka://broker:9092']);
+    assert.equal(r4.code, 2);
+    assert.match(r4.stderr, /no transport for scheme "kafka:"/);
+    const r5 = await runCli(['relay', '--database-url', 'not a url', '--transport', AMQP_URL]);
+    assert.equal(r5.code, 2);
+    assert.match(r5.stderr, /not a valid URL/);
+  });
+
+  it('says the database is unreachable without printing the password', async () => {
+    const r = await runCli(['migrate', '--database-url', 'postgres://me:hunter2@127.0.0.1:1/db']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /cannot reach PostgreSQL at postgres:\/\/me:\*\*\*@127\.0\.0\.1:1\/db/);
+    assert.doesNotMatch(r.stderr, /hunter2/);
+  });
+
+  it('says the broker is unreachable without printing the password', async () => {
+    await runCli(['migrate', '--database-url', DATABASE_URL, '--schema', schema]);
+    const r = await runCli([
+      'relay',
+      '--database-url',
+      DATABASE_URL,
+      '--schema',
+      schema,
+      '--transport',
+      'amqp://guest:sekrit@127.0.0.1:1',
+    ]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /127\.0\.0\.1:1/);
+    assert.doesNotMatch(r.stderr, /sekrit/);
+  });
+
+  it('tells the user to run migrate when the schema is missing', async () => {
+    const r = await runCli([
+      'relay',
+      '--database-url',
+      DATABASE_URL,
+      '--schema',
+      'nothing_here',
+      '--transport',
+      AMQP_URL,
+    ]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /run `npx mailroom migrate --schema nothing_here`/);
+  });
+
+  it('prints the resolved configuration with secrets redacted, honouring precedence', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mailroom-'));
+    const file = join(dir, 'config.json');
+    writeFileSync(file, JSON.stringify({ batchSize: 7, concurrency: 3, leaseMs: 5000 }));
+    const r = await runCli(
+      [
+        'relay',
+        '--print-config',
+        '--config',
+        file,
+        '--lease-ms',
+        '6000',
+        '--transport',
+        'amqp://u:topsecret@h:5672',
+      ],
+      { DATABASE_URL: 'postgres://u:dbsecret@h/db', MAILROOM_CONCURRENCY: '4' },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const config = JSON.parse(r.stdout);
+    assert.equal(config.batchSize, 7, 'file over default');
+    assert.equal(config.concurrency, 4, 'environment over file');
+    assert.equal(config.leaseMs, 6000, 'flag over file');
+    assert.doesNotMatch(r.stdout, /topsecret|dbsecret/);
+    writeFileSync(file, '{"batchSize": 7,');
+    const bad = await runCli(['relay', '--print-config', '--config', file]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /is not valid JSON/);
+    writeFileSync(file, '{"batchsize": 7}');
+    const unknown = await runCli(['relay', '--print-config', '--config', file]);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /unknown key "batchsize"/);
+  });
+});
