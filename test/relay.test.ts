@@ -252,4 +252,91 @@ describe('Relay with the PostgreSQL store', () => {
     const order = firstDeliveries(broker.messages);
     for (const k of keys) assert.deepEqual(order.get(k), expected.get(k), `key ${k} in commit order`);
   });
+
+  it('drains the batch in flight when stopped, and stops claiming', async () => {
+    await clean();
+    const transport = new MemoryTransport({ latencyMs: 400 });
+    const outbox = new Outbox({ store: db.store });
+    const relay = await start({ transport });
+    const claimed = new Promise<void>((resolve) => relay.once('relay:batch:claimed', () => resolve()));
+    await inTransaction(db.pool, (c) => outbox.enqueue(c, [{ topic: 'drain', payload: 1 }]));
+    await claimed;
+    const stopped = relay.stop();
+    await inTransaction(db.pool, (c) => outbox.enqueue(c, [{ topic: 'after-stop', payload: 2 }]));
+    await stopped;
+    assert.equal(transport.messagesFor('drain').length, 1, 'the in-flight batch was published');
+    assert.equal(await db.count(), 1, 'it was settled; the message enqueued after stop is left');
+    assert.equal(transport.messagesFor('after-stop').length, 0);
+    await relay.stop(); // idempotent
+  });
+
+  it('gives up on a hung batch at the stop deadline and leaves it leased for takeover', async () => {
+    await clean();
+    const hung = new MemoryTransport({ latencyMs: 60_000 });
+    const outbox = new Outbox({ store: db.store });
+    const relay = await start({ transport: hung, shutdownTimeoutMs: 300 });
+    const claimed = new Promise<void>((resolve) => relay.once('relay:batch:claimed', () => resolve()));
+    await inTransaction(db.pool, (c) => outbox.enqueue(c, [{ topic: 'hung', payload: 1 }]));
+    await claimed;
+    let abandoned = -1;
+    relay.on('relay:stopped', (e) => (abandoned = e.abandoned));
+    const t0 = Date.now();
+    await relay.stop();
+    assert.ok(Date.now() - t0 < 2000, 'stop returned at its deadline');
+    assert.equal(abandoned, 1);
+    assert.equal(await db.count(), 1, 'the message is still in the outbox');
+    await hung.close();
+  });
+
+  it('archives delivered messages when asked, and prunes the archive', async () => {
+    await clean();
+    const store = db.makeStore({ archive: true });
+    const transport = new MemoryTransport();
+    const outbox = new Outbox({ store });
+    await start({ transport, store });
+    const id = await inTransaction(db.pool, (c) => outbox.enqueue(c, { topic: 'arch', payload: 1 }));
+    await transport.waitFor(1);
+    await waitUntil(async () => (await db.count('archive')) === 1, 'the archived row');
+    const row = (await db.pool.query(`SELECT id::text FROM "${db.schema}".archive`)).rows[0];
+    assert.equal(row.id, id);
+    assert.equal(await store.pruneArchive(60_000), 0, 'a fresh row is kept');
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(await store.pruneArchive(1), 1, 'an old row is pruned');
+  });
+
+  it('recovers when its database connections are terminated', async () => {
+    await clean();
+    const pg = (await import('pg')).default;
+    const { PostgresStore } = await import('../src/stores/postgres/index.js');
+    const pool = new pg.Pool({
+      connectionString: (await import('./helpers/postgres.js')).DATABASE_URL,
+      application_name: `mr_term_${db.schema}`,
+    });
+    pool.on('error', () => undefined);
+    const store = new PostgresStore({ pool, schema: db.schema });
+    const transport = new MemoryTransport();
+    const errors: string[] = [];
+    const relay = await start({ transport, store, pollIntervalMs: 5000 });
+    relay.on('relay:error', (e) => errors.push(e.phase));
+    const outbox = new Outbox({ store: db.store });
+    try {
+      await inTransaction(db.pool, (c) => outbox.enqueue(c, { topic: 'before', payload: 1 }));
+      await transport.waitFor(1);
+      const killed = await db.pool.query(
+        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`,
+        [`mr_term_${db.schema}`],
+      );
+      assert.ok(killed.rowCount && killed.rowCount >= 1, 'the LISTEN connection at least was terminated');
+      await waitUntil(() => errors.includes('listen'), 'the relay to notice the lost LISTEN connection');
+      // Woken by NOTIFY again (the poll is 5 s, so a quick delivery proves LISTEN is back).
+      await new Promise((r) => setTimeout(r, 800));
+      const t0 = Date.now();
+      await inTransaction(db.pool, (c) => outbox.enqueue(c, { topic: 'after', payload: 2 }));
+      await transport.waitFor(2, 10_000);
+      assert.ok(Date.now() - t0 < 2500, `woken by NOTIFY after re-subscribing (${Date.now() - t0} ms)`);
+    } finally {
+      await relay.stop();
+      await pool.end();
+    }
+  });
 });

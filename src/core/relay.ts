@@ -186,6 +186,8 @@ export class Relay extends TypedEmitter<RelayEvents> {
   /** Counts wake-ups, so one that arrives during a claim is not lost. */
   #wakeCount = 0;
   #unlisten: Unsubscribe | undefined;
+  /** Set when stop() has returned: abandoned batches then settle once, without retrying. */
+  #stopped = false;
   #externalSignal: AbortSignal | undefined;
   #onExternalAbort = () => void this.stop();
 
@@ -262,6 +264,7 @@ export class Relay extends TypedEmitter<RelayEvents> {
     }
     await this.#unlisten?.().catch(() => undefined);
     this.#unlisten = undefined;
+    this.#stopped = true;
     this.logger.info('relay stopped', { owner: this.options.owner, abandoned });
     this.emit('relay:stopped', { owner: this.options.owner, abandoned });
   }
@@ -450,7 +453,7 @@ export class Relay extends TypedEmitter<RelayEvents> {
         return;
       } catch (err) {
         this.emit('relay:error', { phase: 'settle', error: err });
-        if (attempt >= 8) {
+        if (attempt >= 8 || this.#stopped) {
           this.logger.error('cannot settle a batch; its messages will be redelivered after the lease', {
             error: String(err),
           });
