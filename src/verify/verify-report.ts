@@ -1,0 +1,151 @@
+/**
+ * The comparison behind `mailroom verify`: what the outbox says was committed (the ledger)
+ * against what a consumer received from the transport, in the order it received it.
+ */
+
+/** A pg_snapshot: transactions below `xmin` are settled, `xip` were in progress, `xmax` and above had not started. */
+export interface Snapshot {
+  xmin: bigint;
+  xmax: bigint;
+  xip: ReadonlySet<bigint>;
+}
+
+/** One committed enqueue, as the ledger recorded it. */
+export interface LedgerEntry {
+  id: string;
+  topic: string;
+  key: string | null;
+  /** The enqueueing transaction. */
+  xid: bigint;
+  /** The snapshot the enqueueing statement ran under. */
+  snapshot: Snapshot;
+}
+
+/** What the verifier knows about messages not (yet) delivered. */
+export interface OutboxState {
+  /** Ids still in the outbox (not delivered yet). */
+  pending: ReadonlySet<string>;
+  /** Ids in the dead letters (failed, kept for an operator). */
+  dead: ReadonlySet<string>;
+}
+
+export interface OrderViolation {
+  key: string;
+  /** Committed before `overtaken` was written, yet first delivered after it. */
+  late: string;
+  overtaken: string;
+}
+
+/** Result of a verification. `ok` is true when nothing is lost, phantom or out of order. */
+export interface VerifyReport {
+  ok: boolean;
+  /** Messages the ledger holds (committed enqueues). */
+  committed: number;
+  /** Deliveries the consumer saw, duplicates included. */
+  received: number;
+  /** Distinct ids delivered. */
+  delivered: number;
+  /** Committed, not delivered, not pending, not dead-lettered. */
+  lost: string[];
+  /** Delivered but never committed (not in the ledger). */
+  phantom: string[];
+  /** Extra copies delivered (received − delivered); each copy carries its message's id. */
+  duplicates: number;
+  /** Ids delivered more than once, with the number of copies (at most 100 listed). */
+  duplicateIds: Array<{ id: string; copies: number }>;
+  orderViolations: OrderViolation[];
+  /** Committed and still waiting in the outbox. */
+  pending: string[];
+  /** Committed and dead-lettered. */
+  deadLettered: string[];
+}
+
+/** Parses PostgreSQL's text form of a snapshot, `xmin:xmax:xip1,xip2,…`. */
+export function parseSnapshot(text: string): Snapshot {
+  const m = /^(\d+):(\d+):([\d,]*)$/.exec(text.trim());
+  if (!m) throw new Error(`not a pg_snapshot: ${JSON.stringify(text)}`);
+  const xip = new Set(
+    (m[3] as string)
+      .split(',')
+      .filter(Boolean)
+      .map((x) => BigInt(x)),
+  );
+  return { xmin: BigInt(m[1] as string), xmax: BigInt(m[2] as string), xip };
+}
+
+/** True when transaction `xid` had committed (or aborted) before `snapshot` was taken. */
+export function visibleIn(xid: bigint, snapshot: Snapshot): boolean {
+  if (xid < snapshot.xmin) return true;
+  if (xid >= snapshot.xmax) return false;
+  return !snapshot.xip.has(xid);
+}
+
+/**
+ * Compares the ledger with the deliveries. Per-key order: for messages A and B of one key in
+ * different transactions, when A's transaction had committed before B's enqueue ran (A is
+ * visible in B's snapshot), A's first delivery must come before B's.
+ */
+export function verifyDeliveries(
+  ledger: readonly LedgerEntry[],
+  receivedIds: readonly string[],
+  state: OutboxState = { pending: new Set(), dead: new Set() },
+): VerifyReport {
+  const byId = new Map(ledger.map((e) => [e.id, e]));
+  const first = new Map<string, number>();
+  const copies = new Map<string, number>();
+  receivedIds.forEach((id, i) => {
+    if (!first.has(id)) first.set(id, i);
+    copies.set(id, (copies.get(id) ?? 0) + 1);
+  });
+
+  const lost: string[] = [];
+  const pending: string[] = [];
+  const deadLettered: string[] = [];
+  for (const e of ledger) {
+    if (first.has(e.id)) continue;
+    if (state.pending.has(e.id)) pending.push(e.id);
+    else if (state.dead.has(e.id)) deadLettered.push(e.id);
+    else lost.push(e.id);
+  }
+  const phantom = [...first.keys()].filter((id) => !byId.has(id));
+
+  const byKey = new Map<string, LedgerEntry[]>();
+  for (const e of ledger) {
+    if (e.key === null || !first.has(e.id)) continue;
+    const list = byKey.get(e.key) ?? [];
+    list.push(e);
+    byKey.set(e.key, list);
+  }
+  const orderViolations: OrderViolation[] = [];
+  for (const [key, list] of byKey) {
+    list.sort((a, b) => (first.get(a.id) as number) - (first.get(b.id) as number));
+    // list[i] was delivered before list[j]; that is wrong when list[j] committed before list[i] was written.
+    for (let i = 0; i < list.length; i++) {
+      const earlier = list[i] as LedgerEntry;
+      for (let j = i + 1; j < list.length; j++) {
+        const later = list[j] as LedgerEntry;
+        if (later.xid !== earlier.xid && visibleIn(later.xid, earlier.snapshot)) {
+          orderViolations.push({ key, late: later.id, overtaken: earlier.id });
+        }
+      }
+    }
+  }
+
+  const duplicateIds = [...copies]
+    .filter(([, n]) => n > 1)
+    .slice(0, 100)
+    .map(([id, n]) => ({ id, copies: n }));
+  return {
+    ok: lost.length === 0 && phantom.length === 0 && orderViolations.length === 0,
+    committed: ledger.length,
+    received: receivedIds.length,
+    delivered: first.size,
+    lost,
+    phantom,
+    duplicates: receivedIds.length - first.size,
+    duplicateIds,
+    orderViolations,
+    pending,
+    deadLettered,
+  };
+}

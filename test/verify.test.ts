@@ -1,0 +1,95 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { Outbox } from '../src/core/index.js';
+import { PostgresLedger } from '../src/stores/postgres/ledger.js';
+import { parseSnapshot, verifyDeliveries, visibleIn, type LedgerEntry } from '../src/verify/verify-report.js';
+import { createTestDb, inTransaction } from './helpers/postgres.js';
+
+function entry(id: string, key: string | null, xid: number, snapshot: string): LedgerEntry {
+  return { id, topic: 't', key, xid: BigInt(xid), snapshot: parseSnapshot(snapshot) };
+}
+
+describe('verify', () => {
+  it('reads snapshots the way PostgreSQL defines visibility', () => {
+    const s = parseSnapshot('100:105:101,103');
+    assert.equal(visibleIn(99n, s), true);
+    assert.equal(visibleIn(100n, s), true);
+    assert.equal(visibleIn(101n, s), false, 'in progress');
+    assert.equal(visibleIn(102n, s), true);
+    assert.equal(visibleIn(105n, s), false, 'not started');
+    assert.throws(() => parseSnapshot('garbage'), /not a pg_snapshot/);
+  });
+
+  it('finds lost, phantom, duplicated, pending and dead-lettered messages', () => {
+    const ledger = [
+      entry('a', null, 1, '1:1:'),
+      entry('b', null, 2, '2:2:'),
+      entry('c', null, 3, '3:3:'),
+      entry('d', null, 4, '4:4:'),
+    ];
+    const report = verifyDeliveries(ledger, ['a', 'x', 'a', 'a'], {
+      pending: new Set(['c']),
+      dead: new Set(['d']),
+    });
+    assert.equal(report.ok, false);
+    assert.deepEqual(report.lost, ['b']);
+    assert.deepEqual(report.phantom, ['x']);
+    assert.equal(report.duplicates, 2);
+    assert.deepEqual(report.duplicateIds, [{ id: 'a', copies: 3 }]);
+    assert.deepEqual(report.pending, ['c']);
+    assert.deepEqual(report.deadLettered, ['d']);
+  });
+
+  it('flags per-key order only where the earlier transaction had committed first', () => {
+    // A (xid 10) committed before B (xid 11) was written: B's snapshot sees 10.
+    // C (xid 12) ran concurrently with D (xid 13): D's snapshot has 12 in progress.
+    const ledger = [
+      entry('A', 'k', 10, '11:11:'),
+      entry('B', 'k', 11, '11:11:'),
+      entry('C', 'j', 12, '12:13:'),
+      entry('D', 'j', 13, '12:14:12'),
+    ];
+    assert.deepEqual(
+      verifyDeliveries(ledger, ['A', 'B', 'D', 'C']).orderViolations,
+      [],
+      'concurrent C/D may swap',
+    );
+    const bad = verifyDeliveries(ledger, ['B', 'A', 'C', 'D']);
+    assert.deepEqual(bad.orderViolations, [{ key: 'k', late: 'A', overtaken: 'B' }]);
+    assert.equal(bad.ok, false);
+    // A duplicate of A after B is fine: first deliveries count.
+    assert.equal(verifyDeliveries(ledger, ['A', 'B', 'A', 'C', 'D']).ok, true);
+  });
+
+  it('records committed enqueues in the ledger, not rolled-back ones, with what order needs', async () => {
+    const db = await createTestDb('ledger');
+    try {
+      const ledger = new PostgresLedger(db.pool, db.schema);
+      assert.equal(await ledger.enabled(), false, 'off by default');
+      const outbox = new Outbox({ store: db.store });
+      await inTransaction(db.pool, (c) => outbox.enqueue(c, { topic: 'before', payload: 1 }));
+      await ledger.setEnabled(true);
+      assert.equal(await ledger.enabled(), true);
+      const a = await inTransaction(db.pool, (c) => outbox.enqueue(c, { topic: 't', key: 'k', payload: 1 }));
+      await assert.rejects(
+        inTransaction(db.pool, async (c) => {
+          await outbox.enqueue(c, { topic: 't', key: 'k', payload: 2 });
+          throw new Error('rollback');
+        }),
+      );
+      const b = await inTransaction(db.pool, (c) => outbox.enqueue(c, { topic: 't', key: 'k', payload: 3 }));
+      await db.pool.query(`SELECT "${db.schema}".enqueue('sql', '{}'::jsonb)`);
+      const entries = await ledger.entries();
+      assert.equal(entries.length, 3, 'two committed enqueues and one from SQL');
+      const ea = entries.find((e) => e.id === a) as LedgerEntry;
+      const eb = entries.find((e) => e.id === b) as LedgerEntry;
+      assert.ok(visibleIn(ea.xid, eb.snapshot), 'a committed before b was written');
+      assert.ok(!visibleIn(eb.xid, ea.snapshot));
+      const state = await ledger.state();
+      assert.equal(state.pending.size, 4);
+      assert.deepEqual(verifyDeliveries(entries, [b, a], state).orderViolations.length, 1);
+    } finally {
+      await db.drop();
+    }
+  });
+});
