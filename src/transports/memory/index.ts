@@ -1,0 +1,1 @@
+export { MemoryTransport, type MemoryTransportOptions, type MemoryFailure } from './memory-transport.js';

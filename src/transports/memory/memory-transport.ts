@@ -1,0 +1,304 @@
+import { ConfigError } from '../../core/errors/config-error.js';
+import {
+  isPermanentDeliveryError,
+  PermanentDeliveryError,
+} from '../../core/errors/permanent-delivery-error.js';
+import { TransportError } from '../../core/errors/transport-error.js';
+import type { PublishOutcome, Transport, TransportCapabilities } from '../../core/ports.js';
+import type { OutboxMessage } from '../../core/types.js';
+
+/**
+ * Decides the fate of one message, for tests that need the broker to fail: `undefined` lets it
+ * through, `'retry'` and `'permanent'` fail it with a generated error, an `Error` fails it with
+ * that error (`permanent` when it is a {@link PermanentDeliveryError}, `retry` otherwise).
+ */
+export type MemoryFailure = (message: OutboxMessage) => undefined | 'retry' | 'permanent' | Error;
+
+/** Options of {@link MemoryTransport}; all can also be changed later through the same-named properties. */
+export interface MemoryTransportOptions {
+  /**
+   * Injects failures per message. Failed messages are not recorded.
+   *
+   * @default undefined (every message succeeds)
+   * @example { failWith: (m) => (m.topic === 'audit' ? 'permanent' : undefined) }
+   */
+  failWith?: MemoryFailure;
+  /**
+   * Simulates a lost publisher confirm: the message is recorded (the broker has it) but the
+   * outcome is `retry`, so the relay publishes it again and a duplicate with the same id appears.
+   * `true` applies to every message; a function picks messages.
+   *
+   * @default false
+   */
+  loseConfirm?: boolean | ((message: OutboxMessage) => boolean);
+  /**
+   * Delay before a batch is recorded and confirmed, as one broker round trip (batches are
+   * pipelined, so the delay is per batch, not per message). Lets tests observe in-flight work.
+   *
+   * @default 0
+   */
+  latencyMs?: number;
+  /**
+   * How long `close()` waits for batches in flight (see `latencyMs`) before cutting them short;
+   * their messages are then not recorded and report `retry`, as with a broker connection closed
+   * before its confirms arrived.
+   *
+   * @default 1000
+   */
+  closeTimeoutMs?: number;
+}
+
+const ALLOWED_KEYS: readonly string[] = ['failWith', 'loseConfirm', 'latencyMs', 'closeTimeoutMs'];
+
+interface Waiter {
+  count: number;
+  resolve: (messages: OutboxMessage[]) => void;
+}
+
+function copy(message: OutboxMessage): OutboxMessage {
+  // Recorded messages must not change when the caller reuses its objects or buffers.
+  return {
+    ...message,
+    payload: Buffer.from(message.payload),
+    headers: { ...message.headers },
+    createdAt: new Date(message.createdAt.getTime()),
+  };
+}
+
+/**
+ * An in-process transport for unit tests and demos. It records what it "delivers", in publish
+ * order, and can be told to fail, be slow or lose confirms.
+ *
+ * @example
+ * ```ts
+ * const transport = new MemoryTransport();
+ * // … run the relay …
+ * const [message] = await transport.waitFor(1);
+ * transport.failWith = () => 'retry'; // the broker is down from now on
+ * ```
+ */
+export class MemoryTransport implements Transport {
+  readonly name = 'memory';
+  readonly capabilities: TransportCapabilities = Object.freeze({
+    confirms: true,
+    dedupe: false,
+    transactions: false,
+    ordering: true,
+  });
+
+  /** See {@link MemoryTransportOptions.failWith}. */
+  failWith: MemoryFailure | undefined;
+  /** See {@link MemoryTransportOptions.loseConfirm}. */
+  loseConfirm: boolean | ((message: OutboxMessage) => boolean);
+  /** See {@link MemoryTransportOptions.latencyMs}. */
+  latencyMs: number;
+  /** See {@link MemoryTransportOptions.closeTimeoutMs}. */
+  closeTimeoutMs: number;
+
+  #recorded: OutboxMessage[] = [];
+  #byTopic = new Map<string, OutboxMessage[]>();
+  #waiters = new Set<Waiter>();
+  #inFlight = new Set<Promise<PublishOutcome[]>>();
+  /** Cut short the latency wait of batches in flight (used by close after its deadline). */
+  #aborts = new Set<() => void>();
+  #closed = false;
+  #publishCalls = 0;
+
+  constructor(options: MemoryTransportOptions = {}) {
+    for (const key of Object.keys(options)) {
+      if (!ALLOWED_KEYS.includes(key)) {
+        throw new ConfigError(
+          key,
+          `unknown MemoryTransport option ${JSON.stringify(key)}; allowed options: ${ALLOWED_KEYS.join(', ')}`,
+        );
+      }
+    }
+    for (const key of ['latencyMs', 'closeTimeoutMs'] as const) {
+      const value = options[key];
+      if (value !== undefined && !(typeof value === 'number' && Number.isFinite(value) && value >= 0)) {
+        throw new ConfigError(
+          key,
+          `MemoryTransport option ${key} must be a number of milliseconds >= 0, got ${String(value)}`,
+        );
+      }
+    }
+    this.closeTimeoutMs = options.closeTimeoutMs ?? 1000;
+    this.failWith = options.failWith;
+    this.loseConfirm = options.loseConfirm ?? false;
+    this.latencyMs = options.latencyMs ?? 0;
+  }
+
+  /** Every recorded message, in the order the "broker" accepted them, duplicates included. */
+  get messages(): readonly OutboxMessage[] {
+    return [...this.#recorded];
+  }
+
+  /** Number of `publish` calls so far, empty and closed ones included. */
+  get publishCalls(): number {
+    return this.#publishCalls;
+  }
+
+  /** Recorded messages of one topic, in order. */
+  messagesFor(topic: string): readonly OutboxMessage[] {
+    return [...(this.#byTopic.get(topic) ?? [])];
+  }
+
+  /**
+   * Resolves with the recorded messages once there are at least `count`; rejects with a
+   * message saying how many arrived when `timeoutMs` passes first.
+   */
+  waitFor(count: number, timeoutMs = 5000): Promise<OutboxMessage[]> {
+    if (this.#recorded.length >= count) return Promise.resolve([...this.#recorded]);
+    return new Promise((resolve, reject) => {
+      const waiter: Waiter = {
+        count,
+        resolve: (messages) => {
+          clearTimeout(timer);
+          resolve(messages);
+        },
+      };
+      const timer = setTimeout(() => {
+        this.#waiters.delete(waiter);
+        reject(
+          new Error(
+            `MemoryTransport.waitFor: expected ${count} messages within ${timeoutMs} ms, got ${this.#recorded.length}`,
+          ),
+        );
+      }, timeoutMs);
+      this.#waiters.add(waiter);
+    });
+  }
+
+  /** Forgets the recorded messages (not the injected failures). */
+  clear(): void {
+    this.#recorded = [];
+    this.#byTopic.clear();
+  }
+
+  /** Idempotent; reopens a closed transport. */
+  async start(): Promise<void> {
+    this.#closed = false;
+  }
+
+  publish(messages: readonly OutboxMessage[]): Promise<PublishOutcome[]> {
+    this.#publishCalls++;
+    const call = this.#publish(messages);
+    this.#inFlight.add(call);
+    void call.finally(() => this.#inFlight.delete(call));
+    return call;
+  }
+
+  /**
+   * Refuses new batches (they report `retry`), waits up to `closeTimeoutMs` for batches in
+   * flight, then cuts the rest short. Idempotent.
+   */
+  async close(): Promise<void> {
+    this.#closed = true;
+    if (this.#inFlight.size === 0) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, this.closeTimeoutMs)));
+    await Promise.race([Promise.allSettled([...this.#inFlight]), deadline]);
+    clearTimeout(timer);
+    for (const abort of this.#aborts) abort();
+    await Promise.allSettled([...this.#inFlight]);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  async #publish(messages: readonly OutboxMessage[]): Promise<PublishOutcome[]> {
+    if (messages.length === 0) return [];
+    if (this.#closed) {
+      // Same contract as the network transports: a closed transport does not resurrect itself.
+      const error = new TransportError('closed', 'MemoryTransport is closed; call start() to open it again');
+      return messages.map(() => ({ status: 'retry', error }));
+    }
+    // Copy before the latency wait, as a broker has the bytes once they are sent.
+    const batch = messages.map(copy);
+    if (this.latencyMs > 0 && !(await this.#latency())) {
+      const error = new TransportError(
+        'confirm_lost',
+        'MemoryTransport was closed before the batch was confirmed; it was not delivered',
+      );
+      return messages.map(() => ({ status: 'retry', error }));
+    }
+    const outcomes = batch.map((message) => this.#deliver(message));
+    this.#wake();
+    return outcomes;
+  }
+
+  /** Resolves true after `latencyMs`, or false when close cuts the wait short. */
+  #latency(): Promise<boolean> {
+    return new Promise((resolve) => {
+      const abort = (): void => {
+        clearTimeout(timer);
+        this.#aborts.delete(abort);
+        resolve(false);
+      };
+      const timer = setTimeout(() => {
+        this.#aborts.delete(abort);
+        resolve(true);
+      }, this.latencyMs);
+      this.#aborts.add(abort);
+    });
+  }
+
+  #deliver(message: OutboxMessage): PublishOutcome {
+    let failure: ReturnType<MemoryFailure>;
+    try {
+      failure = this.failWith?.(message);
+    } catch (err) {
+      // A throwing failWith counts as the failure it throws; publish itself must never throw.
+      failure = err instanceof Error ? err : new Error(String(err));
+    }
+    if (failure === 'retry') {
+      return {
+        status: 'retry',
+        error: new TransportError(
+          'injected',
+          `MemoryTransport: injected retryable failure for message ${message.id}`,
+        ),
+      };
+    }
+    if (failure === 'permanent') {
+      return {
+        status: 'permanent',
+        error: new PermanentDeliveryError(
+          `MemoryTransport: injected permanent failure for message ${message.id}`,
+        ),
+      };
+    }
+    if (failure instanceof Error) {
+      return isPermanentDeliveryError(failure)
+        ? { status: 'permanent', error: failure }
+        : { status: 'retry', error: failure };
+    }
+
+    this.#recorded.push(message);
+    const list = this.#byTopic.get(message.topic);
+    if (list) list.push(message);
+    else this.#byTopic.set(message.topic, [message]);
+
+    const lose = typeof this.loseConfirm === 'function' ? this.loseConfirm(message) : this.loseConfirm;
+    if (lose) {
+      return {
+        status: 'retry',
+        error: new TransportError(
+          'confirm_lost',
+          `MemoryTransport: confirm of message ${message.id} lost (injected); the message was delivered`,
+        ),
+      };
+    }
+    return { status: 'ok' };
+  }
+
+  #wake(): void {
+    for (const waiter of this.#waiters) {
+      if (this.#recorded.length >= waiter.count) {
+        this.#waiters.delete(waiter);
+        waiter.resolve([...this.#recorded]);
+      }
+    }
+  }
+}

@@ -1,0 +1,309 @@
+import { ConfigError } from '../../core/errors/config-error.js';
+import { redactUrl } from '../../core/redact.js';
+import type { AmqpConnect, AmqpSocketOptions } from './amqp-client.js';
+
+/** Options of {@link RabbitMqTransport}. Only `url` is required. */
+export interface RabbitMqTransportOptions {
+  /**
+   * Broker address, `amqp://` or `amqps://`, with credentials and virtual host:
+   * `amqp://user:password@host:5672/vhost`. Query parameters (`frameMax`, `heartbeat`…) are
+   * passed to the client. The password never appears in errors.
+   *
+   * @example 'amqps://relay:s3cret@rabbit.internal:5671/orders'
+   */
+  url: string;
+  /**
+   * Exchange every message is published to; the message topic is the routing key. `''` is the
+   * default exchange, which routes by queue name (it cannot be declared, so nothing is declared).
+   *
+   * @default 'mailroom'
+   */
+  exchange?: string;
+  /**
+   * Type of the exchange when `declareExchange` is on: `topic`, `direct`, `fanout`, `headers`,
+   * or a plugin type starting with `x-`.
+   *
+   * @default 'topic'
+   */
+  exchangeType?: string;
+  /**
+   * Declare the exchange (durable) on every connect. Turn off when the exchange is managed
+   * elsewhere (definitions file, Terraform) or the user lacks `configure` permission; the
+   * exchange must then exist, or publishing fails with a retry outcome naming it.
+   *
+   * @default true
+   */
+  declareExchange?: boolean;
+  /**
+   * Publish with the `mandatory` flag. When true, a message that no queue is bound to receive
+   * is returned by the broker and becomes a `permanent` outcome (the relay dead-letters it),
+   * instead of being dropped silently while reporting `ok`.
+   *
+   * @default false
+   */
+  mandatory?: boolean;
+  /**
+   * How long to wait for the broker's confirm of a published batch. Messages not confirmed in
+   * time are reported as `retry`; they may still have reached the broker (a later duplicate
+   * carries the same message id).
+   *
+   * @default 30000
+   */
+  confirmTimeoutMs?: number;
+  /**
+   * Limit for opening the TCP/TLS connection and the AMQP handshake.
+   *
+   * @default 10000
+   */
+  connectTimeoutMs?: number;
+  /**
+   * Heartbeat interval to ask the broker for, in seconds; a connection silent for about two
+   * intervals is treated as dead. `0` disables heartbeats. Overrides a `heartbeat` URL parameter.
+   *
+   * @default the broker's value (RabbitMQ: 60)
+   */
+  heartbeatSeconds?: number;
+  /**
+   * Socket and client options passed to the connect function: TLS (`ca`, `cert`, `key`,
+   * `servername`, `rejectUnauthorized`), `noDelay`, `keepAlive`, `clientProperties`.
+   * `clientProperties.connection_name` is shown in the RabbitMQ management UI.
+   *
+   * @default `{ clientProperties: { connection_name: 'mailroom' } }`
+   * @example { ca: [readFileSync('ca.pem')], clientProperties: { connection_name: 'orders-relay' } }
+   */
+  socketOptions?: AmqpSocketOptions;
+  /**
+   * How long `close()` waits for confirms of batches still in flight before closing the channel
+   * (unconfirmed messages of those batches then report `retry`).
+   *
+   * @default 10000
+   */
+  closeTimeoutMs?: number;
+  /**
+   * Delay before the second reconnect attempt after the connection was lost; each further failed
+   * attempt doubles it up to `maxReconnectDelayMs`, each wait drawn between half and all of that
+   * (jitter). The first attempt after a loss is immediate. While waiting, `publish` reports
+   * `retry` at once without connecting; `start()` always tries at once.
+   *
+   * @default 100
+   */
+  reconnectDelayMs?: number;
+  /**
+   * Upper bound of the reconnect delay.
+   *
+   * @default 30000
+   */
+  maxReconnectDelayMs?: number;
+  /**
+   * Opens connections. Defaults to amqplib's `connect`, imported on first use.
+   *
+   * @default amqplib's `connect`
+   */
+  connect?: AmqpConnect;
+}
+
+/** Options after defaults and validation; what the transport runs with. */
+export interface ResolvedRabbitMqTransportOptions {
+  /** The URL handed to the connect function (with `heartbeat` applied). */
+  url: string;
+  /** The same URL with the password replaced by `***`, for messages. */
+  safeUrl: string;
+  exchange: string;
+  exchangeType: string;
+  declareExchange: boolean;
+  mandatory: boolean;
+  confirmTimeoutMs: number;
+  connectTimeoutMs: number;
+  heartbeatSeconds: number | undefined;
+  socketOptions: AmqpSocketOptions;
+  closeTimeoutMs: number;
+  reconnectDelayMs: number;
+  maxReconnectDelayMs: number;
+  connect: AmqpConnect | undefined;
+}
+
+const ALLOWED_KEYS = [
+  'url',
+  'exchange',
+  'exchangeType',
+  'declareExchange',
+  'mandatory',
+  'confirmTimeoutMs',
+  'connectTimeoutMs',
+  'heartbeatSeconds',
+  'socketOptions',
+  'closeTimeoutMs',
+  'reconnectDelayMs',
+  'maxReconnectDelayMs',
+  'connect',
+] as const satisfies ReadonlyArray<keyof RabbitMqTransportOptions>;
+
+// AMQP 0-9-1 exchange names: up to 255 bytes of letters, digits, hyphen, underscore, period, colon.
+const EXCHANGE_NAME_RE = /^[A-Za-z0-9_.:-]{0,255}$/;
+const EXCHANGE_TYPE_RE = /^(direct|topic|fanout|headers|x-[A-Za-z0-9_.:-]+)$/;
+
+function show(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'function') return 'a function';
+  if (value === undefined) return 'undefined';
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return Object.prototype.toString.call(value);
+  }
+}
+
+function integer(key: string, value: unknown, fallback: number, min: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
+    throw new ConfigError(
+      key,
+      `RabbitMqTransport option ${key} must be an integer of at least ${min}, got ${show(value)}`,
+      { value },
+    );
+  }
+  return value;
+}
+
+function boolean(key: string, value: unknown, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean') {
+    throw new ConfigError(key, `RabbitMqTransport option ${key} must be true or false, got ${show(value)}`, {
+      value,
+    });
+  }
+  return value;
+}
+
+/**
+ * Checks the URL and returns it with the heartbeat applied. Parsing here, rather than leaving it
+ * to the client, turns a typo into a ConfigError at construction instead of a vague connect
+ * failure on the first publish.
+ */
+function resolveUrl(value: unknown, heartbeatSeconds: number | undefined): { url: string; safeUrl: string } {
+  if (typeof value !== 'string' || value.length === 0) {
+    throw new ConfigError(
+      'url',
+      `RabbitMqTransport option url must be an amqp:// or amqps:// URL string, got ${
+        typeof value === 'string' ? 'an empty string' : show(value)
+      }`,
+    );
+  }
+  const safe = redactUrl(value);
+  let parsed: URL;
+  try {
+    parsed = new URL(value);
+  } catch (err) {
+    throw new ConfigError(
+      'url',
+      `RabbitMqTransport url ${JSON.stringify(safe)} is not a valid URL; ` +
+        'expected amqp://user:password@host:5672/vhost (percent-encode special characters in the password)',
+      { value: safe },
+      err,
+    );
+  }
+  if (parsed.protocol !== 'amqp:' && parsed.protocol !== 'amqps:') {
+    throw new ConfigError(
+      'url',
+      `RabbitMqTransport url ${JSON.stringify(safe)} has scheme ${JSON.stringify(parsed.protocol.replace(/:$/, ''))}; ` +
+        'use amqp:// (plain) or amqps:// (TLS)',
+      { value: safe },
+    );
+  }
+  if (parsed.hostname === '') {
+    throw new ConfigError(
+      'url',
+      `RabbitMqTransport url ${JSON.stringify(safe)} has no host; expected amqp://user:password@host:5672/vhost`,
+      { value: safe },
+    );
+  }
+  if (heartbeatSeconds === undefined) return { url: value, safeUrl: safe };
+  parsed.searchParams.set('heartbeat', String(heartbeatSeconds));
+  const url = parsed.toString();
+  return { url, safeUrl: redactUrl(url) };
+}
+
+/** Applies defaults and validates; throws a {@link ConfigError} naming the option at fault. */
+export function resolveRabbitMqOptions(options: RabbitMqTransportOptions): ResolvedRabbitMqTransportOptions {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new ConfigError(
+      'options',
+      `RabbitMqTransport expects an options object such as { url: 'amqp://localhost' }, got ${show(options)}`,
+    );
+  }
+  for (const key of Object.keys(options)) {
+    if (!(ALLOWED_KEYS as readonly string[]).includes(key)) {
+      throw new ConfigError(
+        key,
+        `unknown RabbitMqTransport option ${JSON.stringify(key)}; allowed options: ${ALLOWED_KEYS.join(', ')}`,
+        { allowed: [...ALLOWED_KEYS] },
+      );
+    }
+  }
+
+  const heartbeatSeconds =
+    options.heartbeatSeconds === undefined
+      ? undefined
+      : integer('heartbeatSeconds', options.heartbeatSeconds, 0, 0);
+  const { url, safeUrl } = resolveUrl(options.url, heartbeatSeconds);
+
+  const exchange = options.exchange ?? 'mailroom';
+  if (typeof exchange !== 'string' || !EXCHANGE_NAME_RE.test(exchange)) {
+    throw new ConfigError(
+      'exchange',
+      `RabbitMqTransport option exchange must be at most 255 letters, digits, '-', '_', '.' or ':', got ${show(exchange)}`,
+      { value: exchange },
+    );
+  }
+  const exchangeType = options.exchangeType ?? 'topic';
+  if (typeof exchangeType !== 'string' || !EXCHANGE_TYPE_RE.test(exchangeType)) {
+    throw new ConfigError(
+      'exchangeType',
+      `RabbitMqTransport option exchangeType must be topic, direct, fanout, headers or a plugin type ` +
+        `starting with x-, got ${show(exchangeType)}`,
+      { value: exchangeType, allowed: ['topic', 'direct', 'fanout', 'headers', 'x-…'] },
+    );
+  }
+
+  const socketOptions = options.socketOptions ?? {};
+  if (typeof socketOptions !== 'object' || socketOptions === null || Array.isArray(socketOptions)) {
+    throw new ConfigError(
+      'socketOptions',
+      `RabbitMqTransport option socketOptions must be an object, got ${show(socketOptions)}`,
+    );
+  }
+  if (options.connect !== undefined && typeof options.connect !== 'function') {
+    throw new ConfigError(
+      'connect',
+      `RabbitMqTransport option connect must be a function (url, socketOptions) => Promise<connection>, got ${show(options.connect)}`,
+    );
+  }
+
+  const reconnectDelayMs = integer('reconnectDelayMs', options.reconnectDelayMs, 100, 0);
+  const maxReconnectDelayMs = integer('maxReconnectDelayMs', options.maxReconnectDelayMs, 30_000, 0);
+  if (maxReconnectDelayMs < reconnectDelayMs) {
+    throw new ConfigError(
+      'maxReconnectDelayMs',
+      `RabbitMqTransport option maxReconnectDelayMs (${maxReconnectDelayMs}) is below reconnectDelayMs (${reconnectDelayMs}); raise it or lower reconnectDelayMs`,
+      { value: maxReconnectDelayMs },
+    );
+  }
+
+  return {
+    url,
+    safeUrl,
+    exchange,
+    exchangeType,
+    // The default exchange always exists and refuses declarations.
+    declareExchange: boolean('declareExchange', options.declareExchange, true) && exchange !== '',
+    mandatory: boolean('mandatory', options.mandatory, false),
+    confirmTimeoutMs: integer('confirmTimeoutMs', options.confirmTimeoutMs, 30_000, 1),
+    connectTimeoutMs: integer('connectTimeoutMs', options.connectTimeoutMs, 10_000, 1),
+    heartbeatSeconds,
+    socketOptions,
+    closeTimeoutMs: integer('closeTimeoutMs', options.closeTimeoutMs, 10_000, 0),
+    reconnectDelayMs,
+    maxReconnectDelayMs,
+    connect: options.connect,
+  };
+}

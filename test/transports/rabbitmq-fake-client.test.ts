@@ -1,0 +1,342 @@
+// The RabbitMQ transport against a scripted client, for what a real broker will not do on cue:
+// withhold confirms, fill the write buffer, emit errors, fail to connect in a set pattern.
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import { describe, it } from 'node:test';
+
+import { isPermanentDeliveryError } from '../../src/core/errors/permanent-delivery-error.js';
+import { isTransportError } from '../../src/core/errors/transport-error.js';
+import type { PublishOutcome } from '../../src/core/ports.js';
+import { testMessage } from '../../src/testkit/transport-conformance.js';
+import {
+  RabbitMqTransport,
+  type AmqpConfirmChannel,
+  type AmqpConnection,
+  type AmqpPublishOptions,
+  type AmqpReturnedMessage,
+  type RabbitMqTransportOptions,
+} from '../../src/transports/rabbitmq/index.js';
+
+interface Sent {
+  routingKey: string;
+  content: Buffer;
+  options: AmqpPublishOptions;
+  callback: (err: unknown) => void;
+}
+
+class FakeChannel extends EventEmitter implements AmqpConfirmChannel {
+  sent: Sent[] = [];
+  /** publish() returns false on these send numbers (1-based), as a full buffer would. */
+  fullAt = new Set<number>();
+  /**
+   * Send numbers (1-based) the broker acks on its own, in a microtask: before any timer can fire,
+   * so tests with short timeouts do not depend on machine load.
+   */
+  autoAck = new Set<number>();
+  /** The next publish throws this instead of sending. */
+  throwNext: Error | undefined;
+  closed = false;
+
+  async assertExchange(): Promise<unknown> {
+    return {};
+  }
+
+  publish(
+    _exchange: string,
+    routingKey: string,
+    content: Buffer,
+    options: AmqpPublishOptions,
+    callback: (err: unknown) => void,
+  ): boolean {
+    if (this.closed) throw Object.assign(new Error('Channel closed'), { name: 'IllegalOperationError' });
+    if (this.throwNext) {
+      const err = this.throwNext;
+      this.throwNext = undefined;
+      throw err;
+    }
+    this.sent.push({ routingKey, content, options, callback });
+    if (this.autoAck.has(this.sent.length)) queueMicrotask(() => callback(null));
+    return !this.fullAt.has(this.sent.length);
+  }
+
+  ack(index: number): void {
+    this.sent[index]?.callback(null);
+  }
+
+  nack(index: number): void {
+    this.sent[index]?.callback(new Error('message nacked'));
+  }
+
+  returnMessage(index: number): void {
+    const sent = this.sent[index] as Sent;
+    const returned: AmqpReturnedMessage = {
+      fields: { replyCode: 312, replyText: 'NO_ROUTE', exchange: 'mailroom', routingKey: sent.routingKey },
+      properties: { messageId: sent.options.messageId },
+    };
+    this.emit('return', returned);
+  }
+
+  /** As amqplib: unconfirmed callbacks get 'channel closed', then 'close' is emitted. */
+  die(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const sent of this.sent) sent.callback(new Error('channel closed'));
+    this.emit('close');
+  }
+
+  async close(): Promise<void> {
+    this.die();
+  }
+}
+
+class FakeConnection extends EventEmitter implements AmqpConnection {
+  channel = new FakeChannel();
+  closed = false;
+
+  async createConfirmChannel(): Promise<AmqpConfirmChannel> {
+    return this.channel;
+  }
+
+  /** A network fault: 'error' then 'close', channels closed first, as amqplib does. */
+  fail(err: Error): void {
+    this.emit('error', err);
+    this.channel.die();
+    this.closed = true;
+    this.emit('close', err);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) throw new Error('Connection closed (by client)');
+    this.channel.die();
+    this.closed = true;
+    this.emit('close');
+  }
+}
+
+/** A transport whose connect hands out fake connections, or fails while `down` is set. */
+function fakeTransport(options: Partial<RabbitMqTransportOptions> = {}) {
+  const state = { down: false as false | Error, connections: [] as FakeConnection[], attempts: 0 };
+  const transport = new RabbitMqTransport({
+    url: 'amqp://user:pw@fake-host:5672',
+    connect: async () => {
+      state.attempts++;
+      if (state.down) throw state.down;
+      const connection = new FakeConnection();
+      state.connections.push(connection);
+      return connection;
+    },
+    ...options,
+  });
+  const current = () => state.connections[state.connections.length - 1] as FakeConnection;
+  return { transport, state, current };
+}
+
+function statuses(outcomes: PublishOutcome[]): string[] {
+  return outcomes.map((o) => o.status);
+}
+
+function codes(outcomes: PublishOutcome[]): Array<string | undefined> {
+  return outcomes.map((o) => (o.status !== 'ok' && isTransportError(o.error) ? o.error.code : undefined));
+}
+
+/** Lets pending promise callbacks run (the transport's send loop resumes in microtasks). */
+const flush = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+describe('rabbitmq transport with a scripted client', () => {
+  it('reports ok only for messages the broker acked, in batch order, whatever order the acks come in', async () => {
+    const { transport, current } = fakeTransport();
+    await transport.start();
+    const publishing = transport.publish([testMessage(), testMessage(), testMessage()]);
+    await flush();
+    const channel = current().channel;
+    assert.equal(channel.sent.length, 3, 'all three sent before any confirm (pipelined)');
+    channel.ack(2);
+    channel.nack(1);
+    channel.ack(0);
+    const outcomes = await publishing;
+    assert.deepEqual(statuses(outcomes), ['ok', 'retry', 'ok']);
+    assert.deepEqual(codes(outcomes), [undefined, 'nacked', undefined]);
+    await transport.close();
+  });
+
+  it('reports retry with confirm_timeout for messages whose confirm never came, and ignores a late ack', async () => {
+    const { transport, current } = fakeTransport({ confirmTimeoutMs: 20 });
+    await transport.start();
+    current().channel.autoAck.add(1);
+    const outcomes = await transport.publish([testMessage(), testMessage()]);
+    assert.deepEqual(statuses(outcomes), ['ok', 'retry']);
+    assert.deepEqual(codes(outcomes), [undefined, 'confirm_timeout']);
+    assert.match(outcomes[1]?.status === 'retry' ? outcomes[1].error.message : '', /within 20 ms/);
+    current().channel.ack(1); // late: must not throw or change anything
+    assert.equal(outcomes[1]?.status, 'retry');
+    await transport.close();
+  });
+
+  it('waits for drain when the client buffer is full before sending the rest of the batch', async () => {
+    const { transport, current } = fakeTransport();
+    await transport.start();
+    const channel = current().channel;
+    channel.fullAt.add(2);
+    const publishing = transport.publish([testMessage(), testMessage(), testMessage(), testMessage()]);
+    await flush();
+    assert.equal(channel.sent.length, 2, 'kept sending although publish returned false');
+    channel.emit('drain');
+    await flush();
+    assert.equal(channel.sent.length, 4);
+    channel.sent.forEach((_, i) => channel.ack(i));
+    assert.deepEqual(statuses(await publishing), ['ok', 'ok', 'ok', 'ok']);
+    await transport.close();
+  });
+
+  it('stops waiting for drain when the channel closes, reporting unsent messages as retry', async () => {
+    const { transport, current } = fakeTransport();
+    await transport.start();
+    const channel = current().channel;
+    channel.fullAt.add(1);
+    const publishing = transport.publish([testMessage(), testMessage(), testMessage()]);
+    await flush();
+    current().fail(new Error('ECONNRESET'));
+    const outcomes = await publishing;
+    assert.deepEqual(codes(outcomes), ['confirm_lost', 'channel_closed', 'channel_closed']);
+    assert.match(outcomes[0]?.status === 'retry' ? outcomes[0].error.message : '', /ECONNRESET/);
+    await transport.close();
+  });
+
+  it('turns a message the broker returned into permanent, matched by message id', async () => {
+    const { transport, current } = fakeTransport({ mandatory: true });
+    await transport.start();
+    const batch = [testMessage({ topic: 'a' }), testMessage({ topic: 'b' })];
+    const publishing = transport.publish(batch);
+    await flush();
+    const channel = current().channel;
+    assert.equal(channel.sent[0]?.options.mandatory, true);
+    channel.returnMessage(1); // RabbitMQ sends basic.return before the basic.ack
+    channel.ack(0);
+    channel.ack(1);
+    const outcomes = await publishing;
+    assert.deepEqual(statuses(outcomes), ['ok', 'permanent']);
+    assert.ok(outcomes[1]?.status === 'permanent' && isPermanentDeliveryError(outcomes[1].error));
+    await transport.close();
+  });
+
+  it('reports a message the client cannot encode as permanent and sends the rest', async () => {
+    const { transport, current } = fakeTransport();
+    await transport.start();
+    const channel = current().channel;
+    channel.throwNext = new RangeError('headers table exceeds 65536 bytes');
+    const publishing = transport.publish([testMessage(), testMessage()]);
+    await flush();
+    channel.ack(0);
+    const outcomes = await publishing;
+    assert.deepEqual(statuses(outcomes), ['permanent', 'ok']);
+    await transport.close();
+  });
+
+  it('survives error events from the connection and the channel without crashing', async () => {
+    const { transport, current } = fakeTransport();
+    await transport.start();
+    // With no listener, EventEmitter would throw these out of emit().
+    current().channel.emit('error', new Error('channel-level error'));
+    current().emit('error', new Error('connection-level error'));
+    await transport.close();
+  });
+
+  it('opens one connection for concurrent publishes while disconnected', async () => {
+    const { transport, state } = fakeTransport();
+    const a = transport.publish([testMessage()]);
+    const b = transport.publish([testMessage()]);
+    await flush();
+    assert.equal(state.attempts, 1);
+    const channel = state.connections[0]?.channel as FakeChannel;
+    channel.ack(0);
+    channel.ack(1);
+    assert.deepEqual([...statuses(await a), ...statuses(await b)], ['ok', 'ok']);
+    await transport.close();
+  });
+
+  it('reconnects at once after a loss, then backs off after a failed attempt', async () => {
+    const { transport, state, current } = fakeTransport({
+      reconnectDelayMs: 60_000,
+      maxReconnectDelayMs: 60_000,
+    });
+    await transport.start();
+    current().fail(new Error('ECONNRESET'));
+    assert.equal(transport.connected, false);
+
+    state.down = new Error('connect ECONNREFUSED fake-host:5672');
+    const first = await transport.publish([testMessage()]);
+    assert.deepEqual(codes(first), ['unreachable']);
+    assert.equal(state.attempts, 2, 'the first attempt after a loss is immediate');
+
+    state.down = false;
+    const second = await transport.publish([testMessage()]);
+    assert.deepEqual(codes(second), ['unreachable']);
+    assert.equal(state.attempts, 2, 'no attempt during the backoff');
+
+    await transport.start(); // explicit: ignores the backoff
+    assert.equal(state.attempts, 3);
+    assert.equal(transport.connected, true);
+    await transport.close();
+  });
+
+  it('hands the heartbeat, connect timeout and connection name to the connect function', async () => {
+    const calls: Array<{ url: string; socketOptions: Record<string, unknown> }> = [];
+    const make = (options: Partial<RabbitMqTransportOptions>) =>
+      new RabbitMqTransport({
+        url: 'amqp://user:pw@fake-host:5672/orders?frameMax=131072',
+        connect: async (url, socketOptions) => {
+          calls.push({ url, socketOptions });
+          return new FakeConnection();
+        },
+        ...options,
+      });
+    const a = make({ heartbeatSeconds: 5, connectTimeoutMs: 1234 });
+    await a.start();
+    await a.close();
+    const b = make({
+      socketOptions: { noDelay: true, clientProperties: { connection_name: 'orders-relay' } },
+    });
+    await b.start();
+    await b.close();
+
+    const [first, second] = calls as [(typeof calls)[0], (typeof calls)[0]];
+    const url = new URL(first.url);
+    assert.equal(url.searchParams.get('heartbeat'), '5');
+    assert.equal(url.searchParams.get('frameMax'), '131072');
+    assert.equal(url.pathname, '/orders');
+    assert.equal(first.socketOptions['timeout'], 1234);
+    assert.deepEqual(first.socketOptions['clientProperties'], { connection_name: 'mailroom' });
+    assert.equal(second.url, 'amqp://user:pw@fake-host:5672/orders?frameMax=131072');
+    assert.equal(second.socketOptions['noDelay'], true);
+    assert.deepEqual(second.socketOptions['clientProperties'], { connection_name: 'orders-relay' });
+  });
+
+  it('closes after the close deadline although confirms are missing, reporting them as retry', async () => {
+    const { transport, current } = fakeTransport({ closeTimeoutMs: 10 });
+    await transport.start();
+    const publishing = transport.publish([testMessage()]);
+    await flush();
+    await transport.close();
+    assert.deepEqual(codes(await publishing), ['confirm_lost']);
+    assert.equal(current().closed, true);
+  });
+
+  it('closes a connection that finished opening after close was called', async () => {
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const connection = new FakeConnection();
+    const transport = new RabbitMqTransport({
+      url: 'amqp://fake-host',
+      connect: async () => {
+        await gate;
+        return connection;
+      },
+    });
+    const publishing = transport.publish([testMessage()]);
+    const closing = transport.close();
+    release();
+    await closing;
+    assert.deepEqual(statuses(await publishing), ['retry']);
+    assert.equal(connection.closed, true);
+  });
+});
