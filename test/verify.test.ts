@@ -5,8 +5,8 @@ import { PostgresLedger } from '../src/stores/postgres/ledger.js';
 import { parseSnapshot, verifyDeliveries, visibleIn, type LedgerEntry } from '../src/verify/verify-report.js';
 import { createTestDb, inTransaction } from './helpers/postgres.js';
 
-function entry(id: string, key: string | null, xid: number, snapshot: string): LedgerEntry {
-  return { id, topic: 't', key, xid: BigInt(xid), snapshot: parseSnapshot(snapshot) };
+function entry(id: string, key: string | null, xid: number, snapshot: string, seq = xid): LedgerEntry {
+  return { id, seq: BigInt(seq), topic: 't', key, xid: BigInt(xid), snapshot: parseSnapshot(snapshot) };
 }
 
 describe('verify', () => {
@@ -59,6 +59,20 @@ describe('verify', () => {
     assert.equal(bad.ok, false);
     // A duplicate of A after B is fine: first deliveries count.
     assert.equal(verifyDeliveries(ledger, ['A', 'B', 'A', 'C', 'D']).ok, true);
+  });
+
+  it('owes no order to a message that committed between the other insert and its ledger snapshot', () => {
+    // E inserted first (seq 1); F inserted (seq 2) and committed before E's trigger took its
+    // snapshot, so F is visible in E's snapshot, but the two were concurrent.
+    const ledger = [entry('E', 'k', 20, '21:22:21', 1), entry('F', 'k', 21, '20:22:20', 2)];
+    assert.equal(verifyDeliveries(ledger, ['E', 'F']).ok, true);
+  });
+
+  it('reports baseline entries that never arrived as unverifiable, not lost', () => {
+    const ledger = [{ ...entry('G', 'k', 0, '1:1:'), baseline: true }];
+    const report = verifyDeliveries(ledger, []);
+    assert.deepEqual(report.unverifiable, ['G']);
+    assert.deepEqual(report.lost, []);
   });
 
   it('records committed enqueues in the ledger, not rolled-back ones, with what order needs', async () => {

@@ -1,6 +1,6 @@
 import { parseSnapshot, type LedgerEntry, type OutboxState } from '../../verify/verify-report.js';
 import { quoteIdent, validateIdentifier } from '../sql-identifier.js';
-import type { PgQueryable } from './postgres-driver.js';
+import type { PgPool, PgQueryable } from './postgres-driver.js';
 
 /**
  * The audit ledger of a PostgreSQL outbox (migration 000002): a trigger that records every
@@ -8,10 +8,11 @@ import type { PgQueryable } from './postgres-driver.js';
  * per message.
  */
 export class PostgresLedger {
-  readonly #db: PgQueryable;
+  readonly #db: PgQueryable & Partial<Pick<PgPool, 'connect'>>;
   readonly #s: string;
 
-  constructor(db: PgQueryable, schema = 'mailroom') {
+  /** `db`: a pg pool (needed by {@link PostgresLedger.start}) or a client. */
+  constructor(db: PgQueryable & Partial<Pick<PgPool, 'connect'>>, schema = 'mailroom') {
     this.#db = db;
     this.#s = quoteIdent(validateIdentifier('schema', schema));
   }
@@ -21,6 +22,40 @@ export class PostgresLedger {
     await this.#db.query(
       `ALTER TABLE ${this.#s}.outbox ${enabled ? 'ENABLE' : 'DISABLE'} TRIGGER outbox_ledger`,
     );
+  }
+
+  /**
+   * Switches the ledger on for a verification that starts now, without false alarms at its
+   * edge. In one transaction that holds off every enqueue and settle (a SHARE ROW EXCLUSIVE
+   * lock on the outbox, for a moment): runs `whileLocked` (declare the verifier's queue there),
+   * turns the trigger on, and records the messages already in the outbox as baseline entries.
+   * Any message that reaches the verifier's queue is then either in the ledger or a phantom.
+   */
+  async start(whileLocked: () => Promise<void> = async () => undefined): Promise<{ baseline: number }> {
+    if (typeof this.#db.connect !== 'function') throw new TypeError('PostgresLedger.start needs a pool');
+    const client = await this.#db.connect();
+    let broken: Error | undefined;
+    const onError = (err: Error) => (broken = err);
+    client.on('error', onError);
+    try {
+      await client.query('BEGIN');
+      await client.query(`LOCK TABLE ${this.#s}.outbox IN SHARE ROW EXCLUSIVE MODE`);
+      await whileLocked();
+      await client.query(`ALTER TABLE ${this.#s}.outbox ENABLE TRIGGER outbox_ledger`);
+      const res = await client.query(
+        `INSERT INTO ${this.#s}.ledger (id, seq, topic, key, xid, snapshot, baseline)
+         SELECT id, seq, topic, key, '0'::xid8, '1:1:'::pg_snapshot, true FROM ${this.#s}.outbox
+         ON CONFLICT (id) DO NOTHING`,
+      );
+      await client.query('COMMIT');
+      return { baseline: res.rowCount ?? 0 };
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    } finally {
+      client.removeListener('error', onError);
+      client.release(broken ?? false);
+    }
   }
 
   async enabled(): Promise<boolean> {
@@ -44,16 +79,18 @@ export class PostgresLedger {
       conds.push(`topic = $${params.length}`);
     }
     const res = await this.#db.query(
-      `SELECT id::text AS id, topic, key, xid::text AS xid, snapshot::text AS snapshot FROM ${this.#s}.ledger
+      `SELECT id::text AS id, seq::text AS seq, topic, key, xid::text AS xid, snapshot::text AS snapshot, baseline FROM ${this.#s}.ledger
        ${conds.length ? `WHERE ${conds.join(' AND ')}` : ''}`,
       params,
     );
     return res.rows.map((r) => ({
       id: String(r.id),
+      seq: BigInt(String(r.seq)),
       topic: String(r.topic),
       key: (r.key as string | null) ?? null,
       xid: BigInt(String(r.xid)),
       snapshot: parseSnapshot(String(r.snapshot)),
+      ...(r.baseline === true ? { baseline: true } : {}),
     }));
   }
 
@@ -69,11 +106,27 @@ export class PostgresLedger {
     };
   }
 
-  /** Deletes ledger entries enqueued before `before` (all when omitted); returns how many. */
-  async clear(before?: Date): Promise<number> {
-    const res = before
-      ? await this.#db.query(`DELETE FROM ${this.#s}.ledger WHERE enqueued_at < $1`, [before])
-      : await this.#db.query(`DELETE FROM ${this.#s}.ledger`);
+  /** Appends deliveries (ids in arrival order) to the received log. */
+  async recordReceived(ids: readonly string[]): Promise<void> {
+    for (let i = 0; i < ids.length; i += 10_000) {
+      await this.#db.query(
+        `INSERT INTO ${this.#s}.ledger_received (id)
+         SELECT t.id FROM unnest($1::uuid[]) WITH ORDINALITY AS t(id, o) ORDER BY t.o`,
+        [ids.slice(i, i + 10_000)],
+      );
+    }
+  }
+
+  /** Every recorded delivery id, in arrival order. */
+  async received(): Promise<string[]> {
+    const res = await this.#db.query(`SELECT id::text AS id FROM ${this.#s}.ledger_received ORDER BY n`);
+    return res.rows.map((r) => String(r.id));
+  }
+
+  /** Empties the ledger and the received log; returns how many ledger entries went. */
+  async clear(): Promise<number> {
+    const res = await this.#db.query(`DELETE FROM ${this.#s}.ledger`);
+    await this.#db.query(`DELETE FROM ${this.#s}.ledger_received`);
     return res.rowCount ?? 0;
   }
 }

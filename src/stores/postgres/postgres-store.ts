@@ -83,7 +83,9 @@ function compareSeq(a: OutboxMessage, b: OutboxMessage): number {
  * ```
  */
 export class PostgresStore implements OutboxStore {
-  readonly name = 'postgres';
+  // Typed wide so that stores built on this one (PGlite) can name themselves and narrow what
+  // they can do.
+  readonly name: string = 'postgres';
   readonly capabilities: StoreCapabilities = { notify: true, concurrentRelays: true };
   readonly schema: string;
   readonly notify: boolean;
@@ -167,6 +169,10 @@ export class PostgresStore implements OutboxStore {
       throw this.#wrap(err);
     }
     let broken: Error | undefined;
+    // A checked-out client that loses its connection between two queries emits 'error'; with no
+    // listener that would crash the process. The failing query reports it instead.
+    const onError = (err: Error) => (broken = err);
+    client.on('error', onError);
     try {
       await client.query('BEGIN');
       const result = await fn(client);
@@ -177,6 +183,7 @@ export class PostgresStore implements OutboxStore {
       throw this.#wrap(err);
     } finally {
       // A client whose ROLLBACK failed is in an unknown state: destroy it, do not reuse it.
+      client.removeListener('error', onError);
       client.release(broken ?? false);
     }
   }
@@ -325,12 +332,16 @@ export class PostgresStore implements OutboxStore {
     } catch (err) {
       throw this.#wrap(err);
     }
+    let broken: Error | undefined;
+    const onError = (err: Error) => (broken = err);
+    client.on('error', onError);
     try {
       return await migrate(client, { schema: this.schema, ...options });
     } catch (err) {
       throw this.#wrap(err);
     } finally {
-      client.release();
+      client.removeListener('error', onError);
+      client.release(broken ?? false);
     }
   }
 
