@@ -27,6 +27,8 @@ CREATE INDEX outbox_key_seq ON {{schema}}.outbox (key, seq) WHERE key IS NOT NUL
 -- Finding the next due time without scanning the backlog.
 CREATE INDEX outbox_available_at ON {{schema}}.outbox (available_at);
 CREATE INDEX outbox_lease_token ON {{schema}}.outbox (lease_token) WHERE lease_token IS NOT NULL;
+-- Keyless rows past a window full of blocked keyed rows (the claim's second pass).
+CREATE INDEX outbox_keyless_seq ON {{schema}}.outbox (seq) WHERE key IS NULL;
 
 CREATE TABLE {{schema}}.dead_letter (
   id uuid PRIMARY KEY,
@@ -58,6 +60,82 @@ CREATE TABLE {{schema}}.archive (
   sent_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX archive_sent_at ON {{schema}}.archive (sent_at);
+
+-- Claim: lease up to p_limit due messages, oldest first, at most one per key — a keyed row only
+-- when no older row of its key is left (delivered rows are deleted, so its predecessors were
+-- all delivered or dead-lettered). See docs/design.md.
+--
+-- Pass 1 looks at the oldest `window` due rows and keeps the heads among them: cheap when keys
+-- are many (most rows are heads). When that window is full and yields fewer than p_limit rows,
+-- deep per-key backlogs are hiding heads further back, so pass 2 walks the distinct keys through
+-- the (key, seq) index (one probe per key) and adds keyless rows, so that a key with a deep
+-- backlog never holds back other keys.
+CREATE FUNCTION {{schema}}.claim(p_limit integer, p_owner text, p_token uuid, p_lease_ms bigint)
+RETURNS TABLE (seq bigint, id uuid, topic text, key text, type text, payload bytea, content_type text,
+               headers jsonb, created_at timestamptz, attempts integer)
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+  win integer := greatest(p_limit * 4, 1000);
+  taken integer;
+  due integer;
+BEGIN
+  RETURN QUERY
+  WITH win AS (
+    SELECT w.seq, w.key FROM {{schema}}.outbox w
+    WHERE w.available_at <= now() AND (w.lease_until IS NULL OR w.lease_until <= now())
+    ORDER BY w.seq LIMIT win
+  ), heads AS (
+    SELECT h.seq FROM win h
+    WHERE h.key IS NULL OR NOT EXISTS (SELECT 1 FROM {{schema}}.outbox e WHERE e.key = h.key AND e.seq < h.seq)
+    ORDER BY h.seq LIMIT p_limit
+  ), locked AS (
+    SELECT l.seq FROM {{schema}}.outbox l WHERE l.seq IN (SELECT heads.seq FROM heads)
+    FOR UPDATE SKIP LOCKED
+  )
+  UPDATE {{schema}}.outbox o
+  SET lease_owner = p_owner, lease_token = p_token,
+      lease_until = now() + p_lease_ms * interval '1 millisecond', attempts = o.attempts + 1
+  FROM locked WHERE o.seq = locked.seq
+  RETURNING o.seq, o.id, o.topic, o.key, o.type, o.payload, o.content_type, o.headers, o.created_at, o.attempts;
+  GET DIAGNOSTICS taken = ROW_COUNT;
+  IF taken >= p_limit THEN
+    RETURN;
+  END IF;
+  SELECT count(*) INTO due FROM (
+    SELECT 1 FROM {{schema}}.outbox d
+    WHERE d.available_at <= now() AND (d.lease_until IS NULL OR d.lease_until <= now())
+    LIMIT win
+  ) x;
+  IF due < win THEN
+    RETURN;
+  END IF;
+  RETURN QUERY
+  WITH RECURSIVE keys AS (
+    (SELECT k.key, k.seq FROM {{schema}}.outbox k WHERE k.key IS NOT NULL ORDER BY k.key, k.seq LIMIT 1)
+    UNION ALL
+    SELECT n.key, n.seq FROM keys,
+      LATERAL (SELECT k2.key, k2.seq FROM {{schema}}.outbox k2
+               WHERE k2.key > keys.key ORDER BY k2.key, k2.seq LIMIT 1) n
+  ), candidates AS (
+    SELECT keys.seq FROM keys
+    UNION ALL
+    (SELECT f.seq FROM {{schema}}.outbox f
+     WHERE f.key IS NULL AND f.available_at <= now() AND (f.lease_until IS NULL OR f.lease_until <= now())
+     ORDER BY f.seq LIMIT p_limit - taken)
+  ), locked AS (
+    SELECT l.seq FROM {{schema}}.outbox l
+    WHERE l.seq IN (SELECT candidates.seq FROM candidates)
+      AND l.available_at <= now() AND (l.lease_until IS NULL OR l.lease_until <= now())
+    ORDER BY l.seq LIMIT p_limit - taken
+    FOR UPDATE SKIP LOCKED
+  )
+  UPDATE {{schema}}.outbox o
+  SET lease_owner = p_owner, lease_token = p_token,
+      lease_until = now() + p_lease_ms * interval '1 millisecond', attempts = o.attempts + 1
+  FROM locked WHERE o.seq = locked.seq
+  RETURNING o.seq, o.id, o.topic, o.key, o.type, o.payload, o.content_type, o.headers, o.created_at, o.attempts;
+END
+$$;
 
 -- UUIDv7 (RFC 9562) from the database clock: 48-bit milliseconds, then random bits.
 CREATE FUNCTION {{schema}}.uuid_generate_v7() RETURNS uuid

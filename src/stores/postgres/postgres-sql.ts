@@ -5,9 +5,6 @@ import { quoteIdent, quoteLiteral } from '../sql-identifier.js';
 /** Most rows in one INSERT: 8 parameters a row stays well under PostgreSQL's 65535. */
 export const MAX_ROWS_PER_INSERT = 4000;
 
-const RETURNING_COLUMNS = `o.seq::text AS seq, o.id::text AS id, o.topic, o.key, o.type, o.payload, o.content_type,
-  o.headers, o.created_at, o.attempts`;
-
 /**
  * Every statement the PostgreSQL store runs, as values, in one place. `schema` is validated by
  * the store before it gets here; values always travel as parameters.
@@ -51,23 +48,10 @@ export function postgresSql(schema: string, channel: string) {
       };
     },
 
-    // Oldest-first, at most one row per key: a keyed row qualifies only when no older row of its
-    // key is left in the outbox (delivered rows are deleted), so a key's next message waits
-    // until the previous one is delivered or dead-lettered, whichever relay holds it.
-    claim: `WITH picked AS (
-  SELECT o.seq FROM ${t} o
-  WHERE o.available_at <= now()
-    AND (o.lease_until IS NULL OR o.lease_until <= now())
-    AND (o.key IS NULL OR NOT EXISTS (SELECT 1 FROM ${t} e WHERE e.key = o.key AND e.seq < o.seq))
-  ORDER BY o.seq
-  LIMIT $1
-  FOR UPDATE SKIP LOCKED
-)
-UPDATE ${t} o
-SET lease_owner = $2, lease_token = $3::uuid, lease_until = now() + $4::bigint * interval '1 millisecond',
-    attempts = o.attempts + 1
-FROM picked WHERE o.seq = picked.seq
-RETURNING ${RETURNING_COLUMNS}`,
+    // Oldest first, at most one row per key; the rule and its two passes live in the
+    // <schema>.claim() function (sql/postgres/000001_outbox.sql), so PGlite runs the same code.
+    claim: `SELECT seq::text AS seq, id::text AS id, topic, key, type, payload, content_type, headers, created_at, attempts
+FROM ${s}.claim($1::integer, $2::text, $3::uuid, $4::bigint)`,
 
     extendLease: `UPDATE ${t} SET lease_until = now() + $2::bigint * interval '1 millisecond' WHERE lease_token = $1::uuid`,
 
