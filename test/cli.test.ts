@@ -155,4 +155,13 @@ describe('mailroom command', () => {
     assert.equal(unknown.code, 2);
     assert.match(unknown.stderr, /unknown key "batchsize"/);
   });
+
+  it('lets every command share one config file, each taking its own keys', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mailroom-'));
+    const file = join(dir, 'mailroom.config.json');
+    writeFileSync(file, JSON.stringify({ databaseUrl: DATABASE_URL, schema, batchSize: 9 }));
+    const r = await runCli(['status', '--json', '--config', file]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout).schema, schema);
+  });
 });

@@ -2,7 +2,15 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import postgres from 'postgres';
 import { Outbox } from '../src/core/index.js';
+import { runStoreConformance } from '../src/testkit/store-conformance.js';
 import { createTestDb, DATABASE_URL, inTransaction, type TestDb } from './helpers/postgres.js';
+
+runStoreConformance('PostgreSQL store', {
+  create: async () => {
+    const db = await createTestDb('conf');
+    return { store: db.store, transaction: (fn) => inTransaction(db.pool, fn), close: () => db.drop() };
+  },
+});
 
 describe('PostgreSQL store', () => {
   let db: TestDb;
@@ -84,43 +92,6 @@ describe('PostgreSQL store', () => {
       db.pool.query(`SELECT "${db.schema}".enqueue('t', '{}'::jsonb, NULL, '{"n": 1}'::jsonb)`),
       /header value must be a JSON string/,
     );
-  });
-
-  it('claims at most one message per key, oldest first, and skips rows another claim holds', async () => {
-    const local = await createTestDb('claim');
-    try {
-      const o = new Outbox({ store: local.store });
-      await inTransaction(local.pool, (c) =>
-        o.enqueue(c, [
-          { topic: 't', key: 'a', payload: 1 },
-          { topic: 't', key: 'a', payload: 2 },
-          { topic: 't', key: 'b', payload: 3 },
-          { topic: 't', payload: 4 },
-          { topic: 't', payload: 5 },
-        ]),
-      );
-      const first = await local.store.claim({ owner: 'r1', limit: 10, leaseMs: 5000 });
-      assert.deepEqual(
-        first.messages.map((m) => JSON.parse(m.payload.toString())),
-        [1, 3, 4, 5],
-      );
-      const second = await local.store.claim({ owner: 'r2', limit: 10, leaseMs: 5000 });
-      assert.equal(second.messages.length, 0, 'a:2 must wait for a:1 to be delivered');
-      await local.store.settle({
-        leaseToken: first.leaseToken,
-        delivered: first.messages,
-        retry: [],
-        dead: [],
-      });
-      const third = await local.store.claim({ owner: 'r2', limit: 10, leaseMs: 5000 });
-      assert.deepEqual(
-        third.messages.map((m) => JSON.parse(m.payload.toString())),
-        [2],
-      );
-      assert.equal(third.messages[0]?.attempts, 1);
-    } finally {
-      await local.drop();
-    }
   });
 
   it('migrates twice and from two processes at once without error', async () => {

@@ -1,12 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import {
-  Outbox,
-  PermanentDeliveryError,
-  Relay,
-  type OutboxMessage,
-  type RelayOptions,
-} from '../src/core/index.js';
+import { Outbox, Relay, type OutboxMessage, type RelayOptions } from '../src/core/index.js';
 import { MemoryTransport } from '../src/transports/memory/index.js';
 import { createTestDb, inTransaction, type TestDb } from './helpers/postgres.js';
 import { waitUntil } from './helpers/wait.js';
@@ -25,6 +19,10 @@ function firstDeliveries(messages: readonly OutboxMessage[]): Map<string, string
   return byKey;
 }
 
+// What every store must do through the relay (phantoms, retries, dead letters, lost confirms)
+// is in the store conformance suite (src/testkit/store-conformance.ts), run for PostgreSQL by
+// test/postgres-store.test.ts. These are the PostgreSQL-only cases: several connections and
+// relays at once, connection faults, lifecycle.
 describe('Relay with the PostgreSQL store', () => {
   let db: TestDb;
   const relays: Relay[] = [];
@@ -47,30 +45,6 @@ describe('Relay with the PostgreSQL store', () => {
     await Promise.all(relays.splice(0).map((r) => r.stop()));
     await db.pool.query(`TRUNCATE "${db.schema}".outbox, "${db.schema}".dead_letter, "${db.schema}".archive`);
   }
-
-  it('delivers committed messages and never a rolled-back one', async () => {
-    await clean();
-    const transport = new MemoryTransport();
-    const outbox = new Outbox({ store: db.store });
-    await start({ transport });
-    const committed = await inTransaction(db.pool, (c) =>
-      outbox.enqueue(c, [
-        { topic: 'a', payload: 1 },
-        { topic: 'a', payload: 2, key: 'k' },
-      ]),
-    );
-    await assert.rejects(
-      inTransaction(db.pool, async (c) => {
-        await outbox.enqueue(c, { topic: 'phantom', payload: 'never' });
-        throw new Error('rollback');
-      }),
-    );
-    await transport.waitFor(2);
-    await waitUntil(async () => (await db.count()) === 0, 'outbox to be empty');
-    await new Promise((r) => setTimeout(r, 300));
-    assert.deepEqual(new Set(transport.messages.map((m) => m.id)), new Set(committed));
-    assert.equal(transport.messagesFor('phantom').length, 0);
-  });
 
   it('misses no message when concurrent transactions commit out of their insert order', async () => {
     await clean();
@@ -101,35 +75,6 @@ describe('Relay with the PostgreSQL store', () => {
     }
   });
 
-  it('retries with exponential backoff, then dead-letters with the last error, and replays', async () => {
-    await clean();
-    const transport = new MemoryTransport({ failWith: () => new Error('broker says no') });
-    const outbox = new Outbox({ store: db.store });
-    const delays: number[] = [];
-    const relay = await start({
-      transport,
-      retry: { baseDelayMs: 100, maxDelayMs: 400, maxAttempts: 4, jitter: 'none' },
-    });
-    relay.on('relay:message:retry', (e) => delays.push(e.delayMs));
-    const id = await inTransaction(db.pool, (c) =>
-      outbox.enqueue(c, { topic: 'flaky', payload: {}, key: 'x' }),
-    );
-    await waitUntil(async () => (await db.count('dead_letter')) === 1, 'the dead letter');
-    assert.deepEqual(delays, [100, 200, 400], 'doubling from the base, capped at the max');
-    const [dead] = await db.store.listDeadLetters();
-    assert.equal(dead?.id, id);
-    assert.equal(dead?.attempts, 4);
-    assert.match(dead?.lastError ?? '', /gave up after 4 attempts: broker says no/);
-    assert.equal(await db.count(), 0);
-
-    transport.failWith = undefined;
-    const replayed = await db.store.replayDeadLetters({ ids: [id] });
-    assert.deepEqual(replayed, [{ id, status: 'replayed' }]);
-    const [delivered] = await transport.waitFor(1);
-    assert.equal(delivered?.id, id, 'a replayed message keeps its id');
-    assert.equal(await db.count('dead_letter'), 0);
-  });
-
   it('full jitter draws each delay between zero and the exponential ceiling', async () => {
     const { resolveRetryPolicy, retryDelayMs } = await import('../src/core/index.js');
     const draws = [0, 0.5, 0.999];
@@ -141,52 +86,6 @@ describe('Relay with the PostgreSQL store', () => {
     assert.equal(retryDelayMs(policy, 1), 0);
     assert.equal(retryDelayMs(policy, 2), 1000);
     assert.equal(retryDelayMs(policy, 10), 4995);
-  });
-
-  it('dead-letters a permanent failure at once and keeps delivering the rest of its key', async () => {
-    await clean();
-    const transport = new MemoryTransport({
-      failWith: (m) =>
-        JSON.parse(m.payload.toString()) === 'poison' ? new PermanentDeliveryError('rejected') : undefined,
-    });
-    const outbox = new Outbox({ store: db.store });
-    await start({ transport });
-    await inTransaction(db.pool, (c) =>
-      outbox.enqueue(c, [
-        { topic: 'p', key: 'k', payload: 'poison' },
-        { topic: 'p', key: 'k', payload: 'after' },
-      ]),
-    );
-    const [after] = await transport.waitFor(1);
-    assert.equal(after?.payload.toString(), '"after"');
-    const dead = await db.store.listDeadLetters({ topic: 'p' });
-    assert.equal(dead.length, 1);
-    assert.equal(dead[0]?.attempts, 1);
-    assert.equal(dead[0]?.lastError, 'rejected');
-  });
-
-  it('redelivers a message whose confirm was lost, with the same id', async () => {
-    await clean();
-    let lose = true;
-    const transport = new MemoryTransport({
-      loseConfirm: () => {
-        const l = lose;
-        lose = false;
-        return l;
-      },
-    });
-    const outbox = new Outbox({ store: db.store });
-    await start({ transport, retry: { baseDelayMs: 10, jitter: 'none' } });
-    const id = await inTransaction(db.pool, (c) => outbox.enqueue(c, { topic: 'dup', payload: 1 }));
-    const copies = await transport.waitFor(2);
-    assert.deepEqual(
-      copies.map((m) => m.id),
-      [id, id],
-    );
-    assert.deepEqual(
-      copies.map((m) => m.attempts),
-      [1, 2],
-    );
   });
 
   it('takes over the messages of a relay that died once its lease runs out', async () => {

@@ -1,9 +1,9 @@
 import type { Logger } from '../core/logger.js';
-import type { OptionSpec, ResolvedConfig } from './options.js';
+import type { FlagValue, OptionSpec, ResolvedConfig } from './options.js';
 
 export interface CommandContext {
   config: ResolvedConfig;
-  flags: Map<string, string | boolean>;
+  flags: Map<string, FlagValue>;
   positionals: string[];
   /** Writes a line of data to stdout. */
   out: (line: string) => void;

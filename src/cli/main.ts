@@ -3,11 +3,24 @@ import { isMailroomError } from '../core/errors/mailroom-error.js';
 import { createCliLogger } from './cli-logger.js';
 import { UsageError } from './cli-error.js';
 import type { Command } from './command.js';
+import { demoCommand } from './commands/demo.js';
+import { dlqCommand } from './commands/dlq.js';
 import { migrateCommand } from './commands/migrate.js';
 import { relayCommand } from './commands/relay.js';
+import { sendCommand } from './commands/send.js';
+import { statusCommand } from './commands/status.js';
+import { verifyCommand } from './commands/verify.js';
 import { formatOptions, loadConfigFile, parseFlags, requireOption, resolveConfig } from './options.js';
 
-const COMMANDS: Command[] = [migrateCommand, relayCommand];
+const COMMANDS: Command[] = [
+  migrateCommand,
+  relayCommand,
+  statusCommand,
+  dlqCommand,
+  sendCommand,
+  verifyCommand,
+  demoCommand,
+];
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
@@ -90,7 +103,12 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
       return 0;
     }
     const configPath = (flags.get('config') as string | undefined) ?? env.MAILROOM_CONFIG;
-    const file = loadConfigFile(configPath || undefined, command.options);
+    // One config file serves every command: its keys are checked against all commands' settings,
+    // and each command reads the ones it has.
+    const file = loadConfigFile(
+      configPath || undefined,
+      COMMANDS.flatMap((c) => c.options),
+    );
     const config = resolveConfig(command.options, flags, env, file);
     if (flags.get('print-config') !== true) {
       for (const key of command.required ?? []) requireOption(config, command.options, key);

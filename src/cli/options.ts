@@ -8,7 +8,12 @@ export interface OptionSpec {
   /** Name in the config file and in the resolved configuration. */
   key: string;
   flag: string;
-  env: string;
+  /**
+   * Environment variable of the setting. Absent for per-invocation flags (filters, payloads,
+   * message fields): those come only from the command line, never from the environment or the
+   * config file, so a stray variable cannot widen a destructive command.
+   */
+  env?: string;
   type: 'string' | 'int' | 'bool' | 'enum' | 'url';
   values?: readonly string[];
   default?: string | number | boolean;
@@ -16,10 +21,21 @@ export interface OptionSpec {
   max?: number;
   /** Printed redacted. */
   secret?: boolean;
+  /** What the value is, for help: `--older-than <duration>`. @default derived from `type` */
+  valueName?: string;
+  /**
+   * The flag may be given several times (`--header a=1 --header b=2`); `parseFlags` collects
+   * the values, in order, as a `string[]`. Command-line only (no `env`); not in the resolved
+   * configuration: commands read it from the parsed flags.
+   */
+  repeatable?: boolean;
   description: string;
 }
 
 export type ResolvedConfig = Record<string, string | number | boolean | undefined>;
+
+/** A parsed flag: a value, `true`/`false` for booleans, every value of a repeatable flag. */
+export type FlagValue = string | boolean | string[];
 
 /** Options every database-facing command takes. */
 export const COMMON_OPTIONS: OptionSpec[] = [
@@ -59,14 +75,17 @@ export const COMMON_OPTIONS: OptionSpec[] = [
   },
 ];
 
-/** Reads `--flag value`, `--flag=value`, `--bool`, `--no-bool`; rejects unknown flags. */
+/**
+ * Reads `--flag value`, `--flag=value`, `--bool`, `--no-bool`; rejects unknown flags. A flag
+ * given twice keeps the last value, except a `repeatable` one, which keeps them all.
+ */
 export function parseFlags(
   argv: readonly string[],
   specs: readonly OptionSpec[],
   extraBooleans: readonly string[] = [],
-): { flags: Map<string, string | boolean>; positionals: string[] } {
+): { flags: Map<string, FlagValue>; positionals: string[] } {
   const byFlag = new Map(specs.map((s) => [s.flag, s]));
-  const flags = new Map<string, string | boolean>();
+  const flags = new Map<string, FlagValue>();
   const positionals: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] as string;
@@ -119,6 +138,11 @@ export function parseFlags(
         value = next;
         i++;
       }
+    }
+    if (spec.repeatable && typeof value === 'string') {
+      const seen = flags.get(name);
+      flags.set(name, [...(Array.isArray(seen) ? seen : []), value]);
+      continue;
     }
     flags.set(name, value);
   }
@@ -203,7 +227,7 @@ export function loadConfigFile(
   if (typeof data !== 'object' || data === null || Array.isArray(data)) {
     throw new UsageError(`config file ${file} must hold a JSON object of settings`);
   }
-  const known = new Set(specs.map((s) => s.key));
+  const known = new Set(specs.filter((s) => s.env !== undefined).map((s) => s.key));
   for (const key of Object.keys(data)) {
     if (!known.has(key)) {
       throw new UsageError(`unknown key "${key}" in config file ${file}; allowed: ${[...known].join(', ')}`, {
@@ -217,16 +241,19 @@ export function loadConfigFile(
 /** Resolves settings with precedence defaults < config file < environment < flags. */
 export function resolveConfig(
   specs: readonly OptionSpec[],
-  flags: Map<string, string | boolean>,
+  flags: Map<string, FlagValue>,
   env: NodeJS.ProcessEnv,
   file: Record<string, unknown>,
 ): ResolvedConfig {
   const out: ResolvedConfig = {};
   for (const spec of specs) {
+    if (spec.repeatable) continue;
     let value: string | number | boolean | undefined = spec.default;
-    if (file[spec.key] !== undefined) value = coerce(spec, file[spec.key], 'config file key');
-    const fromEnv = env[spec.env];
-    if (fromEnv !== undefined && fromEnv !== '') value = coerce(spec, fromEnv, 'environment');
+    if (spec.env !== undefined) {
+      if (file[spec.key] !== undefined) value = coerce(spec, file[spec.key], 'config file key');
+      const fromEnv = env[spec.env];
+      if (fromEnv !== undefined && fromEnv !== '') value = coerce(spec, fromEnv, 'environment');
+    }
     const fromFlag = flags.get(spec.flag);
     if (fromFlag !== undefined) value = coerce(spec, fromFlag, 'flag');
     out[spec.key] = value;
@@ -239,7 +266,10 @@ export function requireOption(config: ResolvedConfig, specs: readonly OptionSpec
   const value = config[key];
   if (value === undefined || value === '') {
     const spec = specs.find((s) => s.key === key) as OptionSpec;
-    throw new UsageError(`missing ${spec.description}: pass --${spec.flag} or set ${spec.env}`, { key });
+    throw new UsageError(
+      `missing ${spec.description}: pass --${spec.flag}${spec.env ? ` or set ${spec.env}` : ''}`,
+      { key },
+    );
   }
   return String(value);
 }
@@ -260,9 +290,11 @@ export function printableConfig(
 /** Help text for a command's options. */
 export function formatOptions(specs: readonly OptionSpec[]): string {
   const rows = specs.map((s) => {
-    const flag = `--${s.flag}${s.type === 'bool' ? '' : ` <${s.type === 'enum' ? s.values?.join('|') : s.type === 'int' ? 'n' : s.type}>`}`;
+    const value = s.valueName ?? (s.type === 'enum' ? s.values?.join('|') : s.type === 'int' ? 'n' : s.type);
+    const flag = `--${s.flag}${s.type === 'bool' ? '' : ` <${value}>`}`;
     const def = s.default !== undefined ? ` (default ${String(s.default)})` : '';
-    return [flag, `${s.description}${def}  [${s.env}]`];
+    const more = s.repeatable ? ' (repeatable)' : '';
+    return [flag, `${s.description}${def}${more}${s.env ? `  [${s.env}]` : ''}`];
   });
   const width = Math.max(...rows.map((r) => (r[0] as string).length)) + 2;
   return rows.map(([f, d]) => `  ${(f as string).padEnd(width)}${d}`).join('\n');

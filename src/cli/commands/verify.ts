@@ -1,0 +1,198 @@
+import { StoreError } from '../../core/errors/store-error.js';
+import { redactUrl } from '../../core/redact.js';
+import { describeDbError } from '../../stores/postgres/postgres-errors.js';
+import { PostgresLedger } from '../../stores/postgres/ledger.js';
+import { loadPg, validatePostgresUrl } from '../../stores/postgres/postgres-store.js';
+import { RabbitMqCollector } from '../../verify/rabbitmq-collector.js';
+import { verifyDeliveries, type VerifyReport } from '../../verify/verify-report.js';
+import { UsageError } from '../cli-error.js';
+import { COMMON_OPTIONS, type OptionSpec, type ResolvedConfig } from '../options.js';
+import type { Command } from '../command.js';
+
+const OPTIONS: OptionSpec[] = [
+  ...COMMON_OPTIONS.filter((o) => o.key === 'databaseUrl' || o.key === 'schema'),
+  {
+    key: 'transport',
+    flag: 'transport',
+    env: 'MAILROOM_TRANSPORT',
+    type: 'url',
+    secret: true,
+    description: 'the broker the relay delivers to: amqp://user:password@host:5672/vhost',
+  },
+  {
+    key: 'exchange',
+    flag: 'exchange',
+    env: 'MAILROOM_EXCHANGE',
+    type: 'string',
+    default: 'mailroom',
+    description: 'exchange the relay publishes to',
+  },
+  {
+    key: 'verifyQueue',
+    flag: 'queue',
+    env: 'MAILROOM_VERIFY_QUEUE',
+    type: 'string',
+    default: 'mailroom.verify',
+    description: "the verifier's durable queue",
+  },
+  {
+    key: 'binding',
+    flag: 'binding',
+    env: 'MAILROOM_VERIFY_BINDING',
+    type: 'string',
+    default: '#',
+    description: 'routing pattern of the messages to verify (e.g. orders.#)',
+  },
+  {
+    key: 'idleMs',
+    flag: 'idle-ms',
+    type: 'int',
+    min: 100,
+    max: 600000,
+    default: 2000,
+    description: 'check: consider the queue drained after this long without a delivery',
+  },
+  {
+    key: 'waitMs',
+    flag: 'wait-ms',
+    type: 'int',
+    min: 0,
+    max: 86400000,
+    default: 60000,
+    description: 'check: wait at most this long for the outbox to empty before comparing',
+  },
+];
+
+async function openPool(config: ResolvedConfig) {
+  const url = String(config.databaseUrl);
+  validatePostgresUrl('databaseUrl', url);
+  const pg = await loadPg();
+  const pool = new pg.Pool({ connectionString: url, max: 2 });
+  pool.on?.('error', () => undefined);
+  return pool;
+}
+
+function printReport(report: VerifyReport, out: (line: string) => void): void {
+  const list = (ids: string[]) =>
+    ids.length ? `  ${ids.slice(0, 20).join(', ')}${ids.length > 20 ? ', …' : ''}` : '';
+  out(`committed      ${report.committed}`);
+  out(`received       ${report.received}  (${report.delivered} distinct)`);
+  out(`lost           ${report.lost.length}${list(report.lost)}`);
+  out(`phantom        ${report.phantom.length}${list(report.phantom)}`);
+  out(`out of order   ${report.orderViolations.length}`);
+  for (const v of report.orderViolations.slice(0, 20)) {
+    out(
+      `  key ${JSON.stringify(v.key)}: ${v.late} committed before ${v.overtaken} was written, delivered after it`,
+    );
+  }
+  out(`duplicates     ${report.duplicates}  (same id each time)`);
+  out(`dead letters   ${report.deadLettered.length}${list(report.deadLettered)}`);
+  out(`pending        ${report.pending.length}  (still in the outbox)`);
+  if (report.unverifiable.length) {
+    out(
+      `unverifiable   ${report.unverifiable.length}  (in flight when verification started; may have been published before the queue existed)`,
+    );
+  }
+  out(report.ok ? 'verify: OK' : 'verify: FAILED');
+}
+
+export const verifyCommand: Command = {
+  name: 'verify',
+  summary: 'prove nothing was lost: compare what was committed with what the broker delivered',
+  usage: 'mailroom verify start|check|stop --database-url URL --transport amqp://… [options]',
+  options: OPTIONS,
+  booleans: ['json', 'keep'],
+  required: ['databaseUrl'],
+  details: [
+    'start  turn the audit ledger on (every committed enqueue is recorded) and bind a durable',
+    '       queue to the exchange that keeps a copy of every delivered message',
+    'check  read the queue, wait for the outbox to drain, then report lost (committed, never',
+    '       delivered), phantom (delivered, never committed), per-key order violations and',
+    '       duplicates; exit code 1 when anything is lost, phantom or out of order. Repeatable:',
+    '       deliveries are saved in <schema>.ledger_received',
+    'stop   turn the ledger off, empty it and delete the queue (--keep keeps both)',
+    '',
+    'The relay must publish with the default exchange type (topic). The ledger costs one extra',
+    'row per message while it is on.',
+  ].join('\n'),
+  async run({ config, flags, positionals, out }) {
+    const action = positionals[0];
+    if (action !== 'start' && action !== 'check' && action !== 'stop') {
+      throw new UsageError(
+        `verify needs an action: start, check or stop${action ? `, got ${JSON.stringify(action)}` : ''}`,
+      );
+    }
+    if (config.transport === undefined) {
+      throw new UsageError('missing the broker URL: pass --transport or set MAILROOM_TRANSPORT');
+    }
+    const pool = await openPool(config);
+    const schema = String(config.schema);
+    const ledger = new PostgresLedger(pool, schema);
+    const collector = new RabbitMqCollector({
+      url: String(config.transport),
+      exchange: String(config.exchange),
+      queue: String(config.verifyQueue),
+      binding: String(config.binding),
+      ack: 'manual',
+    });
+    const target = redactUrl(String(config.databaseUrl));
+    try {
+      try {
+        await ledger.enabled();
+      } catch (err) {
+        const described = describeDbError(err, { schema, target });
+        if ((err as { code?: string }).code === '42P01' || (err as { code?: string }).code === '42704') {
+          throw new StoreError(
+            'schema_outdated',
+            `the audit ledger is missing in schema "${schema}": run \`npx mailroom migrate --schema ${schema}\``,
+            { cause: err },
+          );
+        }
+        throw described;
+      }
+      if (action === 'start') {
+        const { baseline } = await ledger.start(() => collector.attach());
+        out(
+          `ledger on in schema "${schema}"; queue ${collector.queue} bound to ${collector.exchange} (${String(config.binding)})`,
+        );
+        out(`${baseline} message(s) already in the outbox are checked for loss, not for order`);
+        return 0;
+      }
+      if (action === 'stop') {
+        if (flags.get('keep') === true) {
+          await ledger.setEnabled(false);
+          out('ledger off; entries and queue kept');
+          return 0;
+        }
+        await ledger.setEnabled(false);
+        const n = await ledger.clear();
+        await collector.attach();
+        await collector.close({ deleteQueue: true });
+        out(`ledger off; ${n} entries removed; queue ${collector.queue} deleted`);
+        return 0;
+      }
+      // check
+      if (!(await ledger.enabled())) {
+        throw new UsageError(`the ledger is off in schema "${schema}": run \`mailroom verify start\` first`);
+      }
+      await collector.attach();
+      await collector.start();
+      const deadline = Date.now() + Number(config.waitMs);
+      for (;;) {
+        const res = await pool.query(`SELECT count(*)::int AS n FROM "${schema}".outbox`);
+        if (Number(res.rows[0]?.n) === 0 || Date.now() >= deadline) break;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      await collector.settle(Number(config.idleMs), Math.max(Number(config.idleMs) * 5, 60_000));
+      await ledger.recordReceived(collector.ids);
+      collector.ackAll();
+      const report = verifyDeliveries(await ledger.entries(), await ledger.received(), await ledger.state());
+      if (flags.get('json') === true) out(JSON.stringify(report));
+      else printReport(report, out);
+      return report.ok ? 0 : 1;
+    } finally {
+      await collector.close();
+      await pool.end();
+    }
+  },
+};

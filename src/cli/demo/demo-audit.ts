@@ -1,0 +1,86 @@
+import type { Receipt } from './demo-receiver.js';
+import type { PlacedOrder } from './order-service.js';
+
+/** The demo's verdict: what was committed against what the receiver got. */
+export interface DemoAudit {
+  placed: number;
+  committed: number;
+  rolledBack: number;
+  /** Committed orders in the `orders` table (must equal `committed`). */
+  orderRows: number;
+  /** Distinct message ids the receiver accepted. */
+  delivered: number;
+  /** Committed, never delivered. Must be 0. */
+  lost: number;
+  /** Delivered, never committed (a rolled-back order's message, or unknown). Must be 0. */
+  phantom: number;
+  duplicatesSuppressed: number;
+  /** Pairs of one customer's messages whose first deliveries came against commit order. */
+  outOfOrder: number;
+  /** Commit-to-first-delivery latency of delivered committed messages, in ms. */
+  latency: { p50: number; p99: number; max: number } | null;
+}
+
+/** Nearest-rank percentile of sorted numbers. */
+export function percentile(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  const rank = Math.ceil((p / 100) * sorted.length);
+  return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1] as number;
+}
+
+export function auditDemo(input: {
+  orders: readonly PlacedOrder[];
+  receipts: ReadonlyMap<string, Receipt>;
+  duplicatesSuppressed: number;
+  orderRows: number;
+}): DemoAudit {
+  const committed = input.orders.filter((o) => o.committedAt !== undefined);
+  const committedIds = new Set(committed.map((o) => o.messageId));
+  const lost = committed.filter((o) => !input.receipts.has(o.messageId)).length;
+  let phantom = 0;
+  for (const id of input.receipts.keys()) if (!committedIds.has(id)) phantom++;
+
+  const latencies = committed
+    .map((o) => {
+      const r = input.receipts.get(o.messageId);
+      return r ? Math.max(0, r.at - (o.committedAt as number)) : undefined;
+    })
+    .filter((x): x is number => x !== undefined)
+    .sort((a, b) => a - b);
+
+  // Orders commit one at a time (PGlite is one connection), so per customer the commit order
+  // is the order of this list; the receiver's first copies must arrive in the same order.
+  let outOfOrder = 0;
+  const lastSeen = new Map<string, number>();
+  for (const o of committed) {
+    const r = input.receipts.get(o.messageId);
+    if (!r) continue;
+    const prev = lastSeen.get(o.customer);
+    if (prev !== undefined && r.at < prev) outOfOrder++;
+    lastSeen.set(o.customer, Math.max(prev ?? -Infinity, r.at));
+  }
+
+  return {
+    placed: input.orders.length,
+    committed: committed.length,
+    rolledBack: input.orders.length - committed.length,
+    orderRows: input.orderRows,
+    delivered: input.receipts.size - phantom,
+    lost,
+    phantom,
+    duplicatesSuppressed: input.duplicatesSuppressed,
+    outOfOrder,
+    latency: latencies.length
+      ? {
+          p50: percentile(latencies, 50),
+          p99: percentile(latencies, 99),
+          max: latencies[latencies.length - 1] as number,
+        }
+      : null,
+  };
+}
+
+/** True when the demo proved its point: nothing lost, nothing invented, order kept. */
+export function auditPassed(a: DemoAudit): boolean {
+  return a.lost === 0 && a.phantom === 0 && a.outOfOrder === 0 && a.orderRows === a.committed;
+}

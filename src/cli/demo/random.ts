@@ -1,0 +1,14 @@
+/**
+ * A seeded pseudo-random generator (mulberry32), so a demo run's faults can be replayed with
+ * `--seed`. Returns numbers in [0, 1). Not for anything that needs real randomness.
+ */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

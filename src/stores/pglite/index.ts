@@ -1,0 +1,3 @@
+export { PGliteStore, loadPGlite, type PGliteStoreOptions } from './pglite-store.js';
+export { pglitePool } from './pglite-driver.js';
+export type { PGliteDatabase, PGliteTransaction, PGliteResults } from './pglite-driver.js';

@@ -1,0 +1,215 @@
+import { ConfigError } from '../../core/errors/config-error.js';
+import { isStoreError, StoreError } from '../../core/errors/store-error.js';
+import type { StoreCapabilities, Unsubscribe } from '../../core/ports.js';
+import { describeDbError } from '../postgres/postgres-errors.js';
+import { PostgresStore } from '../postgres/postgres-store.js';
+import { quoteIdent } from '../sql-identifier.js';
+import { pglitePool, type PGliteDatabase } from './pglite-driver.js';
+
+/** Options of {@link PGliteStore}. Give `db`, or `dataDir`, or neither (a database in memory). */
+export interface PGliteStoreOptions {
+  /**
+   * Your PGlite instance, shared with your application code; the store does not close it.
+   *
+   * @default a new in-memory instance (or one on `dataDir`), closed by `store.close()`
+   * @example { db: await PGlite.create('./data') }
+   */
+  db?: PGliteDatabase;
+  /**
+   * Where the store's own PGlite instance keeps its files; omit it for a database in memory
+   * that is gone when the process exits. Not together with `db`.
+   *
+   * @default undefined (in memory)
+   * @example { dataDir: './.mailroom-data' }
+   */
+  dataDir?: string;
+  /**
+   * Schema holding Mailroom's tables. A plain identifier.
+   *
+   * @default 'mailroom'
+   */
+  schema?: string;
+  /**
+   * Send a NOTIFY from the enqueueing transaction, so a relay on the same instance wakes at
+   * commit instead of at its next poll.
+   *
+   * @default true
+   */
+  notify?: boolean;
+  /**
+   * Keep delivered messages in `<schema>.archive` instead of deleting them.
+   *
+   * @default false
+   */
+  archive?: boolean;
+}
+
+const ALLOWED_OPTIONS = new Set(['db', 'dataDir', 'schema', 'notify', 'archive']);
+
+type PGliteModule = {
+  PGlite: new (dataDir?: string) => PGliteDatabase & { waitReady?: Promise<void> };
+};
+
+let pgliteModule: PGliteModule | undefined;
+
+/** Loads `@electric-sql/pglite` once; the store only needs it when it makes its own instance. */
+export async function loadPGlite(): Promise<PGliteModule> {
+  if (pgliteModule) return pgliteModule;
+  try {
+    pgliteModule = (await import('@electric-sql/pglite')) as unknown as PGliteModule;
+    return pgliteModule;
+  } catch (err) {
+    throw new ConfigError(
+      '@electric-sql/pglite',
+      'the PGlite store needs the `@electric-sql/pglite` package: run `npm install @electric-sql/pglite`',
+      {},
+      err,
+    );
+  }
+}
+
+/**
+ * The outbox in PGlite, PostgreSQL compiled to WebAssembly and run inside the process: the
+ * same tables, SQL and migrations as {@link PostgresStore}, with nothing to install or run.
+ * For tests, demos, desktop and edge apps, and services whose data already lives in PGlite.
+ *
+ * PGlite is one connection, so one relay per database (`capabilities.concurrentRelays` is
+ * false) and every statement waits its turn — the relay's claims wait for the application's
+ * transactions and the other way round.
+ *
+ * @example
+ * ```ts
+ * const store = await PGliteStore.connect(); // in memory; or { dataDir: './data' }, or { db }
+ * await store.migrate();
+ * const outbox = new Outbox({ store });
+ * await store.db.transaction(async (tx) => {
+ *   await tx.query('INSERT INTO orders (id, total) VALUES ($1, $2)', [id, total]);
+ *   await outbox.enqueue(tx, { topic: 'order.created', key: id, payload: { id, total } });
+ * });
+ * ```
+ */
+export class PGliteStore extends PostgresStore {
+  override readonly name: string = 'pglite';
+  override readonly capabilities: StoreCapabilities = { notify: true, concurrentRelays: false };
+  /** The PGlite instance the outbox lives in; run your business transactions on it. */
+  readonly db: PGliteDatabase;
+  readonly #ownsDb: boolean;
+  #subscriptions = new Set<Unsubscribe>();
+
+  /**
+   * With `db`, ready at once. Without it, the store makes its own instance, which needs
+   * `@electric-sql/pglite` loaded first: use `await PGliteStore.connect(options)`.
+   */
+  constructor(options: PGliteStoreOptions = {}) {
+    for (const key of Object.keys(options)) {
+      if (!ALLOWED_OPTIONS.has(key)) {
+        throw new ConfigError(
+          key,
+          `unknown PGliteStore option "${key}"; allowed: ${[...ALLOWED_OPTIONS].join(', ')}`,
+        );
+      }
+    }
+    if (options.db && options.dataDir !== undefined) {
+      throw new ConfigError('dataDir', 'give PGliteStore a db or a dataDir, not both');
+    }
+    if (options.dataDir !== undefined && (typeof options.dataDir !== 'string' || options.dataDir === '')) {
+      throw new ConfigError(
+        'dataDir',
+        `dataDir must be a directory path, got ${JSON.stringify(options.dataDir)}`,
+      );
+    }
+    const db = options.db ?? createPGlite(options.dataDir);
+    super({
+      pool: pglitePool(db),
+      ...(options.schema === undefined ? {} : { schema: options.schema }),
+      ...(options.notify === undefined ? {} : { notify: options.notify }),
+      ...(options.archive === undefined ? {} : { archive: options.archive }),
+    });
+    this.db = db;
+    this.#ownsDb = !options.db;
+  }
+
+  /** Same options as the constructor; loads `@electric-sql/pglite` first when the store makes the instance. */
+  static override async connect(options: PGliteStoreOptions = {}): Promise<PGliteStore> {
+    if (!options.db) await loadPGlite();
+    const store = new PGliteStore(options);
+    if (store.#ownsDb) {
+      // Surface a bad dataDir (or a failed start) here, as the error it is.
+      const ready = (store.db as { waitReady?: Promise<void> }).waitReady;
+      try {
+        await ready;
+      } catch (err) {
+        throw new ConfigError(
+          'dataDir',
+          `cannot open PGlite${options.dataDir === undefined ? '' : ` in ${options.dataDir}`}: ${(err as Error)?.message ?? String(err)}`,
+          {},
+          err,
+        );
+      }
+    }
+    return store;
+  }
+
+  /**
+   * Wakes on the schema's NOTIFY channel through PGlite's own `listen()`: the store's LISTEN on
+   * a pool client would hold PGlite's only connection for good.
+   */
+  override async subscribe(onWake: () => void, _onError: (err: unknown) => void): Promise<Unsubscribe> {
+    let active = true;
+    let unlisten: () => Promise<void>;
+    try {
+      // Quoted: PGlite sends the name as written, and a schema may have capitals.
+      unlisten = await this.db.listen(quoteIdent(this.channel), () => {
+        if (active) onWake();
+      });
+    } catch (err) {
+      throw describeDbError(err, { schema: this.schema });
+    }
+    const unsubscribe: Unsubscribe = async () => {
+      if (!active) return;
+      active = false;
+      this.#subscriptions.delete(unsubscribe);
+      if (this.db.closed) return;
+      await unlisten().catch(() => undefined);
+    };
+    this.#subscriptions.add(unsubscribe);
+    return unsubscribe;
+  }
+
+  /**
+   * As the PostgreSQL store's check, but a schema to create or upgrade says to call
+   * `store.migrate()`: the `mailroom migrate` command does not open PGlite databases.
+   */
+  override async check(): Promise<void> {
+    try {
+      await super.check();
+    } catch (err) {
+      if (!isStoreError(err) || !err.message.includes('npx mailroom migrate')) throw err;
+      throw new StoreError(
+        err.code,
+        err.message.replace(/`npx mailroom migrate --schema [A-Za-z0-9_]+`/, '`await store.migrate()`'),
+        { cause: err.cause, details: err.details },
+      );
+    }
+  }
+
+  /** Ends subscriptions; closes the PGlite instance when the store made it. Idempotent. */
+  override async close(): Promise<void> {
+    for (const unsubscribe of [...this.#subscriptions]) await unsubscribe();
+    await super.close();
+    if (this.#ownsDb && !this.db.closed) await this.db.close();
+  }
+}
+
+function createPGlite(dataDir: string | undefined): PGliteDatabase {
+  if (!pgliteModule) {
+    throw new ConfigError(
+      'db',
+      'call `await PGliteStore.connect(options)` (it loads @electric-sql/pglite), or pass a PGlite instance as db',
+    );
+  }
+  const db = new pgliteModule.PGlite(dataDir);
+  // A failed start also fails every query with the same error; keep it from being unhandled.
+  db.waitReady?.catch(() => undefined);
+  return db;
+}

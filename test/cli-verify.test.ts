@@ -1,0 +1,120 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import amqp from 'amqplib';
+import { Outbox, Relay, uuidv7 } from '../src/core/index.js';
+import { RabbitMqTransport } from '../src/transports/rabbitmq/index.js';
+import { AMQP_URL } from './helpers/amqp.js';
+import { runCli } from './helpers/cli.js';
+import { createTestDb, DATABASE_URL, inTransaction, type TestDb } from './helpers/postgres.js';
+import { waitUntil } from './helpers/wait.js';
+
+describe('mailroom verify', () => {
+  let db: TestDb;
+  const exchange = `mr_verify_${randomBytes(3).toString('hex')}`;
+  const queue = `${exchange}.verify`;
+  const common = () => [
+    '--database-url',
+    DATABASE_URL,
+    '--schema',
+    db.schema,
+    '--transport',
+    AMQP_URL,
+    '--exchange',
+    exchange,
+    '--queue',
+    queue,
+  ];
+
+  before(async () => {
+    db = await createTestDb('verify');
+  });
+  after(async () => {
+    await runCli(['verify', 'stop', ...common()]);
+    const conn = await amqp.connect(AMQP_URL);
+    const ch = await conn.createChannel();
+    await ch.deleteExchange(exchange).catch(() => undefined);
+    await conn.close();
+    await db.drop();
+  });
+
+  it('passes when everything committed was delivered, and catches a lost and a phantom message', async () => {
+    const outbox = new Outbox({ store: db.store });
+    // Already in the outbox before verification starts: checked for loss, not order.
+    await inTransaction(db.pool, (c) => outbox.enqueue(c, { topic: 'early', payload: 0 }));
+    const start = await runCli(['verify', 'start', ...common()]);
+    assert.equal(start.code, 0, start.stderr);
+    assert.match(start.stdout, /1 message\(s\) already in the outbox/);
+
+    const transport = new RabbitMqTransport({ url: AMQP_URL, exchange });
+    const relay = new Relay({ store: db.store, transport, pollIntervalMs: 50 });
+    await relay.start();
+    try {
+      for (let i = 0; i < 20; i++) {
+        await inTransaction(db.pool, (c) =>
+          outbox.enqueue(c, [
+            { topic: 'v.a', key: `k${i % 3}`, payload: i },
+            { topic: 'v.b', payload: i },
+          ]),
+        );
+      }
+      await assert.rejects(
+        inTransaction(db.pool, async (c) => {
+          await outbox.enqueue(c, { topic: 'v.rolled', payload: 'no' });
+          throw new Error('rollback');
+        }),
+      );
+      await waitUntil(async () => (await db.count()) === 0, 'the relay to drain the outbox');
+    } finally {
+      await relay.stop();
+      await transport.close();
+    }
+    const ok = await runCli(['verify', 'check', '--idle-ms', '500', ...common()]);
+    assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+    assert.match(ok.stdout, /committed +41/);
+    assert.match(ok.stdout, /lost +0/);
+    assert.match(ok.stdout, /phantom +0/);
+    assert.match(ok.stdout, /verify: OK/);
+
+    // A message "settled" without being delivered (the bug this command exists to catch) …
+    const lostId = await inTransaction(db.pool, (c) => outbox.enqueue(c, { topic: 'v.lost', payload: 1 }));
+    await db.pool.query(`DELETE FROM "${db.schema}".outbox WHERE id = $1`, [lostId]);
+    // … and one delivered that no transaction committed.
+    const phantomId = uuidv7();
+    const conn = await amqp.connect(AMQP_URL);
+    const ch = await conn.createConfirmChannel();
+    ch.publish(exchange, 'v.phantom', Buffer.from('{}'), { messageId: phantomId, persistent: true });
+    await ch.waitForConfirms();
+    await conn.close();
+
+    const bad = await runCli(['verify', 'check', '--idle-ms', '500', '--json', ...common()]);
+    assert.equal(bad.code, 1, bad.stderr);
+    const report = JSON.parse(bad.stdout);
+    assert.deepEqual(report.lost, [lostId]);
+    assert.deepEqual(report.phantom, [phantomId]);
+    assert.equal(report.delivered, 42, 'deliveries from the first check are remembered');
+  });
+
+  it('says what to do when the action is missing or the ledger is off', async () => {
+    const none = await runCli(['verify', ...common()]);
+    assert.equal(none.code, 2);
+    assert.match(none.stderr, /verify needs an action: start, check or stop/);
+    const other = await createTestDb('verify_off');
+    try {
+      const off = await runCli([
+        'verify',
+        'check',
+        '--database-url',
+        DATABASE_URL,
+        '--schema',
+        other.schema,
+        '--transport',
+        AMQP_URL,
+      ]);
+      assert.equal(off.code, 2);
+      assert.match(off.stderr, /the ledger is off .* run `mailroom verify start` first/);
+    } finally {
+      await other.drop();
+    }
+  });
+});
