@@ -19,6 +19,8 @@ export interface Command {
   options: OptionSpec[];
   /** Flags without a value that are not settings (`--dry-run`, `--print-config`). */
   booleans?: string[];
+  /** Most words after the command name that are not flags (`dlq show <id>`: 2). @default 0 */
+  positionals?: number;
   /** Setting keys that must be given. */
   required?: string[];
   /** Extra help text after the options. */

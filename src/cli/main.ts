@@ -102,6 +102,12 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
       out(commandHelp(command));
       return 0;
     }
+    const extra = positionals[command.positionals ?? 0];
+    if (extra !== undefined) {
+      throw new UsageError(
+        `unexpected argument ${JSON.stringify(extra.slice(0, 60))}; see mailroom ${command.name} --help`,
+      );
+    }
     const configPath = (flags.get('config') as string | undefined) ?? env.MAILROOM_CONFIG;
     // One config file serves every command: its keys are checked against all commands' settings,
     // and each command reads the ones it has.

@@ -350,6 +350,7 @@ export const dlqCommand: Command = {
   summary: 'list, show, replay or purge dead letters',
   usage: 'mailroom dlq list|show <id>|replay|purge [filters] [--json] [--yes] [--dry-run]',
   options: OPTIONS,
+  positionals: 2,
   booleans: ['json', 'yes', 'dry-run'],
   required: ['databaseUrl'],
   details: [

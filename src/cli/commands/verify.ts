@@ -101,6 +101,7 @@ export const verifyCommand: Command = {
   summary: 'prove nothing was lost: compare what was committed with what the broker delivered',
   usage: 'mailroom verify start|check|stop --database-url URL --transport amqp://… [options]',
   options: OPTIONS,
+  positionals: 1,
   booleans: ['json', 'keep'],
   required: ['databaseUrl'],
   details: [
