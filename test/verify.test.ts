@@ -68,6 +68,19 @@ describe('verify', () => {
     assert.equal(verifyDeliveries(ledger, ['E', 'F']).ok, true);
   });
 
+  it('finds the one swapped pair in a long sequential history', () => {
+    // 2000 messages of one key, each committed before the next was written.
+    const ledger = Array.from({ length: 2000 }, (_, i) =>
+      entry(`m${i}`, 'k', 100 + i, `${100 + i}:${100 + i}:`, i),
+    );
+    const order = ledger.map((e) => e.id);
+    assert.equal(verifyDeliveries(ledger, order).orderViolations.length, 0);
+    [order[700], order[701]] = [order[701] as string, order[700] as string];
+    assert.deepEqual(verifyDeliveries(ledger, order).orderViolations, [
+      { key: 'k', late: 'm700', overtaken: 'm701' },
+    ]);
+  });
+
   it('reports baseline entries that never arrived as unverifiable, not lost', () => {
     const ledger = [{ ...entry('G', 'k', 0, '1:1:'), baseline: true }];
     const report = verifyDeliveries(ledger, []);

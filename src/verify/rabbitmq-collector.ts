@@ -112,6 +112,12 @@ export class RabbitMqCollector {
     }
     const model = this.#model;
     model.on('error', () => undefined);
+    if (this.#closing) {
+      // close() ran while this connection was being opened (a reconnect in progress).
+      this.#model = undefined;
+      await model.close().catch(() => undefined);
+      throw new TransportError('closed', 'the collector was closed');
+    }
     // The broker restarting must not end the verification: come back and consume again.
     // Unacknowledged deliveries return (marked redelivered); first deliveries are what count.
     model.on('close', () => {

@@ -131,18 +131,29 @@ export function verifyDeliveries(
   const orderViolations: OrderViolation[] = [];
   for (const [key, list] of byKey) {
     list.sort((a, b) => (first.get(a.id) as number) - (first.get(b.id) as number));
-    // list[i] was delivered before list[j]; that is wrong when list[j] committed before list[i] was written.
-    for (let i = 0; i < list.length; i++) {
-      const earlier = list[i] as LedgerEntry;
-      for (let j = i + 1; j < list.length; j++) {
-        const later = list[j] as LedgerEntry;
-        // `later.seq < earlier.seq` as well: a message that committed before another was written
-        // was also inserted before it; this drops pairs that merely committed in the moment
-        // between an insert and the ledger trigger's snapshot (concurrent, no order owed).
-        if (later.xid !== earlier.xid && later.seq < earlier.seq && visibleIn(later.xid, earlier.snapshot)) {
+    // A violation needs an inversion: `later` delivered after `earlier` but with a lower seq
+    // (a message that committed before another was written was also inserted before it). Walk
+    // the deliveries keeping those seen so far sorted by seq; the ones above the new message's
+    // seq are exactly its inversions. A correct run is nearly sorted, so this is about
+    // O(n log n) rather than the O(n²) of comparing every pair — which matters for soaks.
+    const seen: LedgerEntry[] = [];
+    for (const later of list) {
+      let lo = 0;
+      let hi = seen.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if ((seen[mid] as LedgerEntry).seq <= later.seq) lo = mid + 1;
+        else hi = mid;
+      }
+      for (let i = lo; i < seen.length; i++) {
+        const earlier = seen[i] as LedgerEntry;
+        // Visible in the earlier message's snapshot: `later` had committed before `earlier`
+        // was written, so it was owed the first delivery.
+        if (later.xid !== earlier.xid && visibleIn(later.xid, earlier.snapshot)) {
           orderViolations.push({ key, late: later.id, overtaken: earlier.id });
         }
       }
+      seen.splice(lo, 0, later);
     }
   }
 

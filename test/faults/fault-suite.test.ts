@@ -108,7 +108,7 @@ describe('fault injection', () => {
       await collector.start();
       // A queue that fills up and then makes the broker nack publishes (reject-publish), emptied
       // now and then: a broker that rejects some messages.
-      const admin = await amqp.connect(AMQP_URL);
+      let admin = await amqp.connect(AMQP_URL);
       admin.on('error', () => undefined);
       let adminCh = await admin.createChannel();
       const rejectQueue = `${exchange}.full`;
@@ -271,8 +271,11 @@ describe('fault injection', () => {
             await sh('rabbitmqctl', ['-q', 'stop_app']);
             await sh('rabbitmqctl', ['-q', 'start_app']);
             await sh('rabbitmqctl', ['-q', 'await_startup']);
-            // Our admin channel died with the broker.
-            adminCh = await (await amqp.connect(AMQP_URL)).createChannel().catch(() => adminCh);
+            // Our admin connection died with the broker.
+            await admin.close().catch(() => undefined);
+            admin = await amqp.connect(AMQP_URL);
+            admin.on('error', () => undefined);
+            adminCh = await admin.createChannel();
           },
         ],
       ];

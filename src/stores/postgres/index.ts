@@ -10,3 +10,4 @@ export {
 } from './migrate.js';
 export { isRetryableDbError, describeDbError, RETRYABLE_ERROR_CODES } from './postgres-errors.js';
 export type { PgPool, PgPoolClient, PgQueryable, PostgresJsSql } from './postgres-driver.js';
+export { PostgresLedger } from './ledger.js';

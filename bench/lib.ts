@@ -1,0 +1,143 @@
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { cpus, totalmem, loadavg } from 'node:os';
+import amqp from 'amqplib';
+import pg from 'pg';
+import { Outbox } from '../src/core/index.js';
+import { PostgresStore } from '../src/stores/postgres/index.js';
+
+export const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+export const AMQP_URL = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+
+/** One row of a result table. */
+export type Row = Record<string, string | number>;
+
+export interface ScenarioResult {
+  scenario: string;
+  rows: Row[];
+  notes?: string[];
+}
+
+export function machineInfo() {
+  const c = cpus();
+  return {
+    cpus: c.length,
+    cpuModel: c[0]?.model ?? 'unknown',
+    memoryGiB: Math.round(totalmem() / 2 ** 30),
+    node: process.version,
+    loadavg: loadavg().map((x) => Number(x.toFixed(2))),
+    postgres: undefined as string | undefined,
+    rabbitmq: undefined as string | undefined,
+    date: new Date().toISOString(),
+  };
+}
+
+export function randomName(prefix: string): string {
+  return `${prefix}_${randomBytes(4).toString('hex')}`;
+}
+
+/** A 256-byte JSON payload (the issue's message size), with an index. */
+export function payload256(i: number): Record<string, unknown> {
+  const base = { i, at: 0, pad: '' };
+  const size = Buffer.byteLength(JSON.stringify(base));
+  return { ...base, pad: 'x'.repeat(256 - size) };
+}
+
+/** A migrated schema of its own, dropped by `drop()`. */
+export async function benchDb(options: { notify?: boolean; poolMax?: number } = {}) {
+  const schema = randomName('bench');
+  const pool = new pg.Pool({ connectionString: DATABASE_URL, max: options.poolMax ?? 8 });
+  pool.on('error', () => undefined);
+  const store = new PostgresStore({
+    pool,
+    schema,
+    ...(options.notify === undefined ? {} : { notify: options.notify }),
+  });
+  await store.migrate();
+  return {
+    schema,
+    pool,
+    store,
+    outbox: new Outbox({ store }),
+    async count(): Promise<number> {
+      const r = await pool.query(`SELECT count(*)::int AS n FROM "${schema}".outbox`);
+      return r.rows[0].n as number;
+    },
+    async drop() {
+      await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      await pool.end();
+    },
+  };
+}
+
+/** Fills the outbox with `n` 256-byte messages over `keys` keys (0: keyless), in big transactions. */
+export async function prefill(
+  db: Awaited<ReturnType<typeof benchDb>>,
+  n: number,
+  keys: number,
+): Promise<void> {
+  const client = await db.pool.connect();
+  try {
+    for (let i = 0; i < n; i += 4000) {
+      await client.query('BEGIN');
+      const count = Math.min(4000, n - i);
+      await db.outbox.enqueue(
+        client,
+        Array.from({ length: count }, (_, j) => ({
+          topic: 'bench.drain',
+          key: keys > 0 ? `k${(i + j) % keys}` : null,
+          payload: payload256(i + j),
+        })),
+      );
+      await client.query('COMMIT');
+    }
+  } finally {
+    client.release();
+  }
+}
+
+/** A durable topic exchange with one durable queue bound to `#`, as production would have. */
+export async function brokerSink(exchange = randomName('bench_x')) {
+  const conn = await amqp.connect(AMQP_URL);
+  const ch = await conn.createChannel();
+  await ch.assertExchange(exchange, 'topic', { durable: true });
+  const queue = `${exchange}.q`;
+  await ch.assertQueue(queue, { durable: true });
+  await ch.bindQueue(queue, exchange, '#');
+  return {
+    exchange,
+    queue,
+    channel: ch,
+    async depth(): Promise<number> {
+      return (await ch.checkQueue(queue)).messageCount;
+    },
+    async close() {
+      await ch.deleteQueue(queue).catch(() => undefined);
+      await ch.deleteExchange(exchange).catch(() => undefined);
+      await conn.close().catch(() => undefined);
+    },
+  };
+}
+
+/** CPU seconds and peak RSS of a process, from /proc (Linux). */
+export function procStats(pid: number): { cpuSeconds: number; peakRssMiB: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const hwm = /VmHWM:\s+(\d+) kB/.exec(status);
+  return { cpuSeconds: ticks / 100, peakRssMiB: hwm ? Number(hwm[1]) / 1024 : 0 };
+}
+
+export function percentile(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[i] as number;
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export function round(x: number, digits = 1): number {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}

@@ -1,0 +1,17 @@
+/**
+ * For authors of stores and transports, and for tests of systems built on Mailroom: the
+ * conformance suites every adapter must pass (they use `node:test`), and a TCP proxy for
+ * fault injection.
+ *
+ * @module
+ */
+export { runStoreConformance, type StoreHarness, type StoreConformanceOptions } from './store-conformance.js';
+export {
+  runTransportConformance,
+  testMessage,
+  uniqueTopics,
+  type ReceivedMessage,
+  type ConformanceConsumer,
+  type TransportConformanceOptions,
+} from './transport-conformance.js';
+export { TcpProxy, type TcpProxyOptions } from './tcp-proxy.js';
