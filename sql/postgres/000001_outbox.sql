@@ -89,7 +89,12 @@ BEGIN
     WHERE h.key IS NULL OR NOT EXISTS (SELECT 1 FROM {{schema}}.outbox e WHERE e.key = h.key AND e.seq < h.seq)
     ORDER BY h.seq LIMIT p_limit
   ), locked AS (
-    SELECT l.seq FROM {{schema}}.outbox l WHERE l.seq IN (SELECT heads.seq FROM heads)
+    -- The due and lease conditions again, here on the locked scan: when another claim leased a
+    -- row and committed after our snapshot, PostgreSQL re-checks these quals on the row's new
+    -- version (the ones in `win` ran on the old snapshot), so the row is not claimed twice.
+    SELECT l.seq FROM {{schema}}.outbox l
+    WHERE l.seq IN (SELECT heads.seq FROM heads)
+      AND l.available_at <= now() AND (l.lease_until IS NULL OR l.lease_until <= now())
     FOR UPDATE SKIP LOCKED
   )
   UPDATE {{schema}}.outbox o
