@@ -106,17 +106,21 @@ describe('fault injection', () => {
       });
       await collector.attach();
       await collector.start();
-      // A queue that fills up and then makes the broker nack publishes (reject-publish), emptied
-      // now and then: a broker that rejects some messages.
+      // A full queue with reject-publish: while it is bound to the exchange, the broker nacks
+      // every publish routed to it. The fault binds it for a second: a broker that rejects some
+      // messages, then takes them again.
       let admin = await amqp.connect(AMQP_URL);
       admin.on('error', () => undefined);
       let adminCh = await admin.createChannel();
       const rejectQueue = `${exchange}.full`;
-      await adminCh.assertQueue(rejectQueue, {
-        durable: true,
-        arguments: { 'x-max-length': 50, 'x-overflow': 'reject-publish' },
-      });
-      await adminCh.bindQueue(rejectQueue, exchange, 'orders.#');
+      const fillRejectQueue = async () => {
+        await adminCh.assertQueue(rejectQueue, {
+          durable: true,
+          arguments: { 'x-max-length': 10, 'x-overflow': 'reject-publish' },
+        });
+        for (let i = 0; i < 10; i++) adminCh.sendToQueue(rejectQueue, Buffer.from('filler'));
+      };
+      await fillRejectQueue();
 
       const relayArgs = [
         'relay',
@@ -245,10 +249,12 @@ describe('fault injection', () => {
           },
         ],
         [
-          'broker rejects (queue full) then accepts',
+          'broker rejects for 1s (full queue bound) then accepts',
           async () => {
+            await fillRejectQueue().catch(() => undefined);
+            await adminCh.bindQueue(rejectQueue, exchange, 'orders.#').catch(() => undefined);
             await new Promise((r) => setTimeout(r, 1000));
-            await adminCh.purgeQueue(rejectQueue).catch(() => undefined);
+            await adminCh.unbindQueue(rejectQueue, exchange, 'orders.#').catch(() => undefined);
           },
         ],
         [
