@@ -164,4 +164,28 @@ describe('mailroom command', () => {
     assert.equal(r.code, 0, r.stderr);
     assert.equal(JSON.parse(r.stdout).schema, schema);
   });
+
+  it('loads a TypeScript config file, and says what is wrong with a broken one', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mailroom-'));
+    const file = join(dir, 'mailroom.config.ts');
+    writeFileSync(
+      file,
+      "const batchSize: number = 11;\nexport default { batchSize, wakeup: 'poll' as const, databaseUrl: 'postgres://u:tssecret@h/db' };\n",
+    );
+    const r = await runCli(['relay', '--print-config', '--config', file]);
+    assert.equal(r.code, 0, r.stderr);
+    const config = JSON.parse(r.stdout);
+    assert.equal(config.batchSize, 11);
+    assert.equal(config.wakeup, 'poll');
+    assert.doesNotMatch(r.stdout, /tssecret/);
+    writeFileSync(file, 'export default { batchSize: ');
+    const broken = await runCli(['relay', '--print-config', '--config', file]);
+    assert.equal(broken.code, 2);
+    assert.match(broken.stderr, /cannot load config file .*mailroom\.config\.ts/);
+    assert.equal(broken.stderr.trim().split('\n').length, 1);
+    writeFileSync(file, 'export default [1, 2];');
+    const notObject = await runCli(['relay', '--print-config', '--config', file]);
+    assert.equal(notObject.code, 2);
+    assert.match(notObject.stderr, /must hold an object of settings/);
+  });
 });

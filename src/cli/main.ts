@@ -42,7 +42,7 @@ function mainHelp(): string {
     `  ${'help'.padEnd(width)}help for a command: mailroom help <command>`,
     '',
     'Settings come from flags, then environment variables, then --config FILE',
-    '(or ./mailroom.config.json), then defaults. Run `mailroom <command> --help` for its flags.',
+    '(or ./mailroom.config.{json,ts,mjs,js}), then defaults. Run `mailroom <command> --help` for its flags.',
   ].join('\n');
 }
 
@@ -111,7 +111,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     const configPath = (flags.get('config') as string | undefined) ?? env.MAILROOM_CONFIG;
     // One config file serves every command: its keys are checked against all commands' settings,
     // and each command reads the ones it has.
-    const file = loadConfigFile(
+    const file = await loadConfigFile(
       configPath || undefined,
       COMMANDS.flatMap((c) => c.options),
     );

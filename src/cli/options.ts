@@ -1,5 +1,6 @@
 import { readFileSync, existsSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { redactUrl } from '../core/redact.js';
 import { UsageError } from './cli-error.js';
 
@@ -205,27 +206,82 @@ function coerce(spec: OptionSpec, raw: unknown, source: string): string | number
   }
 }
 
-/** Loads `--config FILE` or `./mailroom.config.json` when present; validates its keys. */
-export function loadConfigFile(
+const DEFAULT_CONFIG_FILES = [
+  'mailroom.config.json',
+  'mailroom.config.ts',
+  'mailroom.config.mjs',
+  'mailroom.config.js',
+];
+
+/** Reads a config file: JSON, or a module whose default export is the settings object. */
+async function readConfigFile(file: string): Promise<unknown> {
+  const abs = resolve(file);
+  if (!/\.(c|m)?(j|t)s$/.test(file)) {
+    let text: string;
+    try {
+      text = readFileSync(abs, 'utf8');
+    } catch (err) {
+      throw new UsageError(`cannot read config file ${file}: ${(err as Error).message}`);
+    }
+    try {
+      return JSON.parse(text);
+    } catch (err) {
+      throw new UsageError(`config file ${file} is not valid JSON: ${(err as Error).message}`);
+    }
+  }
+  if (!existsSync(abs)) throw new UsageError(`cannot read config file ${file}: it does not exist`);
+  let mod: { default?: unknown };
+  try {
+    if (/\.(c|m)?ts$/.test(file)) {
+      // Node 20 cannot import TypeScript by itself; tsx can, when the project has it.
+      let tsImport: (specifier: string, parent: string) => Promise<unknown>;
+      try {
+        ({ tsImport } = (await import('tsx/esm/api')) as { tsImport: typeof tsImport });
+      } catch {
+        throw new UsageError(
+          `config file ${file} is TypeScript: install tsx (npm install -D tsx) to load it, or use mailroom.config.json`,
+        );
+      }
+      mod = (await tsImport(pathToFileURL(abs).href, import.meta.url)) as { default?: unknown };
+    } else {
+      mod = (await import(pathToFileURL(abs).href)) as { default?: unknown };
+    }
+  } catch (err) {
+    if (err instanceof UsageError) throw err;
+    throw new UsageError(
+      `cannot load config file ${file}: ${((err as Error).message ?? String(err)).split('\n')[0]}`,
+    );
+  }
+  if (!('default' in mod)) {
+    throw new UsageError(`config file ${file} must export its settings as the default export`);
+  }
+  // A .ts file outside an ESM package is loaded as CommonJS: its `export default` arrives as
+  // the `default` property of the module object.
+  const value = mod.default as Record<string, unknown> | null;
+  if (
+    typeof value === 'object' &&
+    value !== null &&
+    'default' in value &&
+    Object.keys(value).every((k) => k === 'default' || k === '__esModule')
+  ) {
+    return value.default;
+  }
+  return value;
+}
+
+/**
+ * Loads `--config FILE`, or the first of `./mailroom.config.{json,ts,mjs,js}` that exists, and
+ * validates its keys against `specs` (every command's settings: one file serves them all).
+ */
+export async function loadConfigFile(
   path: string | undefined,
   specs: readonly OptionSpec[],
-): Record<string, unknown> {
-  const file = path ?? (existsSync('mailroom.config.json') ? 'mailroom.config.json' : undefined);
+): Promise<Record<string, unknown>> {
+  const file = path ?? DEFAULT_CONFIG_FILES.find((f) => existsSync(f));
   if (!file) return {};
-  let text: string;
-  try {
-    text = readFileSync(resolve(file), 'utf8');
-  } catch (err) {
-    throw new UsageError(`cannot read config file ${file}: ${(err as Error).message}`);
-  }
-  let data: unknown;
-  try {
-    data = JSON.parse(text);
-  } catch (err) {
-    throw new UsageError(`config file ${file} is not valid JSON: ${(err as Error).message}`);
-  }
+  const data = await readConfigFile(file);
   if (typeof data !== 'object' || data === null || Array.isArray(data)) {
-    throw new UsageError(`config file ${file} must hold a JSON object of settings`);
+    throw new UsageError(`config file ${file} must hold an object of settings`);
   }
   const known = new Set(specs.filter((s) => s.env !== undefined).map((s) => s.key));
   for (const key of Object.keys(data)) {
