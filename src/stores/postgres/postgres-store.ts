@@ -161,7 +161,12 @@ export class PostgresStore implements OutboxStore {
     }
   }
 
-  async #transaction<T>(fn: (client: PgPoolClient) => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn` on a client of its own. A checked-out client that loses its connection between
+   * two queries emits 'error', which with no listener would crash the process; here the error
+   * is kept, the failing query reports it, and the broken client is destroyed, not reused.
+   */
+  async #withClient<T>(fn: (client: PgPoolClient, markBroken: (err: Error) => void) => Promise<T>): Promise<T> {
     let client: PgPoolClient;
     try {
       client = await this.#pool.connect();
@@ -169,23 +174,33 @@ export class PostgresStore implements OutboxStore {
       throw this.#wrap(err);
     }
     let broken: Error | undefined;
-    // A checked-out client that loses its connection between two queries emits 'error'; with no
-    // listener that would crash the process. The failing query reports it instead.
-    const onError = (err: Error) => (broken = err);
-    client.on('error', onError);
+    const markBroken = (err: Error) => {
+      broken = err;
+    };
+    client.on('error', markBroken);
     try {
-      await client.query('BEGIN');
-      const result = await fn(client);
-      await client.query('COMMIT');
-      return result;
+      return await fn(client, markBroken);
     } catch (err) {
-      await client.query('ROLLBACK').catch((e: Error) => (broken = e));
       throw this.#wrap(err);
     } finally {
-      // A client whose ROLLBACK failed is in an unknown state: destroy it, do not reuse it.
-      client.removeListener('error', onError);
+      client.removeListener('error', markBroken);
       client.release(broken ?? false);
     }
+  }
+
+  #transaction<T>(fn: (client: PgPoolClient) => Promise<T>): Promise<T> {
+    return this.#withClient(async (client, markBroken) => {
+      await client.query('BEGIN');
+      try {
+        const result = await fn(client);
+        await client.query('COMMIT');
+        return result;
+      } catch (err) {
+        // A client whose ROLLBACK failed is in an unknown state.
+        await client.query('ROLLBACK').catch(markBroken);
+        throw err;
+      }
+    });
   }
 
   async claim(request: ClaimRequest): Promise<ClaimedBatch> {
@@ -326,24 +341,9 @@ export class PostgresStore implements OutboxStore {
 
   /** Applies pending migrations (see {@link migrate}); results per migration file. */
   async migrate(options: { dryRun?: boolean } = {}): Promise<MigrationResult[]> {
-    let client: PgPoolClient;
-    try {
-      client = await this.#pool.connect();
-    } catch (err) {
-      throw this.#wrap(err);
-    }
-    let broken: Error | undefined;
-    const onError = (err: Error) => (broken = err);
-    client.on('error', onError);
-    try {
-      return await migrate(client, { schema: this.schema, ...options });
-    } catch (err) {
-      throw this.#wrap(err);
-    } finally {
-      client.removeListener('error', onError);
-      client.release(broken ?? false);
-    }
+    return this.#withClient((client) => migrate(client, { schema: this.schema, ...options }));
   }
+
 
   async stats(): Promise<OutboxStats> {
     const [totals, topics] = await Promise.all([
