@@ -352,28 +352,33 @@ export class Relay extends TypedEmitter<RelayEvents> {
 
   /** Waits for a wake-up, a settled batch, the next due message or the poll interval. */
   async #idle(signal: AbortSignal): Promise<void> {
+    // Counted before any await: a wake-up that arrives while we ask for the next due time must
+    // end this wait at once, not at the next poll.
+    const seen = this.#wakeCount;
     let wait = this.options.pollIntervalMs;
+    let source: 'poll' | 'due' = 'poll';
     if (this.#inFlight.size === 0) {
       try {
         const due = await this.#store.nextDueInMs();
-        if (due !== null) wait = Math.min(wait, Math.max(1, Math.ceil(due)));
+        if (due !== null && due < wait) {
+          wait = Math.max(1, Math.ceil(due));
+          source = 'due';
+        }
       } catch {
         // The claim will meet the same problem and report it.
       }
     }
     if (signal.aborted) return;
-    await new Promise<void>((resolve) => {
-      const t = setTimeout(done, wait);
-      const seen = this.#wakeCount;
-      function done() {
+    const timedOut = await new Promise<boolean>((resolve) => {
+      const t = setTimeout(() => resolve(true), wait);
+      this.#wake = () => {
         clearTimeout(t);
-        resolve();
-      }
-      this.#wake = done;
-      // A wake that slipped in between nextDueInMs and here.
-      if (this.#wakeCount !== seen) done();
+        resolve(false);
+      };
+      if (this.#wakeCount !== seen) this.#wake();
     });
     this.#wake = undefined;
+    if (timedOut && this.listens('relay:wakeup')) this.emit('relay:wakeup', { source });
   }
 
   async #process(messages: OutboxMessage[], leaseToken: string): Promise<void> {
