@@ -69,10 +69,12 @@ async function main() {
   };
   let ceilingRate = NaN;
   if (arg === 'ceiling' || arg === 'all' || arg === 'drain') {
-    const c = await ceiling();
-    await run('ceiling', async () => c.rows);
-    ceilingRate = Math.min(c.ceilings.rabbitmq, c.ceilings.postgres);
-    results.ceilings = c.ceilings;
+    await run('ceiling', async () => {
+      const c = await ceiling();
+      ceilingRate = Math.min(c.ceilings.rabbitmq, c.ceilings.postgres);
+      results.ceilings = c.ceilings;
+      return c.rows;
+    });
   }
   if (arg === 'drain' || arg === 'all') {
     await run('drain', async () => {
