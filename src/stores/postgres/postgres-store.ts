@@ -166,7 +166,9 @@ export class PostgresStore implements OutboxStore {
    * two queries emits 'error', which with no listener would crash the process; here the error
    * is kept, the failing query reports it, and the broken client is destroyed, not reused.
    */
-  async #withClient<T>(fn: (client: PgPoolClient, markBroken: (err: Error) => void) => Promise<T>): Promise<T> {
+  async #withClient<T>(
+    fn: (client: PgPoolClient, markBroken: (err: Error) => void) => Promise<T>,
+  ): Promise<T> {
     let client: PgPoolClient;
     try {
       client = await this.#pool.connect();
@@ -343,7 +345,6 @@ export class PostgresStore implements OutboxStore {
   async migrate(options: { dryRun?: boolean } = {}): Promise<MigrationResult[]> {
     return this.#withClient((client) => migrate(client, { schema: this.schema, ...options }));
   }
-
 
   async stats(): Promise<OutboxStats> {
     const [totals, topics] = await Promise.all([
