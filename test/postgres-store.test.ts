@@ -94,6 +94,36 @@ describe('PostgreSQL store', () => {
     );
   });
 
+  it('prepares the one-message enqueue once per connection, and not when told not to', async () => {
+    // A connection of its own: pooled ones may have prepared it in earlier tests.
+    const pg = (await import('pg')).default;
+    const client = new pg.Client({ connectionString: DATABASE_URL });
+    await client.connect();
+    try {
+      const prepared = async () =>
+        (
+          await client.query(`SELECT name FROM pg_prepared_statements WHERE name LIKE 'mailroom_enqueue1_%'`)
+        ).rows.map((r) => r.name as string);
+      const { PostgresStore } = await import('../src/stores/postgres/index.js');
+      const plain = new Outbox({
+        store: new PostgresStore({ pool: db.pool, schema: db.schema, preparedStatements: false }),
+      });
+      await client.query('BEGIN');
+      await plain.enqueue(client, { topic: 'unprepared', payload: 1 });
+      await client.query('COMMIT');
+      assert.deepEqual(await prepared(), []);
+      const outbox = new Outbox({ store: db.store });
+      for (let i = 0; i < 3; i++) {
+        await client.query('BEGIN');
+        await outbox.enqueue(client, { topic: 'prepared', payload: i });
+        await client.query('COMMIT');
+      }
+      assert.deepEqual(await prepared(), [`mailroom_enqueue1_${db.schema}_n`]);
+    } finally {
+      await client.end();
+    }
+  });
+
   it('migrates twice and from two processes at once without error', async () => {
     const { PostgresStore } = await import('../src/stores/postgres/index.js');
     const schema = `mig_${Math.random().toString(16).slice(2, 10)}`;

@@ -24,8 +24,9 @@ CREATE TABLE {{schema}}.outbox (
 
 -- Head-of-key lookups for the claim and for status.
 CREATE INDEX outbox_key_seq ON {{schema}}.outbox (key, seq) WHERE key IS NOT NULL;
--- Finding the next due time without scanning the backlog.
-CREATE INDEX outbox_available_at ON {{schema}}.outbox (available_at);
+-- Finding the next due time without scanning the backlog. Only delayed and retried rows are
+-- ever due later than they were created, so only they are indexed: a plain enqueue skips it.
+CREATE INDEX outbox_delayed ON {{schema}}.outbox (available_at) WHERE available_at > created_at;
 CREATE INDEX outbox_lease_token ON {{schema}}.outbox (lease_token) WHERE lease_token IS NOT NULL;
 -- Keyless rows past a window full of blocked keyed rows (the claim's second pass).
 CREATE INDEX outbox_keyless_seq ON {{schema}}.outbox (seq) WHERE key IS NULL;

@@ -64,8 +64,8 @@ export class Outbox {
     const encoded = this.encode(list);
     const executor = this.store.executor(tx);
     for (let i = 0; i < encoded.length; i += CHUNK) {
-      const { sql, params } = this.store.enqueueStatement(encoded.slice(i, i + CHUNK));
-      await executor.execute(sql, params);
+      const { sql, params, name } = this.store.enqueueStatement(encoded.slice(i, i + CHUNK));
+      await executor.execute(sql, params, name);
     }
     const ids = encoded.map((m) => m.id);
     return Array.isArray(input) ? ids : (ids[0] as string);

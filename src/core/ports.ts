@@ -6,13 +6,23 @@ import type { DeadLetter, EncodedMessage, OutboxMessage } from './types.js';
  * transaction) into one of these, so the core never imports a driver.
  */
 export interface SqlExecutor {
-  execute<Row = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<{ rows: Row[] }>;
+  /**
+   * @param name - when given, the statement may be prepared once per connection under this
+   *   name and reused (same name, same SQL text, always). Executors that cannot prepare ignore it.
+   */
+  execute<Row = Record<string, unknown>>(
+    sql: string,
+    params?: readonly unknown[],
+    name?: string,
+  ): Promise<{ rows: Row[] }>;
 }
 
 /** A statement as a value: stores build them, executors run them. */
 export interface SqlStatement {
   sql: string;
   params: unknown[];
+  /** A name to prepare it under, for statements run very often with the same text. */
+  name?: string;
 }
 
 /** What a store can do beyond the required methods. */

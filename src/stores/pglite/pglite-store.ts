@@ -121,6 +121,8 @@ export class PGliteStore extends PostgresStore {
     const db = options.db ?? createPGlite(options.dataDir);
     super({
       pool: pglitePool(db),
+      // PGlite's query() takes SQL text only; one connection has nothing to gain anyway.
+      preparedStatements: false,
       ...(options.schema === undefined ? {} : { schema: options.schema }),
       ...(options.notify === undefined ? {} : { notify: options.notify }),
       ...(options.archive === undefined ? {} : { archive: options.archive }),

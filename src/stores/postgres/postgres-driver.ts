@@ -34,5 +34,5 @@ export interface PgPool extends PgQueryable {
 
 /** The slice of a postgres.js `sql` (or transaction) that enqueue uses. */
 export interface PostgresJsSql {
-  unsafe(query: string, params?: unknown[]): PromiseLike<unknown> & object;
+  unsafe(query: string, params?: unknown[], options?: { prepare?: boolean }): PromiseLike<unknown> & object;
 }

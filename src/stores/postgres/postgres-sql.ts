@@ -17,7 +17,7 @@ export function postgresSql(schema: string, channel: string) {
     listen: `LISTEN ${quoteIdent(channel)}`,
     unlisten: `UNLISTEN ${quoteIdent(channel)}`,
 
-    enqueue(messages: readonly EncodedMessage[], notify: boolean): SqlStatement {
+    enqueue(messages: readonly EncodedMessage[], notify: boolean, prepare = true): SqlStatement {
       const params: unknown[] = [];
       const rows: string[] = [];
       for (const m of messages) {
@@ -40,11 +40,17 @@ export function postgresSql(schema: string, channel: string) {
       const insert =
         `INSERT INTO ${t} (id, topic, key, type, payload, content_type, headers, available_at) ` +
         `VALUES ${rows.join(', ')}`;
-      if (!notify) return { sql: insert, params };
+      // One message per transaction is the common case: give that text a name so drivers
+      // prepare it once per connection. The name covers everything the text depends on.
+      const name =
+        messages.length === 1 && prepare ? `mailroom_enqueue1_${schema}_${notify ? 'n' : 'q'}` : undefined;
+      const named = name ? { name } : {};
+      if (!notify) return { sql: insert, params, ...named };
       // One round trip: the NOTIFY is queued in the caller's transaction and sent at commit.
       return {
         sql: `WITH ins AS (${insert} RETURNING 1) SELECT pg_notify(${quoteLiteral(channel)}, '') FROM (SELECT 1 FROM ins LIMIT 1) AS x`,
         params,
+        ...named,
       };
     },
 
@@ -77,7 +83,10 @@ INSERT INTO ${s}.dead_letter (id, topic, key, type, payload, content_type, heade
 SELECT id, topic, key, type, payload, content_type, headers, created_at, attempts, dead_error FROM d
 ON CONFLICT (id) DO UPDATE SET dead_at = now(), attempts = excluded.attempts, last_error = excluded.last_error`,
 
-    nextDue: `SELECT extract(epoch FROM (min(available_at) - now())) * 1000 AS ms FROM ${t} WHERE available_at > now()`,
+    // `available_at > created_at` matches the partial index outbox_delayed (a row due in the
+    // future was necessarily delayed or retried).
+    nextDue: `SELECT extract(epoch FROM (min(available_at) - now())) * 1000 AS ms FROM ${t}
+WHERE available_at > now() AND available_at > created_at`,
 
     pruneArchive: `DELETE FROM ${s}.archive WHERE sent_at < now() - $1::bigint * interval '1 millisecond'`,
 

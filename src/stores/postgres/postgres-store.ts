@@ -44,9 +44,24 @@ export interface PostgresStoreOptions {
   notify?: boolean;
   /** Keep delivered messages in `<schema>.archive` instead of deleting them. @default false */
   archive?: boolean;
+  /**
+   * Let the driver prepare the one-message enqueue once per connection (node-postgres: a named
+   * statement; postgres.js: `prepare`). Parsing and planning are most of that statement's cost.
+   * Turn off behind a pooler in transaction mode that cannot keep prepared statements (older
+   * PgBouncer). @default true
+   */
+  preparedStatements?: boolean;
 }
 
-const ALLOWED_OPTIONS = new Set(['pool', 'connectionString', 'poolSize', 'schema', 'notify', 'archive']);
+const ALLOWED_OPTIONS = new Set([
+  'pool',
+  'connectionString',
+  'poolSize',
+  'schema',
+  'notify',
+  'archive',
+  'preparedStatements',
+]);
 
 function toMessage(row: Record<string, unknown>): OutboxMessage {
   return {
@@ -90,6 +105,7 @@ export class PostgresStore implements OutboxStore {
   readonly schema: string;
   readonly notify: boolean;
   readonly archive: boolean;
+  readonly preparedStatements: boolean;
   readonly #pool: PgPool;
   readonly #ownsPool: boolean;
   readonly #sql: PostgresSql;
@@ -108,6 +124,7 @@ export class PostgresStore implements OutboxStore {
     this.schema = validateIdentifier('schema', options.schema ?? 'mailroom');
     this.notify = options.notify ?? true;
     this.archive = options.archive ?? false;
+    this.preparedStatements = options.preparedStatements ?? true;
     this.#sql = postgresSql(this.schema, notifyChannel(this.schema));
     if (options.pool) {
       this.#pool = options.pool;
@@ -142,7 +159,7 @@ export class PostgresStore implements OutboxStore {
     if (messages.length > MAX_ROWS_PER_INSERT) {
       throw new RangeError(`enqueueStatement takes at most ${MAX_ROWS_PER_INSERT} messages`);
     }
-    return this.#sql.enqueue(messages, this.notify);
+    return this.#sql.enqueue(messages, this.notify, this.preparedStatements);
   }
 
   executor(tx: unknown): SqlExecutor {
