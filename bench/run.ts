@@ -4,8 +4,9 @@
  *   drain     100k-message backlog (1k keys) relayed by 1, 2, 4 relay processes, per wake-up mode
  *   latency   commit→broker and commit→consumer latency at 100, 1000, 5000 msg/s
  *   writer    application tx/s with 8 and 32 writers, with and without Mailroom
+ *   peers     the same drain by other designs (a naive one-at-a-time poller), side by side
  *   rss       peak relay memory while draining 1M messages
- *   all       ceiling, drain, latency, writer (not rss)
+ *   all       ceiling, drain, latency, writer, peers (not rss)
  * Prints a table per scenario and writes bench/results/<scenario>-<time>.json with machine info.
  * Figures from a 2-core shared machine are noisy: compare ratios from one run, not absolutes.
  */
@@ -16,10 +17,11 @@ import pg from 'pg';
 import { ceiling } from './scenarios/ceiling.js';
 import { drainOnce } from './scenarios/drain.js';
 import { latencyOnce } from './scenarios/latency.js';
+import { naivePollerDrain } from './scenarios/naive-poller.js';
 import { writerImpact } from './scenarios/writer-impact.js';
 import { DATABASE_URL, machineInfo, round, type Row } from './lib.js';
 
-const SCENARIOS = ['ceiling', 'drain', 'latency', 'writer', 'rss', 'all'] as const;
+const SCENARIOS = ['ceiling', 'drain', 'latency', 'writer', 'peers', 'rss', 'all'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 function table(rows: Row[]): string {
@@ -102,6 +104,24 @@ async function main() {
   }
   if (arg === 'writer' || arg === 'all') {
     await run('writer impact', () => writerImpact(quick ? 2 : 5));
+  }
+  if (arg === 'peers' || arg === 'all') {
+    await run('peers', async () => {
+      const messages = quick ? 2_000 : 20_000;
+      const ours = await drainOnce({ messages, keys: 1000, instances: 1, wakeup: 'notify' });
+      const naive = await naivePollerDrain(messages, 1000);
+      const ratio = (ours['msg/s'] as number) / (naive['msg/s'] as number);
+      return [
+        {
+          peer: 'mailroom relay (1 process)',
+          messages,
+          keys: 1000,
+          'msg/s': ours['msg/s'] as number,
+          'mailroom ×': 1,
+        },
+        { ...naive, 'mailroom ×': round(ratio, 1) },
+      ];
+    });
   }
   if (arg === 'rss') {
     await run('rss', async () => [
