@@ -121,10 +121,7 @@ export interface OutboxStore {
   settle(settlement: Settlement): Promise<void>;
   /** Milliseconds until the next delayed or leased message becomes due, or null if none. */
   nextDueInMs(): Promise<number | null>;
-  /**
-   * Subscribe to commit-time wake-ups: a transaction that enqueued committed, or a relay settled
-   * a keyed message (its key's next message became claimable). Only when `capabilities.notify`.
-   */
+  /** Subscribe to commit-time wake-ups. Only when `capabilities.notify`. */
   subscribe?(onWake: () => void, onError: (err: unknown) => void): Promise<Unsubscribe>;
   /** Check that the schema exists and is current; throws a {@link StoreError} that says what to run. */
   check(): Promise<void>;

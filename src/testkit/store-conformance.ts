@@ -343,39 +343,6 @@ export function runStoreConformance(name: string, options: StoreConformanceOptio
       assert.equal(wakes, before, 'no wake-ups after unsubscribing');
     });
 
-    it('wakes subscribers when a settle frees the next message of a key', async (t) => {
-      const { store, outbox, transaction } = await setup(t);
-      if (!store.capabilities.notify || !store.subscribe) {
-        t.skip(`${store.name} does not notify`);
-        return;
-      }
-      await transaction((tx) =>
-        outbox.enqueue(tx, [
-          { topic: 'k', key: 'k1', payload: 1 },
-          { topic: 'k', key: 'k1', payload: 2 },
-          { topic: 'free', payload: 3 },
-        ]),
-      );
-      const { messages, leaseToken } = await store.claim({ owner: 'r', limit: 10, leaseMs: 5000 });
-      assert.deepEqual(messages.map((m) => m.payload.toString()).sort(), ['1', '3']);
-      let wakes = 0;
-      const unsubscribe = await store.subscribe(
-        () => wakes++,
-        () => undefined,
-      );
-      try {
-        const keyless = messages.filter((m) => m.key === null);
-        await store.settle({ leaseToken, delivered: keyless, retry: [], dead: [] });
-        await sleep(200);
-        assert.equal(wakes, 0, 'settling a keyless message frees nothing: no wake-up');
-        const keyed = messages.filter((m) => m.key !== null);
-        await store.settle({ leaseToken, delivered: keyed, retry: [], dead: [] });
-        await waitUntil(() => wakes > 0, 'a wake-up when k1 has a new head', timeoutMs);
-      } finally {
-        await unsubscribe();
-      }
-    });
-
     it('relays every committed message and never a rolled-back one, woken at commit', async (t) => {
       const { store, outbox, transaction, startRelay } = await setup(t);
       const transport = new MemoryTransport();

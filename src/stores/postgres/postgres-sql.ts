@@ -63,24 +63,10 @@ FROM ${s}.claim($1::integer, $2::text, $3::uuid, $4::bigint)`,
 
     deleteDelivered: `DELETE FROM ${t} WHERE seq = ANY($1::bigint[])`,
 
-    // The same, waking the other relays at commit when a keyed row went: its key's next message
-    // is now a head that a relay sleeping through an empty claim would otherwise find only at
-    // its next poll.
-    deleteDeliveredNotify: `WITH d AS (DELETE FROM ${t} WHERE seq = ANY($1::bigint[]) RETURNING key)
-SELECT pg_notify($2, '') FROM (SELECT 1 FROM d WHERE key IS NOT NULL LIMIT 1) AS x`,
-
-    notify: `SELECT pg_notify($1, '')`,
-
     archiveDelivered: `WITH d AS (DELETE FROM ${t} WHERE seq = ANY($1::bigint[]) RETURNING *)
 INSERT INTO ${s}.archive (id, topic, key, type, payload, content_type, headers, created_at, attempts)
 SELECT id, topic, key, type, payload, content_type, headers, created_at, attempts FROM d
 ON CONFLICT (id) DO NOTHING`,
-
-    archiveDeliveredNotify: `WITH d AS (DELETE FROM ${t} WHERE seq = ANY($1::bigint[]) RETURNING *), a AS (
-INSERT INTO ${s}.archive (id, topic, key, type, payload, content_type, headers, created_at, attempts)
-SELECT id, topic, key, type, payload, content_type, headers, created_at, attempts FROM d
-ON CONFLICT (id) DO NOTHING)
-SELECT pg_notify($2, '') FROM (SELECT 1 FROM d WHERE key IS NOT NULL LIMIT 1) AS x`,
 
     retry: `UPDATE ${t} o
 SET available_at = now() + r.delay_ms * interval '1 millisecond', last_error = r.error,

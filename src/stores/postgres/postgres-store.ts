@@ -37,10 +37,9 @@ export interface PostgresStoreOptions {
   /** Schema holding Mailroom's tables. A plain identifier. @default 'mailroom' */
   schema?: string;
   /**
-   * Send a NOTIFY from the enqueueing transaction, so relays wake at commit, and from a relay's
-   * settle when it delivered a keyed message, so other relays wake for that key's next message.
-   * Turn off to save the commit-time lock NOTIFY takes when writers are very many; relays then
-   * find work by polling. @default true
+   * Send a NOTIFY from the enqueueing transaction, so relays wake at commit. Turn off to save
+   * the commit-time lock NOTIFY takes when writers are very many; relays then find work by
+   * polling. @default true
    */
   notify?: boolean;
   /** Keep delivered messages in `<schema>.archive` instead of deleting them. @default false */
@@ -242,21 +241,11 @@ export class PostgresStore implements OutboxStore {
   async settle(settlement: Settlement): Promise<void> {
     const { delivered, retry, dead, leaseToken } = settlement;
     const statements: Array<[string, unknown[]]> = [];
-    // A delivered or dead-lettered keyed message makes the next message of its key claimable:
-    // wake the other relays (they may have found every head leased and gone to sleep).
-    let wakePeers =
-      this.notify && (delivered.some((m) => m.key !== null) || dead.some((d) => d.message.key !== null));
     if (delivered.length) {
-      const seqs = delivered.map((m) => m.seq);
-      if (wakePeers) {
-        statements.push([
-          this.archive ? this.#sql.archiveDeliveredNotify : this.#sql.deleteDeliveredNotify,
-          [seqs, this.#sql.channel],
-        ]);
-        wakePeers = false;
-      } else {
-        statements.push([this.archive ? this.#sql.archiveDelivered : this.#sql.deleteDelivered, [seqs]]);
-      }
+      statements.push([
+        this.archive ? this.#sql.archiveDelivered : this.#sql.deleteDelivered,
+        [delivered.map((m) => m.seq)],
+      ]);
     }
     if (retry.length) {
       statements.push([
@@ -275,7 +264,6 @@ export class PostgresStore implements OutboxStore {
         [leaseToken, dead.map((d) => d.message.seq), dead.map((d) => truncateError(d.error))],
       ]);
     }
-    if (wakePeers) statements.push([this.#sql.notify, [this.#sql.channel]]);
     if (statements.length === 0) return;
     if (statements.length === 1) {
       const [sql, params] = statements[0] as [string, unknown[]];
