@@ -4,8 +4,14 @@ import { redactUrl } from '../core/redact.js';
 import { PostgresStore } from '../stores/postgres/postgres-store.js';
 import type { ResolvedConfig } from './options.js';
 
-/** Opens the store the database URL names. Only PostgreSQL for now; the scheme picks the store. */
-export async function openStore(config: ResolvedConfig, extra: { notify?: boolean; archive?: boolean } = {}) {
+/**
+ * Opens the store the database URL names. Only PostgreSQL for now; the scheme picks the store.
+ * `poolSize` defaults to 4; the relay asks for one per batch in flight plus two (claim, leases).
+ */
+export async function openStore(
+  config: ResolvedConfig,
+  extra: { notify?: boolean; archive?: boolean; poolSize?: number } = {},
+) {
   const url = String(config.databaseUrl);
   const scheme = url.slice(0, url.indexOf(':') + 1);
   if (scheme !== 'postgres:' && scheme !== 'postgresql:') {
@@ -17,7 +23,7 @@ export async function openStore(config: ResolvedConfig, extra: { notify?: boolea
   return PostgresStore.connect({
     connectionString: url,
     schema: String(config.schema),
-    poolSize: 4,
+    poolSize: extra.poolSize ?? 4,
     ...(extra.notify === undefined ? {} : { notify: extra.notify }),
     ...(extra.archive === undefined ? {} : { archive: extra.archive }),
   });

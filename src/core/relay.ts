@@ -17,11 +17,11 @@ import type { OutboxMessage } from './types.js';
 export interface RelayOptions {
   store: OutboxStore;
   transport: Transport;
-  /** Most messages claimed (and published as one pipelined batch) at a time. @default 500 */
+  /** Most messages claimed (and published as one pipelined batch) at a time. @default 250 */
   batchSize?: number;
   /**
    * Batches in flight at once: while one batch waits for confirms the next is claimed and
-   * published. @default 2
+   * published. @default 4
    */
   concurrency?: number;
   /**
@@ -126,8 +126,8 @@ export function resolveRelayOptions(options: RelayOptions): ResolvedRelayOptions
   }
   const leaseMs = int('leaseMs', options.leaseMs, 10_000, 1000, 3_600_000);
   return {
-    batchSize: int('batchSize', options.batchSize, 500, 1, 10_000),
-    concurrency: int('concurrency', options.concurrency, 2, 1, 64),
+    batchSize: int('batchSize', options.batchSize, 250, 1, 10_000),
+    concurrency: int('concurrency', options.concurrency, 4, 1, 64),
     leaseMs,
     wakeup,
     pollIntervalMs: int(

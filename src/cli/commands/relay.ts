@@ -36,7 +36,7 @@ const OPTIONS: OptionSpec[] = [
     type: 'int',
     min: 1,
     max: 10000,
-    default: 500,
+    default: 250,
     description: 'messages claimed and published per batch',
   },
   {
@@ -46,7 +46,7 @@ const OPTIONS: OptionSpec[] = [
     type: 'int',
     min: 1,
     max: 64,
-    default: 2,
+    default: 4,
     description: 'batches in flight at once',
   },
   {
@@ -149,7 +149,10 @@ export const relayCommand: Command = {
       out(JSON.stringify(printableConfig(config, OPTIONS), null, 2));
       return 0;
     }
-    const store = await openStore(config, { archive: Boolean(config.archive) });
+    const store = await openStore(config, {
+      archive: Boolean(config.archive),
+      poolSize: Number(config.concurrency) + 2,
+    });
     const transport = await openTransport(config);
     const relay = new Relay({
       store,
