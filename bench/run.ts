@@ -3,8 +3,10 @@
  *   ceiling   raw limits: broker clients publishing with confirms, PostgreSQL claim-and-delete
  *   drain     100k-message backlog (1k keys) relayed by 1, 2, 4 relay processes, per wake-up mode
  *   latency   commit→broker and commit→consumer latency at 100, 1000, 5000 msg/s
- *   writer    application tx/s with 8 and 32 writers, with and without Mailroom
- *   peers     the same drain by other designs (a naive one-at-a-time poller), side by side
+ *   writer    application tx/s with 8 and 32 writers, with and without Mailroom (a Node client,
+ *             then pgbench for the database's own cost)
+ *   peers     the same drain and latency by other designs, side by side: pg-transactional-outbox
+ *             (polling and logical-replication listeners) and a naive one-at-a-time poller
  *   rss       peak relay memory while draining 1M messages
  *   all       ceiling, drain, latency, writer, peers (not rss)
  * Prints a table per scenario and writes bench/results/<scenario>-<time>.json with machine info.
@@ -18,7 +20,9 @@ import { ceiling } from './scenarios/ceiling.js';
 import { drainOnce } from './scenarios/drain.js';
 import { latencyOnce } from './scenarios/latency.js';
 import { naivePollerDrain } from './scenarios/naive-poller.js';
+import { ptoDrain, ptoLatency } from './scenarios/pg-transactional-outbox.js';
 import { writerImpact } from './scenarios/writer-impact.js';
+import { writerPgbench } from './scenarios/writer-pgbench.js';
 import { DATABASE_URL, machineInfo, round, type Row } from './lib.js';
 
 const SCENARIOS = ['ceiling', 'drain', 'latency', 'writer', 'peers', 'rss', 'all'] as const;
@@ -49,6 +53,23 @@ async function versions() {
   return info;
 }
 
+/**
+ * Lets the previous scenario's aftermath settle before the next one starts: flush PostgreSQL's
+ * dirty pages now rather than in a checkpoint mid-measurement, and give RabbitMQ a moment to
+ * finish deleting the last run's queue.
+ */
+async function quiet(): Promise<void> {
+  const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 1 });
+  try {
+    await pool.query('CHECKPOINT');
+  } catch {
+    // CHECKPOINT needs superuser or pg_checkpoint; without it, only the pause below
+  } finally {
+    await pool.end();
+  }
+  await new Promise((r) => setTimeout(r, 3000));
+}
+
 async function main() {
   const arg = (process.argv[2] ?? 'all') as Scenario;
   if (!SCENARIOS.includes(arg)) {
@@ -63,6 +84,7 @@ async function main() {
   console.log('(2 shared cores: noisy; compare the ratios measured in this run)\n');
   const results: Record<string, unknown> = { machine };
   const run = async (name: string, fn: () => Promise<Row[]>) => {
+    await quiet();
     const t0 = performance.now();
     const rows = await fn();
     console.log(`== ${name} (${round((performance.now() - t0) / 1000, 0)} s)\n${table(rows)}\n`);
@@ -78,20 +100,23 @@ async function main() {
       return c.rows;
     });
   }
+  const drainMessages = quick ? 20_000 : 100_000;
+  let ourDrain: Row | undefined;
   if (arg === 'drain' || arg === 'all') {
     await run('drain', async () => {
       const rows: Row[] = [];
-      const messages = quick ? 20_000 : 100_000;
       for (const wakeup of ['notify', 'poll'] as const) {
         for (const instances of [1, 2, 4]) {
-          const row = await drainOnce({ messages, keys: 1000, instances, wakeup });
+          const row = await drainOnce({ messages: drainMessages, keys: 1000, instances, wakeup });
           row['of ceiling'] = `${round(((row['msg/s'] as number) / ceilingRate) * 100, 0)}%`;
+          if (instances === 1 && wakeup === 'notify') ourDrain = row;
           rows.push(row);
         }
       }
       return rows;
     });
   }
+  let ourLatency: Row | undefined;
   if (arg === 'latency' || arg === 'all') {
     await run('latency', async () => {
       const rows: Row[] = [];
@@ -99,27 +124,50 @@ async function main() {
         rows.push(await latencyOnce({ rate, seconds: quick ? 3 : 10, wakeup: 'notify' }));
       }
       rows.push(await latencyOnce({ rate: 1000, seconds: quick ? 3 : 10, wakeup: 'poll' }));
+      ourLatency = rows[1];
       return rows;
     });
   }
   if (arg === 'writer' || arg === 'all') {
     await run('writer impact', () => writerImpact(quick ? 2 : 5));
+    await run('writer impact, database side (pgbench)', () => writerPgbench(quick ? 2 : 5));
   }
   if (arg === 'peers' || arg === 'all') {
-    await run('peers', async () => {
-      const messages = quick ? 2_000 : 20_000;
-      const ours = await drainOnce({ messages, keys: 1000, instances: 1, wakeup: 'notify' });
-      const naive = await naivePollerDrain(messages, 1000);
-      const ratio = (ours['msg/s'] as number) / (naive['msg/s'] as number);
+    // The same drain (backlog, keys, broker, confirms) and the same latency run for each peer.
+    // Mailroom's rows are the ones measured above in this run, or measured here for `peers`.
+    await run('peers: drain', async () => {
+      const keys = 1000;
+      const ours =
+        ourDrain ?? (await drainOnce({ messages: drainMessages, keys, instances: 1, wakeup: 'notify' }));
+      const peers: Row[] = [
+        { ...(await ptoDrain({ messages: drainMessages, keys, listener: 'polling', maxSeconds: 60 })) },
+        { ...(await ptoDrain({ messages: drainMessages, keys, listener: 'replication', maxSeconds: 60 })) },
+        // One at a time is slow: a smaller backlog keeps the run short; its rate does not depend on it.
+        await naivePollerDrain(quick ? 2_000 : 10_000, keys),
+      ];
+      const ourRate = ours['msg/s'] as number;
+      const best = Math.max(...peers.map((p) => p['msg/s'] as number));
       return [
         {
-          peer: 'mailroom relay (1 process)',
-          messages,
-          keys: 1000,
-          'msg/s': ours['msg/s'] as number,
+          peer: 'mailroom relay (1 process, notify)',
+          messages: drainMessages,
+          keys,
+          'msg/s': ourRate,
+          'relay CPU s / 10k': ours['relay CPU s / 10k'] as number,
+          'peak RSS MiB (max)': ours['peak RSS MiB (max)'] as number,
           'mailroom ×': 1,
         },
-        { ...naive, 'mailroom ×': round(ratio, 1) },
+        ...peers.map((p) => ({ ...p, 'mailroom ×': round(ourRate / (p['msg/s'] as number), 1) })),
+        { peer: 'mailroom over the best peer', 'mailroom ×': round(ourRate / best, 1) },
+      ];
+    });
+    await run('peers: latency at 1,000 msg/s', async () => {
+      const seconds = quick ? 3 : 10;
+      const ours = ourLatency ?? (await latencyOnce({ rate: 1000, seconds, wakeup: 'notify' }));
+      return [
+        { peer: 'mailroom relay (notify)', ...ours },
+        await ptoLatency({ rate: 1000, seconds, listener: 'polling' }),
+        await ptoLatency({ rate: 1000, seconds, listener: 'replication' }),
       ];
     });
   }

@@ -52,10 +52,9 @@ export async function drainOnce(o: DrainOptions): Promise<Row> {
           sink.exchange,
           '--wakeup',
           o.wakeup,
-          '--batch-size',
-          String(o.batchSize ?? 500),
-          '--concurrency',
-          String(o.concurrency ?? 2),
+          // Unset: the relay's own defaults, which is what the figures are about.
+          ...(o.batchSize === undefined ? [] : ['--batch-size', String(o.batchSize)]),
+          ...(o.concurrency === undefined ? [] : ['--concurrency', String(o.concurrency)]),
           '--log-level',
           'error',
         ],
@@ -75,6 +74,9 @@ export async function drainOnce(o: DrainOptions): Promise<Row> {
     };
     let started = 0;
     for (;;) {
+      if (relays.every((r) => r.exitCode !== null || r.signalCode !== null)) {
+        throw new Error(`every relay exited before the outbox was empty (${await db.count()} left)`);
+      }
       const left = await db.count();
       if (!started && left < o.messages) started = performance.now();
       if (left === 0) break;

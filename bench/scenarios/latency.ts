@@ -31,6 +31,8 @@ export async function latencyOnce(options: {
   rate: number;
   seconds: number;
   wakeup: 'notify' | 'poll';
+  batchSize?: number;
+  concurrency?: number;
 }): Promise<Row> {
   const db = await benchDb({ notify: options.wakeup === 'notify', poolMax: 16 });
   const sink = await brokerSink();
@@ -49,7 +51,13 @@ export async function latencyOnce(options: {
     new RabbitMqTransport({ url: AMQP_URL, exchange: sink.exchange }),
     confirmedAt,
   );
-  const relay = new Relay({ store: db.store, transport, wakeup: options.wakeup });
+  const relay = new Relay({
+    store: db.store,
+    transport,
+    wakeup: options.wakeup,
+    ...(options.batchSize === undefined ? {} : { batchSize: options.batchSize }),
+    ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency }),
+  });
   await relay.start();
   try {
     const total = Math.round(options.rate * options.seconds);
