@@ -130,7 +130,7 @@ async function main() {
   }
   if (arg === 'writer' || arg === 'all') {
     await run('writer impact', () => writerImpact(quick ? 2 : 5));
-    await run('writer impact, database side (pgbench)', () => writerPgbench(quick ? 2 : 5));
+    await run('writer impact, database side (pgbench)', () => writerPgbench(quick ? 2 : 3, quick ? 1 : 3));
   }
   if (arg === 'peers' || arg === 'all') {
     // The same drain (backlog, keys, broker, confirms) and the same latency run for each peer.

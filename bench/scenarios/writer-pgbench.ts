@@ -4,17 +4,26 @@
  *
  * Every transaction inserts one business row; the variants add, in the same transaction:
  * nothing; a second business row (the cheapest second row there is: the reference for "one more
- * INSERT"); the outbox row exactly as `outbox.enqueue` writes it (the library's own statement,
- * NOTIFY off); the same with NOTIFY on. pgbench prepares every statement (`-M prepared`), as the
- * library prepares its one-message enqueue.
+ * INSERT"); the outbox row exactly as `outbox.enqueue` writes it (the library's own statement)
+ * with NOTIFY off and on, each without a relay and with a `mailroom relay` process delivering
+ * to RabbitMQ meanwhile (polling when NOTIFY is off, notified when on). pgbench prepares every
+ * statement (`-M prepared`), as the library prepares its one-message enqueue.
+ *
+ * The variants run in turn, round after round, each from an empty outbox; a row gives the
+ * median of the rounds and their range, and the ratio of medians to the business row alone.
  */
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { encodeMessage } from '../../src/core/message.js';
 import { postgresSql } from '../../src/stores/postgres/postgres-sql.js';
-import { benchDb, DATABASE_URL, payload256, round, type Row } from '../lib.js';
+import { AMQP_URL, benchDb, brokerSink, DATABASE_URL, payload256, round, sleep, type Row } from '../lib.js';
+
+const BIN = fileURLToPath(new URL('../../bin/mailroom.js', import.meta.url));
+const run = promisify(execFile);
 
 function pgbenchPath(): string | undefined {
   for (const candidate of ['pgbench', '/usr/lib/postgresql/15/bin/pgbench']) {
@@ -52,12 +61,68 @@ function enqueueStatement(schema: string, channel: string, notify: boolean): str
   });
 }
 
-export async function writerPgbench(seconds: number): Promise<Row[]> {
+/**
+ * A `mailroom relay` process on the bench schema; resolves once it logs that it started (the
+ * logger writes to stderr), so pgbench never runs before the relay does.
+ */
+async function startRelay(
+  schema: string,
+  exchange: string,
+  wakeup: 'notify' | 'poll',
+): Promise<ChildProcess> {
+  const child = spawn(
+    process.execPath,
+    [
+      BIN,
+      'relay',
+      '--database-url',
+      DATABASE_URL,
+      '--schema',
+      schema,
+      '--transport',
+      AMQP_URL,
+      '--exchange',
+      exchange,
+      '--wakeup',
+      wakeup,
+      '--log-level',
+      'info',
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  await new Promise<void>((resolve, reject) => {
+    let seen = '';
+    child.stderr?.on('data', (chunk: Buffer) => {
+      seen += chunk.toString();
+      if (seen.includes('relay started')) resolve();
+    });
+    child.once('exit', (code) =>
+      reject(new Error(`mailroom relay exited with ${code} before it started:\n${seen}`)),
+    );
+  });
+  return child;
+}
+
+async function stopRelay(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGTERM');
+  await exited;
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
+}
+
+export async function writerPgbench(seconds: number, rounds = 3): Promise<Row[]> {
   const bin = pgbenchPath();
   if (!bin) {
     return [{ note: 'pgbench not found: install the postgresql (or postgresql-contrib) Debian package' }];
   }
   const db = await benchDb({ poolMax: 2 });
+  const sink = await brokerSink();
   const dir = mkdtempSync(join(tmpdir(), 'mailroom-pgbench-'));
   try {
     await db.pool.query(
@@ -67,56 +132,54 @@ export async function writerPgbench(seconds: number): Promise<Row[]> {
       JSON.stringify(payload256(1)),
     )});`;
     const channel = db.store.channel;
-    const variants: { name: string; body: string }[] = [
+    const outbox = (notify: boolean) => `${business}\n${enqueueStatement(db.schema, channel, notify)};`;
+    const variants: { name: string; body: string; relay?: 'notify' | 'poll' }[] = [
       { name: 'business row only', body: business },
       { name: '+ a second business row (reference)', body: `${business}\n${business}` },
-      {
-        name: '+ outbox row, NOTIFY off',
-        body: `${business}\n${enqueueStatement(db.schema, channel, false)};`,
-      },
-      {
-        name: '+ outbox row, NOTIFY on',
-        body: `${business}\n${enqueueStatement(db.schema, channel, true)};`,
-      },
+      { name: '+ outbox row, NOTIFY off, no relay', body: outbox(false) },
+      { name: '+ outbox row, NOTIFY on, no relay', body: outbox(true) },
+      { name: '+ outbox row, NOTIFY off, relay polling', body: outbox(false), relay: 'poll' },
+      { name: '+ outbox row, NOTIFY on, relay notified', body: outbox(true), relay: 'notify' },
     ];
+    variants.forEach((v, i) =>
+      writeFileSync(join(dir, `v${i}.sql`), `\\set c random(1, 1000)\nBEGIN;\n${v.body}\nCOMMIT;\n`),
+    );
     const rows: Row[] = [];
     for (const clients of [8, 32]) {
-      let base = NaN;
-      for (const v of variants) {
-        const file = join(dir, 'script.sql');
-        writeFileSync(file, `\\set c random(1, 1000)\nBEGIN;\n${v.body}\nCOMMIT;\n`);
-        const out = execFileSync(
-          bin,
-          [
-            '-n',
-            '-M',
-            'prepared',
-            '-c',
-            String(clients),
-            '-j',
-            '2',
-            '-T',
-            String(seconds),
-            '-f',
-            file,
-            DATABASE_URL,
-          ],
-          { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] },
-        );
-        const tps = Number(/tps = ([\d.]+)/.exec(out)?.[1]);
-        if (!Number.isFinite(tps)) throw new Error(`cannot read tps from pgbench output:\n${out}`);
-        if (Number.isNaN(base)) base = tps;
+      const tps: number[][] = variants.map(() => []);
+      for (let r = 0; r < rounds; r++) {
+        for (const [i, v] of variants.entries()) {
+          await db.pool.query(`TRUNCATE "${db.schema}".outbox, "${db.schema}".orders`);
+          const relay = v.relay ? await startRelay(db.schema, sink.exchange, v.relay) : undefined;
+          try {
+            const args = ['-n', '-M', 'prepared', '-c', String(clients), '-j', '2'];
+            args.push('-T', String(seconds), '-f', join(dir, `v${i}.sql`), DATABASE_URL);
+            const { stdout } = await run(bin, args, { encoding: 'utf8' });
+            const value = Number(/tps = ([\d.]+)/.exec(stdout)?.[1]);
+            if (!Number.isFinite(value)) throw new Error(`cannot read tps from pgbench output:\n${stdout}`);
+            (tps[i] as number[]).push(value);
+          } finally {
+            if (relay) await stopRelay(relay);
+          }
+          await sleep(300);
+        }
+      }
+      const base = median(tps[0] as number[]);
+      variants.forEach((v, i) => {
+        const xs = tps[i] as number[];
         rows.push({
           clients,
           variant: v.name,
-          'tx/s': round(tps, 0),
-          'vs business only': `${round((tps / base) * 100, 0)}%`,
+          'tx/s (median)': round(median(xs), 0),
+          range: `${round(Math.min(...xs), 0)}–${round(Math.max(...xs), 0)}`,
+          'vs business only': `${round((median(xs) / base) * 100, 0)}%`,
         });
-      }
+      });
     }
     return rows;
   } finally {
     rmSync(dir, { recursive: true, force: true });
+    await sink.close();
     await db.drop();
   }
 }
