@@ -1,6 +1,8 @@
+import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { cpus, totalmem, loadavg } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import amqp from 'amqplib';
 import pg from 'pg';
 import { Outbox } from '../src/core/index.js';
@@ -140,4 +142,141 @@ export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export function round(x: number, digits = 1): number {
   const f = 10 ** digits;
   return Math.round(x * f) / f;
+}
+
+/**
+ * A consumer on the real queue that records when each message arrives, by its AMQP message id:
+ * the commit→consumer end of the latency runs.
+ */
+export async function timedConsumer(queue: string) {
+  const receivedAt = new Map<string, number>();
+  const conn = await amqp.connect(AMQP_URL);
+  const ch = await conn.createChannel();
+  await ch.prefetch(2000);
+  await ch.consume(queue, (m) => {
+    if (!m) return;
+    receivedAt.set(String(m.properties.messageId), performance.now());
+    ch.ack(m);
+  });
+  return {
+    receivedAt,
+    async close() {
+      await conn.close().catch(() => undefined);
+    },
+  };
+}
+
+/**
+ * Writers committing one message per transaction at a steady offered rate: message i is due at
+ * t0 + i / rate, and each writer takes the next due one and waits for its time. `write` runs
+ * inside the transaction and returns the message id; the time COMMIT returned is recorded in
+ * `committedAt`. Resolves to the rate achieved, in messages per second.
+ */
+export async function pacedWriters(
+  pool: pg.Pool,
+  o: { rate: number; seconds: number; writers?: number },
+  write: (client: pg.PoolClient, i: number) => Promise<string>,
+  committedAt: Map<string, number>,
+): Promise<number> {
+  const total = Math.round(o.rate * o.seconds);
+  let next = 0;
+  const t0 = performance.now();
+  const writer = async () => {
+    const client = await pool.connect();
+    try {
+      for (;;) {
+        const i = next++;
+        if (i >= total) return;
+        const wait = t0 + (i * 1000) / o.rate - performance.now();
+        if (wait > 1) await sleep(wait);
+        await client.query('BEGIN');
+        const id = await write(client, i);
+        await client.query('COMMIT');
+        committedAt.set(id, performance.now());
+      }
+    } finally {
+      client.release();
+    }
+  };
+  await Promise.all(Array.from({ length: o.writers ?? 8 }, writer));
+  return total / ((performance.now() - t0) / 1000);
+}
+
+/**
+ * Waits (up to 30 s) for the consumer to receive every committed message, then gives the
+ * commit→broker and commit→consumer percentiles and how many arrived.
+ */
+export async function latencyColumns(
+  committedAt: ReadonlyMap<string, number>,
+  confirmedAt: ReadonlyMap<string, number>,
+  receivedAt: ReadonlyMap<string, number>,
+): Promise<Row> {
+  const deadline = performance.now() + 30_000;
+  while (receivedAt.size < committedAt.size && performance.now() < deadline) await sleep(20);
+  const toBroker: number[] = [];
+  const toConsumer: number[] = [];
+  for (const [id, c] of committedAt) {
+    const b = confirmedAt.get(id);
+    const r = receivedAt.get(id);
+    if (b !== undefined) toBroker.push(b - c);
+    if (r !== undefined) toConsumer.push(r - c);
+  }
+  toBroker.sort((a, b) => a - b);
+  toConsumer.sort((a, b) => a - b);
+  return {
+    'commit→broker p50 ms': round(percentile(toBroker, 50)),
+    'p95 ms': round(percentile(toBroker, 95)),
+    'p99 ms': round(percentile(toBroker, 99)),
+    'commit→consumer p50 ms': round(percentile(toConsumer, 50)),
+    'c p95 ms': round(percentile(toConsumer, 95)),
+    'c p99 ms': round(percentile(toConsumer, 99)),
+    received: `${receivedAt.size}/${committedAt.size}`,
+  };
+}
+
+const MAILROOM_BIN = fileURLToPath(new URL('../bin/mailroom.js', import.meta.url));
+
+/**
+ * A `mailroom relay` process (built `dist/`) on a bench schema, delivering to RabbitMQ. Batch size
+ * and concurrency left unset are the relay's own defaults, which is what the figures are about.
+ */
+export function spawnRelay(o: {
+  schema: string;
+  exchange: string;
+  wakeup: 'notify' | 'poll';
+  batchSize?: number;
+  concurrency?: number;
+  logLevel: 'error' | 'info';
+  stdio: StdioOptions;
+}): ChildProcess {
+  return spawn(
+    process.execPath,
+    [
+      MAILROOM_BIN,
+      'relay',
+      '--database-url',
+      DATABASE_URL,
+      '--schema',
+      o.schema,
+      '--transport',
+      AMQP_URL,
+      '--exchange',
+      o.exchange,
+      '--wakeup',
+      o.wakeup,
+      ...(o.batchSize === undefined ? [] : ['--batch-size', String(o.batchSize)]),
+      ...(o.concurrency === undefined ? [] : ['--concurrency', String(o.concurrency)]),
+      '--log-level',
+      o.logLevel,
+    ],
+    { stdio: o.stdio },
+  );
+}
+
+/** Signals a child process (unless it has already exited) and waits for it to exit. */
+export async function stopProcess(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill(signal);
+  await exited;
 }

@@ -3,21 +3,18 @@
  * for each wake-up mode. Relays run as `mailroom relay` processes so their CPU and memory are
  * measured on their own.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import type { ChildProcess } from 'node:child_process';
 import {
   benchDb,
   brokerSink,
-  DATABASE_URL,
-  AMQP_URL,
   prefill,
   procStats,
   round,
   sleep,
+  spawnRelay,
+  stopProcess,
   type Row,
 } from '../lib.js';
-
-const BIN = fileURLToPath(new URL('../../bin/mailroom.js', import.meta.url));
 
 export interface DrainOptions {
   messages: number;
@@ -37,29 +34,15 @@ export async function drainOnce(o: DrainOptions): Promise<Row> {
     const relays: ChildProcess[] = [];
     const peaks = new Map<number, { cpuSeconds: number; peakRssMiB: number }>();
     for (let i = 0; i < o.instances; i++) {
-      const child = spawn(
-        process.execPath,
-        [
-          BIN,
-          'relay',
-          '--database-url',
-          DATABASE_URL,
-          '--schema',
-          db.schema,
-          '--transport',
-          AMQP_URL,
-          '--exchange',
-          sink.exchange,
-          '--wakeup',
-          o.wakeup,
-          // Unset: the relay's own defaults, which is what the figures are about.
-          ...(o.batchSize === undefined ? [] : ['--batch-size', String(o.batchSize)]),
-          ...(o.concurrency === undefined ? [] : ['--concurrency', String(o.concurrency)]),
-          '--log-level',
-          'error',
-        ],
-        { stdio: ['ignore', 'ignore', 'inherit'] },
-      );
+      const child = spawnRelay({
+        schema: db.schema,
+        exchange: sink.exchange,
+        wakeup: o.wakeup,
+        ...(o.batchSize === undefined ? {} : { batchSize: o.batchSize }),
+        ...(o.concurrency === undefined ? {} : { concurrency: o.concurrency }),
+        logLevel: 'error',
+        stdio: ['ignore', 'ignore', 'inherit'],
+      });
       relays.push(child);
     }
     const sample = () => {
@@ -85,10 +68,7 @@ export async function drainOnce(o: DrainOptions): Promise<Row> {
     }
     const seconds = (performance.now() - started) / 1000;
     sample();
-    for (const r of relays) r.kill('SIGTERM');
-    await Promise.all(
-      relays.map((r) => new Promise((res) => (r.exitCode !== null ? res(null) : r.on('exit', res)))),
-    );
+    await Promise.all(relays.map((r) => stopProcess(r)));
     const stats = [...peaks.values()];
     const cpu = stats.reduce((a, s) => a + s.cpuSeconds, 0);
     const depth = await sink.depth();

@@ -50,7 +50,6 @@ import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import amqp from 'amqplib';
 import pg from 'pg';
 import { DatabaseSetup, getDisabledLogger, initializeMessageStorage } from 'pg-transactional-outbox';
 import {
@@ -63,12 +62,15 @@ import {
   AMQP_URL,
   DATABASE_URL,
   brokerSink,
+  latencyColumns,
+  pacedWriters,
   payload256,
-  percentile,
   procStats,
   randomName,
   round,
   sleep,
+  stopProcess,
+  timedConsumer,
   type Row,
 } from '../lib.js';
 
@@ -371,12 +373,7 @@ export async function ptoDrain(
       settings: settingsText(cfg) + (o.childLoader === 'tsx' ? ', under tsx' : ''),
     };
   } finally {
-    if (child && child.exitCode === null && child.signalCode === null) {
-      const c = child;
-      const gone = new Promise((resolve) => c.once('exit', resolve));
-      c.kill('SIGKILL');
-      await gone;
-    }
+    if (child) await stopProcess(child, 'SIGKILL');
     await sink?.close();
     await db.drop();
   }
@@ -402,21 +399,13 @@ export async function ptoLatency(
 ): Promise<Row> {
   const db = await peerDb(o.listener);
   let sink: Awaited<ReturnType<typeof brokerSink>> | undefined;
-  let conn: Awaited<ReturnType<typeof amqp.connect>> | undefined;
+  let consumer: Awaited<ReturnType<typeof timedConsumer>> | undefined;
   let listener: PtoListener | undefined;
   try {
     sink = await brokerSink();
     const committedAt = new Map<string, number>();
     const confirmedAt = new Map<string, number>();
-    const receivedAt = new Map<string, number>();
-    conn = await amqp.connect(AMQP_URL);
-    const ch = await conn.createChannel();
-    await ch.prefetch(2000);
-    await ch.consume(sink.queue, (m) => {
-      if (!m) return;
-      receivedAt.set(String(m.properties.messageId), performance.now());
-      ch.ack(m);
-    });
+    consumer = await timedConsumer(sink.queue);
     const cfg = listenerConfig(db, o.listener, sink.exchange, o, PTO_LATENCY_SETTINGS);
     listener = await startPtoListener(cfg, (id) => {
       if (!confirmedAt.has(id)) confirmedAt.set(id, performance.now());
@@ -426,56 +415,29 @@ export async function ptoLatency(
       { outboxOrInbox: 'outbox', settings: ptoBaseSettings(db.schema, db.table) },
       getDisabledLogger(),
     );
-    const total = Math.round(o.rate * o.seconds);
-    const writers = 8;
-    let next = 0;
-    const t0 = performance.now();
-    // Each message is due at t0 + i / rate; writers take the next due one and wait for its time.
-    const writer = async () => {
-      const client = await db.pool.connect();
-      try {
-        for (;;) {
-          const i = next++;
-          if (i >= total) return;
-          const due = t0 + (i * 1000) / o.rate;
-          const wait = due - performance.now();
-          if (wait > 1) await sleep(wait);
-          const key = `k${i % 1000}`;
-          const id = randomUUID();
-          await client.query('BEGIN');
-          await store(
-            {
-              id,
-              aggregateType: 'bench',
-              aggregateId: key,
-              messageType: 'bench.latency',
-              segment: key,
-              concurrency: 'sequential',
-              payload: payload256(i),
-            },
-            client,
-          );
-          await client.query('COMMIT');
-          committedAt.set(id, performance.now());
-        }
-      } finally {
-        client.release();
-      }
-    };
-    await Promise.all(Array.from({ length: writers }, writer));
-    const offered = total / ((performance.now() - t0) / 1000);
-    const deadline = performance.now() + 30_000;
-    while (receivedAt.size < committedAt.size && performance.now() < deadline) await sleep(20);
-    const toBroker: number[] = [];
-    const toConsumer: number[] = [];
-    for (const [id, c] of committedAt) {
-      const b = confirmedAt.get(id);
-      const r = receivedAt.get(id);
-      if (b !== undefined) toBroker.push(b - c);
-      if (r !== undefined) toConsumer.push(r - c);
-    }
-    toBroker.sort((a, b) => a - b);
-    toConsumer.sort((a, b) => a - b);
+    const achieved = await pacedWriters(
+      db.pool,
+      o,
+      async (client, i) => {
+        const key = `k${i % 1000}`;
+        const id = randomUUID();
+        await store(
+          {
+            id,
+            aggregateType: 'bench',
+            aggregateId: key,
+            messageType: 'bench.latency',
+            segment: key,
+            concurrency: 'sequential',
+            payload: payload256(i),
+          },
+          client,
+        );
+        return id;
+      },
+      committedAt,
+    );
+    const columns = await latencyColumns(committedAt, confirmedAt, consumer.receivedAt);
     const left = await db.pool.query(
       `SELECT array_agg(id::text) AS ids FROM ${db.schema}.${db.table} WHERE processed_at IS NULL`,
     );
@@ -491,21 +453,15 @@ export async function ptoLatency(
     return {
       peer: `pg-transactional-outbox (${o.listener})`,
       'offered msg/s': o.rate,
-      'achieved msg/s': round(offered, 0),
-      'commit→broker p50 ms': round(percentile(toBroker, 50)),
-      'p95 ms': round(percentile(toBroker, 95)),
-      'p99 ms': round(percentile(toBroker, 99)),
-      'commit→consumer p50 ms': round(percentile(toConsumer, 50)),
-      'c p95 ms': round(percentile(toConsumer, 95)),
-      'c p99 ms': round(percentile(toConsumer, 99)),
-      received: `${receivedAt.size}/${committedAt.size}`,
+      'achieved msg/s': round(achieved, 0),
+      ...columns,
       'left unprocessed': unprocessed.length,
       'warn/err': `${p.warn}/${p.error}`,
       settings: settingsText(cfg),
     };
   } finally {
     await listener?.stop();
-    await conn?.close().catch(() => undefined);
+    await consumer?.close();
     await sink?.close();
     await db.drop();
   }

@@ -12,17 +12,25 @@
  * The variants run in turn, round after round, each from an empty outbox; a row gives the
  * median of the rounds and their range, and the ratio of medians to the business row alone.
  */
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { encodeMessage } from '../../src/core/message.js';
 import { postgresSql } from '../../src/stores/postgres/postgres-sql.js';
-import { AMQP_URL, benchDb, brokerSink, DATABASE_URL, payload256, round, sleep, type Row } from '../lib.js';
+import {
+  benchDb,
+  brokerSink,
+  DATABASE_URL,
+  payload256,
+  round,
+  sleep,
+  spawnRelay,
+  stopProcess,
+  type Row,
+} from '../lib.js';
 
-const BIN = fileURLToPath(new URL('../../bin/mailroom.js', import.meta.url));
 const run = promisify(execFile);
 
 function pgbenchPath(): string | undefined {
@@ -70,26 +78,13 @@ async function startRelay(
   exchange: string,
   wakeup: 'notify' | 'poll',
 ): Promise<ChildProcess> {
-  const child = spawn(
-    process.execPath,
-    [
-      BIN,
-      'relay',
-      '--database-url',
-      DATABASE_URL,
-      '--schema',
-      schema,
-      '--transport',
-      AMQP_URL,
-      '--exchange',
-      exchange,
-      '--wakeup',
-      wakeup,
-      '--log-level',
-      'info',
-    ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
+  const child = spawnRelay({
+    schema,
+    exchange,
+    wakeup,
+    logLevel: 'info',
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   await new Promise<void>((resolve, reject) => {
     let seen = '';
     child.stderr?.on('data', (chunk: Buffer) => {
@@ -101,13 +96,6 @@ async function startRelay(
     );
   });
   return child;
-}
-
-async function stopRelay(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.kill('SIGTERM');
-  await exited;
 }
 
 function median(xs: readonly number[]): number {
@@ -159,7 +147,7 @@ export async function writerPgbench(seconds: number, rounds = 3): Promise<Row[]>
             if (!Number.isFinite(value)) throw new Error(`cannot read tps from pgbench output:\n${stdout}`);
             (tps[i] as number[]).push(value);
           } finally {
-            if (relay) await stopRelay(relay);
+            if (relay) await stopProcess(relay);
           }
           await sleep(300);
         }
