@@ -78,6 +78,7 @@ describe('mailroom status, dlq and send', () => {
       await db.store.settle({
         leaseToken: batch.leaseToken,
         delivered: [],
+        released: [],
         retry: [],
         dead: batch.messages.map((message) => ({ message, error })),
       });

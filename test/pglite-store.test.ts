@@ -45,7 +45,7 @@ describe('PGlite store', () => {
   it('is the PostgreSQL store on one connection: one relay, wake-ups through listen()', () => {
     const store = new PGliteStore({ db });
     assert.equal(store.name, 'pglite');
-    assert.deepEqual(store.capabilities, { notify: true, concurrentRelays: false });
+    assert.deepEqual(store.capabilities, { notify: true });
     assert.equal(store.schema, 'mailroom');
     assert.equal(store.db, db);
   });

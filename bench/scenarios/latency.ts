@@ -21,11 +21,11 @@ import {
 function timedTransport(inner: Transport, confirmedAt: Map<string, number>): Transport {
   return {
     name: inner.name,
-    capabilities: inner.capabilities,
     start: () => inner.start(),
+    probe: (options) => inner.probe(options),
     close: () => inner.close(),
-    async publish(messages: readonly OutboxMessage[]): Promise<PublishOutcome[]> {
-      const outcomes = await inner.publish(messages);
+    async publish(messages: readonly OutboxMessage[], options): Promise<PublishOutcome[]> {
+      const outcomes = await inner.publish(messages, options);
       const now = performance.now();
       outcomes.forEach((o, i) => {
         const id = (messages[i] as OutboxMessage).id;

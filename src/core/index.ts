@@ -13,7 +13,7 @@ export type {
   Unsubscribe,
   OutboxStore,
   PublishOutcome,
-  TransportCapabilities,
+  PublishOptions,
   Transport,
 } from './ports.js';
 export { encodeMessage, validateTopic, DEFAULT_MAX_PAYLOAD_BYTES, type MessageLimits } from './message.js';

@@ -25,12 +25,13 @@ export interface SqlStatement {
   name?: string;
 }
 
-/** What a store can do beyond the required methods. */
+/** What a store can do beyond the required methods. The relay branches on each flag. */
 export interface StoreCapabilities {
-  /** The store can push a wake-up when a transaction that enqueued commits. */
+  /**
+   * The store can push a wake-up when a transaction that enqueued commits (and implements
+   * `subscribe`); the relay then defaults to `wakeup: 'notify'`.
+   */
   notify: boolean;
-  /** Several relay processes may claim from this store at once. */
-  concurrentRelays: boolean;
 }
 
 /** How a relay asks for work. */
@@ -55,6 +56,12 @@ export interface Settlement {
   leaseToken: string;
   /** Delivered: delete (or archive). Done regardless of the lease, since delivery happened. */
   delivered: OutboxMessage[];
+  /**
+   * Not published because the transport was unavailable (an outage, not a message failure):
+   * release the lease, give back the attempt the claim counted, and leave the row due now. Only
+   * rows this claim still holds.
+   */
+  released: Array<{ message: OutboxMessage; error: string }>;
   /** Failed, retryable: release the lease and make the row due again after `delayMs`. */
   retry: Array<{ message: OutboxMessage; delayMs: number; error: string }>;
   /** Failed permanently or out of attempts: move to the dead letters. */
@@ -133,20 +140,33 @@ export interface OutboxStore {
   close(): Promise<void>;
 }
 
-/** The outcome of publishing one message. */
+/**
+ * The outcome of publishing one message.
+ *
+ * - `ok`: the broker confirmed it has the message.
+ * - `retry`: this message failed (a nack, a rejected payload…); it spends an attempt and is
+ *   published again after a backoff, or dead-lettered when its attempts run out.
+ * - `permanent`: this message can never be delivered as it is (unroutable, unencodable); it
+ *   becomes a dead letter at once.
+ * - `unavailable`: the transport itself cannot publish right now (cannot connect, connection
+ *   lost, broker blocking publishers, publish deadline passed). Says nothing about the message:
+ *   it spends no attempt, and the relay stops claiming until {@link Transport.probe} succeeds.
+ */
 export type PublishOutcome =
-  { status: 'ok' } | { status: 'retry'; error: Error } | { status: 'permanent'; error: Error };
+  | { status: 'ok' }
+  | { status: 'retry'; error: Error }
+  | { status: 'permanent'; error: Error }
+  | { status: 'unavailable'; error: Error };
 
-/** What a transport guarantees. */
-export interface TransportCapabilities {
-  /** `ok` means the broker confirmed it has the message (publisher confirm, ack, 2xx…). */
-  confirms: boolean;
-  /** The broker drops a second copy with the same message id. */
-  dedupe: boolean;
-  /** Several messages can be published all-or-nothing. */
-  transactions: boolean;
-  /** Messages published in order on one connection arrive in that order. */
-  ordering: boolean;
+/** Per-call options of {@link Transport.publish} and {@link Transport.probe}. */
+export interface PublishOptions {
+  /**
+   * Aborted when the relay gives up on the call (its publish deadline passed, or it is
+   * stopping). The transport should stop waiting, report `unavailable` for messages without an
+   * answer, and drop the connection it was using, since a connection that does not answer is
+   * not worth keeping.
+   */
+  signal?: AbortSignal;
 }
 
 /**
@@ -155,15 +175,22 @@ export interface TransportCapabilities {
  */
 export interface Transport {
   readonly name: string;
-  readonly capabilities: TransportCapabilities;
   /** Connect and declare what is needed. Idempotent. Throws a TransportError when unreachable. */
   start(): Promise<void>;
   /**
    * Publish a batch, pipelined, and report one outcome per message in the same order. Must not
-   * throw for per-message failures; never reports `ok` before the broker confirmed. May be
+   * throw for per-message failures; never reports `ok` before the broker confirmed. Reports
+   * `unavailable` (not `retry`) when the broker cannot be reached or does not answer. May be
    * called again before an earlier call resolved.
    */
-  publish(messages: readonly OutboxMessage[]): Promise<PublishOutcome[]>;
+  publish(messages: readonly OutboxMessage[], options?: PublishOptions): Promise<PublishOutcome[]>;
+  /**
+   * Checks, cheaply, that a publish now could succeed: connects when needed and resolves when
+   * the connection is open and the broker accepts publishes (not blocked). Throws a
+   * {@link TransportError} saying why not. The relay calls it, with backoff, while the transport
+   * is unavailable, and resumes claiming once it resolves.
+   */
+  probe(options?: PublishOptions): Promise<void>;
   /** Close connections. Idempotent. */
   close(): Promise<void>;
 }

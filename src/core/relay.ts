@@ -409,7 +409,7 @@ export class Relay extends TypedEmitter<RelayEvents> {
     }
     const publishMs = performance.now() - started;
 
-    const settlement: Settlement = { leaseToken, delivered: [], retry: [], dead: [] };
+    const settlement: Settlement = { leaseToken, delivered: [], released: [], retry: [], dead: [] };
     const policy = this.options.retry;
     for (let i = 0; i < messages.length; i++) {
       const message = messages[i] as OutboxMessage;

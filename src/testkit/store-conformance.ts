@@ -109,7 +109,6 @@ export function runStoreConformance(name: string, options: StoreConformanceOptio
       await store.check();
       assert.equal(typeof store.name, 'string');
       assert.equal(typeof store.capabilities.notify, 'boolean');
-      assert.equal(typeof store.capabilities.concurrentRelays, 'boolean');
     });
 
     it('enqueues in a transaction and keeps nothing after a rollback', async (t) => {
@@ -176,7 +175,13 @@ export function runStoreConformance(name: string, options: StoreConformanceOptio
       assert.deepEqual(first.messages.map(payloadOf), [1, 3, 4, 5]);
       const second = await store.claim({ owner: 'r2', limit: 10, leaseMs: 5000 });
       assert.equal(second.messages.length, 0, 'a:2 must wait for a:1 to be delivered');
-      await store.settle({ leaseToken: first.leaseToken, delivered: first.messages, retry: [], dead: [] });
+      await store.settle({
+        leaseToken: first.leaseToken,
+        delivered: first.messages,
+        released: [],
+        retry: [],
+        dead: [],
+      });
       const third = await store.claim({ owner: 'r2', limit: 10, leaseMs: 5000 });
       assert.deepEqual(third.messages.map(payloadOf), [2]);
       assert.equal(third.messages[0]?.attempts, 1);
@@ -214,10 +219,17 @@ export function runStoreConformance(name: string, options: StoreConformanceOptio
         delivered: [],
         retry: [{ message: dead.messages[0] as OutboxMessage, delayMs: 60_000, error: 'late' }],
         dead: [],
+        released: [],
       });
       assert.equal((await store.stats()).scheduled, 0, 'a stale lease token changes nothing');
       // …but a delivery is a delivery, whoever reports it.
-      await store.settle({ leaseToken: dead.leaseToken, delivered: dead.messages, retry: [], dead: [] });
+      await store.settle({
+        leaseToken: dead.leaseToken,
+        delivered: dead.messages,
+        released: [],
+        retry: [],
+        dead: [],
+      });
       assert.equal((await store.stats()).backlog, 0);
     });
 
@@ -241,6 +253,7 @@ export function runStoreConformance(name: string, options: StoreConformanceOptio
         delivered: [],
         retry: [{ message: c.messages[0] as OutboxMessage, delayMs: 1000, error: 'try later' }],
         dead: [],
+        released: [],
       });
       const due = await store.nextDueInMs();
       assert.ok(due !== null && due >= 0 && due <= 1000, `due within 1000 ms, got ${due}`);
@@ -265,6 +278,7 @@ export function runStoreConformance(name: string, options: StoreConformanceOptio
       await store.settle({
         leaseToken: c.leaseToken,
         delivered: [],
+        released: [],
         retry: [],
         dead: c.messages.map((message) => ({ message, error: `rejected ${payloadOf(message)}` })),
       });

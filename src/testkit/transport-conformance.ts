@@ -4,7 +4,7 @@
  * consumer; the suite then checks the {@link Transport} contract the relay relies on.
  *
  * Decided here for every transport: after `close()`, `publish` does not reconnect; it reports
- * `retry` for each message (a closed transport that reopened itself would leak a connection no
+ * `unavailable` for each message (a closed transport that reopened itself would leak a connection no
  * one closes). `start()` opens it again.
  *
  * @module
@@ -142,14 +142,12 @@ export function runTransportConformance(name: string, options: TransportConforma
   }
 
   describe(`${name} transport conformance`, () => {
-    it('declares its name and capabilities', async () => {
+    it('declares its name and answers a probe once started', async () => {
       const transport = await options.create();
       try {
         assert.equal(typeof transport.name, 'string');
         assert.ok(transport.name.length > 0, 'name must not be empty');
-        for (const flag of ['confirms', 'dedupe', 'transactions', 'ordering'] as const) {
-          assert.equal(typeof transport.capabilities[flag], 'boolean', `capabilities.${flag}`);
-        }
+        await transport.probe();
       } finally {
         await transport.close();
       }
@@ -275,7 +273,7 @@ export function runTransportConformance(name: string, options: TransportConforma
       await transport.close();
     });
 
-    it('reports retry for every message published after close, without throwing', async () => {
+    it('reports unavailable for every message published after close, without throwing', async () => {
       const transport = await options.create();
       await transport.start();
       await transport.close();
@@ -283,8 +281,12 @@ export function runTransportConformance(name: string, options: TransportConforma
       const outcomes = await transport.publish(batch);
       assert.equal(outcomes.length, batch.length);
       for (const outcome of outcomes) {
-        assert.equal(outcome.status, 'retry', `expected retry after close, got ${describeOutcome(outcome)}`);
-        assert.ok(outcome.status === 'retry' && outcome.error instanceof Error);
+        assert.equal(
+          outcome.status,
+          'unavailable',
+          `expected unavailable after close, got ${describeOutcome(outcome)}`,
+        );
+        assert.ok(outcome.status === 'unavailable' && outcome.error instanceof Error);
       }
       // The transport must not have reopened itself behind the caller's back.
       await transport.close();

@@ -138,13 +138,13 @@ describe('memory transport', () => {
     assert.deepEqual(statuses(await publishing), ['ok', 'ok']);
   });
 
-  it('cuts a batch in flight short at the close deadline and reports it as retry, not recorded', async () => {
+  it('cuts a batch in flight short at the close deadline and reports it as unavailable, not recorded', async () => {
     const transport = new MemoryTransport({ latencyMs: 60_000, closeTimeoutMs: 10 });
     const publishing = transport.publish([testMessage(), testMessage()]);
     await transport.close();
     const outcomes = await publishing;
-    assert.deepEqual(statuses(outcomes), ['retry', 'retry']);
-    assert.ok(outcomes[0]?.status === 'retry' && isTransportError(outcomes[0].error));
+    assert.deepEqual(statuses(outcomes), ['unavailable', 'unavailable']);
+    assert.ok(outcomes[0]?.status === 'unavailable' && isTransportError(outcomes[0].error));
     assert.equal(outcomes[0].error.code, 'confirm_lost');
     assert.equal(transport.messages.length, 0);
   });

@@ -336,7 +336,7 @@ describe('rabbitmq transport with a scripted client', () => {
     const closing = transport.close();
     release();
     await closing;
-    assert.deepEqual(statuses(await publishing), ['retry']);
+    assert.deepEqual(statuses(await publishing), ['unavailable']);
     assert.equal(connection.closed, true);
   });
 });

@@ -263,7 +263,7 @@ describe('rabbitmq transport', () => {
     }
   });
 
-  it('reports retry for a whole batch when it cannot connect, and waits out the backoff before trying again', async () => {
+  it('reports unavailable for a whole batch when it cannot connect, and waits out the backoff before trying again', async () => {
     let attempts = 0;
     const { connect: realConnect } = recordingConnect();
     const t = new RabbitMqTransport({
@@ -277,12 +277,12 @@ describe('rabbitmq transport', () => {
     });
     try {
       const first = await t.publish([testMessage(), testMessage()]);
-      assert.deepEqual(statuses(first), ['retry', 'retry']);
+      assert.deepEqual(statuses(first), ['unavailable', 'unavailable']);
       assert.equal(codeOf(first[0]), 'unreachable');
       assert.equal(attempts, 1);
 
       const second = await t.publish([testMessage()]);
-      assert.deepEqual(statuses(second), ['retry']);
+      assert.deepEqual(statuses(second), ['unavailable']);
       assert.match(
         second[0]?.status === 'retry' ? second[0].error.message : '',
         /next reconnect attempt in \d+ ms/,

@@ -1,7 +1,7 @@
 import { request, Agent, type ClientRequest } from 'node:http';
 import { PermanentDeliveryError } from '../../core/errors/permanent-delivery-error.js';
 import { TransportError } from '../../core/errors/transport-error.js';
-import type { PublishOutcome, Transport, TransportCapabilities } from '../../core/ports.js';
+import type { PublishOutcome, Transport } from '../../core/ports.js';
 import type { OutboxMessage } from '../../core/types.js';
 
 /** The body the demo transport POSTs for each message. */
@@ -22,12 +22,6 @@ export interface DemoDelivery {
  */
 export class DemoHttpTransport implements Transport {
   readonly name = 'demo-http';
-  readonly capabilities: TransportCapabilities = {
-    confirms: true,
-    dedupe: false,
-    transactions: false,
-    ordering: false,
-  };
   readonly #url: URL;
   readonly #timeoutMs: number;
   #agent: Agent | undefined;
@@ -46,6 +40,11 @@ export class DemoHttpTransport implements Transport {
     return Promise.all(messages.map((m) => this.#post(m)));
   }
 
+  /** The receiver is in this process: reachable whenever the transport is started. */
+  async probe(): Promise<void> {
+    if (!this.#agent) throw new TransportError('closed', 'transport is closed; call start()');
+  }
+
   /** Drops the connections, answered or not; in-flight requests report `retry`. */
   async close(): Promise<void> {
     // Requests still queued for a socket would wait forever on a destroyed agent: end each one.
@@ -58,7 +57,10 @@ export class DemoHttpTransport implements Transport {
   #post(message: OutboxMessage): Promise<PublishOutcome> {
     const agent = this.#agent;
     if (!agent) {
-      return Promise.resolve({ status: 'retry', error: new TransportError('closed', 'transport is closed') });
+      return Promise.resolve({
+        status: 'unavailable',
+        error: new TransportError('closed', 'transport is closed'),
+      });
     }
     const delivery: DemoDelivery = {
       id: message.id,
@@ -74,6 +76,13 @@ export class DemoHttpTransport implements Transport {
     };
     const body = Buffer.from(JSON.stringify(delivery));
     return new Promise((resolve) => {
+      // A network error says nothing about the message: the receiver is unreachable. An answer
+      // of 5xx/429/408 is the receiver failing this message.
+      const unreachable = (err: Error) =>
+        resolve({
+          status: 'unavailable',
+          error: new TransportError('unreachable', err.message, { cause: err }),
+        });
       const fail = (err: Error) =>
         resolve({ status: 'retry', error: new TransportError('http_failed', err.message, { cause: err }) });
       const req = request(
@@ -90,7 +99,7 @@ export class DemoHttpTransport implements Transport {
         },
         (res) => {
           res.resume();
-          res.on('error', fail);
+          res.on('error', unreachable);
           res.on('end', () => {
             const status = res.statusCode ?? 0;
             if (status >= 200 && status < 300) resolve({ status: 'ok' });
@@ -108,7 +117,7 @@ export class DemoHttpTransport implements Transport {
       this.#requests.add(req);
       req.on('close', () => this.#requests.delete(req));
       req.on('timeout', () => req.destroy(new Error(`no answer within ${this.#timeoutMs} ms`)));
-      req.on('error', fail);
+      req.on('error', unreachable);
       req.end(body);
     });
   }

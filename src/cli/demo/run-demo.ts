@@ -121,9 +121,9 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
     };
     const transport1: Transport = {
       name: http1.name,
-      capabilities: http1.capabilities,
       start: () => http1.start(),
       close: () => http1.close(),
+      probe: () => http1.probe(),
       async publish(messages) {
         if (crashed) {
           for (const m of messages) orphaned.add(m.id);

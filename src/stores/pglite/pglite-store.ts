@@ -90,7 +90,7 @@ export async function loadPGlite(): Promise<PGliteModule> {
  */
 export class PGliteStore extends PostgresStore {
   override readonly name: string = 'pglite';
-  override readonly capabilities: StoreCapabilities = { notify: true, concurrentRelays: false };
+  override readonly capabilities: StoreCapabilities = { notify: true };
   /** The PGlite instance the outbox lives in; run your business transactions on it. */
   readonly db: PGliteDatabase;
   readonly #ownsDb: boolean;

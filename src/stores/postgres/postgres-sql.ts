@@ -68,6 +68,13 @@ INSERT INTO ${s}.archive (id, topic, key, type, payload, content_type, headers, 
 SELECT id, topic, key, type, payload, content_type, headers, created_at, attempts FROM d
 ON CONFLICT (id) DO NOTHING`,
 
+    // The transport was unavailable: the claim's attempt is given back and the row is due now.
+    release: `UPDATE ${t} o
+SET attempts = greatest(o.attempts - 1, 0), last_error = r.error,
+    lease_owner = NULL, lease_token = NULL, lease_until = NULL
+FROM unnest($2::bigint[], $3::text[]) AS r(seq, error)
+WHERE o.seq = r.seq AND o.lease_token = $1::uuid`,
+
     retry: `UPDATE ${t} o
 SET available_at = now() + r.delay_ms * interval '1 millisecond', last_error = r.error,
     lease_owner = NULL, lease_token = NULL, lease_until = NULL

@@ -101,7 +101,7 @@ export class PostgresStore implements OutboxStore {
   // Typed wide so that stores built on this one (PGlite) can name themselves and narrow what
   // they can do.
   readonly name: string = 'postgres';
-  readonly capabilities: StoreCapabilities = { notify: true, concurrentRelays: true };
+  readonly capabilities: StoreCapabilities = { notify: true };
   readonly schema: string;
   readonly notify: boolean;
   readonly archive: boolean;
@@ -239,12 +239,18 @@ export class PostgresStore implements OutboxStore {
   }
 
   async settle(settlement: Settlement): Promise<void> {
-    const { delivered, retry, dead, leaseToken } = settlement;
+    const { delivered, released, retry, dead, leaseToken } = settlement;
     const statements: Array<[string, unknown[]]> = [];
     if (delivered.length) {
       statements.push([
         this.archive ? this.#sql.archiveDelivered : this.#sql.deleteDelivered,
         [delivered.map((m) => m.seq)],
+      ]);
+    }
+    if (released.length) {
+      statements.push([
+        this.#sql.release,
+        [leaseToken, released.map((r) => r.message.seq), released.map((r) => truncateError(r.error))],
       ]);
     }
     if (retry.length) {

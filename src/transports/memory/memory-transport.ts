@@ -4,15 +4,18 @@ import {
   PermanentDeliveryError,
 } from '../../core/errors/permanent-delivery-error.js';
 import { TransportError } from '../../core/errors/transport-error.js';
-import type { PublishOutcome, Transport, TransportCapabilities } from '../../core/ports.js';
+import type { PublishOptions, PublishOutcome, Transport } from '../../core/ports.js';
 import type { OutboxMessage } from '../../core/types.js';
 
 /**
  * Decides the fate of one message, for tests that need the broker to fail: `undefined` lets it
- * through, `'retry'` and `'permanent'` fail it with a generated error, an `Error` fails it with
- * that error (`permanent` when it is a {@link PermanentDeliveryError}, `retry` otherwise).
+ * through, `'retry'`, `'permanent'` and `'unavailable'` fail it with a generated error of that
+ * kind, an `Error` fails it with that error (`permanent` when it is a
+ * {@link PermanentDeliveryError}, `retry` otherwise).
  */
-export type MemoryFailure = (message: OutboxMessage) => undefined | 'retry' | 'permanent' | Error;
+export type MemoryFailure = (
+  message: OutboxMessage,
+) => undefined | 'retry' | 'permanent' | 'unavailable' | Error;
 
 /** Options of {@link MemoryTransport}; all can also be changed later through the same-named properties. */
 export interface MemoryTransportOptions {
@@ -40,15 +43,37 @@ export interface MemoryTransportOptions {
   latencyMs?: number;
   /**
    * How long `close()` waits for batches in flight (see `latencyMs`) before cutting them short;
-   * their messages are then not recorded and report `retry`, as with a broker connection closed
+   * their messages are then not recorded and report `unavailable`, as with a broker connection closed
    * before its confirms arrived.
    *
    * @default 1000
    */
   closeTimeoutMs?: number;
+  /**
+   * Simulates a broker outage: while true, every publish reports `unavailable` and `probe()`
+   * throws a {@link TransportError} with code `unreachable`.
+   *
+   * @default false
+   */
+  unavailable?: boolean;
+  /**
+   * Simulates a broker that takes the connection but never answers: while true, publishes wait
+   * until their `signal` aborts (then report `unavailable`) or `close()` cuts them short, and
+   * `probe()` waits the same way.
+   *
+   * @default false
+   */
+  hang?: boolean;
 }
 
-const ALLOWED_KEYS: readonly string[] = ['failWith', 'loseConfirm', 'latencyMs', 'closeTimeoutMs'];
+const ALLOWED_KEYS: readonly string[] = [
+  'failWith',
+  'loseConfirm',
+  'latencyMs',
+  'closeTimeoutMs',
+  'unavailable',
+  'hang',
+];
 
 interface Waiter {
   count: number;
@@ -74,17 +99,11 @@ function copy(message: OutboxMessage): OutboxMessage {
  * const transport = new MemoryTransport();
  * // … run the relay …
  * const [message] = await transport.waitFor(1);
- * transport.failWith = () => 'retry'; // the broker is down from now on
+ * transport.unavailable = true; // the broker is down from now on
  * ```
  */
 export class MemoryTransport implements Transport {
   readonly name = 'memory';
-  readonly capabilities: TransportCapabilities = Object.freeze({
-    confirms: true,
-    dedupe: false,
-    transactions: false,
-    ordering: true,
-  });
 
   /** See {@link MemoryTransportOptions.failWith}. */
   failWith: MemoryFailure | undefined;
@@ -94,6 +113,10 @@ export class MemoryTransport implements Transport {
   latencyMs: number;
   /** See {@link MemoryTransportOptions.closeTimeoutMs}. */
   closeTimeoutMs: number;
+  /** See {@link MemoryTransportOptions.unavailable}. */
+  unavailable: boolean;
+  /** See {@link MemoryTransportOptions.hang}. */
+  hang: boolean;
 
   #recorded: OutboxMessage[] = [];
   #byTopic = new Map<string, OutboxMessage[]>();
@@ -103,6 +126,7 @@ export class MemoryTransport implements Transport {
   #aborts = new Set<() => void>();
   #closed = false;
   #publishCalls = 0;
+  #probeCalls = 0;
 
   constructor(options: MemoryTransportOptions = {}) {
     for (const key of Object.keys(options)) {
@@ -126,6 +150,8 @@ export class MemoryTransport implements Transport {
     this.failWith = options.failWith;
     this.loseConfirm = options.loseConfirm ?? false;
     this.latencyMs = options.latencyMs ?? 0;
+    this.unavailable = options.unavailable ?? false;
+    this.hang = options.hang ?? false;
   }
 
   /** Every recorded message, in the order the "broker" accepted them, duplicates included. */
@@ -136,6 +162,11 @@ export class MemoryTransport implements Transport {
   /** Number of `publish` calls so far, empty and closed ones included. */
   get publishCalls(): number {
     return this.#publishCalls;
+  }
+
+  /** Number of `probe` calls so far. */
+  get probeCalls(): number {
+    return this.#probeCalls;
   }
 
   /** Recorded messages of one topic, in order. */
@@ -180,16 +211,33 @@ export class MemoryTransport implements Transport {
     this.#closed = false;
   }
 
-  publish(messages: readonly OutboxMessage[]): Promise<PublishOutcome[]> {
+  publish(messages: readonly OutboxMessage[], options: PublishOptions = {}): Promise<PublishOutcome[]> {
     this.#publishCalls++;
-    const call = this.#publish(messages);
+    const call = this.#publish(messages, options.signal);
     this.#inFlight.add(call);
     void call.finally(() => this.#inFlight.delete(call));
     return call;
   }
 
   /**
-   * Refuses new batches (they report `retry`), waits up to `closeTimeoutMs` for batches in
+   * Throws while the transport is closed or `unavailable`; waits for `signal` while `hang` is
+   * set; resolves otherwise.
+   */
+  async probe(options: PublishOptions = {}): Promise<void> {
+    this.#probeCalls++;
+    if (this.#closed) {
+      throw new TransportError('closed', 'MemoryTransport is closed; call start() to open it again');
+    }
+    if (this.hang && !(await this.#wait(Infinity, options.signal))) {
+      throw new TransportError('publish_timeout', 'MemoryTransport: no answer (hang is set)');
+    }
+    if (this.unavailable) {
+      throw new TransportError('unreachable', 'MemoryTransport: unavailable (injected outage)');
+    }
+  }
+
+  /**
+   * Refuses new batches (they report `unavailable`), waits up to `closeTimeoutMs` for batches in
    * flight, then cuts the rest short. Idempotent.
    */
   async close(): Promise<void> {
@@ -207,40 +255,51 @@ export class MemoryTransport implements Transport {
     await this.close();
   }
 
-  async #publish(messages: readonly OutboxMessage[]): Promise<PublishOutcome[]> {
+  async #publish(messages: readonly OutboxMessage[], signal?: AbortSignal): Promise<PublishOutcome[]> {
     if (messages.length === 0) return [];
     if (this.#closed) {
       // Same contract as the network transports: a closed transport does not resurrect itself.
       const error = new TransportError('closed', 'MemoryTransport is closed; call start() to open it again');
-      return messages.map(() => ({ status: 'retry', error }));
+      return messages.map(() => ({ status: 'unavailable', error }));
+    }
+    if (this.unavailable) {
+      const error = new TransportError('unreachable', 'MemoryTransport: unavailable (injected outage)');
+      return messages.map(() => ({ status: 'unavailable', error }));
     }
     // Copy before the latency wait, as a broker has the bytes once they are sent.
     const batch = messages.map(copy);
-    if (this.latencyMs > 0 && !(await this.#latency())) {
+    const wait = this.hang ? Infinity : this.latencyMs;
+    if (wait > 0 && !(await this.#wait(wait, signal))) {
       const error = new TransportError(
-        'confirm_lost',
-        'MemoryTransport was closed before the batch was confirmed; it was not delivered',
+        signal?.aborted ? 'publish_timeout' : 'confirm_lost',
+        signal?.aborted
+          ? 'MemoryTransport: the publish was abandoned before the batch was confirmed; it was not delivered'
+          : 'MemoryTransport was closed before the batch was confirmed; it was not delivered',
       );
-      return messages.map(() => ({ status: 'retry', error }));
+      return messages.map(() => ({ status: 'unavailable', error }));
     }
     const outcomes = batch.map((message) => this.#deliver(message));
     this.#wake();
     return outcomes;
   }
 
-  /** Resolves true after `latencyMs`, or false when close cuts the wait short. */
-  #latency(): Promise<boolean> {
+  /**
+   * Resolves true after `ms` (never, for Infinity), or false when `close` or `signal` cuts the
+   * wait short.
+   */
+  #wait(ms: number, signal?: AbortSignal): Promise<boolean> {
+    if (signal?.aborted) return Promise.resolve(false);
     return new Promise((resolve) => {
-      const abort = (): void => {
+      const finish = (value: boolean): void => {
         clearTimeout(timer);
         this.#aborts.delete(abort);
-        resolve(false);
+        signal?.removeEventListener('abort', abort);
+        resolve(value);
       };
-      const timer = setTimeout(() => {
-        this.#aborts.delete(abort);
-        resolve(true);
-      }, this.latencyMs);
+      const abort = (): void => finish(false);
+      const timer = Number.isFinite(ms) ? setTimeout(() => finish(true), ms) : undefined;
       this.#aborts.add(abort);
+      signal?.addEventListener('abort', abort, { once: true });
     });
   }
 
@@ -258,6 +317,15 @@ export class MemoryTransport implements Transport {
         error: new TransportError(
           'injected',
           `MemoryTransport: injected retryable failure for message ${message.id}`,
+        ),
+      };
+    }
+    if (failure === 'unavailable') {
+      return {
+        status: 'unavailable',
+        error: new TransportError(
+          'unreachable',
+          `MemoryTransport: injected outage while publishing message ${message.id}`,
         ),
       };
     }

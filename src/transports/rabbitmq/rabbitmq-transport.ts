@@ -2,7 +2,7 @@ import { ConfigError } from '../../core/errors/config-error.js';
 import { isMailroomError } from '../../core/errors/mailroom-error.js';
 import { PermanentDeliveryError } from '../../core/errors/permanent-delivery-error.js';
 import { TransportError } from '../../core/errors/transport-error.js';
-import type { PublishOutcome, Transport, TransportCapabilities } from '../../core/ports.js';
+import type { PublishOutcome, Transport } from '../../core/ports.js';
 import type { OutboxMessage } from '../../core/types.js';
 import {
   loadAmqplibConnect,
@@ -69,12 +69,6 @@ const noop = (): void => {};
  */
 export class RabbitMqTransport implements Transport {
   readonly name = 'rabbitmq';
-  readonly capabilities: TransportCapabilities = Object.freeze({
-    confirms: true,
-    dedupe: false,
-    transactions: false,
-    ordering: true,
-  });
   // Private: the resolved URL holds the password, and public fields end up in logs.
   readonly #options: Readonly<ResolvedRabbitMqTransportOptions>;
 
@@ -112,6 +106,17 @@ export class RabbitMqTransport implements Transport {
     await this.#ensureSession(true);
   }
 
+  /** Resolves when a connection is open and the broker does not block publishers. */
+  async probe(): Promise<void> {
+    const session = await this.#ensureSession(true);
+    if (session.blockedReason !== undefined) {
+      throw new TransportError(
+        'blocked',
+        `RabbitMQ at ${this.#options.safeUrl} is blocking publishers (${session.blockedReason})`,
+      );
+    }
+  }
+
   /**
    * Publishes the batch pipelined on the confirm channel and waits for the broker's confirms.
    * Never throws; returns one outcome per message, in order.
@@ -143,14 +148,14 @@ export class RabbitMqTransport implements Transport {
         'closed',
         `RabbitMqTransport for ${this.#options.safeUrl} is closed; call start() to open it again`,
       );
-      return messages.map(() => ({ status: 'retry', error }));
+      return messages.map(() => ({ status: 'unavailable', error }));
     }
     let session: Session;
     try {
       session = await this.#ensureSession(false);
     } catch (err) {
       const error = err instanceof Error ? err : new TransportError('unreachable', String(err));
-      return messages.map(() => ({ status: 'retry', error }));
+      return messages.map(() => ({ status: 'unavailable', error }));
     }
     return this.#sendBatch(session, messages);
   }
