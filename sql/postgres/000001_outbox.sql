@@ -4,7 +4,7 @@
 
 CREATE TABLE {{schema}}.outbox (
   -- Insert order. A message with a key is claimed only when no row of the same key with a
-  -- smaller seq is left, which is what keeps per-key order (see docs/ordering.md).
+  -- smaller seq is left, which is what keeps per-key order (see docs/design.md, "Per-key order").
   seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   id uuid NOT NULL UNIQUE,
   topic text NOT NULL CHECK (octet_length(topic) BETWEEN 1 AND 255),
