@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import postgres from 'postgres';
 import { Outbox } from '../src/core/index.js';
 import { runStoreConformance } from '../src/testkit/store-conformance.js';
@@ -156,5 +159,22 @@ describe('PostgreSQL store', () => {
     for (const schema of ['a"; DROP TABLE x; --', 'public.outbox', '', '1abc', 'x'.repeat(64)]) {
       assert.throws(() => new PostgresStore({ pool: db.pool, schema }), { name: 'ConfigError' });
     }
+  });
+
+  it('imports nothing from the layers above the stores (verify, cli, server, testkit)', () => {
+    const src = fileURLToPath(new URL('../src/', import.meta.url));
+    const storesDir = join(src, 'stores');
+    const files = (readdirSync(storesDir, { recursive: true }) as string[]).filter((f) => f.endsWith('.ts'));
+    assert.ok(files.length > 0);
+    const offending: string[] = [];
+    for (const file of files) {
+      const text = readFileSync(join(storesDir, file), 'utf8');
+      for (const [, spec] of text.matchAll(/from '([^']+)'/g)) {
+        if (!spec?.startsWith('.')) continue;
+        const target = relative(src, join(storesDir, file, '..', spec));
+        if (/^(verify|cli|server|testkit)\//.test(target)) offending.push(`${file} -> ${target}`);
+      }
+    }
+    assert.deepEqual(offending, []);
   });
 });

@@ -3,39 +3,11 @@
  * against what a consumer received from the transport, in the order it received it.
  */
 
-/** A pg_snapshot: transactions below `xmin` are settled, `xip` were in progress, `xmax` and above had not started. */
-export interface Snapshot {
-  xmin: bigint;
-  xmax: bigint;
-  xip: ReadonlySet<bigint>;
-}
+import type { LedgerEntry, OutboxState, Snapshot } from '../stores/postgres/ledger-entry.js';
 
-/** One committed enqueue, as the ledger recorded it. */
-export interface LedgerEntry {
-  id: string;
-  /** Position in the outbox (insert order). */
-  seq: bigint;
-  topic: string;
-  key: string | null;
-  /** The enqueueing transaction. */
-  xid: bigint;
-  /** The snapshot the enqueueing statement ran under. */
-  snapshot: Snapshot;
-  /**
-   * In the outbox already when the ledger was switched on. Its transaction is unknown, so it is
-   * not checked for order; if it never arrives it may have been published before the verifier's
-   * queue existed, so it is reported as unverifiable, not lost.
-   */
-  baseline?: boolean;
-}
-
-/** What the verifier knows about messages not (yet) delivered. */
-export interface OutboxState {
-  /** Ids still in the outbox (not delivered yet). */
-  pending: ReadonlySet<string>;
-  /** Ids in the dead letters (failed, kept for an operator). */
-  dead: ReadonlySet<string>;
-}
+// Defined beside the store that writes the ledger; re-exported so this module's API is unchanged.
+export { parseSnapshot } from '../stores/postgres/ledger-entry.js';
+export type { LedgerEntry, OutboxState, Snapshot };
 
 export interface OrderViolation {
   key: string;
@@ -68,19 +40,6 @@ export interface VerifyReport {
   deadLettered: string[];
   /** Baseline entries (in flight when the ledger was switched on) that never arrived. */
   unverifiable: string[];
-}
-
-/** Parses PostgreSQL's text form of a snapshot, `xmin:xmax:xip1,xip2,…`. */
-export function parseSnapshot(text: string): Snapshot {
-  const m = /^(\d+):(\d+):([\d,]*)$/.exec(text.trim());
-  if (!m) throw new Error(`not a pg_snapshot: ${JSON.stringify(text)}`);
-  const xip = new Set(
-    (m[3] as string)
-      .split(',')
-      .filter(Boolean)
-      .map((x) => BigInt(x)),
-  );
-  return { xmin: BigInt(m[1] as string), xmax: BigInt(m[2] as string), xip };
 }
 
 /** True when transaction `xid` had committed (or aborted) before `snapshot` was taken. */

@@ -1,6 +1,6 @@
-import { parseSnapshot, type LedgerEntry, type OutboxState } from '../../verify/verify-report.js';
 import { quoteIdent, validateIdentifier } from '../sql-identifier.js';
 import type { PgPool, PgQueryable } from './postgres-driver.js';
+import { parseSnapshot, type LedgerEntry, type OutboxState } from './ledger-entry.js';
 
 /**
  * The audit ledger of a PostgreSQL outbox (migration 000002): a trigger that records every
