@@ -233,6 +233,70 @@ export function runStoreConformance(name: string, options: StoreConformanceOptio
       assert.equal((await store.stats()).backlog, 0);
     });
 
+    it('releases a message the transport could not take: attempt given back, lease gone, due now', async (t) => {
+      const { store, outbox, transaction } = await setup(t);
+      await transaction((tx) =>
+        outbox.enqueue(tx, [
+          { topic: 'release', key: 'k', payload: 1 },
+          { topic: 'release', key: 'k', payload: 2 },
+        ]),
+      );
+      // A first attempt that failed for the message itself, so attempts is 2 at the release:
+      // giving back one attempt (2 → 1) and resetting the count (→ 0) are then told apart.
+      const first = await store.claim({ owner: 'r', limit: 10, leaseMs: 5000 });
+      await store.settle({
+        leaseToken: first.leaseToken,
+        delivered: [],
+        released: [],
+        retry: [{ message: first.messages[0] as OutboxMessage, delayMs: 0, error: 'nack' }],
+        dead: [],
+      });
+      const held = await store.claim({ owner: 'r', limit: 10, leaseMs: 60_000 });
+      assert.deepEqual(held.messages.map(payloadOf), [1]);
+      assert.equal(held.messages[0]?.attempts, 2);
+
+      await store.settle({
+        leaseToken: held.leaseToken,
+        delivered: [],
+        released: [{ message: held.messages[0] as OutboxMessage, error: 'broker unreachable' }],
+        retry: [],
+        dead: [],
+      });
+      const stats = await store.stats();
+      assert.equal(stats.backlog, 2, 'a release keeps the message');
+      assert.equal(stats.inFlight, 0, 'the lease is gone (it was good for another minute)');
+      assert.equal(stats.scheduled, 0, 'the message is due now, not scheduled');
+
+      const again = await store.claim({ owner: 'r2', limit: 10, leaseMs: 5000 });
+      assert.deepEqual(
+        again.messages.map(payloadOf),
+        [1],
+        'claimable again at once, and still the head of its key',
+      );
+      assert.equal(again.messages[0]?.attempts, 2, 'the claim counted 3; the release gave one back');
+
+      // A release from a claim that no longer holds the row (its lease ran out and another relay
+      // took it) must change nothing: not the lease, not the attempts.
+      await store.settle({
+        leaseToken: held.leaseToken,
+        delivered: [],
+        released: [{ message: held.messages[0] as OutboxMessage, error: 'late release' }],
+        retry: [],
+        dead: [],
+      });
+      assert.equal((await store.stats()).inFlight, 1, 'a stale lease token releases nothing');
+      assert.equal((await store.claim({ owner: 'r3', limit: 10, leaseMs: 5000 })).messages.length, 0);
+      await store.settle({
+        leaseToken: again.leaseToken,
+        delivered: [],
+        released: [{ message: again.messages[0] as OutboxMessage, error: 'broker unreachable' }],
+        retry: [],
+        dead: [],
+      });
+      const last = await store.claim({ owner: 'r3', limit: 10, leaseMs: 5000 });
+      assert.equal(last.messages[0]?.attempts, 2, 'the stale release gave no attempt back');
+    });
+
     it('extends a lease it still holds', async (t) => {
       const { store, outbox, transaction } = await setup(t);
       await transaction((tx) => outbox.enqueue(tx, { topic: 'extend', payload: 1 }));
