@@ -56,6 +56,20 @@ describe('PGlite store', () => {
     assert.throws(() => new PGliteStore({ db, schema: 'a"; DROP TABLE x; --' }), { name: 'ConfigError' });
   });
 
+  it('rejects schema names over 43 bytes and system schemas, before opening an instance', () => {
+    const long = 'y'.repeat(44);
+    for (const options of [{ db }, {}]) {
+      assert.throws(() => new PGliteStore({ ...options, schema: long }), {
+        name: 'ConfigError',
+        message: new RegExp(`schema "${long}" is 44 bytes, over the limit of 43`),
+      });
+      assert.throws(() => new PGliteStore({ ...options, schema: 'pg_catalog' }), {
+        name: 'ConfigError',
+        message: /schema "pg_catalog" is a PostgreSQL system schema name/,
+      });
+    }
+  });
+
   it('reports a missing schema with the call that creates it', async () => {
     const store = new PGliteStore({ db, schema: 'not_migrated_here' });
     await assert.rejects(store.check(), (err: Error & { code?: string }) => {

@@ -161,6 +161,86 @@ describe('PostgreSQL store', () => {
     }
   });
 
+  it('rejects schema names whose derived names PostgreSQL would cut, and system schemas, naming the limit', async () => {
+    const { PostgresStore, migrate } = await import('../src/stores/postgres/index.js');
+    const long = `s${'x'.repeat(43)}`; // 44 bytes: mailroom_enqueue1_<schema>_n would be 64
+    const statements: string[] = [];
+    const recorder = {
+      query: async (sql: string) => {
+        statements.push(sql);
+        return { rows: [] };
+      },
+    };
+    const expectConfigError = (pattern: RegExp) => (err: Error & { code?: string; key?: string }) => {
+      assert.equal(err.name, 'ConfigError');
+      assert.equal(err.code, 'invalid_config');
+      assert.equal(err.key, 'schema');
+      assert.match(err.message, pattern);
+      return true;
+    };
+    const tooLong = new RegExp(
+      `schema "${long}" is 44 bytes, over the limit of 43.*mailroom_enqueue1_${long}_n.*63 bytes`,
+    );
+    assert.throws(() => new PostgresStore({ pool: db.pool, schema: long }), expectConfigError(tooLong));
+    await assert.rejects(migrate(recorder, { schema: long }), expectConfigError(tooLong));
+    for (const schema of [
+      'pg_catalog',
+      'information_schema',
+      'pg_mailroom',
+      'PG_Toast',
+      'INFORMATION_SCHEMA',
+    ]) {
+      const system = new RegExp(`schema "${schema}" is a PostgreSQL system schema name`);
+      assert.throws(() => new PostgresStore({ pool: db.pool, schema }), expectConfigError(system));
+      await assert.rejects(migrate(recorder, { schema }), expectConfigError(system));
+    }
+    assert.deepEqual(statements, [], 'nothing reached the database');
+  });
+
+  it('works with a schema name of the longest allowed length: both prepared enqueues and the channel stay apart', async () => {
+    const { PostgresStore, MAX_SCHEMA_NAME_BYTES } = await import('../src/stores/postgres/index.js');
+    assert.equal(MAX_SCHEMA_NAME_BYTES, 43);
+    const schema = `l${Math.random().toString(16).slice(2, 10)}${'x'.repeat(34)}`;
+    assert.equal(schema.length, 43);
+    const notifying = new PostgresStore({ pool: db.pool, schema });
+    const quiet = new PostgresStore({ pool: db.pool, schema, notify: false });
+    const pg = (await import('pg')).default;
+    const client = new pg.Client({ connectionString: DATABASE_URL });
+    await client.connect();
+    try {
+      await notifying.migrate();
+      let wakes = 0;
+      const unsubscribe = await notifying.subscribe(
+        () => wakes++,
+        () => undefined,
+      );
+      try {
+        for (const store of [notifying, quiet, notifying]) {
+          await client.query('BEGIN');
+          await new Outbox({ store }).enqueue(client, { topic: 'long.schema', payload: 1 });
+          await client.query('COMMIT');
+        }
+        const prepared = await client.query(
+          `SELECT name FROM pg_prepared_statements WHERE name LIKE 'mailroom_enqueue1_%' ORDER BY name`,
+        );
+        assert.deepEqual(
+          prepared.rows.map((r) => r.name as string),
+          [`mailroom_enqueue1_${schema}_n`, `mailroom_enqueue1_${schema}_q`],
+        );
+        const deadline = Date.now() + 5000;
+        while (wakes < 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+        assert.ok(wakes >= 1, 'a wake-up on the channel of a 43-byte schema');
+      } finally {
+        await unsubscribe();
+      }
+      const n = await db.pool.query(`SELECT count(*)::int AS n FROM "${schema}".outbox`);
+      assert.equal(n.rows[0].n, 3);
+    } finally {
+      await client.end();
+      await db.pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    }
+  });
+
   it('imports nothing from the layers above the stores (verify, cli, server, testkit)', () => {
     const src = fileURLToPath(new URL('../src/', import.meta.url));
     const storesDir = join(src, 'stores');

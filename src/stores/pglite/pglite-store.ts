@@ -3,6 +3,7 @@ import { isStoreError, StoreError } from '../../core/errors/store-error.js';
 import type { StoreCapabilities, Unsubscribe } from '../../core/ports.js';
 import { describeDbError } from '../postgres/postgres-errors.js';
 import { PostgresStore } from '../postgres/postgres-store.js';
+import { validateSchemaName } from '../postgres/schema-name.js';
 import { quoteIdent } from '../sql-identifier.js';
 import { pglitePool, type PGliteDatabase } from './pglite-driver.js';
 
@@ -24,7 +25,8 @@ export interface PGliteStoreOptions {
    */
   dataDir?: string;
   /**
-   * Schema holding Mailroom's tables. A plain identifier.
+   * Schema holding Mailroom's tables: a plain identifier of at most 43 bytes (names derived from
+   * it must fit PostgreSQL's 63), not a system schema (`pg_*`, `information_schema`).
    *
    * @default 'mailroom'
    */
@@ -118,6 +120,8 @@ export class PGliteStore extends PostgresStore {
         `dataDir must be a directory path, got ${JSON.stringify(options.dataDir)}`,
       );
     }
+    // Before making an instance, so a bad schema name leaves no PGlite open behind it.
+    if (options.schema !== undefined) validateSchemaName(options.schema);
     const db = options.db ?? createPGlite(options.dataDir);
     super({
       pool: pglitePool(db),

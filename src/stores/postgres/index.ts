@@ -8,6 +8,7 @@ export {
   type MigrationResult,
   type Migration,
 } from './migrate.js';
+export { validateSchemaName, MAX_SCHEMA_NAME_BYTES, MAX_IDENTIFIER_BYTES } from './schema-name.js';
 export { isRetryableDbError, describeDbError, RETRYABLE_ERROR_CODES } from './postgres-errors.js';
 export type { PgPool, PgPoolClient, PgQueryable, PostgresJsSql } from './postgres-driver.js';
 export { PostgresLedger } from './ledger.js';

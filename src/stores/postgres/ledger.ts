@@ -1,6 +1,7 @@
-import { quoteIdent, validateIdentifier } from '../sql-identifier.js';
+import { quoteIdent } from '../sql-identifier.js';
 import type { PgPool, PgQueryable } from './postgres-driver.js';
 import { parseSnapshot, type LedgerEntry, type OutboxState } from './ledger-entry.js';
+import { validateSchemaName } from './schema-name.js';
 
 /**
  * The audit ledger of a PostgreSQL outbox (migration 000002): a trigger that records every
@@ -14,7 +15,7 @@ export class PostgresLedger {
   /** `db`: a pg pool (needed by {@link PostgresLedger.start}) or a client. */
   constructor(db: PgQueryable & Partial<Pick<PgPool, 'connect'>>, schema = 'mailroom') {
     this.#db = db;
-    this.#s = quoteIdent(validateIdentifier('schema', schema));
+    this.#s = quoteIdent(validateSchemaName(schema));
   }
 
   /** Turns recording on or off for every writer (the trigger is on the table). */

@@ -1,6 +1,9 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { quoteIdent, quoteLiteral, validateIdentifier } from '../sql-identifier.js';
+import { quoteIdent, quoteLiteral } from '../sql-identifier.js';
+import { notifyChannel, validateSchemaName } from './schema-name.js';
+
+export { notifyChannel };
 
 /** One numbered migration file. */
 export interface Migration {
@@ -24,14 +27,9 @@ export interface MigrationConnection {
 
 const SQL_DIR = fileURLToPath(new URL('../../../sql/postgres/', import.meta.url));
 
-/** The NOTIFY channel relays listen on for a schema. */
-export function notifyChannel(schema: string): string {
-  return `${schema}_outbox`;
-}
-
 /** Reads `sql/postgres/NNNNNN_name.sql` in order and fills in the schema. */
 export function loadMigrations(schema: string): Migration[] {
-  validateIdentifier('schema', schema);
+  validateSchemaName(schema);
   const files = readdirSync(SQL_DIR)
     .filter((f) => /^\d{6}_[a-z0-9_]+\.sql$/.test(f))
     .sort();
@@ -61,7 +59,7 @@ export async function migrate(
   conn: MigrationConnection,
   options: { schema: string; dryRun?: boolean },
 ): Promise<MigrationResult[]> {
-  const schema = validateIdentifier('schema', options.schema);
+  const schema = validateSchemaName(options.schema);
   const s = quoteIdent(schema);
   const migrations = loadMigrations(schema);
   await conn.query('BEGIN');

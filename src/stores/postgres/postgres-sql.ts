@@ -1,6 +1,7 @@
 import type { SqlStatement } from '../../core/ports.js';
 import type { EncodedMessage } from '../../core/types.js';
 import { quoteIdent, quoteLiteral } from '../sql-identifier.js';
+import { preparedEnqueueName } from './schema-name.js';
 
 /** Most rows in one INSERT: 8 parameters a row stays well under PostgreSQL's 65535. */
 export const MAX_ROWS_PER_INSERT = 4000;
@@ -41,9 +42,8 @@ export function postgresSql(schema: string, channel: string) {
         `INSERT INTO ${t} (id, topic, key, type, payload, content_type, headers, available_at) ` +
         `VALUES ${rows.join(', ')}`;
       // One message per transaction is the common case: give that text a name so drivers
-      // prepare it once per connection. The name covers everything the text depends on.
-      const name =
-        messages.length === 1 && prepare ? `mailroom_enqueue1_${schema}_${notify ? 'n' : 'q'}` : undefined;
+      // prepare it once per connection.
+      const name = messages.length === 1 && prepare ? preparedEnqueueName(schema, notify) : undefined;
       const named = name ? { name } : {};
       if (!notify) return { sql: insert, params, ...named };
       // One round trip: the NOTIFY is queued in the caller's transaction and sent at commit.

@@ -16,12 +16,12 @@ import type {
 } from '../../core/ports.js';
 import { redactUrl } from '../../core/redact.js';
 import type { DeadLetter, EncodedMessage, OutboxMessage } from '../../core/types.js';
-import { validateIdentifier } from '../sql-identifier.js';
 import type { PgNotification, PgPool, PgPoolClient } from './postgres-driver.js';
 import { describeDbError } from './postgres-errors.js';
 import { postgresExecutor } from './postgres-executor.js';
 import { postgresSql, MAX_ROWS_PER_INSERT, type PostgresSql } from './postgres-sql.js';
-import { latestVersion, migrate, notifyChannel, type MigrationResult } from './migrate.js';
+import { latestVersion, migrate, type MigrationResult } from './migrate.js';
+import { notifyChannel, validateSchemaName } from './schema-name.js';
 
 /** Options of {@link PostgresStore}. */
 export interface PostgresStoreOptions {
@@ -34,7 +34,11 @@ export interface PostgresStoreOptions {
   connectionString?: string;
   /** Connections in the pool the store makes from `connectionString`. @default 4 */
   poolSize?: number;
-  /** Schema holding Mailroom's tables. A plain identifier. @default 'mailroom' */
+  /**
+   * Schema holding Mailroom's tables: a plain identifier of at most 43 bytes (names derived from
+   * it must fit PostgreSQL's 63), not a system schema (`pg_*`, `information_schema`).
+   * @default 'mailroom'
+   */
   schema?: string;
   /**
    * Send a NOTIFY from the enqueueing transaction, so relays wake at commit. Turn off to save
@@ -121,7 +125,7 @@ export class PostgresStore implements OutboxStore {
         );
       }
     }
-    this.schema = validateIdentifier('schema', options.schema ?? 'mailroom');
+    this.schema = validateSchemaName(options.schema ?? 'mailroom');
     this.notify = options.notify ?? true;
     this.archive = options.archive ?? false;
     this.preparedStatements = options.preparedStatements ?? true;
