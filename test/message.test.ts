@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { encodeMessage, isUuid, uuidv7, type MessageInput } from '../src/core/index.js';
+import { MAX_DELAY_MS } from '../src/core/message.js';
 import { Outbox } from '../src/core/index.js';
 import { createTestDb, inTransaction } from './helpers/postgres.js';
 
@@ -82,6 +83,56 @@ describe('message validation', () => {
     rejects({ topic: 't', payload: 1, id: 'not-a-uuid' }, /id must be a UUID/);
     rejects({ topic: 't', payload: 1, delayMs: -1 }, /delayMs must be a non-negative/);
     rejects(null, /a message must be an object/);
+  });
+
+  it('rejects a delay over 365 days or not finite, naming the value and the limit', () => {
+    assert.equal(MAX_DELAY_MS, 365 * 86_400_000);
+    assert.equal(encodeMessage({ topic: 't', payload: 1, delayMs: MAX_DELAY_MS }).delayMs, MAX_DELAY_MS);
+    rejects(
+      { topic: 't', payload: 1, delayMs: MAX_DELAY_MS + 1 },
+      /delayMs 31536000001 is over the limit of 31536000000 \(365 days\)/,
+    );
+    rejects(
+      { topic: 't', payload: 1, delayMs: 1e20 },
+      /delayMs 100000000000000000000 is over the limit of 31536000000/,
+    );
+    rejects(
+      { topic: 't', payload: 1, delayMs: Infinity },
+      /delayMs Infinity is over the limit of 31536000000/,
+    );
+    // An absolute time passed as a delay, the mistake the bound is there to catch.
+    rejects(
+      { topic: 't', payload: 1, delayMs: Date.now() + 60_000 },
+      /is over the limit.*not an absolute time/,
+    );
+    rejects({ topic: 't', payload: 1, delayMs: -Infinity }, /delayMs must be a non-negative finite number/);
+    rejects(
+      { topic: 't', payload: 1, delayMs: '5' },
+      /delayMs must be a non-negative finite number of milliseconds, got "5"/,
+    );
+  });
+
+  it("turns a huge delay away before the database, so the caller's transaction goes on", async () => {
+    const db = await createTestDb('msg');
+    try {
+      const outbox = new Outbox({ store: db.store });
+      const kept = await inTransaction(db.pool, async (c) => {
+        for (const delayMs of [1e20, Number.MAX_VALUE, Infinity]) {
+          await assert.rejects(outbox.enqueue(c, { topic: 'late', payload: 1, delayMs }), {
+            name: 'InvalidMessageError',
+          });
+        }
+        // Before the bound, 1e20 reached PostgreSQL as a bigint out of range and aborted this
+        // transaction: this statement then failed with "current transaction is aborted".
+        return outbox.enqueue(c, { topic: 'on.time', payload: 2, delayMs: MAX_DELAY_MS });
+      });
+      const rows = await db.pool.query(
+        `SELECT id::text AS id, round(extract(epoch FROM available_at - created_at)) AS s FROM "${db.schema}".outbox`,
+      );
+      assert.deepEqual(rows.rows, [{ id: kept, s: String(365 * 86_400) }]);
+    } finally {
+      await db.drop();
+    }
   });
 
   it('writes nothing when one message of a batch is invalid', async () => {

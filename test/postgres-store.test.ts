@@ -97,6 +97,92 @@ describe('PostgreSQL store', () => {
     );
   });
 
+  it('refuses a delay over 365 days in the SQL API too, before computing the due time', async () => {
+    const call = (delay: string) =>
+      db.pool.query(`SELECT "${db.schema}".enqueue('sql.delay', '1'::jsonb, delay => $1::interval) AS id`, [
+        delay,
+      ]);
+    for (const delay of ['366 days', '1 year', '365 days 00:00:00.001', '1000000 years']) {
+      await assert.rejects(call(delay), (err: Error & { code?: string }) => {
+        assert.equal(err.code, '22023');
+        assert.match(err.message, /mailroom\.enqueue: delay .* is over the limit of 365 days/);
+        return true;
+      });
+    }
+    const id = (await call('365 days')).rows[0].id as string;
+    const row = await db.pool.query(
+      `SELECT extract(epoch FROM available_at - created_at)::int AS s FROM "${db.schema}".outbox WHERE id = $1`,
+      [id],
+    );
+    assert.equal(row.rows[0].s, 365 * 86_400);
+    await db.pool.query(`DELETE FROM "${db.schema}".outbox WHERE id = $1`, [id]);
+  });
+
+  it('upgrades a version-2 schema by applying 000003 alone, after which the SQL API enforces the limit', async () => {
+    const { PostgresStore, loadMigrations } = await import('../src/stores/postgres/index.js');
+    const schema = `v2_${Math.random().toString(16).slice(2, 10)}`;
+    const store = new PostgresStore({ pool: db.pool, schema });
+    try {
+      // The schema as a deployment of the previous version left it.
+      await db.pool.query(`CREATE SCHEMA "${schema}"`);
+      await db.pool.query(
+        `CREATE TABLE "${schema}".migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
+      );
+      for (const m of loadMigrations(schema).filter((m) => m.version <= 2)) {
+        await db.pool.query(m.sql);
+        await db.pool.query(`INSERT INTO "${schema}".migrations (version, name) VALUES ($1, $2)`, [
+          m.version,
+          m.name,
+        ]);
+      }
+      const tooLong = `SELECT "${schema}".enqueue('t', '1'::jsonb, delay => '400 days')`;
+      await db.pool.query(tooLong); // version 2 took it
+      await assert.rejects(store.check(), { code: 'schema_outdated' });
+      assert.deepEqual(
+        (await store.migrate()).map((r) => [r.version, r.status]),
+        [
+          [1, 'already-applied'],
+          [2, 'already-applied'],
+          [3, 'applied'],
+        ],
+      );
+      await store.check();
+      await assert.rejects(db.pool.query(tooLong), /over the limit of 365 days/);
+    } finally {
+      await db.pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    }
+  });
+
+  it('holds a key behind its delayed head also when the claim walks keys past a full window', async () => {
+    // 1,100 due rows of one deep key fill the claim's first window (1,000 rows) with one head,
+    // so the claim takes its second pass, one probe per key. That pass must apply the same rule:
+    // the head of key k is the delayed row, so the due row behind it stays.
+    const s = `"${db.schema}"`;
+    await db.pool.query(`DELETE FROM ${s}.outbox`);
+    await inTransaction(db.pool, async (c) => {
+      await outbox.enqueue(c, { topic: 'pass2', key: 'k', payload: 'delayed', delayMs: 60_000 });
+      const deep = Array.from({ length: 1100 }, (_, i) => ({ topic: 'pass2', key: 'deep', payload: i }));
+      for (let i = 0; i < deep.length; i += 500) await outbox.enqueue(c, deep.slice(i, i + 500));
+      await outbox.enqueue(c, { topic: 'pass2', key: 'k', payload: 'behind' });
+      await outbox.enqueue(c, { topic: 'pass2', key: 'free', payload: 'free' });
+    });
+    const first = await db.store.claim({ owner: 'r', limit: 10, leaseMs: 60_000 });
+    assert.deepEqual(
+      first.messages.map((m) => JSON.parse(m.payload.toString())),
+      [0, 'free'],
+    );
+    // Due now, as if its delay had run out: the head goes first, and only then the row behind it.
+    await db.pool.query(
+      `UPDATE ${s}.outbox SET available_at = now() WHERE key = 'k' AND seq = (SELECT min(seq) FROM ${s}.outbox WHERE key = 'k')`,
+    );
+    const second = await db.store.claim({ owner: 'r', limit: 10, leaseMs: 60_000 });
+    assert.deepEqual(
+      second.messages.map((m) => JSON.parse(m.payload.toString())),
+      ['delayed'],
+    );
+    await db.pool.query(`DELETE FROM ${s}.outbox`);
+  });
+
   it('prepares the one-message enqueue once per connection, and not when told not to', async () => {
     // A connection of its own: pooled ones may have prepared it in earlier tests.
     const pg = (await import('pg')).default;

@@ -15,6 +15,16 @@ export const MAX_KEY_BYTES = 1024;
 export const MAX_TYPE_BYTES = 255;
 export const MAX_HEADER_NAME_BYTES = 255;
 export const MAX_HEADERS_BYTES = 64 * 1024;
+/**
+ * Longest `delayMs`: 365 days. An outbox holds messages until they can be delivered, soon; a
+ * delay past a year is far more often a unit mistake (seconds taken for milliseconds, or an
+ * absolute time such as `Date.now() + x` passed as a delay, which is about 55 years) than a
+ * plan, and a message that must wait longer belongs in a scheduler. The bound also keeps the
+ * value far inside what PostgreSQL's `bigint` and `interval` hold, so a bad delay is this
+ * error at enqueue, never a database error that aborts the caller's transaction. The SQL API
+ * (`<schema>.enqueue(…, delay)`) enforces the same bound.
+ */
+export const MAX_DELAY_MS = 365 * 24 * 60 * 60 * 1000;
 
 const ALLOWED_MESSAGE_FIELDS = new Set([
   'id',
@@ -213,10 +223,20 @@ export function encodeMessage(input: MessageInput, limits: MessageLimits = {}): 
 
   let delayMs = 0;
   if (input.delayMs !== undefined) {
-    if (typeof input.delayMs !== 'number' || !Number.isFinite(input.delayMs) || input.delayMs < 0) {
+    if (typeof input.delayMs !== 'number' || Number.isNaN(input.delayMs) || input.delayMs < 0) {
       throw new InvalidMessageError(
         'delayMs',
         `delayMs must be a non-negative finite number of milliseconds, got ${show(input.delayMs)}`,
+        { value: show(input.delayMs) },
+      );
+    }
+    // Infinity lands here too: it is a delay past any limit, and the message says which limit.
+    if (input.delayMs > MAX_DELAY_MS) {
+      throw new InvalidMessageError(
+        'delayMs',
+        `delayMs ${String(input.delayMs)} is over the limit of ${MAX_DELAY_MS} (365 days); ` +
+          `pass a delay in milliseconds, not an absolute time, and schedule anything later outside the outbox`,
+        { value: input.delayMs, limit: MAX_DELAY_MS },
       );
     }
     delayMs = Math.round(input.delayMs);

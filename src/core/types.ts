@@ -50,7 +50,16 @@ export interface MessageInput {
   contentType?: string;
   /** String headers carried with the message. Names: 1–255 bytes, printable. */
   headers?: Record<string, string>;
-  /** Deliver no earlier than this many milliseconds after the enqueueing transaction. */
+  /**
+   * Deliver no earlier than this many milliseconds after the enqueueing transaction (on the
+   * database clock). At most 365 days (`MAX_DELAY_MS`); more, a negative or a non-number value
+   * is an `InvalidMessageError` and nothing is written. A delayed message with a key holds back
+   * the later messages of its key until it is due and delivered: per-key order wins over the
+   * delay.
+   *
+   * @default 0
+   * @example { topic: 'reminder', key: userId, payload, delayMs: 15 * 60_000 }
+   */
   delayMs?: number;
 }
 

@@ -330,6 +330,33 @@ export function runStoreConformance(name: string, options: StoreConformanceOptio
       assert.equal(again.messages[0]?.attempts, 2);
     });
 
+    it('holds back the later messages of a key behind a delayed message of that key until it is due', async (t) => {
+      const { store, outbox, transaction } = await setup(t);
+      await transaction((tx) =>
+        outbox.enqueue(tx, [
+          { topic: 'delay', key: 'k', payload: 'delayed', delayMs: 1000 },
+          { topic: 'delay', key: 'k', payload: 'behind' },
+          { topic: 'delay', key: 'other', payload: 'free' },
+        ]),
+      );
+      // Per-key order wins over the delay: 'behind' was written after 'delayed' committed, so it
+      // is not delivered before it, however long the delay. Other keys are not held back.
+      const early = await store.claim({ owner: 'r', limit: 10, leaseMs: 5000 });
+      assert.deepEqual(early.messages.map(payloadOf), ['free']);
+      await sleep(1100);
+      const due = await store.claim({ owner: 'r', limit: 10, leaseMs: 5000 });
+      assert.deepEqual(due.messages.map(payloadOf), ['delayed'], 'the delayed head, and only it');
+      await store.settle({
+        leaseToken: due.leaseToken,
+        delivered: due.messages,
+        released: [],
+        retry: [],
+        dead: [],
+      });
+      const next = await store.claim({ owner: 'r', limit: 10, leaseMs: 5000 });
+      assert.deepEqual(next.messages.map(payloadOf), ['behind']);
+    });
+
     it('dead-letters with the error, then replays with the same id and purges', async (t) => {
       const { store, outbox, transaction } = await setup(t);
       const [a, b] = await transaction((tx) =>
