@@ -1,0 +1,279 @@
+/**
+ * The RabbitMQ transport's connection: one AMQP connection with one confirm channel (a
+ * "session"), opened on demand, replaced as a whole when either part dies, with a reconnect
+ * backoff after failed attempts.
+ *
+ * @module
+ */
+import {
+  loadAmqplibConnect,
+  type AmqpConfirmChannel,
+  type AmqpConnection,
+  type AmqpReturnedMessage,
+} from './amqp-client.js';
+import {
+  backoffError,
+  channelFailedError,
+  closedWhileConnectingError,
+  connectError,
+  connectTimeoutError,
+  declareFailedError,
+} from './rabbitmq-errors.js';
+import type { ResolvedRabbitMqTransportOptions } from './rabbitmq-options.js';
+
+/** What the connection's listeners learn, kept apart so they can be attached before the channel exists. */
+export interface ConnectionState {
+  /** The error that ended the session, when the client reported one before 'close'. */
+  lostReason: Error | undefined;
+  /** Set while the broker blocks publishers (resource alarm): the broker's reason. */
+  blockedReason: string | undefined;
+  /** The connection itself has closed (not only the channel). */
+  closed: boolean;
+}
+
+/** One connection with its confirm channel; replaced as a whole when either dies. */
+export interface Session {
+  readonly connection: AmqpConnection;
+  readonly channel: AmqpConfirmChannel;
+  readonly state: ConnectionState;
+  open: boolean;
+  /**
+   * Messages the broker returned (mandatory, unroutable), by message id, waiting for their ack.
+   * RabbitMQ sends `basic.return` before the `basic.ack` of the same message, so the ack callback
+   * finds the return here and turns the outcome into `permanent`.
+   */
+  readonly returned: Map<string, AmqpReturnedMessage[]>;
+}
+
+export const noop = (): void => {};
+
+/** Rejects with a plain error when `promise` has not settled after `ms`. */
+export function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
+    promise.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        reject(err);
+      },
+    );
+  });
+}
+
+async function closeQuietly(connection: AmqpConnection): Promise<void> {
+  try {
+    await connection.close();
+  } catch {
+    // Already closed, or the socket is gone: nothing left to release.
+  }
+}
+
+/**
+ * Owns the transport's session: opens it (at most one connect at a time), forgets it when it
+ * dies so the next caller reconnects, backs off after failed connects, and closes it.
+ */
+export class SessionManager {
+  readonly #options: Readonly<ResolvedRabbitMqTransportOptions>;
+  #session: Session | undefined;
+  #connecting: Promise<Session> | undefined;
+  /** Set by {@link close}; a connect that finishes afterwards closes its own session. */
+  #closed = false;
+  // Reconnect backoff: consecutive failed connect attempts, and when the next may start.
+  #failures = 0;
+  #retryAt = 0;
+  #lastConnectError: Error | undefined;
+
+  constructor(options: Readonly<ResolvedRabbitMqTransportOptions>) {
+    this.#options = options;
+  }
+
+  /** The session, while it is open. */
+  get current(): Session | undefined {
+    return this.#session?.open === true ? this.#session : undefined;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Lets {@link open} connect again after {@link close}. */
+  reopen(): void {
+    this.#closed = false;
+  }
+
+  /**
+   * The open session, or a new one; at most one connect runs at a time. Unless `ignoreBackoff`,
+   * fails at once with the last connect error while the reconnect backoff runs.
+   */
+  open(ignoreBackoff: boolean): Promise<Session> {
+    if (this.#session?.open) return Promise.resolve(this.#session);
+    if (this.#connecting) return this.#connecting;
+    const wait = this.#retryAt - Date.now();
+    if (!ignoreBackoff && wait > 0 && this.#lastConnectError) {
+      return Promise.reject(backoffError(this.#lastConnectError, wait));
+    }
+    const connecting = this.#openSession().then(
+      (session) => {
+        this.#failures = 0;
+        this.#retryAt = 0;
+        this.#lastConnectError = undefined;
+        return session;
+      },
+      (err: unknown) => {
+        this.#failures++;
+        // "Equal jitter": between half and all of the exponential delay. The jitter spreads the
+        // reconnects of many relays; the floor keeps a broker that is down from being hammered.
+        const cap = Math.min(
+          this.#options.maxReconnectDelayMs,
+          this.#options.reconnectDelayMs * 2 ** (this.#failures - 1),
+        );
+        this.#retryAt = Date.now() + Math.round(cap / 2 + (Math.random() * cap) / 2);
+        this.#lastConnectError = err instanceof Error ? err : new Error(String(err));
+        throw err;
+      },
+    );
+    this.#connecting = connecting;
+    void connecting.then(
+      () => (this.#connecting = undefined),
+      () => (this.#connecting = undefined),
+    );
+    return connecting;
+  }
+
+  /**
+   * Stops handing out sessions, lets `drain` wait for the work still using the current one,
+   * then closes it. A connect still running sees the flag and closes its own session when it
+   * completes.
+   */
+  async close(drain: () => Promise<void>): Promise<void> {
+    this.#closed = true;
+    await drain();
+    await this.#connecting?.catch(noop);
+    const session = this.#session;
+    if (session) await this.#dispose(session);
+  }
+
+  /** Runs {@link #connectOnce} under `connectTimeoutMs`; a session that opens too late is closed. */
+  #openSession(): Promise<Session> {
+    const { connectTimeoutMs, safeUrl } = this.#options;
+    return new Promise<Session>((resolve, reject) => {
+      let expired = false;
+      const timer = setTimeout(() => {
+        expired = true;
+        reject(connectTimeoutError(safeUrl, connectTimeoutMs));
+      }, connectTimeoutMs);
+      this.#connectOnce().then(
+        (session) => {
+          clearTimeout(timer);
+          if (expired) void this.#dispose(session);
+          else resolve(session);
+        },
+        (err: unknown) => {
+          clearTimeout(timer);
+          reject(err);
+        },
+      );
+    });
+  }
+
+  async #connectOnce(): Promise<Session> {
+    const options = this.#options;
+    const connect = options.connect ?? (await loadAmqplibConnect());
+    const userProperties = (options.socketOptions['clientProperties'] ?? {}) as Record<string, unknown>;
+    const socketOptions = {
+      // amqplib applies `timeout` to the socket until the handshake is done.
+      timeout: options.connectTimeoutMs,
+      ...options.socketOptions,
+      clientProperties: { connection_name: 'mailroom', ...userProperties },
+    };
+
+    let connection: AmqpConnection;
+    try {
+      connection = await connect(options.url, socketOptions);
+    } catch (err) {
+      throw connectError(err, options.url, options.safeUrl);
+    }
+
+    // Listeners go on before anything else can happen: an 'error' event without a listener
+    // would throw from the client's socket handler and crash the process. The session does not
+    // exist yet, so 'close' reaches it through `opened` once it does.
+    const state: ConnectionState = { lostReason: undefined, blockedReason: undefined, closed: false };
+    const opened: { session?: Session } = {};
+    connection.on('error', (err) => {
+      state.lostReason ??= err;
+    });
+    connection.on('close', (err) => {
+      if (err) state.lostReason ??= err;
+      state.closed = true;
+      if (opened.session) this.#lost(opened.session);
+    });
+    connection.on('blocked', (reason) => {
+      state.blockedReason = reason;
+    });
+    connection.on('unblocked', () => {
+      state.blockedReason = undefined;
+    });
+
+    let channel: AmqpConfirmChannel;
+    try {
+      channel = await connection.createConfirmChannel();
+    } catch (err) {
+      await closeQuietly(connection);
+      throw channelFailedError(options.safeUrl, err);
+    }
+    const session: Session = { connection, channel, state, open: true, returned: new Map() };
+    opened.session = session;
+    channel.on('error', (err) => {
+      state.lostReason ??= err;
+    });
+    channel.on('close', () => this.#lost(session));
+    channel.on('return', (returned) => {
+      const id = String(returned.properties.messageId);
+      const list = session.returned.get(id);
+      if (list) list.push(returned);
+      else session.returned.set(id, [returned]);
+    });
+    if (state.closed) this.#lost(session);
+
+    if (options.declareExchange) {
+      try {
+        await channel.assertExchange(options.exchange, options.exchangeType, { durable: true });
+      } catch (err) {
+        session.open = false;
+        await closeQuietly(connection);
+        throw declareFailedError(options.safeUrl, options.exchange, options.exchangeType, err);
+      }
+    }
+
+    if (this.#closed) {
+      // close() ran while this connect was in flight: do not leave a connection nobody owns.
+      await this.#dispose(session);
+      throw closedWhileConnectingError(options.safeUrl);
+    }
+    this.#session = session;
+    return session;
+  }
+
+  /** The connection or the channel ended; forget the session so the next caller reconnects. */
+  #lost(session: Session): void {
+    if (this.#session === session) this.#session = undefined;
+    if (!session.open) return;
+    session.open = false;
+    // When only the channel died (say a publish to a missing exchange), close its connection
+    // too: sessions are replaced whole, and a leftover connection would keep the process alive.
+    void closeQuietly(session.connection);
+  }
+
+  async #dispose(session: Session): Promise<void> {
+    if (this.#session === session) this.#session = undefined;
+    const wasOpen = session.open;
+    session.open = false;
+    const limit = Math.max(this.#options.closeTimeoutMs, 1000);
+    if (wasOpen) await withTimeout(session.channel.close(), limit).catch(noop);
+    await withTimeout(session.connection.close(), limit).catch(noop);
+  }
+}
