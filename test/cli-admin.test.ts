@@ -361,18 +361,38 @@ describe('mailroom status, dlq and send', () => {
     assert.equal(again.stdout.trim(), 'no dead letters');
   });
 
-  it('replays all dead letters in chunks, showing progress on stderr', async () => {
-    await makeDeadLetters(Array.from({ length: 1200 }, (_, i) => ({ topic: 'bulk', payload: i })));
+  it('replays a few thousand dead letters in batches of 1,000, showing progress on stderr', async () => {
+    await makeDeadLetters(Array.from({ length: 2500 }, (_, i) => ({ topic: 'bulk', payload: i })));
     const r = await cli(['dlq', 'replay', '--yes']);
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(r.stderr.trim().split('\n'), [
-      'replayed 500/1200',
-      'replayed 1000/1200',
-      'replayed 1200/1200',
+      'replayed 1000/2500',
+      'replayed 2000/2500',
+      'replayed 2500/2500',
     ]);
-    assert.equal(r.stdout.match(/ {2}replayed$/gm)?.length, 1200, 'one line per message');
-    assert.match(r.stdout, /replayed 1200 of 1200 dead letters\n$/);
-    assert.equal(await db.count(), 1200);
+    assert.equal(r.stdout.match(/ {2}replayed$/gm)?.length, 2500, 'one line per message');
+    assert.match(r.stdout, /replayed 2500 of 2500 dead letters\n$/);
+    assert.equal(await db.count(), 2500);
+    assert.equal(await db.count('dead_letter'), 0);
+  });
+
+  it('purges in batches too, and a dry run over many shows the oldest 100 and the total', async () => {
+    const ids = await makeDeadLetters(
+      Array.from({ length: 1500 }, (_, i) => ({ topic: 'bulk', payload: i })),
+    );
+    const dry = await cli(['dlq', 'purge', '--dry-run']);
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(
+      dry.stdout,
+      /\(dry run\) would purge 1500 dead letters \(the oldest 100 shown; dlq list --limit <n> shows more\)$/m,
+    );
+    assert.equal(dry.stdout.match(/^[0-9a-f]{8}-/gm)?.length, 100);
+    const r = await cli(['dlq', 'purge', '--yes', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(r.stderr.trim().split('\n'), ['purged 1000/1500', 'purged 1500/1500']);
+    const out = JSON.parse(r.stdout);
+    assert.equal(out.purged, 1500);
+    assert.deepEqual(new Set(out.results.map((x: { id: string }) => x.id)), new Set(ids));
     assert.equal(await db.count('dead_letter'), 0);
   });
 

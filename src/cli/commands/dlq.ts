@@ -1,6 +1,7 @@
-import type { DeadLetterFilter, OutboxStore } from '../../core/ports.js';
+import type { DeadLetterFilter, DeadLetterOpResult, OutboxStore } from '../../core/ports.js';
 import type { DeadLetter } from '../../core/types.js';
 import { isUuid } from '../../core/uuid.js';
+import { DEFAULT_DEAD_LETTER_BATCH, type PostgresStore } from '../../stores/postgres/postgres-store.js';
 import { UsageError } from '../cli-error.js';
 import type { Command, CommandContext } from '../command.js';
 import { confirm, requireConfirmable } from '../confirm.js';
@@ -16,7 +17,7 @@ type Subcommand = (typeof SUBCOMMANDS)[number];
 export const DEFAULT_LIST_LIMIT = 100;
 
 /** Dead letters replayed or purged per statement; progress is reported after each. */
-const CHUNK = 500;
+const BATCH = DEFAULT_DEAD_LETTER_BATCH;
 
 const OPTIONS: OptionSpec[] = [
   ...COMMON_OPTIONS.filter((o) => o.key === 'databaseUrl' || o.key === 'schema'),
@@ -223,19 +224,17 @@ async function show(store: OutboxStore, ctx: CommandContext, id: string): Promis
   return 0;
 }
 
-/** What happened to one dead letter in a replay or purge. */
-export interface DlqItemResult {
-  id: string;
-  /**
-   * `skipped`: no longer a dead letter when its turn came (replayed or purged meanwhile), or,
-   * for replay, its id is already back in the outbox. `failed`: its statement failed, nothing
-   * changed for it. `not-attempted`: an earlier statement failed and the command stopped.
-   */
-  status: 'replayed' | 'purged' | 'skipped' | 'failed' | 'not-attempted';
-}
+/** A dead letter a replay or purge changed, as `--json` lists it in `results`. */
+export type DlqItemResult = DeadLetterOpResult;
+
+/** What `replay`/`purge` need beyond the port: a count that reads no payloads, and batches. */
+type DlqStore = Pick<
+  PostgresStore,
+  'countDeadLetters' | 'replayDeadLetters' | 'purgeDeadLetters' | 'listDeadLetters'
+>;
 
 async function mutate(
-  store: OutboxStore,
+  store: DlqStore,
   ctx: CommandContext,
   action: 'replay' | 'purge',
   parsed: ParsedFilter,
@@ -243,11 +242,9 @@ async function mutate(
   const json = ctx.flags.get('json') === true;
   const done = action === 'replay' ? 'replayed' : 'purged';
   const verb = action === 'replay' ? 'Replay' : 'Purge';
-  // The set is fixed here, before asking: what the operator confirms is what gets changed,
-  // even when more messages die while the question is open.
-  const targets = await store.listDeadLetters(parsed.filter);
-  const ids = targets.map((d) => d.id);
-  const n = ids.length;
+  // Counted, not listed: a run over a million dead letters never holds their payloads (the
+  // store moves or deletes them in batches inside the database).
+  const { count: n, asOf } = await store.countDeadLetters(parsed.filter);
   const noun = n === 1 ? 'dead letter' : 'dead letters';
   if (n === 0) {
     if (json) ctx.out(JSON.stringify({ action, matched: 0, [done]: 0, skipped: 0, failed: 0, results: [] }));
@@ -255,8 +252,16 @@ async function mutate(
     return 0;
   }
   if (ctx.flags.get('dry-run') === true) {
-    if (json) ctx.out(JSON.stringify(targets.map(deadLetterJson)));
-    else ctx.out(`${listTable(targets)}\n(dry run) would ${action} ${n} ${noun}`);
+    if (json) ctx.out(JSON.stringify((await store.listDeadLetters(parsed.filter)).map(deadLetterJson)));
+    else {
+      const shown = await store.listDeadLetters({
+        ...parsed.filter,
+        limit: Math.min(parsed.filter.limit ?? DEFAULT_LIST_LIMIT, DEFAULT_LIST_LIMIT),
+      });
+      const more =
+        n > shown.length ? ` (the oldest ${shown.length} shown; dlq list --limit <n> shows more)` : '';
+      ctx.out(`${listTable(shown)}\n(dry run) would ${action} ${n} ${noun}${more}`);
+    }
     return 0;
   }
   const question = parsed.narrowed
@@ -267,41 +272,36 @@ async function mutate(
     return 1;
   }
 
+  // What the operator confirmed is what gets changed: dead letters that die while the question
+  // is open (after the count, to the millisecond) are left alone.
+  const countedUpTo = new Date(asOf.getTime() + 1);
+  const deadBefore =
+    parsed.filter.deadBefore !== undefined && parsed.filter.deadBefore < countedUpTo
+      ? parsed.filter.deadBefore
+      : countedUpTo;
+  const filter: DeadLetterFilter = { ...parsed.filter, deadBefore };
   const results: DlqItemResult[] = [];
+  const onBatch = (batch: DeadLetterOpResult[]) => {
+    results.push(...batch);
+    if (!json) for (const r of batch) ctx.out(`${r.id}  ${r.status}`);
+    if (n > BATCH) process.stderr.write(`${done} ${results.length}/${n}\n`);
+  };
   let failure: { error: unknown } | undefined;
-  for (let i = 0; i < n; i += CHUNK) {
-    const chunk = ids.slice(i, i + CHUNK);
-    if (failure) {
-      for (const id of chunk) results.push({ id, status: 'not-attempted' });
-      continue;
-    }
-    let touched: Set<string>;
-    try {
-      const res =
-        action === 'replay'
-          ? await store.replayDeadLetters({ ids: chunk })
-          : await store.purgeDeadLetters({ ids: chunk });
-      touched = new Set(res.map((r) => r.id));
-    } catch (error) {
-      failure = { error };
-      for (const id of chunk) results.push({ id, status: 'failed' });
-      continue;
-    }
-    for (const id of chunk) {
-      const result: DlqItemResult = { id, status: touched.has(id) ? done : 'skipped' };
-      results.push(result);
-      if (!json) ctx.out(`${id}  ${result.status}`);
-    }
-    if (n > CHUNK) process.stderr.write(`${done} ${Math.min(i + CHUNK, n)}/${n}\n`);
+  try {
+    if (action === 'replay') await store.replayDeadLetters(filter, { batchSize: BATCH, onBatch });
+    else await store.purgeDeadLetters(filter, { batchSize: BATCH, onBatch });
+  } catch (error) {
+    // Batches before the failing one are committed and already reported through onBatch.
+    failure = { error };
   }
 
-  const count = (s: DlqItemResult['status']) => results.filter((r) => r.status === s).length;
+  const rest = Math.max(0, n - results.length);
   const summary = {
     action,
     matched: n,
-    [done]: count(done),
-    skipped: count('skipped'),
-    failed: count('failed') + count('not-attempted'),
+    [done]: results.length,
+    skipped: failure ? 0 : rest,
+    failed: failure ? rest : 0,
   };
   if (json) ctx.out(JSON.stringify({ ...summary, results }));
   else {
@@ -309,7 +309,7 @@ async function mutate(
       ? `; ${summary.skipped} skipped (no longer dead letters${action === 'replay' ? ', or already in the outbox' : ''})`
       : '';
     const failed = summary.failed ? `; ${summary.failed} not ${done} because of the error below` : '';
-    ctx.out(`${done} ${count(done)} of ${n} ${noun}${skipped}${failed}`);
+    ctx.out(`${done} ${results.length} of ${n} ${noun}${skipped}${failed}`);
   }
   if (failure) throw failure.error;
   return 0;
@@ -367,7 +367,7 @@ export const dlqCommand: Command = {
     '',
     'replay and purge ask "… [y/N]" on a terminal; without one (scripts, CI) pass --yes (-y).',
     '--dry-run lists what they would change and changes nothing. They print one line per',
-    `message and a total; progress goes to stderr every ${CHUNK} messages.`,
+    `message and a total; with more than ${BATCH}, progress goes to stderr after each batch of ${BATCH}.`,
     '--json: list prints an array, show an object, replay/purge { action, matched, replayed|purged,',
     'skipped, failed, results: [{ id, status }] }. Payloads are JSON values when the content',
     'type is JSON, otherwise base64 (payloadEncoding says which).',

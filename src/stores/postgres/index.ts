@@ -1,5 +1,11 @@
-export { PostgresStore, validatePostgresUrl, type PostgresStoreOptions } from './postgres-store.js';
-export { postgresExecutor } from './postgres-executor.js';
+export {
+  PostgresStore,
+  validatePostgresUrl,
+  DEFAULT_DEAD_LETTER_BATCH,
+  type PostgresStoreOptions,
+  type DeadLetterBatchOptions,
+} from './postgres-store.js';
+export { postgresExecutor, requirePostgresTransaction } from './postgres-executor.js';
 export {
   migrate,
   loadMigrations,
@@ -10,5 +16,13 @@ export {
 } from './migrate.js';
 export { validateSchemaName, MAX_SCHEMA_NAME_BYTES, MAX_IDENTIFIER_BYTES } from './schema-name.js';
 export { isRetryableDbError, describeDbError, RETRYABLE_ERROR_CODES } from './postgres-errors.js';
-export type { PgPool, PgPoolClient, PgQueryable, PostgresJsSql } from './postgres-driver.js';
+export type {
+  PgPool,
+  PgPoolClient,
+  PgQueryable,
+  PostgresJsSql,
+  PgTransactionClient,
+  PostgresJsTransaction,
+  PostgresTransactionHandle,
+} from './postgres-driver.js';
 export { PostgresLedger } from './ledger.js';
