@@ -1,11 +1,41 @@
 import { ConfigError } from './errors/config-error.js';
 import { encodeMessage, type MessageLimits } from './message.js';
-import type { OutboxStore } from './ports.js';
+import type { OutboxStore, SqlExecutor } from './ports.js';
 import type { EncodedMessage, MessageInput } from './types.js';
 
+/**
+ * What `enqueue` needs from a store, typed by the transaction handle the store takes: a store
+ * declares it as the parameter type of its `executor` (PostgresStore: `PostgresTransactionHandle`),
+ * and `Outbox` infers it from there, so `enqueue` accepts exactly that and a `pg.Pool` does not
+ * compile. Stores typed `executor(tx: unknown)` give an `Outbox<unknown>`, checked at run time only.
+ */
+export interface EnqueueStore<Tx> {
+  executor(tx: Tx): SqlExecutor;
+  /**
+   * Throws a `NotATransactionError` unless the executor's connection is inside a transaction
+   * block; for {@link OutboxOptions.requireTransaction}. Only stores that can tell exactly.
+   */
+  requireTransaction?(executor: SqlExecutor): Promise<void>;
+}
+
 /** Options of {@link Outbox}. */
-export interface OutboxOptions extends MessageLimits {
-  store: OutboxStore;
+export interface OutboxOptions<Tx = unknown> extends MessageLimits {
+  store: OutboxStore & EnqueueStore<Tx>;
+  /**
+   * Before each `enqueue`, make sure `tx` is inside a transaction block, and throw a
+   * `NotATransactionError` (writing nothing) when it is not: a client in autocommit would commit
+   * the message on its own, so it would outlive a rollback of your business transaction.
+   *
+   * Without it, `enqueue` still refuses pools and, for free, node-postgres clients that the server
+   * last reported idle; this adds an exact check for every other handle (postgres.js, ORM
+   * executors), at the cost of one round trip per `enqueue` for those (PostgreSQL: a `LOCK TABLE`
+   * on the outbox in the mode the INSERT takes anyway). Needs a store that can check (PostgreSQL,
+   * PGlite); other stores refuse the option.
+   *
+   * @default false
+   * @example new Outbox({ store, requireTransaction: true })
+   */
+  requireTransaction?: boolean;
 }
 
 /** Most messages one INSERT carries; larger arrays are split into several statements. */
@@ -24,17 +54,38 @@ const CHUNK = 1000;
  * await db.query('COMMIT');
  * ```
  */
-export class Outbox {
-  readonly store: OutboxStore;
+export class Outbox<Tx = unknown> {
+  readonly store: OutboxStore & EnqueueStore<Tx>;
   readonly #limits: MessageLimits;
+  readonly #requireTransaction: ((executor: SqlExecutor) => Promise<void>) | undefined;
 
-  constructor(options: OutboxOptions) {
+  constructor(options: OutboxOptions<Tx>) {
     for (const key of Object.keys(options)) {
-      if (key !== 'store' && key !== 'maxPayloadBytes') {
-        throw new ConfigError(key, `unknown Outbox option "${key}"; allowed: store, maxPayloadBytes`);
+      if (key !== 'store' && key !== 'maxPayloadBytes' && key !== 'requireTransaction') {
+        throw new ConfigError(
+          key,
+          `unknown Outbox option "${key}"; allowed: store, maxPayloadBytes, requireTransaction`,
+        );
       }
     }
     if (!options.store) throw new ConfigError('store', 'an Outbox needs a store');
+    const store = options.store;
+    const require = options.requireTransaction;
+    if (require !== undefined && typeof require !== 'boolean') {
+      throw new ConfigError(
+        'requireTransaction',
+        `requireTransaction must be true or false, got ${String(require)}`,
+      );
+    }
+    const check = store.requireTransaction;
+    if (require && typeof check !== 'function') {
+      throw new ConfigError(
+        'requireTransaction',
+        `the ${store.name} store cannot check that a handle is inside a transaction: ` +
+          'remove requireTransaction, or use a store that can (PostgresStore, PGliteStore)',
+      );
+    }
+    this.#requireTransaction = require && check ? (executor) => check.call(store, executor) : undefined;
     const max = options.maxPayloadBytes;
     if (max !== undefined && (!Number.isInteger(max) || max < 1)) {
       throw new ConfigError(
@@ -53,16 +104,22 @@ export class Outbox {
 
   /**
    * Enqueues one message (returns its id) or several (returns their ids, in order) in the
-   * caller's transaction `tx`: whatever the store accepts (a `pg` client inside `BEGIN`, a
-   * postgres.js transaction, an ORM adapter with `execute(sql, params)`). Every message is
-   * validated before anything is written, so a bad message leaves no row behind.
+   * caller's transaction `tx`: the handle the store takes for its open transaction (PostgreSQL: a
+   * `pg` client after `BEGIN`, the `tx` of postgres.js `sql.begin` or of PGlite
+   * `db.transaction`, an ORM adapter with `execute(sql, params)`). Every message is validated
+   * before anything is written, so a bad message leaves no row behind.
+   *
+   * @throws NotATransactionError (writing nothing) when `tx` is not a transaction: a pool (its
+   *   statements would commit on their own, so the message would outlive your rollback), or a
+   *   client known to be outside `BEGIN` (see {@link OutboxOptions.requireTransaction}).
    */
-  enqueue(tx: unknown, message: MessageInput): Promise<string>;
-  enqueue(tx: unknown, messages: readonly MessageInput[]): Promise<string[]>;
-  async enqueue(tx: unknown, input: MessageInput | readonly MessageInput[]): Promise<string | string[]> {
+  enqueue(tx: Tx, message: MessageInput): Promise<string>;
+  enqueue(tx: Tx, messages: readonly MessageInput[]): Promise<string[]>;
+  async enqueue(tx: Tx, input: MessageInput | readonly MessageInput[]): Promise<string | string[]> {
     const list = Array.isArray(input) ? (input as readonly MessageInput[]) : [input as MessageInput];
     const encoded = this.encode(list);
     const executor = this.store.executor(tx);
+    if (this.#requireTransaction) await this.#requireTransaction(executor);
     for (let i = 0; i < encoded.length; i += CHUNK) {
       const { sql, params, name } = this.store.enqueueStatement(encoded.slice(i, i + CHUNK));
       await executor.execute(sql, params, name);

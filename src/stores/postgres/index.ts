@@ -1,10 +1,4 @@
-export {
-  PostgresStore,
-  validatePostgresUrl,
-  DEFAULT_DEAD_LETTER_BATCH,
-  type PostgresStoreOptions,
-  type DeadLetterBatchOptions,
-} from './postgres-store.js';
+export { PostgresStore, validatePostgresUrl, type PostgresStoreOptions } from './postgres-store.js';
 export { postgresExecutor, requirePostgresTransaction } from './postgres-executor.js';
 export {
   migrate,

@@ -1,3 +1,5 @@
+import type { SqlExecutor } from '../../core/ports.js';
+
 /**
  * The slice of node-postgres (`pg`) this store uses. Declared here so the store does not import
  * `pg`: pass your own `pg.Pool` (or anything with this shape).
@@ -35,4 +37,42 @@ export interface PgPool extends PgQueryable {
 /** The slice of a postgres.js `sql` (or transaction) that enqueue uses. */
 export interface PostgresJsSql {
   unsafe(query: string, params?: unknown[], options?: { prepare?: boolean }): PromiseLike<unknown> & object;
+}
+
+/**
+ * A node-postgres client that your transaction runs on: a `pg.Client`, or the `pg.PoolClient`
+ * that `pool.connect()` returned, after `BEGIN`. PGlite's `tx` from `db.transaction(async (tx) =>
+ * …)` has the same shape.
+ *
+ * The members typed `never` are what a `pg.Pool` (`totalCount`…) and a whole PGlite database
+ * (`transaction`) have and a client does not: passing either one here is a compile error, since
+ * each of their statements commits on its own, outside your transaction.
+ */
+export interface PgTransactionClient extends PgQueryable {
+  readonly totalCount?: never;
+  readonly idleCount?: never;
+  readonly waitingCount?: never;
+  readonly transaction?: never;
+}
+
+/**
+ * A postgres.js handle bound to one connection: the `tx` of `sql.begin(async (tx) => …)` (or of
+ * `tx.savepoint`), or a connection from `sql.reserve()` after you ran `BEGIN` on it. The root
+ * `sql` has `begin` and no `release` and so is not one of these: it runs each statement on any
+ * free connection of its pool.
+ */
+export type PostgresJsTransaction = PostgresJsSql & ({ readonly begin?: never } | { release(): void });
+
+/** Everything `enqueue` on a PostgreSQL (or PGlite) store takes as the caller's transaction. */
+export type PostgresTransactionHandle = PgTransactionClient | PostgresJsTransaction | SqlExecutor;
+
+/**
+ * What a node-postgres client knows about its session without a round trip (pg 8.23 has both;
+ * other clients may have neither, and are then asked nothing).
+ */
+export interface PgClientState {
+  /** The transaction status byte of the server's last ReadyForQuery: idle, in a block, failed block. */
+  getTransactionStatus?(): 'I' | 'T' | 'E' | null;
+  /** True while no query is queued or in flight, so that status is the session's state now. */
+  readonly readyForQuery?: unknown;
 }
