@@ -1,4 +1,10 @@
-export { PostgresStore, validatePostgresUrl, type PostgresStoreOptions } from './postgres-store.js';
+export {
+  PostgresStore,
+  validatePostgresUrl,
+  DEFAULT_DEAD_LETTER_BATCH,
+  type PostgresStoreOptions,
+  type DeadLetterBatchOptions,
+} from './postgres-store.js';
 export { postgresExecutor, requirePostgresTransaction } from './postgres-executor.js';
 export {
   migrate,

@@ -124,7 +124,7 @@ WHERE available_at > now() AND available_at > created_at`,
       key?: string;
       deadBefore?: Date;
       deadAfter?: Date;
-    }): { where: string; params: unknown[] } {
+    }): { where: string; conds: string[]; params: unknown[] } {
       const conds: string[] = [];
       const params: unknown[] = [];
       if (filter.ids !== undefined) {
@@ -147,7 +147,7 @@ WHERE available_at > now() AND available_at > created_at`,
         params.push(filter.deadAfter);
         conds.push(`dead_at >= $${params.length}`);
       }
-      return { where: conds.length ? `WHERE ${conds.join(' AND ')}` : '', params };
+      return { where: conds.length ? `WHERE ${conds.join(' AND ')}` : '', conds, params };
     },
 
     listDeadLetters(where: string, limitParam: string): string {
@@ -155,26 +155,62 @@ WHERE available_at > now() AND available_at > created_at`,
   attempts, dead_at, last_error FROM ${s}.dead_letter ${where} ORDER BY dead_at, id ${limitParam}`;
     },
 
-    // Replayed messages keep their id (consumers dedupe on it) and go to the back of the outbox.
-    // A dead letter whose id is in the outbox again (re-enqueued by hand) is left where it is.
-    replayDeadLetters(where: string, limitParam: string): string {
+    /**
+     * The database clock as exact text (microseconds, UTC): the upper bound of a replay or purge
+     * run, so a run over "all" dead letters ends even while others keep dead-lettering. Text, not
+     * a Date, because a Date would cut the microseconds and move the bound.
+     */
+    clockText: `SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS t`,
+
+    countDeadLetters(where: string): string {
+      return `SELECT count(*)::bigint AS n, now() AS as_of FROM ${s}.dead_letter ${where}`;
+    },
+
+    /**
+     * One batch of a replay run. `where` selects the dead letters (filters, the run's bound and
+     * the keyset cursor); `limitParam` caps the batch. Only ids and cursors come back: payloads
+     * move from table to table inside the statement and never travel to the client.
+     *
+     * `pick` is every row this batch looked at, in order; the cursor moves past all of them, so
+     * a row another run deleted first (SKIP LOCKED, or gone by the time DELETE runs) costs
+     * nothing and ends nothing. Replayed messages keep their id (consumers dedupe on it) and go
+     * to the back of the outbox; a dead letter whose id is in the outbox again (re-enqueued by
+     * hand) is not picked and stays where it is.
+     */
+    replayDeadLetterBatch(where: string, limitParam: string): string {
       const and = where ? `${where} AND` : 'WHERE';
-      return `WITH d AS (
-  DELETE FROM ${s}.dead_letter WHERE id IN (
-    SELECT id FROM ${s}.dead_letter dl ${and} NOT EXISTS (SELECT 1 FROM ${t} x WHERE x.id = dl.id)
-    ORDER BY dead_at, id ${limitParam})
-  RETURNING *
+      return `WITH pick AS (
+  SELECT dl.id, dl.dead_at FROM ${s}.dead_letter dl
+  ${and} NOT EXISTS (SELECT 1 FROM ${t} x WHERE x.id = dl.id)
+  ORDER BY dl.dead_at, dl.id ${limitParam}
+  FOR UPDATE SKIP LOCKED
+), d AS (
+  DELETE FROM ${s}.dead_letter t USING pick WHERE t.id = pick.id
+  RETURNING t.*
 ), ins AS (
   INSERT INTO ${t} (id, topic, key, type, payload, content_type, headers, created_at)
   SELECT id, topic, key, type, payload, content_type, headers, created_at FROM d ORDER BY dead_at, id
   RETURNING id
 )
-SELECT id::text AS id FROM ins`;
+SELECT pick.id::text AS id,
+  to_char(pick.dead_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS cursor_at,
+  ins.id IS NOT NULL AS done
+FROM pick LEFT JOIN ins ON ins.id = pick.id ORDER BY pick.dead_at, pick.id`;
     },
 
-    purgeDeadLetters(where: string, limitParam: string): string {
-      return `DELETE FROM ${s}.dead_letter WHERE id IN (SELECT id FROM ${s}.dead_letter ${where} ORDER BY dead_at, id ${limitParam})
-RETURNING id::text AS id`;
+    /** One batch of a purge run; as {@link replayDeadLetterBatch}, deleting instead of moving. */
+    purgeDeadLetterBatch(where: string, limitParam: string): string {
+      return `WITH pick AS (
+  SELECT dl.id, dl.dead_at FROM ${s}.dead_letter dl ${where}
+  ORDER BY dl.dead_at, dl.id ${limitParam}
+  FOR UPDATE SKIP LOCKED
+), d AS (
+  DELETE FROM ${s}.dead_letter t USING pick WHERE t.id = pick.id RETURNING t.id
+)
+SELECT pick.id::text AS id,
+  to_char(pick.dead_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS cursor_at,
+  d.id IS NOT NULL AS done
+FROM pick LEFT JOIN d ON d.id = pick.id ORDER BY pick.dead_at, pick.id`;
     },
   };
 }

@@ -422,20 +422,114 @@ export class PostgresStore implements OutboxStore {
     }));
   }
 
-  async replayDeadLetters(filter: DeadLetterFilter = {}): Promise<DeadLetterOpResult[]> {
-    const q = this.#deadLetterQuery(filter);
-    const ids = await this.#transaction(async (client) => {
-      const res = await client.query(this.#sql.replayDeadLetters(q.where, q.limit), q.params);
-      if (res.rows.length > 0) await client.query('SELECT pg_notify($1, $2)', [this.#sql.channel, '']);
-      return res.rows.map((r) => String(r.id));
-    });
-    return ids.map((id) => ({ id, status: 'replayed' as const }));
+  /**
+   * How many dead letters match `filter`, counted without reading them, and the database time
+   * of the count: pass `deadBefore: new Date(asOf.getTime() + 1)` to a replay or purge to act on
+   * the dead letters counted (to the millisecond), not on those that die afterwards.
+   */
+  async countDeadLetters(filter: DeadLetterFilter = {}): Promise<{ count: number; asOf: Date }> {
+    const { where, params } = this.#sql.deadLetterWhere(filter);
+    const res = await this.#query(this.#sql.countDeadLetters(where), params);
+    const row = res.rows[0] ?? {};
+    const count = Number(row.n ?? 0);
+    return {
+      count: filter.limit === undefined ? count : Math.min(count, filter.limit),
+      asOf: row.as_of as Date,
+    };
   }
 
-  async purgeDeadLetters(filter: DeadLetterFilter = {}): Promise<DeadLetterOpResult[]> {
-    const q = this.#deadLetterQuery(filter);
-    const res = await this.#query(this.#sql.purgeDeadLetters(q.where, q.limit), q.params);
-    return res.rows.map((r) => ({ id: String(r.id), status: 'purged' as const }));
+  /**
+   * Moves dead letters back into the outbox, due now, attempts reset, ids kept. Works in
+   * batches of `batchSize` (each statement its own short transaction, payloads never leave the
+   * database) and acts only on dead letters that died before the run started, so a run over
+   * all of them ends even while other processes keep dead-lettering.
+   */
+  async replayDeadLetters(
+    filter: DeadLetterFilter = {},
+    options: DeadLetterBatchOptions = {},
+  ): Promise<DeadLetterOpResult[]> {
+    return this.#deadLetterRun('replay', filter, options);
+  }
+
+  /** Deletes dead letters for good, in batches, as {@link replayDeadLetters}. */
+  async purgeDeadLetters(
+    filter: DeadLetterFilter = {},
+    options: DeadLetterBatchOptions = {},
+  ): Promise<DeadLetterOpResult[]> {
+    return this.#deadLetterRun('purge', filter, options);
+  }
+
+  async #deadLetterRun(
+    action: 'replay' | 'purge',
+    filter: DeadLetterFilter,
+    options: DeadLetterBatchOptions,
+  ): Promise<DeadLetterOpResult[]> {
+    const batchSize = options.batchSize ?? DEFAULT_DEAD_LETTER_BATCH;
+    if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > MAX_DEAD_LETTER_BATCH) {
+      throw new ConfigError(
+        'batchSize',
+        `batchSize must be a whole number from 1 to ${MAX_DEAD_LETTER_BATCH}, got ${String(batchSize)}`,
+        { value: batchSize },
+      );
+    }
+    this.#deadLetterQuery(filter); // validates the limit before anything runs
+    const status = action === 'replay' ? ('replayed' as const) : ('purged' as const);
+    // The run's upper bound, on the database clock: dead letters that die from here on (a
+    // replayed message failing again among them) are not this run's, so it always ends.
+    const bound = String((await this.#query(this.#sql.clockText)).rows[0]?.t);
+    // A long id list is worked through a slice at a time; with a limit the oldest matching
+    // must be found among all of them, so the whole list goes with every batch.
+    const idSlices =
+      filter.ids !== undefined && filter.limit === undefined
+        ? Array.from({ length: Math.ceil(filter.ids.length / batchSize) }, (_, n) =>
+            (filter.ids as string[]).slice(n * batchSize, (n + 1) * batchSize),
+          )
+        : [filter.ids];
+    const { ids: _ids, limit: _limit, ...narrowing } = filter;
+    const results: DeadLetterOpResult[] = [];
+    let left = filter.limit ?? Infinity;
+    for (const ids of idSlices) {
+      if (ids !== undefined && ids.length === 0) continue;
+      let cursor: { at: string; id: string } | undefined;
+      while (left > 0) {
+        const { conds, params } = this.#sql.deadLetterWhere({ ...narrowing, ...(ids ? { ids } : {}) });
+        params.push(bound);
+        conds.push(`dead_at <= $${params.length}::timestamptz`);
+        if (cursor) {
+          params.push(cursor.at, cursor.id);
+          const a = `$${params.length - 1}::timestamptz`;
+          // The plain dead_at bound lets the (dead_at) index start the scan at the cursor.
+          conds.push(`dead_at >= ${a} AND (dead_at, id) > (${a}, $${params.length}::uuid)`);
+        }
+        const size = Math.min(batchSize, left);
+        params.push(size);
+        const sql =
+          action === 'replay'
+            ? this.#sql.replayDeadLetterBatch(`WHERE ${conds.join(' AND ')}`, `LIMIT $${params.length}`)
+            : this.#sql.purgeDeadLetterBatch(`WHERE ${conds.join(' AND ')}`, `LIMIT $${params.length}`);
+        const rows = (await this.#deadLetterBatch(action, sql, params)).rows;
+        const last = rows[rows.length - 1];
+        if (last) cursor = { at: String(last.cursor_at), id: String(last.id) };
+        left -= rows.length;
+        const batch = rows.filter((r) => r.done === true).map((r) => ({ id: String(r.id), status }));
+        results.push(...batch);
+        if (batch.length > 0) options.onBatch?.(batch);
+        if (rows.length < size) break;
+      }
+    }
+    return results;
+  }
+
+  /** Runs one batch; a replay also wakes the relays, in the same short transaction. */
+  async #deadLetterBatch(action: 'replay' | 'purge', sql: string, params: unknown[]) {
+    if (action === 'purge') return this.#query(sql, params);
+    return this.#transaction(async (client) => {
+      const res = await client.query(sql, params);
+      if (res.rows.some((r) => r.done === true)) {
+        await client.query('SELECT pg_notify($1, $2)', [this.#sql.channel, '']);
+      }
+      return res;
+    });
   }
 
   /** Deletes archived messages older than `retentionMs`; returns how many. */
@@ -449,6 +543,28 @@ export class PostgresStore implements OutboxStore {
     this.#closed = true;
     if (this.#ownsPool) await this.#pool.end();
   }
+}
+
+/** Dead letters per statement of a replay or purge run. */
+export const DEFAULT_DEAD_LETTER_BATCH = 1000;
+const MAX_DEAD_LETTER_BATCH = 10_000;
+
+/** Options of {@link PostgresStore.replayDeadLetters} and {@link PostgresStore.purgeDeadLetters}. */
+export interface DeadLetterBatchOptions {
+  /**
+   * Dead letters per statement; each statement is its own short transaction, so a big run
+   * neither holds locks for long nor loses finished batches when a later one fails.
+   *
+   * @default 1000
+   */
+  batchSize?: number;
+  /**
+   * Called after each batch commits, with what it replayed or purged: for progress reports,
+   * and to know what was done when a later batch throws.
+   *
+   * @example { onBatch: (done) => console.error(`${done.length} more replayed`) }
+   */
+  onBatch?: (results: DeadLetterOpResult[]) => void;
 }
 
 function truncateError(error: string): string {
