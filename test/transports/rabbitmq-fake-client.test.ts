@@ -1,5 +1,6 @@
 // The RabbitMQ transport against a scripted client, for what a real broker will not do on cue:
-// withhold confirms, fill the write buffer, emit errors, fail to connect in a set pattern.
+// withhold confirms, fill the write buffer, emit errors, fail to connect in a set pattern, block
+// publishers, close a channel with an exception, leave a close unanswered.
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { describe, it } from 'node:test';
@@ -76,6 +77,15 @@ class FakeChannel extends EventEmitter implements AmqpConfirmChannel {
     this.emit('return', returned);
   }
 
+  /**
+   * As amqplib when the broker closes the channel with a channel-level exception: 'error' with
+   * the reply code first, then the channel closes; the connection stays up.
+   */
+  exception(code: number, text: string): void {
+    this.emit('error', Object.assign(new Error(`Channel closed by server: ${code} (${text})`), { code }));
+    this.die();
+  }
+
   /** As amqplib: unconfirmed callbacks get 'channel closed', then 'close' is emitted. */
   die(): void {
     if (this.closed) return;
@@ -92,6 +102,19 @@ class FakeChannel extends EventEmitter implements AmqpConfirmChannel {
 class FakeConnection extends EventEmitter implements AmqpConnection {
   channel = new FakeChannel();
   closed = false;
+  /** close() is never answered, as on a black-holed socket; only destroying the socket ends it. */
+  hangOnClose = false;
+  closeCalls = 0;
+  /** amqplib's inner connection with its socket: destroying it fails the connection. */
+  readonly connection = {
+    stream: {
+      destroyed: false,
+      destroy: (err?: Error) => {
+        this.connection.stream.destroyed = true;
+        if (!this.closed) this.fail(err ?? new Error('socket destroyed'));
+      },
+    },
+  };
 
   async createConfirmChannel(): Promise<AmqpConfirmChannel> {
     return this.channel;
@@ -106,7 +129,9 @@ class FakeConnection extends EventEmitter implements AmqpConnection {
   }
 
   async close(): Promise<void> {
+    this.closeCalls++;
     if (this.closed) throw new Error('Connection closed (by client)');
+    if (this.hangOnClose) return new Promise<void>(() => {});
     this.channel.die();
     this.closed = true;
     this.emit('close');
@@ -115,13 +140,20 @@ class FakeConnection extends EventEmitter implements AmqpConnection {
 
 /** A transport whose connect hands out fake connections, or fails while `down` is set. */
 function fakeTransport(options: Partial<RabbitMqTransportOptions> = {}) {
-  const state = { down: false as false | Error, connections: [] as FakeConnection[], attempts: 0 };
+  const state = {
+    down: false as false | Error,
+    connections: [] as FakeConnection[],
+    attempts: 0,
+    /** Scripts each new connection before the transport uses it. */
+    onConnect: undefined as ((connection: FakeConnection) => void) | undefined,
+  };
   const transport = new RabbitMqTransport({
     url: 'amqp://user:pw@fake-host:5672',
     connect: async () => {
       state.attempts++;
       if (state.down) throw state.down;
       const connection = new FakeConnection();
+      state.onConnect?.(connection);
       state.connections.push(connection);
       return connection;
     },
@@ -142,6 +174,23 @@ function codes(outcomes: PublishOutcome[]): Array<string | undefined> {
 /** Lets pending promise callbacks run (the transport's send loop resumes in microtasks). */
 const flush = () => new Promise<void>((resolve) => setImmediate(resolve));
 
+/** Resolves once `done()` holds, checking every few milliseconds; fails after `timeoutMs`. */
+async function until(done: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+  const start = Date.now();
+  while (!done()) {
+    if (Date.now() - start > timeoutMs) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+function errorOf(outcome: PublishOutcome | undefined): Error {
+  assert.ok(
+    outcome !== undefined && outcome.status !== 'ok',
+    `expected a failed outcome, got ${outcome?.status}`,
+  );
+  return outcome.error;
+}
+
 describe('rabbitmq transport with a scripted client', () => {
   it('reports ok only for messages the broker acked, in batch order, whatever order the acks come in', async () => {
     const { transport, current } = fakeTransport();
@@ -159,16 +208,24 @@ describe('rabbitmq transport with a scripted client', () => {
     await transport.close();
   });
 
-  it('reports retry with confirm_timeout for messages whose confirm never came, and ignores a late ack', async () => {
-    const { transport, current } = fakeTransport({ confirmTimeoutMs: 20 });
+  it('reports unavailable with confirm_timeout for messages whose confirm never came, drops the connection, and ignores a late ack', async () => {
+    const { transport, state, current } = fakeTransport({ confirmTimeoutMs: 20 });
     await transport.start();
-    current().channel.autoAck.add(1);
+    const first = current();
+    first.channel.autoAck.add(1);
     const outcomes = await transport.publish([testMessage(), testMessage()]);
-    assert.deepEqual(statuses(outcomes), ['ok', 'retry']);
+    assert.deepEqual(statuses(outcomes), ['ok', 'unavailable']);
     assert.deepEqual(codes(outcomes), [undefined, 'confirm_timeout']);
-    assert.match(outcomes[1]?.status === 'retry' ? outcomes[1].error.message : '', /within 20 ms/);
-    current().channel.ack(1); // late: must not throw or change anything
-    assert.equal(outcomes[1]?.status, 'retry');
+    assert.match(errorOf(outcomes[1]).message, /within 20 ms/);
+    assert.match(errorOf(outcomes[1]).message, /does not answer/);
+    first.channel.ack(1); // late: must not throw or change anything
+    assert.equal(outcomes[1]?.status, 'unavailable');
+    assert.equal(first.closed, true, 'the silent connection is dropped');
+    assert.equal(transport.connected, false);
+
+    state.onConnect = (connection) => connection.channel.autoAck.add(1);
+    assert.deepEqual(statuses(await transport.publish([testMessage()])), ['ok']);
+    assert.equal(state.connections.length, 2, 'the next publish opened a new connection');
     await transport.close();
   });
 
@@ -188,7 +245,7 @@ describe('rabbitmq transport with a scripted client', () => {
     await transport.close();
   });
 
-  it('stops waiting for drain when the channel closes, reporting unsent messages as retry', async () => {
+  it('stops waiting for drain when the connection is lost, reporting sent and unsent messages as unavailable', async () => {
     const { transport, current } = fakeTransport();
     await transport.start();
     const channel = current().channel;
@@ -197,8 +254,9 @@ describe('rabbitmq transport with a scripted client', () => {
     await flush();
     current().fail(new Error('ECONNRESET'));
     const outcomes = await publishing;
+    assert.deepEqual(statuses(outcomes), ['unavailable', 'unavailable', 'unavailable']);
     assert.deepEqual(codes(outcomes), ['confirm_lost', 'channel_closed', 'channel_closed']);
-    assert.match(outcomes[0]?.status === 'retry' ? outcomes[0].error.message : '', /ECONNRESET/);
+    assert.match(errorOf(outcomes[0]).message, /ECONNRESET/);
     await transport.close();
   });
 
@@ -311,13 +369,15 @@ describe('rabbitmq transport with a scripted client', () => {
     assert.deepEqual(second.socketOptions['clientProperties'], { connection_name: 'orders-relay' });
   });
 
-  it('closes after the close deadline although confirms are missing, reporting them as retry', async () => {
+  it('closes after the close deadline although confirms are missing, reporting them as unavailable', async () => {
     const { transport, current } = fakeTransport({ closeTimeoutMs: 10 });
     await transport.start();
     const publishing = transport.publish([testMessage()]);
     await flush();
     await transport.close();
-    assert.deepEqual(codes(await publishing), ['confirm_lost']);
+    const outcomes = await publishing;
+    assert.deepEqual(statuses(outcomes), ['unavailable']);
+    assert.deepEqual(codes(outcomes), ['confirm_lost']);
     assert.equal(current().closed, true);
   });
 
@@ -338,5 +398,117 @@ describe('rabbitmq transport with a scripted client', () => {
     await closing;
     assert.deepEqual(statuses(await publishing), ['unavailable']);
     assert.equal(connection.closed, true);
+  });
+
+  it('reports retry (channel_exception) for every unconfirmed and unsent message when the broker closes the channel with a channel-level exception, and reconnects on the next publish', async () => {
+    const { transport, state, current } = fakeTransport();
+    await transport.start();
+    const channel = current().channel;
+    channel.fullAt.add(2); // the third message waits for drain when the channel dies
+    const publishing = transport.publish([testMessage(), testMessage(), testMessage()]);
+    await flush();
+    assert.equal(channel.sent.length, 2);
+    channel.ack(0);
+    channel.exception(406, 'PRECONDITION-FAILED) with message "PRECONDITION_FAILED - invalid message');
+    const outcomes = await publishing;
+    assert.deepEqual(statuses(outcomes), ['ok', 'retry', 'retry']);
+    assert.deepEqual(codes(outcomes), [undefined, 'channel_exception', 'channel_exception']);
+    assert.match(errorOf(outcomes[1]).message, /406 \(PRECONDITION-FAILED/);
+    assert.match(errorOf(outcomes[1]).message, /awaiting its confirm/);
+    assert.match(errorOf(outcomes[2]).message, /waiting to be sent/);
+    assert.match(errorOf(outcomes[1]).message, /spends an attempt/);
+    assert.equal(current().closed, true, 'sessions are replaced whole: the connection is closed too');
+
+    state.onConnect = (connection) => connection.channel.autoAck.add(1);
+    assert.deepEqual(statuses(await transport.publish([testMessage()])), ['ok']);
+    assert.equal(state.connections.length, 2, 'the next publish opened a new connection');
+    await transport.close();
+  });
+
+  it('reports unavailable, not retry, when the channel closes with a connection-level error code', async () => {
+    const { transport, current } = fakeTransport();
+    await transport.start();
+    const publishing = transport.publish([testMessage()]);
+    await flush();
+    // 505 UNEXPECTED_FRAME is a connection ("hard") error: not about the message.
+    current().channel.exception(505, 'UNEXPECTED_FRAME');
+    const outcomes = await publishing;
+    assert.deepEqual(statuses(outcomes), ['unavailable']);
+    assert.deepEqual(codes(outcomes), ['confirm_lost']);
+    await transport.close();
+  });
+
+  it('reports unavailable (blocked) at once without writing while the broker blocks publishers, and probe names the alarm until it clears', async () => {
+    const { transport, current } = fakeTransport();
+    await transport.start();
+    const connection = current();
+    connection.emit('blocked', 'low on memory');
+
+    const outcomes = await transport.publish([testMessage(), testMessage()]);
+    assert.deepEqual(statuses(outcomes), ['unavailable', 'unavailable']);
+    assert.deepEqual(codes(outcomes), ['blocked', 'blocked']);
+    assert.match(errorOf(outcomes[0]).message, /low on memory/);
+    assert.equal(connection.channel.sent.length, 0, 'nothing written into the blocked connection');
+    await assert.rejects(transport.probe(), (err: unknown) => {
+      assert.ok(isTransportError(err));
+      assert.equal(err.code, 'blocked');
+      assert.match(err.message, /blocking publishers \(low on memory\)/);
+      return true;
+    });
+
+    connection.emit('unblocked');
+    await transport.probe();
+    connection.channel.autoAck.add(1);
+    assert.deepEqual(statuses(await transport.publish([testMessage()])), ['ok']);
+    assert.equal(current(), connection, 'the blocked connection was kept, not replaced');
+    await transport.close();
+  });
+
+  it('keeps a blocked connection when its confirms time out, so the pending confirms can still come and probe reports the alarm', async () => {
+    const { transport, state, current } = fakeTransport({ confirmTimeoutMs: 20 });
+    await transport.start();
+    const publishing = transport.publish([testMessage()]);
+    await flush();
+    current().emit('blocked', 'low on disk space');
+    const outcomes = await publishing;
+    assert.deepEqual(statuses(outcomes), ['unavailable']);
+    assert.deepEqual(codes(outcomes), ['confirm_timeout']);
+    assert.match(errorOf(outcomes[0]).message, /blocking publishers \(low on disk space\)/);
+    assert.equal(current().closed, false);
+    assert.equal(state.connections.length, 1);
+    await assert.rejects(
+      transport.probe(),
+      (err: unknown) => isTransportError(err) && err.code === 'blocked',
+    );
+    await transport.close();
+  });
+
+  it('destroys the socket of a dropped connection whose close is never answered', async () => {
+    const { transport, current } = fakeTransport({ confirmTimeoutMs: 20 });
+    await transport.start();
+    const connection = current();
+    connection.hangOnClose = true;
+    const outcomes = await transport.publish([testMessage()]);
+    assert.deepEqual(codes(outcomes), ['confirm_timeout']);
+    assert.equal(connection.closeCalls, 1, 'a polite close is tried first');
+    await until(() => connection.connection.stream.destroyed, 'the socket to be destroyed');
+    assert.equal(connection.closed, true);
+    assert.equal(transport.connected, false);
+    await transport.close();
+  });
+
+  it('reports a message over maxMessageBytes as permanent without sending it, and sends the rest', async () => {
+    const { transport, current } = fakeTransport({ maxMessageBytes: 10 });
+    await transport.start();
+    const channel = current().channel;
+    channel.autoAck.add(1);
+    const big = testMessage({ payload: Buffer.alloc(11) });
+    const outcomes = await transport.publish([big, testMessage({ payload: Buffer.alloc(10) })]);
+    assert.deepEqual(statuses(outcomes), ['permanent', 'ok']);
+    const error = errorOf(outcomes[0]);
+    assert.ok(isPermanentDeliveryError(error));
+    assert.match(error.message, /11 bytes, over maxMessageBytes \(10\)/);
+    assert.equal(channel.sent.length, 1);
+    await transport.close();
   });
 });

@@ -45,6 +45,14 @@ function statuses(outcomes: PublishOutcome[]): string[] {
   return outcomes.map((o) => o.status);
 }
 
+function errorOf(outcome: PublishOutcome | undefined): Error {
+  assert.ok(
+    outcome !== undefined && outcome.status !== 'ok',
+    `expected a failed outcome, got ${outcome?.status}`,
+  );
+  return outcome.error;
+}
+
 function codeOf(outcome: PublishOutcome | undefined): string | undefined {
   if (outcome === undefined || outcome.status === 'ok') return undefined;
   return isTransportError(outcome.error) ? outcome.error.code : outcome.error.name;
@@ -157,7 +165,7 @@ describe('rabbitmq transport', () => {
     }
   });
 
-  it('reports in-flight messages as retry when the connection drops, loses none that got ok, and reconnects on the next publish', async () => {
+  it('reports in-flight messages as unavailable when the connection drops, loses none that got ok, and reconnects on the next publish', async () => {
     const [topic] = uniqueTopics(1) as [string];
     const { connect, connections, channels } = recordingConnect();
     const t = transport({ connect });
@@ -176,16 +184,16 @@ describe('rabbitmq transport', () => {
       await closed;
 
       const ok = batch.filter((_, i) => outcomes[i]?.status === 'ok');
-      const retry = outcomes.filter((o) => o.status === 'retry');
+      const unavailable = outcomes.filter((o) => o.status === 'unavailable');
       assert.equal(outcomes.length, batch.length);
-      assert.equal(ok.length + retry.length, batch.length, 'no other outcome than ok and retry');
+      assert.equal(ok.length + unavailable.length, batch.length, 'no other outcome than ok and unavailable');
       assert.ok(ok.length > 0, 'the socket broke on the first confirm, so some messages are ok');
-      assert.ok(retry.length > 0, 'expected some messages to be unconfirmed when the socket broke');
-      for (const outcome of retry)
+      assert.ok(unavailable.length > 0, 'expected some messages to be unconfirmed when the socket broke');
+      for (const outcome of unavailable)
         assert.ok(['confirm_lost', 'channel_closed'].includes(codeOf(outcome) ?? ''));
       assert.ok(
-        retry.some((o) => o.status === 'retry' && /test: connection reset/.test(o.error.message)),
-        'the retry error explains why the connection was lost',
+        unavailable.some((o) => o.status === 'unavailable' && /test: connection reset/.test(o.error.message)),
+        'the error explains why the connection was lost',
       );
       assert.equal(t.connected, false);
 
@@ -283,11 +291,9 @@ describe('rabbitmq transport', () => {
 
       const second = await t.publish([testMessage()]);
       assert.deepEqual(statuses(second), ['unavailable']);
-      assert.match(
-        second[0]?.status === 'retry' ? second[0].error.message : '',
-        /next reconnect attempt in \d+ ms/,
-      );
-      assert.doesNotMatch(second[0]?.status === 'retry' ? second[0].error.message : '', /s3cret-pass/);
+      assert.equal(codeOf(second[0]), 'unreachable');
+      assert.match(errorOf(second[0]).message, /next reconnect attempt in \d+ ms/);
+      assert.doesNotMatch(errorOf(second[0]).message, /s3cret-pass/);
       assert.equal(attempts, 1, 'publish must not reconnect during the backoff');
 
       // An explicit start tries at once.
@@ -348,17 +354,71 @@ describe('rabbitmq transport', () => {
     }
   });
 
-  it('reports retry naming the exchange when declareExchange is off and the exchange is missing', async () => {
+  it('reports retry (channel_exception) naming the exchange when declareExchange is off and the exchange is missing, on every publish, so the messages spend their attempts', async () => {
     const missing = uniqueName('mailroom-test-missing');
-    const t = transport({ exchange: missing, declareExchange: false });
+    const { connect, connections } = recordingConnect();
+    const t = transport({ exchange: missing, declareExchange: false, connect });
     try {
       await t.start();
-      const outcomes = await t.publish([testMessage(), testMessage()]);
-      assert.deepEqual(statuses(outcomes), ['retry', 'retry']);
-      const first = outcomes[0];
-      assert.ok(first?.status === 'retry');
-      assert.match(first.error.message, new RegExp(`no exchange '${missing}'`));
+      // The broker closes the channel (404 NOT_FOUND) and keeps the connection: not an outage,
+      // which would spend no attempt and stall the relay; again after reconnecting.
+      for (const round of [1, 2]) {
+        const outcomes = await t.publish([testMessage(), testMessage()]);
+        assert.deepEqual(statuses(outcomes), ['retry', 'retry'], `round ${round}`);
+        assert.deepEqual(outcomes.map(codeOf), ['channel_exception', 'channel_exception']);
+        assert.match(errorOf(outcomes[0]).message, new RegExp(`no exchange '${missing}'`));
+        assert.match(errorOf(outcomes[0]).message, /NOT_FOUND/);
+        await t.probe(); // the broker is reachable: a probe says so
+      }
+      assert.ok(connections.length >= 2, 'each round ran on a fresh connection');
     } finally {
+      await t.close();
+    }
+  });
+
+  it('reports a message with a CC header as permanent without sending it, so the broker does not close the channel on the rest of the batch', async () => {
+    const [topic] = uniqueTopics(1) as [string];
+    const t = transport();
+    await t.start();
+    const consumer = await broker.consume(exchange, [topic]);
+    try {
+      const batch = [
+        testMessage({ topic }),
+        testMessage({ topic, headers: { CC: 'audit' } }),
+        testMessage({ topic }),
+      ];
+      const outcomes = await t.publish(batch);
+      assert.deepEqual(statuses(outcomes), ['ok', 'permanent', 'ok']);
+      assert.ok(isPermanentDeliveryError(errorOf(outcomes[1])));
+      assert.match(errorOf(outcomes[1]).message, /header named CC/);
+      const received = await consumer.take(2, 10_000);
+      assert.deepEqual(
+        received.map((m) => m.id),
+        [batch[0]?.id, batch[2]?.id],
+      );
+      assert.equal(t.connected, true, 'the channel stayed open');
+    } finally {
+      await consumer.close();
+      await t.close();
+    }
+  });
+
+  it('reports a message over maxMessageBytes as permanent without sending it', async () => {
+    const [topic] = uniqueTopics(1) as [string];
+    const t = transport({ maxMessageBytes: 1000 });
+    await t.start();
+    const consumer = await broker.consume(exchange, [topic]);
+    try {
+      const fits = testMessage({ topic, payload: Buffer.alloc(1000, 1) });
+      const tooBig = testMessage({ topic, payload: Buffer.alloc(1001, 1) });
+      const outcomes = await t.publish([tooBig, fits]);
+      assert.deepEqual(statuses(outcomes), ['permanent', 'ok']);
+      assert.match(errorOf(outcomes[0]).message, /1001 bytes, over maxMessageBytes \(1000\)/);
+      // Had the big message been sent, it would have arrived first: one channel, one queue.
+      const [received] = await consumer.take(1, 10_000);
+      assert.equal(received?.id, fits.id, 'the big message never reached the queue');
+    } finally {
+      await consumer.close();
       await t.close();
     }
   });
@@ -408,6 +468,10 @@ describe('rabbitmq transport', () => {
     assert.throws(
       () => new RabbitMqTransport({ url: RABBITMQ_URL, exchange: 'bad name!' }),
       (err: unknown) => isConfigError(err) && err.key === 'exchange',
+    );
+    assert.throws(
+      () => new RabbitMqTransport({ url: RABBITMQ_URL, maxMessageBytes: 0 }),
+      (err: unknown) => isConfigError(err) && err.key === 'maxMessageBytes',
     );
   });
 });

@@ -52,6 +52,12 @@ export interface AmqpConfirmChannel {
 
 /** An open connection (amqplib's `ChannelModel`). */
 export interface AmqpConnection {
+  /**
+   * amqplib's connection object underneath. When it holds the socket as `stream`, the transport
+   * destroys that socket if the broker does not answer a close, so a black-holed connection
+   * cannot keep the process alive. Other clients may leave it out.
+   */
+  readonly connection?: object;
   createConfirmChannel(): Promise<AmqpConfirmChannel>;
   close(): Promise<void>;
   on(event: 'close', listener: (err?: Error) => void): unknown;

@@ -119,10 +119,18 @@ export function backoffError(last: Error, waitMs: number): TransportError {
   );
 }
 
+/**
+ * The broker blocks publishers (`connection.blocked`): a memory or disk alarm. Nothing is written
+ * into the blocked socket; the relay probes until the alarm clears.
+ */
 export function blockedError(safeUrl: string, reason: string): TransportError {
-  return new TransportError('blocked', `RabbitMQ at ${safeUrl} is blocking publishers (${reason})`, {
-    details: { url: safeUrl, reason },
-  });
+  return new TransportError(
+    'blocked',
+    `RabbitMQ at ${safeUrl} is blocking publishers (${reason}): a resource alarm, raised when the ` +
+      'broker runs low on memory or disk; publishing resumes when it clears (consumers catch up, ' +
+      'disk space is freed); `rabbitmqctl status` lists the alarms in effect',
+    { details: { url: safeUrl, reason } },
+  );
 }
 
 export function unroutableError(
@@ -159,9 +167,9 @@ export function confirmLostError(
 ): TransportError {
   return new TransportError(
     'confirm_lost',
-    `the channel to RabbitMQ at ${safeUrl} closed before the broker confirmed message ` +
+    `the connection to RabbitMQ at ${safeUrl} was lost before the broker confirmed message ` +
       `${message.id} (topic ${JSON.stringify(message.topic)})${reason ? `: ${reason.message}` : ''}; ` +
-      'it will be published again with the same message id, so consumers may see it twice',
+      'the next publish reconnects and sends it again with the same message id, so consumers may see it twice',
     { cause: reason ?? err, details: messageDetails(message) },
   );
 }
@@ -174,9 +182,36 @@ export function channelClosedError(
 ): TransportError {
   return new TransportError(
     'channel_closed',
-    `message ${message.id} was not sent: the channel to RabbitMQ at ${safeUrl} closed ` +
+    `message ${message.id} was not sent: the connection to RabbitMQ at ${safeUrl} was lost ` +
       `during the batch${reason ? ` (${reason.message})` : ''}; the next publish reconnects`,
     { cause: reason ?? cause, details: messageDetails(message) },
+  );
+}
+
+/**
+ * The broker closed the channel with a channel-level exception while the connection stayed up:
+ * caused by what was published, so the message spends an attempt (a `retry` outcome).
+ */
+export function channelExceptionError(
+  safeUrl: string,
+  exchange: string,
+  message: OutboxMessage,
+  exception: { code: number; error: Error },
+  sent: boolean,
+): TransportError {
+  return new TransportError(
+    'channel_exception',
+    `RabbitMQ at ${safeUrl} closed the channel (${exception.error.message}) while message ${message.id} ` +
+      `(topic ${JSON.stringify(message.topic)}, exchange ${JSON.stringify(exchange)}) was ` +
+      `${sent ? 'awaiting its confirm' : 'waiting to be sent'}; the broker stays reachable, so this comes ` +
+      'from what was published (a missing exchange, no write permission on it, a message over the ' +
+      "broker's max_message_size) and the message spends an attempt; fix the cause (create the " +
+      'exchange or turn declareExchange on, grant write permission, set maxMessageBytes) and replay ' +
+      'the dead letters',
+    {
+      cause: exception.error,
+      details: { ...messageDetails(message), exchange, replyCode: exception.code },
+    },
   );
 }
 
@@ -190,10 +225,33 @@ export function confirmTimeoutError(
     'confirm_timeout',
     `no confirm from RabbitMQ at ${safeUrl} for message ${message.id} within ${confirmTimeoutMs} ms` +
       (blockedReason === undefined
-        ? ''
+        ? '; the broker does not answer, so the connection was dropped and the next publish reconnects'
         : `; the broker is blocking publishers (${blockedReason}): a memory or disk alarm, which clears when consumers catch up`) +
       '; it will be published again with the same message id (the broker may have it already)',
     { details: { ...messageDetails(message), confirmTimeoutMs } },
+  );
+}
+
+/** A message over `maxMessageBytes`, refused before sending. */
+export function messageTooLargeError(message: OutboxMessage, limit: number): PermanentDeliveryError {
+  const size = message.payload.length;
+  return new PermanentDeliveryError(
+    `message ${message.id} (topic ${JSON.stringify(message.topic)}) has a body of ${size} bytes, over ` +
+      `maxMessageBytes (${limit}); RabbitMQ would close the channel with 406 PRECONDITION_FAILED, so it ` +
+      "was not sent; store large data elsewhere and send a reference, or raise the broker's " +
+      'max_message_size and maxMessageBytes together and replay the dead letter',
+    { details: { ...messageDetails(message), size, limit } },
+  );
+}
+
+/** A user header named `CC` or `BCC`, which RabbitMQ only accepts as an array. */
+export function distributionHeaderError(message: OutboxMessage, header: string): PermanentDeliveryError {
+  return new PermanentDeliveryError(
+    `message ${message.id} (topic ${JSON.stringify(message.topic)}) has a header named ${header}, which ` +
+      'RabbitMQ reads as a sender-selected distribution list and accepts only as an array, while ' +
+      'Mailroom headers are strings: the broker would close the channel with 406 PRECONDITION_FAILED, ' +
+      'so it was not sent; rename the header and enqueue the message again',
+    { details: { ...messageDetails(message), header } },
   );
 }
 

@@ -43,13 +43,25 @@ export interface RabbitMqTransportOptions {
    */
   mandatory?: boolean;
   /**
-   * How long to wait for the broker's confirm of a published batch. Messages not confirmed in
-   * time are reported as `retry`; they may still have reached the broker (a later duplicate
-   * carries the same message id).
+   * How long to wait for the broker's confirms of a published batch. A broker that does not
+   * answer in time is treated as unavailable: messages not confirmed report `unavailable`
+   * (spending no attempt) and the connection is dropped, unless the broker said it is blocking
+   * publishers. They may still have reached the broker (a later duplicate carries the same
+   * message id). The relay's own publish deadline, when shorter, ends the wait first.
    *
    * @default 30000
    */
   confirmTimeoutMs?: number;
+  /**
+   * Largest message body, in bytes, to send. A bigger message reports `permanent` without being
+   * sent: RabbitMQ closes the channel (406 PRECONDITION_FAILED) for a message over its
+   * `max_message_size`, which would fail every other message in flight on that channel too. Set
+   * it to the broker's `max_message_size`.
+   *
+   * @default 134217728 (128 MiB, RabbitMQ's default `max_message_size` up to 3.13; 4.0 lowered it to 16 MiB)
+   * @example 16 * 1024 * 1024
+   */
+  maxMessageBytes?: number;
   /**
    * Limit for opening the TCP/TLS connection and the AMQP handshake.
    *
@@ -74,7 +86,7 @@ export interface RabbitMqTransportOptions {
   socketOptions?: AmqpSocketOptions;
   /**
    * How long `close()` waits for confirms of batches still in flight before closing the channel
-   * (unconfirmed messages of those batches then report `retry`).
+   * (unconfirmed messages of those batches then report `unavailable`).
    *
    * @default 10000
    */
@@ -83,7 +95,7 @@ export interface RabbitMqTransportOptions {
    * Delay before the second reconnect attempt after the connection was lost; each further failed
    * attempt doubles it up to `maxReconnectDelayMs`, each wait drawn between half and all of that
    * (jitter). The first attempt after a loss is immediate. While waiting, `publish` reports
-   * `retry` at once without connecting; `start()` always tries at once.
+   * `unavailable` at once without connecting; `start()` and `probe()` always try at once.
    *
    * @default 100
    */
@@ -113,6 +125,7 @@ export interface ResolvedRabbitMqTransportOptions {
   declareExchange: boolean;
   mandatory: boolean;
   confirmTimeoutMs: number;
+  maxMessageBytes: number;
   connectTimeoutMs: number;
   heartbeatSeconds: number | undefined;
   socketOptions: AmqpSocketOptions;
@@ -129,6 +142,7 @@ const ALLOWED_KEYS = [
   'declareExchange',
   'mandatory',
   'confirmTimeoutMs',
+  'maxMessageBytes',
   'connectTimeoutMs',
   'heartbeatSeconds',
   'socketOptions',
@@ -298,6 +312,7 @@ export function resolveRabbitMqOptions(options: RabbitMqTransportOptions): Resol
     declareExchange: boolean('declareExchange', options.declareExchange, true) && exchange !== '',
     mandatory: boolean('mandatory', options.mandatory, false),
     confirmTimeoutMs: integer('confirmTimeoutMs', options.confirmTimeoutMs, 30_000, 1),
+    maxMessageBytes: integer('maxMessageBytes', options.maxMessageBytes, 128 * 1024 * 1024, 1),
     connectTimeoutMs: integer('connectTimeoutMs', options.connectTimeoutMs, 10_000, 1),
     heartbeatSeconds,
     socketOptions,

@@ -9,8 +9,11 @@ import type { OutboxMessage } from '../../core/types.js';
 import type { AmqpPublishOptions } from './amqp-client.js';
 import {
   channelClosedError,
+  channelExceptionError,
   confirmLostError,
   confirmTimeoutError,
+  distributionHeaderError,
+  messageTooLargeError,
   nackedError,
   unencodableError,
   unroutableError,
@@ -28,32 +31,61 @@ interface BatchState {
   outcomes: Array<PublishOutcome | undefined>;
   pending: number;
   finished: boolean;
+  /** True when the batch ended with messages the broker never answered (confirm timeout). */
+  unanswered: boolean;
   done: () => void;
   /** Wakes the send loop when it waits for 'drain' and the batch ends early. */
   wake: (() => void) | undefined;
 }
 
+/** What a batch came to. */
+export interface BatchResult {
+  /** One per message, in batch order. */
+  outcomes: PublishOutcome[];
+  /**
+   * Some messages got no answer from the broker in time: the session is not worth keeping
+   * (unless the broker said it blocks publishers), and the caller drops it.
+   */
+  unanswered: boolean;
+}
+
 /**
  * Publishes the batch pipelined on the session's confirm channel and waits for the broker's
  * confirms, at most `confirmTimeoutMs`. Never rejects; one outcome per message, in order.
+ *
+ * How each failure is read (the relay spends an attempt on `retry`, none on `unavailable`):
+ * - the connection is lost (socket error, heartbeat timeout, broker closed it) or the broker
+ *   does not confirm in time: `unavailable`. That says nothing about the messages.
+ * - the broker closes only the channel with a channel-level exception (404 NOT_FOUND exchange,
+ *   403 ACCESS_REFUSED, 406 PRECONDITION_FAILED) and keeps the connection: `retry`. The broker
+ *   is up and answering; what was published (or where) is refused, and publishing again after a
+ *   reconnect fails the same way. Reading it as an outage would make the relay probe (which
+ *   succeeds: it connects), publish, fail, and probe again forever, without any message ever
+ *   spending an attempt or reaching the dead letters. As `retry`, the messages follow their
+ *   backoff and end as dead letters an operator can see and replay once the cause is fixed.
+ *   AMQP does not say which message caused the exception, so every message of the channel
+ *   without a confirm pays: the cost of one poisoned batch, which `maxMessageBytes` avoids for
+ *   the one cause that is about a single message.
+ * - a nack: `retry`; returned as unroutable (mandatory) or not encodable: `permanent`.
  */
 export function publishBatch(
   session: Session,
   messages: readonly OutboxMessage[],
   options: Readonly<ResolvedRabbitMqTransportOptions>,
-): Promise<PublishOutcome[]> {
-  const { exchange, mandatory, confirmTimeoutMs, safeUrl } = options;
-  return new Promise<PublishOutcome[]>((resolve) => {
+): Promise<BatchResult> {
+  const { exchange, mandatory, confirmTimeoutMs, maxMessageBytes, safeUrl } = options;
+  return new Promise<BatchResult>((resolve) => {
     const batch: BatchState = {
       outcomes: new Array<PublishOutcome | undefined>(messages.length).fill(undefined),
       pending: messages.length,
       finished: false,
+      unanswered: false,
       wake: undefined,
       done: () => {
         batch.finished = true;
         clearTimeout(timer);
         batch.wake?.();
-        resolve(batch.outcomes as PublishOutcome[]);
+        resolve({ outcomes: batch.outcomes as PublishOutcome[], unanswered: batch.unanswered });
       },
     };
     const settle = (index: number, outcome: PublishOutcome): void => {
@@ -61,15 +93,26 @@ export function publishBatch(
       batch.outcomes[index] = outcome;
       if (--batch.pending === 0) batch.done();
     };
-    const channelClosed = (message: OutboxMessage, cause?: unknown): PublishOutcome => ({
-      status: 'retry',
-      error: channelClosedError(safeUrl, message, session.state.lostReason, cause),
-    });
+    /** A message the channel closed on before it was sent. */
+    const notSent = (message: OutboxMessage, cause?: unknown): PublishOutcome => {
+      const exception = session.state.channelException;
+      if (exception) {
+        return {
+          status: 'retry',
+          error: channelExceptionError(safeUrl, exchange, message, exception, false),
+        };
+      }
+      return {
+        status: 'unavailable',
+        error: channelClosedError(safeUrl, message, session.state.lostReason, cause),
+      };
+    };
 
     const timer = setTimeout(() => {
+      batch.unanswered = true;
       messages.forEach((message, index) => {
         settle(index, {
-          status: 'retry',
+          status: 'unavailable',
           error: confirmTimeoutError(safeUrl, confirmTimeoutMs, message, session.state.blockedReason),
         });
       });
@@ -79,8 +122,13 @@ export function publishBatch(
       for (let index = 0; index < messages.length; index++) {
         const message = messages[index] as OutboxMessage;
         if (batch.finished) return;
+        const refused = refuseBeforeSending(message, maxMessageBytes);
+        if (refused) {
+          settle(index, refused);
+          continue;
+        }
         if (!session.open) {
-          settle(index, channelClosed(message));
+          settle(index, notSent(message));
           continue;
         }
         let writable: boolean;
@@ -93,7 +141,7 @@ export function publishBatch(
             (err) => settle(index, confirmOutcome(session, message, err, options)),
           );
         } catch (err) {
-          settle(index, sendFailure(message, err) ?? channelClosed(message, err));
+          settle(index, unencodable(message, err) ?? notSent(message, err));
           continue;
         }
         // Backpressure: the client buffers frames until the socket takes them. Stop when it
@@ -103,9 +151,31 @@ export function publishBatch(
     };
     send().catch((err: unknown) => {
       // Not expected (the loop catches per message), but a batch must never hang or reject.
-      messages.forEach((message, index) => settle(index, channelClosed(message, err)));
+      messages.forEach((message, index) => settle(index, notSent(message, err)));
     });
   });
+}
+
+/**
+ * Headers RabbitMQ reads as sender-selected distribution lists; it requires an array of strings
+ * there and closes the channel (406 PRECONDITION_FAILED, `unacceptable_type_in_header`) for
+ * anything else. Mailroom header values are always strings, so such a message can never be sent.
+ */
+const DISTRIBUTION_HEADERS = ['CC', 'BCC'] as const;
+
+/**
+ * A `permanent` outcome for a message the broker is certain to refuse by closing the channel:
+ * refusing it here keeps it from failing every other message in flight on that channel.
+ */
+function refuseBeforeSending(message: OutboxMessage, maxMessageBytes: number): PublishOutcome | undefined {
+  if (message.payload.length > maxMessageBytes) {
+    return { status: 'permanent', error: messageTooLargeError(message, maxMessageBytes) };
+  }
+  const header = DISTRIBUTION_HEADERS.find((name) => Object.hasOwn(message.headers, name));
+  if (header !== undefined) {
+    return { status: 'permanent', error: distributionHeaderError(message, header) };
+  }
+  return undefined;
 }
 
 /** The AMQP properties of one message: id, type, content type, timestamp and Mailroom headers. */
@@ -158,13 +228,22 @@ function confirmOutcome(
     if (returned === undefined) return { status: 'ok' };
     return { status: 'permanent', error: unroutableError(message, options.exchange, returned) };
   }
-  // amqplib reports a nack as 'message nacked' and a channel lost with messages unconfirmed as
-  // 'channel closed'; anything else is treated as lost too, which is the safe reading (retry).
+  // amqplib reports a nack as 'message nacked' and a channel that closed with messages
+  // unconfirmed as 'channel closed'; the session state says why it closed.
   if ((err as { message?: unknown }).message === 'message nacked') {
     return { status: 'retry', error: nackedError(message, options.exchange, err) };
   }
+  const exception = session.state.channelException;
+  if (exception) {
+    return {
+      status: 'retry',
+      error: channelExceptionError(options.safeUrl, options.exchange, message, exception, true),
+    };
+  }
+  // A lost connection, or anything unexpected: the safe reading is that the broker may not
+  // have the message, and that it says nothing about the message itself.
   return {
-    status: 'retry',
+    status: 'unavailable',
     error: confirmLostError(options.safeUrl, message, session.state.lostReason, err),
   };
 }
@@ -172,10 +251,10 @@ function confirmOutcome(
 /**
  * The client checks the message before writing anything: a RangeError or TypeError means this
  * message can never be encoded (headers over the 64 KiB table limit…), so retrying is useless.
- * Anything else means the channel is closing or closed (amqplib's IllegalOperationError): the
- * caller reads it as such (undefined here).
+ * Anything else means the channel is closing or closed (amqplib's IllegalOperationError): not
+ * this function's to answer (undefined).
  */
-function sendFailure(message: OutboxMessage, err: unknown): PublishOutcome | undefined {
+function unencodable(message: OutboxMessage, err: unknown): PublishOutcome | undefined {
   if (err instanceof RangeError || err instanceof TypeError) {
     return { status: 'permanent', error: unencodableError(message, err) };
   }

@@ -23,8 +23,13 @@ import type { ResolvedRabbitMqTransportOptions } from './rabbitmq-options.js';
 
 /** What the connection's listeners learn, kept apart so they can be attached before the channel exists. */
 export interface ConnectionState {
-  /** The error that ended the session, when the client reported one before 'close'. */
+  /** The error that ended the connection (socket error, heartbeat timeout, broker closed it). */
   lostReason: Error | undefined;
+  /**
+   * The channel-level exception the broker closed the channel with while the connection was up
+   * (404 NOT_FOUND, 406 PRECONDITION_FAILED…): caused by what was published, not by an outage.
+   */
+  channelException: ChannelException | undefined;
   /** Set while the broker blocks publishers (resource alarm): the broker's reason. */
   blockedReason: string | undefined;
   /** The connection itself has closed (not only the channel). */
@@ -44,6 +49,30 @@ export interface Session {
    */
   readonly returned: Map<string, AmqpReturnedMessage[]>;
 }
+
+/** An error the broker closed the channel with, and its AMQP reply code. */
+export interface ChannelException {
+  code: number;
+  error: Error;
+}
+
+/**
+ * AMQP 0-9-1 reply codes of channel ("soft") exceptions: the broker closes the channel and
+ * keeps the connection. Every other code is a connection ("hard") exception or comes from the
+ * client itself.
+ */
+const CHANNEL_EXCEPTION_CODES: ReadonlySet<number> = new Set([
+  311, // CONTENT_TOO_LARGE
+  312, // NO_ROUTE
+  313, // NO_CONSUMERS
+  403, // ACCESS_REFUSED: the user may not write to the exchange
+  404, // NOT_FOUND: the exchange does not exist
+  405, // RESOURCE_LOCKED
+  406, // PRECONDITION_FAILED: message over max_message_size, bad header value…
+]);
+
+/** How long a dropped connection gets to finish the AMQP close handshake before its socket is destroyed. */
+const DROP_CLOSE_MS = 1000;
 
 export const noop = (): void => {};
 
@@ -69,6 +98,37 @@ async function closeQuietly(connection: AmqpConnection): Promise<void> {
     await connection.close();
   } catch {
     // Already closed, or the socket is gone: nothing left to release.
+  }
+}
+
+/**
+ * Destroys the socket under an amqplib connection (`connection.stream`), for a close the broker
+ * did not answer: amqplib waits for close-ok forever, and the open socket would keep the process
+ * alive. Destroying it with an error lets amqplib run its own socket-error path (it emits
+ * 'close' and stops the heartbeat timers). Clients without such a socket are left alone.
+ */
+function destroySocket(connection: AmqpConnection, reason: string): void {
+  const inner: unknown = connection.connection;
+  if (typeof inner !== 'object' || inner === null || !('stream' in inner)) return;
+  const stream = inner.stream as { destroyed?: unknown; destroy?: unknown } | null;
+  if (typeof stream?.destroy !== 'function' || stream.destroyed === true) return;
+  (stream.destroy as (err: Error) => void).call(stream, new Error(reason));
+}
+
+/**
+ * Closes the connection politely within `ms`, then makes sure its socket is gone: when the
+ * broker did not answer in time, or when amqplib skipped the handshake because the connection
+ * was blocked (the broker then does not read the socket, so it would stay half-open).
+ */
+async function release(session: Session, ms: number): Promise<void> {
+  const answered = await withTimeout(closeQuietly(session.connection), ms).then(
+    () => true,
+    () => false,
+  );
+  if (!answered) {
+    destroySocket(session.connection, `mailroom: RabbitMQ sent no close-ok within ${ms} ms`);
+  } else if (session.state.blockedReason !== undefined) {
+    destroySocket(session.connection, 'mailroom: closed a connection the broker blocks');
   }
 }
 
@@ -201,7 +261,12 @@ export class SessionManager {
     // Listeners go on before anything else can happen: an 'error' event without a listener
     // would throw from the client's socket handler and crash the process. The session does not
     // exist yet, so 'close' reaches it through `opened` once it does.
-    const state: ConnectionState = { lostReason: undefined, blockedReason: undefined, closed: false };
+    const state: ConnectionState = {
+      lostReason: undefined,
+      channelException: undefined,
+      blockedReason: undefined,
+      closed: false,
+    };
     const opened: { session?: Session } = {};
     connection.on('error', (err) => {
       state.lostReason ??= err;
@@ -228,7 +293,15 @@ export class SessionManager {
     const session: Session = { connection, channel, state, open: true, returned: new Map() };
     opened.session = session;
     channel.on('error', (err) => {
-      state.lostReason ??= err;
+      // amqplib emits the broker's channel.close as an 'error' with the reply code, before the
+      // channel's 'close' and before it fails the unconfirmed messages: by then the publish side
+      // can tell a channel exception from a lost connection.
+      const code = (err as { code?: unknown }).code;
+      if (typeof code === 'number' && CHANNEL_EXCEPTION_CODES.has(code) && !state.closed) {
+        state.channelException ??= { code, error: err };
+      } else {
+        state.lostReason ??= err;
+      }
     });
     channel.on('close', () => this.#lost(session));
     channel.on('return', (returned) => {
@@ -258,6 +331,17 @@ export class SessionManager {
     return session;
   }
 
+  /**
+   * Forgets the session and closes its connection without waiting for anything it carries: the
+   * broker did not answer (confirm timeout, aborted publish), so the next caller reconnects.
+   * Unconfirmed messages on it fail as a lost connection. Resolves once the socket is gone.
+   */
+  drop(session: Session): Promise<void> {
+    if (this.#session === session) this.#session = undefined;
+    session.open = false;
+    return release(session, DROP_CLOSE_MS);
+  }
+
   /** The connection or the channel ended; forget the session so the next caller reconnects. */
   #lost(session: Session): void {
     if (this.#session === session) this.#session = undefined;
@@ -265,15 +349,15 @@ export class SessionManager {
     session.open = false;
     // When only the channel died (say a publish to a missing exchange), close its connection
     // too: sessions are replaced whole, and a leftover connection would keep the process alive.
-    void closeQuietly(session.connection);
+    void release(session, DROP_CLOSE_MS);
   }
 
   async #dispose(session: Session): Promise<void> {
     if (this.#session === session) this.#session = undefined;
     const wasOpen = session.open;
     session.open = false;
-    const limit = Math.max(this.#options.closeTimeoutMs, 1000);
+    const limit = Math.max(this.#options.closeTimeoutMs, DROP_CLOSE_MS);
     if (wasOpen) await withTimeout(session.channel.close(), limit).catch(noop);
-    await withTimeout(session.connection.close(), limit).catch(noop);
+    await release(session, limit);
   }
 }

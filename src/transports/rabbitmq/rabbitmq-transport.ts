@@ -17,8 +17,9 @@ export { ATTEMPT_HEADER, KEY_HEADER } from './rabbitmq-publish.js';
  * routing key and the message id as AMQP `message-id`. A message is reported `ok` only after the
  * broker's publisher confirm (`basic.ack`).
  *
- * Reconnects lazily: when the connection or channel is lost, in-flight messages report `retry`
- * and the next `publish` opens a new connection (with backoff after failed attempts).
+ * Reconnects lazily: when the connection is lost, in-flight messages report `unavailable` and
+ * the next `publish` opens a new connection (with backoff after failed attempts). See
+ * {@link publishBatch} for how each failure is classified.
  *
  * @example
  * ```ts
@@ -83,7 +84,7 @@ export class RabbitMqTransport implements Transport {
 
   /**
    * Waits up to `closeTimeoutMs` for batches in flight, then closes the channel and the
-   * connection. Idempotent. Messages still unconfirmed then report `retry`.
+   * connection. Idempotent. Messages still unconfirmed then report `unavailable`.
    */
   close(): Promise<void> {
     this.#closing ??= this.#shutdown();
@@ -106,7 +107,21 @@ export class RabbitMqTransport implements Transport {
       const error = err instanceof Error ? err : new TransportError('unreachable', String(err));
       return messages.map(() => ({ status: 'unavailable', error }));
     }
-    return publishBatch(session, messages, this.#options);
+    const blocked = session.state.blockedReason;
+    if (blocked !== undefined) {
+      // Writing into a blocked connection only fills buffers the broker does not read; the
+      // relay probes until the alarm clears instead.
+      const error = blockedError(this.#options.safeUrl, blocked);
+      return messages.map(() => ({ status: 'unavailable', error }));
+    }
+    const result = await publishBatch(session, messages, this.#options);
+    // A broker that did not answer in time is not worth waiting on again: the next publish
+    // reconnects. A blocked one did say why it is silent; keeping its connection lets probe()
+    // report the alarm until it clears, and the confirms still come once it does.
+    if (result.unanswered && session.state.blockedReason === undefined) {
+      void this.#sessions.drop(session);
+    }
+    return result.outcomes;
   }
 
   async #shutdown(): Promise<void> {
@@ -115,7 +130,7 @@ export class RabbitMqTransport implements Transport {
       if (this.#inFlight.size === 0) return;
       await withTimeout(Promise.allSettled([...this.#inFlight]), this.#options.closeTimeoutMs).catch(noop);
     });
-    // Batches cut short by the channel closing settle as retry right away.
+    // Batches cut short by the channel closing settle as unavailable right away.
     await Promise.allSettled([...this.#inFlight]);
   }
 }
