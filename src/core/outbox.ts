@@ -48,10 +48,12 @@ const CHUNK = 1000;
  * @example
  * ```ts
  * const outbox = new Outbox({ store });
- * await db.query('BEGIN');
- * await db.query('UPDATE accounts SET balance = balance - $1 WHERE id = $2', [amount, id]);
- * const messageId = await outbox.enqueue(db, { topic: 'account.debited', key: id, payload: { amount } });
- * await db.query('COMMIT');
+ * const client = await pool.connect(); // the connection your transaction runs on, not the pool
+ * await client.query('BEGIN');
+ * await client.query('UPDATE accounts SET balance = balance - $1 WHERE id = $2', [amount, id]);
+ * const messageId = await outbox.enqueue(client, { topic: 'account.debited', key: id, payload: { amount } });
+ * await client.query('COMMIT');
+ * client.release();
  * ```
  */
 export class Outbox<Tx = unknown> {

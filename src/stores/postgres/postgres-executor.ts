@@ -20,7 +20,7 @@ type TransactionState = 'in' | 'out' | 'unknown';
 const WHAT_TO_PASS =
   'pass the handle your transaction runs on: the client from `await pool.connect()` after ' +
   "`await client.query('BEGIN')`, the `tx` of postgres.js `sql.begin(async (tx) => …)`, the `tx` of " +
-  'PGlite `db.transaction(async (tx) => …)`, or an ORM adapter’s executor (`execute(sql, params)`)';
+  "PGlite `db.transaction(async (tx) => …)`, or an ORM adapter's executor (`execute(sql, params)`)";
 
 const isFunction = (value: unknown): boolean => typeof value === 'function';
 
@@ -80,7 +80,7 @@ function describe(value: unknown): string {
 function rejectPool(o: Shape): never {
   throw new NotATransactionError(
     'a pg.Pool',
-    `enqueue got a pg.Pool (${String(o.totalCount)} connections, ${String(o.idleCount)} idle), not a ` +
+    `enqueue got a pg.Pool (totalCount ${String(o.totalCount)}, idleCount ${String(o.idleCount)}), not a ` +
       'transaction: a pool runs each statement on whichever connection is free, in a transaction of its ' +
       'own, so the message would be committed even when your transaction rolls back. ' +
       "Check out a client and enqueue on it inside your transaction: `const client = await pool.connect(); await client.query('BEGIN'); … " +
@@ -109,7 +109,7 @@ function rejectPGliteDatabase(): never {
     'a PGlite database',
     'enqueue got the PGlite database itself, not a transaction: inside `db.transaction()` its queries wait ' +
       'for that transaction to end, so enqueue would never return; outside, the message commits on its own; ' +
-      'and after a BEGIN through `db.query()`, the relay’s statements run inside your open transaction and can ' +
+      "and after a BEGIN through `db.query()`, the relay's statements run inside your open transaction and can " +
       'publish the message before you roll back. Enqueue with the `tx` that PGlite hands you: ' +
       '`await db.transaction(async (tx) => { …; await outbox.enqueue(tx, message) })`',
   );
@@ -231,7 +231,7 @@ export async function requirePostgresTransaction(
     if (sqlStateOf(err) !== '25P01') throw err;
     throw new NotATransactionError(
       'a connection outside a transaction block',
-      'enqueue’s handle is not inside a transaction block (requireTransaction is on, and PostgreSQL answered ' +
+      "enqueue's handle is not inside a transaction block (requireTransaction is on, and PostgreSQL answered " +
         `25P01 to \`${lockStatement}\`), so the message would commit on its own, whatever your business ` +
         `transaction does. Run BEGIN on that connection first, or ${WHAT_TO_PASS}`,
       { cause: err },
