@@ -147,7 +147,13 @@ describe('mailroom status, dlq and send', () => {
       'oldestAgeMs',
       'deadLetters',
       'topics',
+      'approximate',
+      'estimated',
+      'topicsTruncated',
     ]);
+    assert.equal(status.approximate, false, 'a small outbox is counted exactly');
+    assert.deepEqual(status.estimated, []);
+    assert.equal(status.topicsTruncated, false);
     assert.equal(status.schema, db.schema);
     assert.equal(status.backlog, 1);
     assert.equal(status.inFlight, 0);
@@ -160,6 +166,26 @@ describe('mailroom status, dlq and send', () => {
     assert.match(table.stdout, /backlog\s+1/);
     assert.match(table.stdout, /oldest\s+\d+(ms|\.\ds)/);
     assert.match(table.stdout, /TOPIC\s+BACKLOG\s+DEAD\norders\s+1\s+0/);
+  });
+
+  it('marks estimates in status when the outbox is too big to count on every call', async () => {
+    await db.pool.query(
+      `INSERT INTO "${db.schema}".outbox (id, topic, payload)
+       SELECT gen_random_uuid(), 'bulk', '\\x31' FROM generate_series(1, 120000)`,
+    );
+    await db.pool.query(`ANALYZE "${db.schema}".outbox`);
+    const json = await cli(['status', '--json']);
+    assert.equal(json.code, 0, json.stderr);
+    const status = JSON.parse(json.stdout);
+    assert.equal(status.approximate, true);
+    assert.deepEqual(status.estimated, ['backlog', 'topics']);
+    assert.ok(Math.abs(status.backlog - 120_000) < 12_000, `about 120000, got ${status.backlog}`);
+    const table = await cli(['status']);
+    assert.equal(table.code, 0, table.stderr);
+    assert.match(table.stdout, /backlog\s+~\d+/);
+    assert.match(table.stdout, /in flight\s+0\n/);
+    assert.match(table.stdout, /bulk\s+~\d+\s+~0\n\(counts estimated from a sample\)/);
+    assert.match(table.stdout, /~ estimated: too many rows to count/);
   });
 
   it('reports an empty outbox with no oldest age', async () => {

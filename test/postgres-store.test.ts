@@ -307,6 +307,123 @@ describe('PostgreSQL store', () => {
     await db.pool.query(`DELETE FROM "${db.schema}".dead_letter`);
   });
 
+  it('keeps stats cheap on a big backlog: estimates it says are estimates, and no statement scans a whole table', async () => {
+    const { PostgresStore, EXACT_COUNT_LIMIT } = await import('../src/stores/postgres/index.js');
+    // A schema of its own: the other tests share db.schema and must not see 270,000 rows.
+    const schema = `big_${Math.random().toString(16).slice(2, 10)}`;
+    const big = new PostgresStore({ pool: db.pool, schema });
+    await big.migrate();
+    const s = `"${schema}"`;
+    try {
+      const backlog = EXACT_COUNT_LIMIT + 50_000;
+      // Every fifth message of topic 'small', interleaved, so a block sample sees both.
+      await db.pool.query(
+        `INSERT INTO ${s}.outbox (id, topic, payload)
+         SELECT gen_random_uuid(), CASE WHEN i % 5 = 0 THEN 'small' ELSE 'large' END, '\\x31'
+         FROM generate_series(1, $1::int) AS i`,
+        [backlog],
+      );
+      await db.pool.query(
+        `INSERT INTO ${s}.dead_letter (id, topic, payload, content_type, headers, created_at, attempts)
+         SELECT gen_random_uuid(), 'large', '\\x31', 'application/json', '{}', now(), 3
+         FROM generate_series(1, $1::int)`,
+        [EXACT_COUNT_LIMIT + 20_000],
+      );
+      // 700 delayed and 300 leased rows, the sizes the partial indexes are for.
+      await db.pool.query(
+        `UPDATE ${s}.outbox SET available_at = now() + interval '1 hour' WHERE seq BETWEEN 1001 AND 1700`,
+      );
+      await db.pool.query(
+        `UPDATE ${s}.outbox SET lease_owner = 'r', lease_token = gen_random_uuid(), lease_until = now() + interval '1 hour'
+         WHERE seq BETWEEN 2001 AND 2300`,
+      );
+      await db.pool.query(`ANALYZE ${s}.outbox`);
+      await db.pool.query(`ANALYZE ${s}.dead_letter`);
+
+      const statements: Array<{ sql: string; params: unknown[] | undefined }> = [];
+      const recording = {
+        query: (sql: string, params?: unknown[]) => {
+          statements.push({ sql, params });
+          return db.pool.query(sql, params);
+        },
+        connect: () => db.pool.connect(),
+        end: async () => undefined,
+      };
+      const store = new PostgresStore({ pool: recording as never, schema });
+      const stats = await store.stats();
+
+      assert.equal(stats.approximate, true);
+      assert.deepEqual(stats.estimated, ['backlog', 'deadLetters', 'topics']);
+      const near = (actual: number, expected: number, tolerance: number, what: string) =>
+        assert.ok(
+          Math.abs(actual - expected) <= expected * tolerance,
+          `${what}: ${actual}, expected about ${expected}`,
+        );
+      near(stats.backlog, backlog, 0.1, 'backlog');
+      near(stats.deadLetters, EXACT_COUNT_LIMIT + 20_000, 0.1, 'dead letters');
+      assert.equal(stats.inFlight, 300, 'in flight is exact: few rows, counted through their index');
+      assert.equal(stats.scheduled, 700, 'scheduled is exact: few rows, counted through their index');
+      assert.ok(stats.oldestAgeMs !== null && stats.oldestAgeMs >= 0);
+      assert.deepEqual(
+        stats.topics.map((t) => t.topic),
+        ['large', 'small'],
+      );
+      near(stats.topics[0]?.backlog ?? 0, backlog * 0.8, 0.25, 'large');
+      near(stats.topics[1]?.backlog ?? 0, backlog * 0.2, 0.35, 'small');
+
+      // The plans, not the time: no statement of stats() reads all of either table.
+      assert.ok(statements.length >= 3);
+      const scans: string[] = [];
+      const walk = (node: Record<string, unknown>) => {
+        if (node['Node Type'] === 'Seq Scan') scans.push(String(node['Relation Name']));
+        for (const child of (node.Plans as Array<Record<string, unknown>> | undefined) ?? []) walk(child);
+      };
+      for (const { sql, params } of statements) {
+        const plan = await db.pool.query(`EXPLAIN (FORMAT JSON) ${sql}`, params);
+        walk((plan.rows[0]['QUERY PLAN'] as Array<{ Plan: Record<string, unknown> }>)[0]?.Plan ?? {});
+      }
+      assert.deepEqual(
+        scans.filter((r) => r === 'outbox' || r === 'dead_letter'),
+        [],
+        `no Seq Scan on the outbox or the dead letters; statements:\n${statements.map((x) => x.sql).join('\n---\n')}`,
+      );
+    } finally {
+      await db.pool.query(`DROP SCHEMA IF EXISTS ${s} CASCADE`);
+    }
+  });
+
+  it('counts exactly while the tables are small, whatever stale statistics say', async () => {
+    const { PostgresStore } = await import('../src/stores/postgres/index.js');
+    const schema = `small_${Math.random().toString(16).slice(2, 10)}`;
+    const store = new PostgresStore({ pool: db.pool, schema });
+    await store.migrate();
+    const s = `"${schema}"`;
+    try {
+      await db.pool.query(
+        `INSERT INTO ${s}.outbox (id, topic, payload) SELECT gen_random_uuid(), 't' || (i % 3), '\\x31' FROM generate_series(1, 5000) i`,
+      );
+      await db.pool.query(`ANALYZE ${s}.outbox`);
+      // Most of it delivered after the statistics were taken: they still say 5,000.
+      await db.pool.query(`DELETE FROM ${s}.outbox WHERE seq > 10`);
+      const stats = await store.stats();
+      assert.equal(stats.approximate, false);
+      assert.deepEqual(stats.estimated, []);
+      assert.equal(stats.backlog, 10);
+      assert.deepEqual(
+        stats.topics.map((t) => [t.topic, t.backlog]),
+        [
+          ['t1', 4],
+          ['t0', 3],
+          ['t2', 3],
+        ],
+      );
+      await db.pool.query(`DELETE FROM ${s}.outbox`);
+      assert.equal((await store.stats()).backlog, 0);
+    } finally {
+      await db.pool.query(`DROP SCHEMA IF EXISTS ${s} CASCADE`);
+    }
+  });
+
   it('prepares the one-message enqueue once per connection, and not when told not to', async () => {
     // A connection of its own: pooled ones may have prepared it in earlier tests.
     const pg = (await import('pg')).default;

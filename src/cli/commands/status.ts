@@ -1,4 +1,5 @@
 import type { OutboxStats } from '../../core/ports.js';
+import { MAX_TOPICS, type StatsCount } from '../../stores/postgres/postgres-stats.js';
 import { openStore } from '../connect.js';
 import { formatDuration } from '../duration.js';
 import { COMMON_OPTIONS, type OptionSpec } from '../options.js';
@@ -10,25 +11,44 @@ const OPTIONS: OptionSpec[] = COMMON_OPTIONS.filter((o) => o.key === 'databaseUr
 /** What `mailroom status --json` prints. Fields are only ever added, never renamed. */
 export interface StatusReport extends OutboxStats {
   schema: string;
+  /** True when a count is an estimate (a big table is not counted row by row). */
+  approximate: boolean;
+  /** Which counts are estimates. */
+  estimated: StatsCount[];
+  /** True when only the busiest topics are listed. */
+  topicsTruncated: boolean;
 }
 
 function humanStatus(report: StatusReport): string {
   const age = report.oldestAgeMs === null ? '-' : formatDuration(report.oldestAgeMs);
+  // An estimate is marked with "~" (backlog, dead letters: about; in flight, scheduled: at least).
+  const n = (field: StatsCount, value: number) => `${report.estimated.includes(field) ? '~' : ''}${value}`;
   const lines = [
     `schema        ${report.schema}`,
-    `backlog       ${report.backlog}`,
-    `  in flight   ${report.inFlight}`,
-    `  scheduled   ${report.scheduled}  (waiting for a retry or a delay)`,
+    `backlog       ${n('backlog', report.backlog)}`,
+    `  in flight   ${n('inFlight', report.inFlight)}`,
+    `  scheduled   ${n('scheduled', report.scheduled)}  (waiting for a retry or a delay)`,
     `oldest        ${age}`,
-    `dead letters  ${report.deadLetters}`,
+    `dead letters  ${n('deadLetters', report.deadLetters)}`,
   ];
   if (report.topics.length > 0) {
+    const notes = [
+      ...(report.topicsTruncated ? [`the ${MAX_TOPICS} busiest topics`] : []),
+      ...(report.estimated.includes('topics') ? ['counts estimated from a sample'] : []),
+    ];
     lines.push(
       '',
       formatTable(
         ['TOPIC', 'BACKLOG', 'DEAD'],
-        report.topics.map((t) => [t.topic, String(t.backlog), String(t.deadLetters)]),
+        report.topics.map((t) => [t.topic, n('topics', t.backlog), n('topics', t.deadLetters)]),
       ),
+      ...(notes.length ? [`(${notes.join('; ')})`] : []),
+    );
+  }
+  if (report.approximate) {
+    lines.push(
+      '',
+      '~ estimated: too many rows to count on every call; in flight and scheduled are at least this many',
     );
   }
   return lines.join('\n');
@@ -44,11 +64,12 @@ export const statusCommand: Command = {
   details: [
     'backlog counts every undelivered message; in flight and scheduled are parts of it',
     '(claimed by a relay now; waiting for a retry or a delay). oldest is the age of the oldest',
-    'undelivered message.',
+    'undelivered message (the head of the outbox). Topics: the 50 with the largest backlog.',
+    'Up to 100,000 rows a table is counted exactly; beyond, counts are estimates, marked ~.',
     '',
     '--json prints one object instead of the table:',
     '  { schema, backlog, inFlight, scheduled, oldestAgeMs, deadLetters,',
-    '    topics: [{ topic, backlog, deadLetters }] }',
+    '    topics: [{ topic, backlog, deadLetters }], approximate, estimated, topicsTruncated }',
   ].join('\n'),
   async run({ config, flags, out }) {
     const store = await openStore(config);
@@ -62,6 +83,9 @@ export const statusCommand: Command = {
         oldestAgeMs: stats.oldestAgeMs === null ? null : Math.round(stats.oldestAgeMs),
         deadLetters: stats.deadLetters,
         topics: stats.topics,
+        approximate: stats.approximate,
+        estimated: stats.estimated,
+        topicsTruncated: stats.topicsTruncated,
       };
       out(flags.get('json') === true ? JSON.stringify(report) : humanStatus(report));
       return 0;

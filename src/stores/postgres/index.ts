@@ -14,6 +14,13 @@ export {
   type MigrationResult,
   type Migration,
 } from './migrate.js';
+export {
+  EXACT_COUNT_LIMIT,
+  MAX_TOPICS,
+  TOPIC_SAMPLE_ROWS,
+  type PostgresStats,
+  type StatsCount,
+} from './postgres-stats.js';
 export { validateSchemaName, MAX_SCHEMA_NAME_BYTES, MAX_IDENTIFIER_BYTES } from './schema-name.js';
 export { isRetryableDbError, describeDbError, RETRYABLE_ERROR_CODES } from './postgres-errors.js';
 export type {

@@ -104,18 +104,47 @@ WHERE available_at > now() AND available_at > created_at`,
 
     schemaVersion: `SELECT max(version) AS version FROM ${s}.migrations`,
 
-    stats: `SELECT
-  (SELECT count(*) FROM ${t})::bigint AS backlog,
-  (SELECT count(*) FROM ${t} WHERE lease_until > now())::bigint AS in_flight,
-  (SELECT count(*) FROM ${t} WHERE available_at > now())::bigint AS scheduled,
-  (SELECT extract(epoch FROM now() - min(created_at)) * 1000 FROM ${t}) AS oldest_age_ms,
-  (SELECT count(*) FROM ${s}.dead_letter)::bigint AS dead_letters`,
+    // What PostgreSQL already knows about the size of both tables, read from the catalog in
+    // microseconds whatever the size: the live-row count the statistics system keeps up to date
+    // on every commit (reset by a crash), and the planner's density (reltuples per page, from
+    // the last VACUUM or ANALYZE) with the current number of pages.
+    statsEstimates: `SELECT c.relname::text AS table, pg_stat_get_live_tuples(c.oid)::float8 AS live,
+  c.reltuples::float8 AS reltuples, c.relpages::float8 AS relpages,
+  (pg_relation_size(c.oid) / current_setting('block_size')::bigint)::float8 AS pages
+FROM pg_catalog.pg_class c
+WHERE c.oid IN (${quoteLiteral(`${s}.outbox`)}::regclass, ${quoteLiteral(`${s}.dead_letter`)}::regclass)`,
 
-    topicStats: `SELECT topic, sum(b)::bigint AS backlog, sum(d)::bigint AS dead_letters FROM (
-  SELECT topic, count(*) AS b, 0 AS d FROM ${t} GROUP BY topic
-  UNION ALL
-  SELECT topic, 0, count(*) FROM ${s}.dead_letter GROUP BY topic
-) x GROUP BY topic ORDER BY topic`,
+    /**
+     * Counts for `stats()`, each one stopped at `$1` rows so none costs more than that however
+     * big the table, and each through an index: in flight through outbox_lease_token, scheduled
+     * through outbox_delayed, the backlog and the dead letters through their primary keys (an
+     * index walk also skips the dead rows of a drained queue table that a plain scan would
+     * read). The oldest message is the head of the primary key. A table the estimates already
+     * show to be big is not counted at all (`null`).
+     */
+    statsCounts(countBacklog: boolean, countDeadLetters: boolean): string {
+      return `SELECT
+  ${countBacklog ? `(SELECT count(*) FROM (SELECT 1 FROM ${t} b ORDER BY b.seq LIMIT $1) x)` : 'NULL'}::bigint AS backlog,
+  (SELECT count(*) FROM (SELECT 1 FROM ${t} l WHERE l.lease_token IS NOT NULL AND l.lease_until > now() LIMIT $1) x)::bigint AS in_flight,
+  (SELECT count(*) FROM (SELECT 1 FROM ${t} d WHERE d.available_at > now() AND d.available_at > d.created_at LIMIT $1) x)::bigint AS scheduled,
+  (SELECT extract(epoch FROM now() - h.created_at) * 1000 FROM ${t} h ORDER BY h.seq LIMIT 1) AS oldest_age_ms,
+  ${countDeadLetters ? `(SELECT count(*) FROM (SELECT 1 FROM ${s}.dead_letter dl ORDER BY dl.id LIMIT $1) x)` : 'NULL'}::bigint AS dead_letters`;
+    },
+
+    /**
+     * Messages per topic in the outbox ('o') and the dead letters ('d'). A big table is read
+     * through a block sample (`TABLESAMPLE SYSTEM`, the percentage as a parameter) whose counts
+     * the store scales up; a small one is counted exactly.
+     */
+    statsTopics(sampleOutbox: boolean, sampleDeadLetters: boolean): string {
+      let n = 0;
+      const sample = (on: boolean) => (on ? `TABLESAMPLE SYSTEM ($${++n})` : '');
+      const o = sample(sampleOutbox);
+      const d = sample(sampleDeadLetters);
+      return `SELECT 'o' AS side, topic, count(*)::bigint AS n FROM ${t} ${o} GROUP BY topic
+UNION ALL
+SELECT 'd', topic, count(*)::bigint FROM ${s}.dead_letter ${d} GROUP BY topic`;
+    },
 
     /** WHERE clause and params for dead-letter filters; parameters start at $1. */
     deadLetterWhere(filter: {

@@ -6,7 +6,6 @@ import type {
   ClaimedBatch,
   DeadLetterFilter,
   DeadLetterOpResult,
-  OutboxStats,
   OutboxStore,
   Settlement,
   SqlExecutor,
@@ -22,6 +21,7 @@ import { postgresExecutor, requirePostgresTransaction } from './postgres-executo
 import { postgresSql, MAX_ROWS_PER_INSERT, type PostgresSql } from './postgres-sql.js';
 import { latestVersion, migrate, type MigrationResult } from './migrate.js';
 import { notifyChannel, validateSchemaName } from './schema-name.js';
+import { readStats, type PostgresStats } from './postgres-stats.js';
 
 /** Options of {@link PostgresStore}. */
 export interface PostgresStoreOptions {
@@ -378,25 +378,15 @@ export class PostgresStore implements OutboxStore {
     return this.#withClient((client) => migrate(client, { schema: this.schema, ...options }));
   }
 
-  async stats(): Promise<OutboxStats> {
-    const [totals, topics] = await Promise.all([
-      this.#query(this.#sql.stats),
-      this.#query(this.#sql.topicStats),
-    ]);
-    const row = totals.rows[0] ?? {};
-    return {
-      backlog: Number(row.backlog ?? 0),
-      inFlight: Number(row.in_flight ?? 0),
-      scheduled: Number(row.scheduled ?? 0),
-      oldestAgeMs:
-        row.oldest_age_ms === null || row.oldest_age_ms === undefined ? null : Number(row.oldest_age_ms),
-      deadLetters: Number(row.dead_letters ?? 0),
-      topics: topics.rows.map((r) => ({
-        topic: String(r.topic),
-        backlog: Number(r.backlog),
-        deadLetters: Number(r.dead_letters),
-      })),
-    };
+  /**
+   * Counts for `status` and metrics, cheap at any size: exact while a table holds at most
+   * `EXACT_COUNT_LIMIT` (100,000) rows, estimated from PostgreSQL's statistics beyond (the result
+   * says which, in `estimated`). Every statement goes through an index, a bounded count, the
+   * catalog or a small block sample; none reads a whole table. See docs/stores/postgres.md,
+   * "Stats on a big backlog".
+   */
+  async stats(): Promise<PostgresStats> {
+    return readStats((sql, params) => this.#query(sql, params), this.#sql);
   }
 
   #deadLetterQuery(filter: DeadLetterFilter): { where: string; params: unknown[]; limit: string } {
