@@ -33,4 +33,5 @@ export {
   type ResolvedRetryPolicy,
 } from './retry-policy.js';
 export { silentLogger, type Logger } from './logger.js';
+export { systemClock, type Clock } from './clock.js';
 export { redactUrl } from './redact.js';

@@ -1,169 +1,45 @@
-import { randomBytes } from 'node:crypto';
-import { hostname } from 'node:os';
-import { ConfigError } from './errors/config-error.js';
+import type { Clock } from './clock.js';
+import { RelayStateError } from './errors/relay-state-error.js';
 import { isPermanentDeliveryError } from './errors/permanent-delivery-error.js';
-import { silentLogger, type Logger } from './logger.js';
-import type { OutboxStore, PublishOutcome, Settlement, Transport, Unsubscribe } from './ports.js';
-import {
-  resolveRetryPolicy,
-  retryDelayMs,
-  type ResolvedRetryPolicy,
-  type RetryPolicyOptions,
-} from './retry-policy.js';
+import { isTransportError, TransportError } from './errors/transport-error.js';
+import { LeaseHeartbeat } from './lease-heartbeat.js';
+import { silentLogger } from './logger.js';
+import type { OutboxStore, PublishOutcome, Settlement, Transport } from './ports.js';
+import type { RelayEvents } from './relay-events.js';
+import { resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './relay-options.js';
+import { retryDelayMs } from './retry-policy.js';
+import { TransportHealth } from './transport-health.js';
 import { TypedEmitter } from './typed-emitter.js';
 import type { OutboxMessage } from './types.js';
+import { NotifyListener, WakeUp, type WakeSource } from './wakeup.js';
 
-/** Options of {@link Relay}. */
-export interface RelayOptions {
-  store: OutboxStore;
-  transport: Transport;
-  /** Most messages claimed (and published as one pipelined batch) at a time. @default 250 */
-  batchSize?: number;
-  /**
-   * Batches in flight at once: while one batch waits for confirms the next is claimed and
-   * published. @default 4
-   */
-  concurrency?: number;
-  /**
-   * How long a claim holds its messages, on the database clock. A relay that dies loses them
-   * after this long; a live relay extends it while it publishes. @default 10000
-   */
-  leaseMs?: number;
-  /**
-   * `notify`: wake at commit of every enqueueing transaction (PostgreSQL LISTEN/NOTIFY) and poll
-   * as a backstop. `poll`: poll only. @default 'notify' when the store supports it
-   */
-  wakeup?: 'notify' | 'poll';
-  /** Poll interval, the backstop in `notify` mode. @default 1000 (notify), 250 (poll) */
-  pollIntervalMs?: number;
-  /** Retry schedule and attempts before dead-lettering. */
-  retry?: RetryPolicyOptions;
-  /** How long `stop()` waits for in-flight batches before giving up on them. @default 10000 */
-  shutdownTimeoutMs?: number;
-  /** Name of this relay on leased rows and in logs. @default `${hostname}:${pid}:${random}` */
-  owner?: string;
-  /** Stops the relay when aborted. */
-  signal?: AbortSignal;
-  /** Receives structured log lines. @default silent */
-  logger?: Logger;
+export { resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './relay-options.js';
+export type { RelayEvents } from './relay-events.js';
+
+/**
+ * How long a transport gets, after its publish was aborted, to hand back the outcomes it already
+ * has (confirms that arrived are worth keeping: each one is a duplicate avoided).
+ */
+const ABORT_GRACE_MS = 1000;
+
+/** A batch between claim and settle: what `stop()` needs to abandon it cleanly. */
+interface Batch {
+  abort: AbortController;
+  heartbeat: LeaseHeartbeat;
+  done: Promise<void>;
 }
 
-export interface ResolvedRelayOptions {
-  batchSize: number;
-  concurrency: number;
-  leaseMs: number;
-  wakeup: 'notify' | 'poll';
-  pollIntervalMs: number;
-  retry: ResolvedRetryPolicy;
-  shutdownTimeoutMs: number;
-  owner: string;
-}
-
-/** Events a relay emits. Listeners that throw are logged and ignored. */
-export interface RelayEvents {
-  'relay:started': { owner: string; wakeup: 'notify' | 'poll' };
-  'relay:stopped': { owner: string; abandoned: number };
-  'relay:batch:claimed': { count: number; leaseToken: string };
-  'relay:batch:settled': {
-    count: number;
-    delivered: number;
-    retried: number;
-    dead: number;
-    publishMs: number;
-    /** Delivered messages of this batch (references, do not mutate). */
-    messages: readonly OutboxMessage[];
-  };
-  'relay:message:retry': { message: OutboxMessage; error: Error; delayMs: number };
-  'relay:message:dead': { message: OutboxMessage; error: Error };
-  'relay:wakeup': { source: 'notify' | 'poll' | 'settled' | 'due' };
-  'relay:error': { phase: 'claim' | 'publish' | 'settle' | 'lease' | 'listen' | 'start'; error: unknown };
-}
-
-const ALLOWED_OPTIONS = new Set([
-  'store',
-  'transport',
-  'batchSize',
-  'concurrency',
-  'leaseMs',
-  'wakeup',
-  'pollIntervalMs',
-  'retry',
-  'shutdownTimeoutMs',
-  'owner',
-  'signal',
-  'logger',
-]);
-
-function int(key: string, value: number | undefined, fallback: number, min: number, max: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    throw new ConfigError(key, `${key} must be an integer from ${min} to ${max}, got ${String(value)}`, {
-      value,
-    });
-  }
-  return value;
-}
-
-/** All relay defaults, in one place. */
-export function resolveRelayOptions(options: RelayOptions): ResolvedRelayOptions {
-  for (const key of Object.keys(options)) {
-    if (!ALLOWED_OPTIONS.has(key)) {
-      throw new ConfigError(
-        key,
-        `unknown relay option "${key}"; allowed: ${[...ALLOWED_OPTIONS].join(', ')}`,
-      );
-    }
-  }
-  if (!options.store) throw new ConfigError('store', 'a relay needs a store');
-  if (!options.transport) throw new ConfigError('transport', 'a relay needs a transport');
-  const canNotify = options.store.capabilities.notify && typeof options.store.subscribe === 'function';
-  const wakeup = options.wakeup ?? (canNotify ? 'notify' : 'poll');
-  if (wakeup !== 'notify' && wakeup !== 'poll') {
-    throw new ConfigError('wakeup', `wakeup must be 'notify' or 'poll', got ${JSON.stringify(wakeup)}`);
-  }
-  if (wakeup === 'notify' && !canNotify) {
-    throw new ConfigError('wakeup', `the ${options.store.name} store cannot notify; use wakeup: 'poll'`);
-  }
-  const leaseMs = int('leaseMs', options.leaseMs, 10_000, 1000, 3_600_000);
-  return {
-    batchSize: int('batchSize', options.batchSize, 250, 1, 10_000),
-    concurrency: int('concurrency', options.concurrency, 4, 1, 64),
-    leaseMs,
-    wakeup,
-    pollIntervalMs: int(
-      'pollIntervalMs',
-      options.pollIntervalMs,
-      wakeup === 'notify' ? 1000 : 250,
-      10,
-      3_600_000,
-    ),
-    retry: resolveRetryPolicy(options.retry),
-    shutdownTimeoutMs: int('shutdownTimeoutMs', options.shutdownTimeoutMs, 10_000, 0, 3_600_000),
-    owner: options.owner ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`,
-  };
-}
+const OUTCOME_STATUSES = new Set(['ok', 'retry', 'permanent', 'unavailable']);
 
 function toError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
-}
-
 /**
  * Moves messages from an outbox store to a transport: claims due messages in batches under
  * leases, publishes each batch pipelined, and settles every message only after the transport
- * answered for it — delete on confirm, retry with backoff, or dead-letter.
+ * answered for it — delete on confirm, retry with backoff, or dead-letter. When the transport is
+ * unavailable it stops claiming, spends no attempts, and probes until the transport is back.
  *
  * @example
  * ```ts
@@ -177,15 +53,14 @@ export class Relay extends TypedEmitter<RelayEvents> {
   readonly options: ResolvedRelayOptions;
   readonly #store: OutboxStore;
   readonly #transport: Transport;
-  readonly #inFlight = new Set<Promise<void>>();
+  readonly #clock: Clock;
+  readonly #batches = new Set<Batch>();
+  readonly #wakeup: WakeUp;
+  readonly #health: TransportHealth;
+  #listener: NotifyListener | undefined;
   #loop: Promise<void> | undefined;
   #stopping: Promise<void> | undefined;
   #abort = new AbortController();
-  /** Resolves the current idle wait early (notify, settled batch, stop). */
-  #wake: (() => void) | undefined;
-  /** Counts wake-ups, so one that arrives during a claim is not lost. */
-  #wakeCount = 0;
-  #unlisten: Unsubscribe | undefined;
   /** Set when stop() has returned: abandoned batches then settle once, without retrying. */
   #stopped = false;
   #externalSignal: AbortSignal | undefined;
@@ -196,7 +71,19 @@ export class Relay extends TypedEmitter<RelayEvents> {
     this.options = resolveRelayOptions(options);
     this.#store = options.store;
     this.#transport = options.transport;
+    this.#clock = this.options.clock;
     this.#externalSignal = options.signal;
+    const emit = this.emit.bind(this) as typeof this.emit;
+    this.#wakeup = new WakeUp(this.#clock, emit, () => this.listens('relay:wakeup'));
+    this.#health = new TransportHealth({
+      transport: this.#transport,
+      clock: this.#clock,
+      logger: this.logger,
+      emit,
+      probeMinDelayMs: this.options.probeMinDelayMs,
+      probeMaxDelayMs: this.options.probeMaxDelayMs,
+      probeTimeoutMs: this.options.publishTimeoutMs,
+    });
   }
 
   /** True between `start()` and the end of `stop()`. */
@@ -204,9 +91,14 @@ export class Relay extends TypedEmitter<RelayEvents> {
     return this.#loop !== undefined && this.#stopping === undefined;
   }
 
-  /** Number of batches being published right now. */
+  /** Number of batches between claim and settle right now. */
   get inFlightBatches(): number {
-    return this.#inFlight.size;
+    return this.#batches.size;
+  }
+
+  /** False while the transport is unavailable and claims are paused. */
+  get transportAvailable(): boolean {
+    return this.#health.available;
   }
 
   /**
@@ -215,12 +107,23 @@ export class Relay extends TypedEmitter<RelayEvents> {
    */
   async start(): Promise<void> {
     if (this.#loop) return;
-    if (this.#stopping) throw new Error('relay was stopped; create a new Relay');
+    if (this.#stopping) {
+      throw new RelayStateError('stopped', 'this relay was stopped; create a new Relay to start again');
+    }
     await this.#store.check();
     await this.#transport.start();
     if (this.#loop) return;
     this.#loop = Promise.resolve(); // mark started before awaits below
-    if (this.options.wakeup === 'notify') await this.#listen();
+    if (this.options.wakeup === 'notify') {
+      this.#listener = new NotifyListener({
+        store: this.#store,
+        clock: this.#clock,
+        logger: this.logger,
+        emit: this.emit.bind(this) as typeof this.emit,
+        onWake: () => this.wake('notify'),
+      });
+      await this.#listener.start();
+    }
     this.#loop = this.#run();
     this.#externalSignal?.addEventListener('abort', this.#onExternalAbort, { once: true });
     if (this.#externalSignal?.aborted) void this.stop();
@@ -230,8 +133,9 @@ export class Relay extends TypedEmitter<RelayEvents> {
 
   /**
    * Stops claiming, waits for in-flight batches to be published and settled (at most
-   * `shutdownTimeoutMs`), then unsubscribes. Idempotent. Messages of batches still in flight at
-   * the deadline stay leased and are taken by another relay when the lease runs out.
+   * `shutdownTimeoutMs`), then unsubscribes. Idempotent. Batches still in flight at the deadline
+   * are abandoned: their publishes are aborted and their leases no longer extended, so another
+   * relay takes their messages when the leases run out.
    */
   stop(): Promise<void> {
     this.#stopping ??= this.#shutdown();
@@ -245,79 +149,51 @@ export class Relay extends TypedEmitter<RelayEvents> {
   async #shutdown(): Promise<void> {
     this.#externalSignal?.removeEventListener('abort', this.#onExternalAbort);
     this.#abort.abort();
-    this.#wake?.();
     await this.#loop?.catch(() => undefined);
     let abandoned = 0;
-    if (this.#inFlight.size > 0) {
-      let timer: NodeJS.Timeout | undefined;
-      const timedOut = await Promise.race([
-        Promise.allSettled([...this.#inFlight]).then(() => false),
-        new Promise<boolean>((r) => (timer = setTimeout(() => r(true), this.options.shutdownTimeoutMs))),
-      ]);
-      clearTimeout(timer);
-      if (timedOut) {
-        abandoned = this.#inFlight.size;
+    if (this.#batches.size > 0) {
+      const deadline = new AbortController();
+      const settled = Promise.allSettled([...this.#batches].map((b) => b.done)).then(() => deadline.abort());
+      const timedOut = await this.#clock.sleep(this.options.shutdownTimeoutMs, deadline.signal);
+      void settled;
+      if (timedOut && this.#batches.size > 0) {
+        abandoned = this.#batches.size;
+        for (const batch of this.#batches) {
+          batch.heartbeat.stop();
+          batch.abort.abort();
+        }
         this.logger.warn('stop deadline passed with batches in flight; their leases will expire', {
           abandoned,
         });
       }
     }
-    await this.#unlisten?.().catch(() => undefined);
-    this.#unlisten = undefined;
+    await this.#listener?.stop();
     this.#stopped = true;
     this.logger.info('relay stopped', { owner: this.options.owner, abandoned });
     this.emit('relay:stopped', { owner: this.options.owner, abandoned });
   }
 
   /** Wakes the relay to look for work now (also what a NOTIFY does). */
-  wake(source: RelayEvents['relay:wakeup']['source'] = 'notify'): void {
-    this.#wakeCount++;
-    if (this.listens('relay:wakeup')) this.emit('relay:wakeup', { source });
-    this.#wake?.();
-  }
-
-  async #listen(): Promise<void> {
-    const subscribe = this.#store.subscribe?.bind(this.#store);
-    if (!subscribe) return;
-    let failures = 0;
-    const attempt = async (): Promise<void> => {
-      if (this.#abort.signal.aborted) return;
-      try {
-        this.#unlisten = await subscribe(
-          () => this.wake('notify'),
-          (err) => {
-            this.#unlisten = undefined;
-            this.emit('relay:error', { phase: 'listen', error: err });
-            this.logger.warn('LISTEN connection lost; polling until it is back', { error: String(err) });
-            void retry();
-          },
-        );
-        failures = 0;
-        // Notifications sent while we were not listening are gone: look for work now.
-        this.wake('notify');
-      } catch (err) {
-        this.emit('relay:error', { phase: 'listen', error: err });
-        this.logger.warn('cannot LISTEN; polling until it works', { error: String(err) });
-        void retry();
-      }
-    };
-    const retry = async () => {
-      failures++;
-      await sleep(Math.min(30_000, 250 * 2 ** Math.min(failures, 8)), this.#abort.signal);
-      await attempt();
-    };
-    await attempt();
+  wake(source: WakeSource = 'notify'): void {
+    this.#wakeup.wake(source);
   }
 
   async #run(): Promise<void> {
     const signal = this.#abort.signal;
     let claimFailures = 0;
     while (!signal.aborted) {
-      if (this.#inFlight.size >= this.options.concurrency) {
-        await Promise.race(this.#inFlight);
+      if (!this.#health.available) {
+        // Guarantee 7: nothing is claimed while the transport is down, so nothing spends an
+        // attempt and no row stays leased; batches already out come back as released.
+        if (await this.#health.waitUntilAvailable(signal)) this.wake('available');
         continue;
       }
-      const wakesBefore = this.#wakeCount;
+      if (this.#batches.size >= this.options.concurrency) {
+        await Promise.race([...this.#batches].map((b) => b.done));
+        continue;
+      }
+      const wakesBefore = this.#wakeup.count;
+      const claimedAt = this.#clock.now();
       let messages: OutboxMessage[];
       let leaseToken: string;
       try {
@@ -331,33 +207,28 @@ export class Relay extends TypedEmitter<RelayEvents> {
         claimFailures++;
         this.emit('relay:error', { phase: 'claim', error: err });
         this.logger.warn('claim failed; retrying', { error: String(err), failures: claimFailures });
-        await sleep(Math.min(5000, 100 * 2 ** Math.min(claimFailures, 6)), signal);
+        await this.#clock.sleep(Math.min(5000, 100 * 2 ** Math.min(claimFailures, 6)), signal);
         continue;
       }
       if (messages.length > 0) {
         if (this.listens('relay:batch:claimed')) {
           this.emit('relay:batch:claimed', { count: messages.length, leaseToken });
         }
-        const batch = this.#process(messages, leaseToken);
-        this.#inFlight.add(batch);
-        void batch.finally(() => this.#inFlight.delete(batch));
+        this.#startBatch(messages, leaseToken, claimedAt);
         // A full batch means there is probably more: claim again at once.
         if (messages.length === this.options.batchSize) continue;
       }
       if (signal.aborted) break;
-      if (this.#wakeCount !== wakesBefore) continue;
-      await this.#idle(signal);
+      if (this.#wakeup.count !== wakesBefore) continue;
+      await this.#idle(signal, wakesBefore);
     }
   }
 
   /** Waits for a wake-up, a settled batch, the next due message or the poll interval. */
-  async #idle(signal: AbortSignal): Promise<void> {
-    // Counted before any await: a wake-up that arrives while we ask for the next due time must
-    // end this wait at once, not at the next poll.
-    const seen = this.#wakeCount;
+  async #idle(signal: AbortSignal, seen: number): Promise<void> {
     let wait = this.options.pollIntervalMs;
     let source: 'poll' | 'due' = 'poll';
-    if (this.#inFlight.size === 0) {
+    if (this.#batches.size === 0) {
       try {
         const due = await this.#store.nextDueInMs();
         if (due !== null && due < wait) {
@@ -368,52 +239,74 @@ export class Relay extends TypedEmitter<RelayEvents> {
         // The claim will meet the same problem and report it.
       }
     }
-    if (signal.aborted) return;
-    const timedOut = await new Promise<boolean>((resolve) => {
-      const t = setTimeout(() => resolve(true), wait);
-      this.#wake = () => {
-        clearTimeout(t);
-        resolve(false);
-      };
-      if (this.#wakeCount !== seen) this.#wake();
-    });
-    this.#wake = undefined;
+    const timedOut = await this.#wakeup.idle(wait, seen, signal);
     if (timedOut && this.listens('relay:wakeup')) this.emit('relay:wakeup', { source });
   }
 
-  async #process(messages: OutboxMessage[], leaseToken: string): Promise<void> {
-    const started = performance.now();
-    // Keep the lease while the broker is slow, so no other relay takes these messages.
-    const heartbeat = setInterval(
-      () => {
-        this.#store.extendLease(leaseToken, this.options.leaseMs).catch((err: unknown) => {
-          this.emit('relay:error', { phase: 'lease', error: err });
-        });
-      },
-      Math.max(250, Math.floor(this.options.leaseMs / 3)),
-    );
-    let outcomes: PublishOutcome[];
-    try {
-      outcomes = await this.#transport.publish(messages);
-      if (outcomes.length !== messages.length) {
-        throw new Error(
-          `transport ${this.#transport.name} returned ${outcomes.length} outcomes for ${messages.length} messages`,
-        );
-      }
-    } catch (err) {
-      this.emit('relay:error', { phase: 'publish', error: err });
-      const error = toError(err);
-      outcomes = messages.map(() => ({ status: 'retry', error }));
-    } finally {
-      clearInterval(heartbeat);
-    }
-    const publishMs = performance.now() - started;
+  #startBatch(messages: OutboxMessage[], leaseToken: string, claimedAt: number): void {
+    const heartbeat = new LeaseHeartbeat(this.#store, leaseToken, {
+      leaseMs: this.options.leaseMs,
+      clock: this.#clock,
+      claimedAt,
+      onError: (err) => this.emit('relay:error', { phase: 'lease', error: err }),
+    });
+    // The lease is kept from claim until settle: also while settling, so a database blip after
+    // the broker confirmed does not let another relay publish the batch again.
+    heartbeat.start();
+    const batch: Batch = { abort: new AbortController(), heartbeat, done: Promise.resolve() };
+    batch.done = this.#process(messages, leaseToken, batch)
+      .catch((err: unknown) => {
+        // Not expected: #process reports its own failures. A batch must never reject, since the
+        // loop races on it.
+        this.emit('relay:error', { phase: 'settle', error: err });
+        this.logger.error('batch failed unexpectedly; its leases will expire', { error: String(err) });
+      })
+      .finally(() => {
+        heartbeat.stop();
+        this.#batches.delete(batch);
+      });
+    this.#batches.add(batch);
+  }
 
-    const settlement: Settlement = { leaseToken, delivered: [], released: [], retry: [], dead: [] };
+  async #process(messages: OutboxMessage[], leaseToken: string, batch: Batch): Promise<void> {
+    const started = this.#clock.now();
     const policy = this.options.retry;
-    for (let i = 0; i < messages.length; i++) {
-      const message = messages[i] as OutboxMessage;
+    const settlement: Settlement = { leaseToken, delivered: [], released: [], retry: [], dead: [] };
+
+    // Guarantee 1 without a loop: attempts are counted at claim, so a message claimed more times
+    // than allowed was never answered for (the relay died or gave up on it each time, e.g. a
+    // message that crashes the process). It becomes a dead letter instead of being tried again.
+    const toPublish: OutboxMessage[] = [];
+    for (const message of messages) {
+      if (message.attempts > policy.maxAttempts) {
+        const reason =
+          `claimed ${message.attempts - 1} times (maxAttempts ${policy.maxAttempts}) without an outcome: ` +
+          'each time the relay holding it stopped, crashed or was killed before the transport answered. ' +
+          'If this message crashes the relay, fix the cause before replaying it';
+        settlement.dead.push({ message, error: reason });
+        this.emit('relay:message:dead', {
+          message,
+          error: new RelayStateError('abandoned_too_often', reason),
+        });
+        this.logger.warn('message dead-lettered', { id: message.id, topic: message.topic, error: reason });
+      } else {
+        toPublish.push(message);
+      }
+    }
+
+    const outcomes = toPublish.length > 0 ? await this.#publish(toPublish, batch.abort) : [];
+    const publishMs = this.#clock.now() - started;
+    const stopping = this.#abort.signal.aborted;
+    let answered = false;
+    for (let i = 0; i < toPublish.length; i++) {
+      const message = toPublish[i] as OutboxMessage;
       const outcome = outcomes[i] as PublishOutcome;
+      if (outcome.status === 'unavailable') {
+        settlement.released.push({ message, error: outcome.error.message });
+        if (!stopping) this.#health.markUnavailable(outcome.error);
+        continue;
+      }
+      answered = true;
       if (outcome.status === 'ok') {
         settlement.delivered.push(message);
       } else if (
@@ -434,10 +327,12 @@ export class Relay extends TypedEmitter<RelayEvents> {
         this.emit('relay:message:retry', { message, error: outcome.error, delayMs });
       }
     }
-    await this.#settle(settlement);
+    if (answered) this.#health.markHealthy();
+    await this.#settle(settlement, batch.heartbeat);
     this.emit('relay:batch:settled', {
       count: messages.length,
       delivered: settlement.delivered.length,
+      released: settlement.released.length,
       retried: settlement.retry.length,
       dead: settlement.dead.length,
       publishMs,
@@ -448,23 +343,128 @@ export class Relay extends TypedEmitter<RelayEvents> {
   }
 
   /**
-   * Settles with retries: the outcome is known, so losing it only costs duplicates (the lease
-   * expires and the messages are sent again), but retrying a few times avoids even that.
+   * Publishes under the publish deadline and checks what the transport returned. Never throws;
+   * always one valid outcome per message.
    */
-  async #settle(settlement: Settlement): Promise<void> {
+  async #publish(messages: OutboxMessage[], abort: AbortController): Promise<PublishOutcome[]> {
+    const { publishTimeoutMs } = this.options;
+    const transportName = this.#transport.name;
+    let call: Promise<PublishOutcome[]>;
+    try {
+      call = Promise.resolve(this.#transport.publish(messages, { signal: abort.signal }));
+    } catch (err) {
+      call = Promise.reject(err);
+    }
+    const timer = new AbortController();
+    const expired = this.#clock.sleep(publishTimeoutMs, timer.signal);
+    // stop() abandoning the batch aborts the call too: end the deadline wait then.
+    const onAbort = () => timer.abort();
+    abort.signal.addEventListener('abort', onAbort, { once: true });
+    type Result =
+      { kind: 'answer'; outcomes: unknown } | { kind: 'error'; error: unknown } | { kind: 'deadline' };
+    const answer: Promise<Result> = call.then(
+      (outcomes) => ({ kind: 'answer', outcomes }),
+      (error: unknown) => ({ kind: 'error', error }),
+    );
+    let result = await Promise.race([answer, expired.then((): Result => ({ kind: 'deadline' }))]);
+    timer.abort();
+    abort.signal.removeEventListener('abort', onAbort);
+    if (result.kind === 'deadline' || abort.signal.aborted) {
+      abort.abort();
+      // Give the transport a moment to hand back what it already knows, then stop waiting.
+      if (result.kind === 'deadline') {
+        const grace = new AbortController();
+        result = await Promise.race([
+          answer,
+          this.#clock.sleep(ABORT_GRACE_MS, grace.signal).then((): Result => ({ kind: 'deadline' })),
+        ]);
+        grace.abort();
+      }
+    }
+    const unavailable = (error: Error) =>
+      messages.map((): PublishOutcome => ({ status: 'unavailable', error }));
+    if (result.kind === 'deadline') {
+      const error = new TransportError(
+        'publish_timeout',
+        `transport ${transportName} did not answer a batch of ${messages.length} within publishTimeoutMs ` +
+          `(${publishTimeoutMs} ms); the batch is released without spending attempts and the transport ` +
+          'is probed until it answers. Raise publishTimeoutMs if the broker is only slow',
+        { details: { publishTimeoutMs, count: messages.length } },
+      );
+      this.emit('relay:error', { phase: 'publish', error });
+      return unavailable(error);
+    }
+    if (result.kind === 'error') {
+      // The port says publish never throws; one that does broke its contract. A TransportError
+      // is taken for what it says (the broker is out of reach); anything else is a failure of
+      // this batch that spends attempts, so a transport bug cannot stall the relay forever.
+      this.emit('relay:error', { phase: 'publish', error: result.error });
+      const error = toError(result.error);
+      if (isTransportError(error)) return unavailable(error);
+      return messages.map((): PublishOutcome => ({ status: 'retry', error }));
+    }
+    return this.#checkOutcomes(messages, result.outcomes);
+  }
+
+  /** A transport that answers with the wrong shape fails its batch loudly, never the relay. */
+  #checkOutcomes(messages: OutboxMessage[], outcomes: unknown): PublishOutcome[] {
+    const name = this.#transport.name;
+    if (!Array.isArray(outcomes) || outcomes.length !== messages.length) {
+      const got = Array.isArray(outcomes) ? `${outcomes.length} outcomes` : typeof outcomes;
+      const error = new TransportError(
+        'bad_outcomes',
+        `transport ${name} answered a batch of ${messages.length} messages with ${got}; a transport must ` +
+          'return one outcome per message, in order. The batch is retried; fix the transport',
+        { details: { transport: name, expected: messages.length } },
+      );
+      this.emit('relay:error', { phase: 'publish', error });
+      return messages.map((): PublishOutcome => ({ status: 'retry', error }));
+    }
+    return messages.map((message, i): PublishOutcome => {
+      const outcome = outcomes[i] as Partial<PublishOutcome> | null | undefined;
+      const status = outcome?.status;
+      if (status === 'ok') return { status: 'ok' };
+      if (
+        typeof status === 'string' &&
+        OUTCOME_STATUSES.has(status) &&
+        (outcome as { error?: unknown }).error instanceof Error
+      ) {
+        return outcome as PublishOutcome;
+      }
+      const error = new TransportError(
+        'bad_outcomes',
+        `transport ${name} answered message ${message.id} with ${JSON.stringify(outcome ?? null)}; expected ` +
+          "{ status: 'ok' } or { status: 'retry' | 'permanent' | 'unavailable', error: Error }. Retried; fix the transport",
+        { details: { transport: name, messageId: message.id } },
+      );
+      this.emit('relay:error', { phase: 'publish', error });
+      return { status: 'retry', error };
+    });
+  }
+
+  /**
+   * Settles, retrying while the lease holds (the heartbeat keeps extending it): the outcome is
+   * known, so losing it only costs duplicates, and retrying every second at most wins the race
+   * against other relays' claims as soon as the database is back.
+   */
+  async #settle(settlement: Settlement, heartbeat: LeaseHeartbeat): Promise<void> {
+    const started = this.#clock.now();
+    const giveUpAfter = Math.max(60_000, this.options.leaseMs * 3);
     for (let attempt = 1; ; attempt++) {
       try {
         await this.#store.settle(settlement);
         return;
       } catch (err) {
         this.emit('relay:error', { phase: 'settle', error: err });
-        if (attempt >= 8 || this.#stopped) {
+        const elapsed = this.#clock.now() - started;
+        if (this.#stopped || !heartbeat.running || elapsed >= giveUpAfter) {
           this.logger.error('cannot settle a batch; its messages will be redelivered after the lease', {
             error: String(err),
+            attempts: attempt,
           });
           return;
         }
-        await new Promise((r) => setTimeout(r, Math.min(5000, 50 * 2 ** attempt)));
+        await this.#clock.sleep(Math.min(1000, 50 * 2 ** attempt));
       }
     }
   }

@@ -15,3 +15,4 @@ export {
   type TransportConformanceOptions,
 } from './transport-conformance.js';
 export { TcpProxy, type TcpProxyOptions } from './tcp-proxy.js';
+export { ManualClock } from './manual-clock.js';

@@ -5,4 +5,5 @@ export { ConfigError, isConfigError } from './config-error.js';
 export { PermanentDeliveryError, isPermanentDeliveryError } from './permanent-delivery-error.js';
 export { TransportError, isTransportError } from './transport-error.js';
 export { StoreError, isStoreError } from './store-error.js';
+export { RelayStateError, isRelayStateError } from './relay-state-error.js';
 export { NotATransactionError, isNotATransactionError } from './not-a-transaction-error.js';

@@ -1,0 +1,37 @@
+import type { OutboxMessage } from './types.js';
+
+/** Events a relay emits. Listeners that throw are logged and ignored. */
+export interface RelayEvents {
+  'relay:started': { owner: string; wakeup: 'notify' | 'poll' };
+  'relay:stopped': { owner: string; abandoned: number };
+  'relay:batch:claimed': { count: number; leaseToken: string };
+  'relay:batch:settled': {
+    count: number;
+    delivered: number;
+    /** Given back without spending an attempt: the transport was unavailable. */
+    released: number;
+    retried: number;
+    dead: number;
+    publishMs: number;
+    /** Delivered messages of this batch (references, do not mutate). */
+    messages: readonly OutboxMessage[];
+  };
+  'relay:message:retry': { message: OutboxMessage; error: Error; delayMs: number };
+  'relay:message:dead': { message: OutboxMessage; error: Error };
+  /** The transport cannot publish: claims pause until a probe succeeds. Once per outage. */
+  'relay:transport:unavailable': { error: Error };
+  /** A probe succeeded after an outage: claims resume. */
+  'relay:transport:available': { downMs: number; probes: number };
+  /** A probe of an unavailable transport failed; the next one follows after `nextProbeMs`. */
+  'relay:transport:probe-failed': { error: Error; nextProbeMs: number };
+  'relay:wakeup': { source: 'notify' | 'poll' | 'settled' | 'due' | 'available' };
+  'relay:error': {
+    phase: 'claim' | 'publish' | 'settle' | 'lease' | 'listen' | 'start';
+    error: unknown;
+  };
+}
+
+/** Emits and logs on behalf of the relay's parts (heartbeat, wake-up, outage state). */
+export interface RelayEmit {
+  <K extends keyof RelayEvents>(event: K, payload: RelayEvents[K]): void;
+}
