@@ -126,6 +126,17 @@ const OPTIONS: OptionSpec[] = [
     description: 'with --archive: delete archived messages older than this (checked every minute)',
   },
   {
+    key: 'publishTimeoutMs',
+    flag: 'publish-timeout-ms',
+    env: 'MAILROOM_PUBLISH_TIMEOUT_MS',
+    type: 'int',
+    min: 100,
+    max: 3600000,
+    default: 30000,
+    description:
+      'deadline of one publish; past it the batch is released (no attempt spent) and the broker is probed until it answers',
+  },
+  {
     key: 'shutdownTimeoutMs',
     flag: 'shutdown-timeout-ms',
     env: 'MAILROOM_SHUTDOWN_TIMEOUT_MS',
@@ -164,6 +175,7 @@ export const relayCommand: Command = {
       wakeup: config.wakeup as 'notify' | 'poll',
       ...(config.pollIntervalMs === undefined ? {} : { pollIntervalMs: Number(config.pollIntervalMs) }),
       shutdownTimeoutMs: Number(config.shutdownTimeoutMs),
+      publishTimeoutMs: Number(config.publishTimeoutMs),
       retry: {
         maxAttempts: Number(config.maxAttempts),
         baseDelayMs: Number(config.retryBaseMs),
@@ -174,6 +186,7 @@ export const relayCommand: Command = {
       logger.debug('batch settled', {
         count: e.count,
         delivered: e.delivered,
+        released: e.released,
         retried: e.retried,
         dead: e.dead,
         publishMs: Math.round(e.publishMs),
