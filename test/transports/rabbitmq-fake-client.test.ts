@@ -511,4 +511,94 @@ describe('rabbitmq transport with a scripted client', () => {
     assert.equal(channel.sent.length, 1);
     await transport.close();
   });
+
+  it('resolves at once with unavailable (publish_aborted) for unanswered messages when the signal aborts, drops the connection, ignores late confirms, and reconnects on the next publish', async () => {
+    const { transport, state, current } = fakeTransport();
+    await transport.start();
+    const first = current();
+    first.channel.fullAt.add(2); // the third message waits for drain, so it is never sent
+    const controller = new AbortController();
+    const publishing = transport.publish([testMessage(), testMessage(), testMessage()], {
+      signal: controller.signal,
+    });
+    await flush();
+    assert.equal(first.channel.sent.length, 2);
+    first.channel.ack(0);
+    controller.abort();
+    const outcomes = await publishing;
+    assert.deepEqual(statuses(outcomes), ['ok', 'unavailable', 'unavailable']);
+    assert.deepEqual(codes(outcomes), [undefined, 'publish_aborted', 'publish_aborted']);
+    assert.match(errorOf(outcomes[1]).message, /before the broker confirmed message/);
+    assert.match(errorOf(outcomes[2]).message, /before message .* was sent/);
+    assert.match(errorOf(outcomes[1]).message, /fake-host/);
+    assert.doesNotMatch(errorOf(outcomes[1]).message, /:pw@/);
+    assert.match(errorOf(outcomes[1]).message, /connection was dropped and the next publish reconnects/);
+    await until(() => first.closed, 'the connection to be dropped');
+    assert.equal(transport.connected, false);
+
+    first.channel.sent[1]?.callback(null); // a late confirm: ignored, nothing changes or throws
+    assert.deepEqual(statuses(outcomes), ['ok', 'unavailable', 'unavailable']);
+
+    state.onConnect = (connection) => connection.channel.autoAck.add(1);
+    assert.deepEqual(statuses(await transport.publish([testMessage()])), ['ok']);
+    assert.equal(state.connections.length, 2);
+    await transport.close();
+  });
+
+  it('reports unavailable (publish_aborted) without connecting when the signal is already aborted', async () => {
+    const { transport, state } = fakeTransport();
+    const outcomes = await transport.publish([testMessage()], { signal: AbortSignal.abort() });
+    assert.deepEqual(statuses(outcomes), ['unavailable']);
+    assert.deepEqual(codes(outcomes), ['publish_aborted']);
+    assert.equal(state.attempts, 0);
+    await transport.close();
+  });
+
+  it('stops waiting for a connect that does not finish when the signal aborts', async () => {
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const connection = new FakeConnection();
+    const transport = new RabbitMqTransport({
+      url: 'amqp://fake-host',
+      connect: async () => {
+        await gate;
+        return connection;
+      },
+    });
+    const controller = new AbortController();
+    const publishing = transport.publish([testMessage()], { signal: controller.signal });
+    const probing = transport.probe({ signal: controller.signal });
+    await flush();
+    controller.abort();
+    const outcomes = await publishing;
+    assert.deepEqual(codes(outcomes), ['publish_aborted']);
+    assert.match(errorOf(outcomes[0]).message, /while connecting, so nothing was sent/);
+    await assert.rejects(probing, (err: unknown) => isTransportError(err) && err.code === 'probe_aborted');
+    release();
+    await transport.close();
+    assert.equal(connection.closed, true, 'the connect that finished late is closed by close()');
+  });
+
+  it('probes by connecting, at once whatever the reconnect backoff says, and throws the connect error while the broker is down', async () => {
+    const { transport, state } = fakeTransport({ reconnectDelayMs: 60_000, maxReconnectDelayMs: 60_000 });
+    state.down = new Error('connect ECONNREFUSED fake-host:5672');
+    await assert.rejects(
+      transport.probe(),
+      (err: unknown) => isTransportError(err) && err.code === 'unreachable',
+    );
+    await assert.rejects(
+      transport.probe(),
+      (err: unknown) => isTransportError(err) && err.code === 'unreachable',
+    );
+    assert.equal(state.attempts, 2, 'each probe tried to connect');
+    state.down = false;
+    await transport.probe();
+    assert.equal(transport.connected, true);
+    assert.equal(state.attempts, 3);
+    await transport.probe(); // an open session answers without connecting again
+    assert.equal(state.attempts, 3);
+    await transport.close();
+    await assert.rejects(transport.probe(), (err: unknown) => isTransportError(err) && err.code === 'closed');
+    assert.equal(state.attempts, 3, 'a closed transport does not reconnect to probe');
+  });
 });

@@ -152,15 +152,18 @@ export class TestBroker {
 
 /**
  * A connect function that records every connection and confirm channel it opens, so tests can
- * count reconnects, listen to the channel's confirms and reach the socket underneath.
+ * count reconnects, listen to the channel's confirms and reach the socket underneath, and counts
+ * the messages handed to the client (`published.count`).
  */
 export function recordingConnect(): {
   connect: AmqpConnect;
   connections: amqplib.ChannelModel[];
   channels: amqplib.ConfirmChannel[];
+  published: { count: number };
 } {
   const connections: amqplib.ChannelModel[] = [];
   const channels: amqplib.ConfirmChannel[] = [];
+  const published = { count: 0 };
   const connect: AmqpConnect = async (url, socketOptions) => {
     const model = await amqplib.connect(url, socketOptions);
     connections.push(model);
@@ -168,11 +171,27 @@ export function recordingConnect(): {
     model.createConfirmChannel = async (options) => {
       const channel = await createConfirmChannel(options);
       channels.push(channel);
+      const publish = channel.publish.bind(channel);
+      channel.publish = (...args: Parameters<typeof publish>) => {
+        const writable = publish(...args);
+        published.count++;
+        return writable;
+      };
       return channel;
     };
     return model satisfies AmqpConnection;
   };
-  return { connect, connections, channels };
+  return { connect, connections, channels, published };
+}
+
+/** Resolves once `done()` holds, checking every few milliseconds; rejects after `timeoutMs`. */
+export async function until(done: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const start = Date.now();
+  while (!done()) {
+    if (Date.now() - start > timeoutMs)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
 }
 
 /** Simulates a network fault: the socket under the connection fails with ECONNRESET-like error. */

@@ -232,6 +232,52 @@ export function confirmTimeoutError(
   );
 }
 
+/** What an aborted signal says about why: its reason's message, or the reason itself. */
+function abortReason(signal: AbortSignal): string {
+  const reason: unknown = signal.reason;
+  return reason instanceof Error ? reason.message : String(reason);
+}
+
+/**
+ * The caller aborted the publish (the relay's publish deadline passed, or it is stopping) before
+ * the broker answered for this message.
+ */
+export function publishAbortedError(
+  safeUrl: string,
+  message: OutboxMessage,
+  signal: AbortSignal,
+  stage: 'connecting' | 'unsent' | 'unconfirmed',
+  blockedReason: string | undefined,
+): TransportError {
+  const what =
+    stage === 'connecting'
+      ? 'while connecting, so nothing was sent; the connect goes on, bounded by connectTimeoutMs'
+      : `before ${stage === 'unsent' ? `message ${message.id} was sent` : `the broker confirmed message ${message.id}`}; ` +
+        (blockedReason === undefined
+          ? 'a broker that does not answer in time counts as unavailable, so the connection was ' +
+            'dropped and the next publish reconnects'
+          : `the broker is blocking publishers (${blockedReason}), so the connection is kept and ` +
+            'probe() reports the alarm until it clears');
+  return new TransportError(
+    'publish_aborted',
+    `publish to RabbitMQ at ${safeUrl} was aborted (${abortReason(signal)}) ${what} ` +
+      `(topic ${JSON.stringify(message.topic)}); the message will be published again with the same ` +
+      'message id (the broker may have it already); if this repeats, check the broker (rabbitmqctl ' +
+      'status: alarms, disk, load) and the network to it',
+    { details: { ...messageDetails(message), url: safeUrl, stage } },
+  );
+}
+
+/** The caller aborted a probe before it could tell. */
+export function probeAbortedError(safeUrl: string, signal: AbortSignal): TransportError {
+  return new TransportError(
+    'probe_aborted',
+    `probe of RabbitMQ at ${safeUrl} was aborted (${abortReason(signal)}) before the connection was open; ` +
+      'check that the broker is running and reachable from this host',
+    { details: { url: safeUrl } },
+  );
+}
+
 /** A message over `maxMessageBytes`, refused before sending. */
 export function messageTooLargeError(message: OutboxMessage, limit: number): PermanentDeliveryError {
   const size = message.payload.length;

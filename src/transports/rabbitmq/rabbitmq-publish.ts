@@ -15,6 +15,7 @@ import {
   distributionHeaderError,
   messageTooLargeError,
   nackedError,
+  publishAbortedError,
   unencodableError,
   unroutableError,
 } from './rabbitmq-errors.js';
@@ -31,7 +32,7 @@ interface BatchState {
   outcomes: Array<PublishOutcome | undefined>;
   pending: number;
   finished: boolean;
-  /** True when the batch ended with messages the broker never answered (confirm timeout). */
+  /** True when the batch ended with messages the broker never answered (timeout, abort). */
   unanswered: boolean;
   done: () => void;
   /** Wakes the send loop when it waits for 'drain' and the batch ends early. */
@@ -43,15 +44,17 @@ export interface BatchResult {
   /** One per message, in batch order. */
   outcomes: PublishOutcome[];
   /**
-   * Some messages got no answer from the broker in time: the session is not worth keeping
-   * (unless the broker said it blocks publishers), and the caller drops it.
+   * Some messages got no answer from the broker in time (confirm timeout, aborted signal): the
+   * session is not worth keeping (unless the broker said it blocks publishers), and the caller
+   * drops it.
    */
   unanswered: boolean;
 }
 
 /**
  * Publishes the batch pipelined on the session's confirm channel and waits for the broker's
- * confirms, at most `confirmTimeoutMs`. Never rejects; one outcome per message, in order.
+ * confirms, at most `confirmTimeoutMs` and until `signal` aborts. Never rejects; one outcome per
+ * message, in order. Confirms that arrive after the batch ended are ignored.
  *
  * How each failure is read (the relay spends an attempt on `retry`, none on `unavailable`):
  * - the connection is lost (socket error, heartbeat timeout, broker closed it) or the broker
@@ -72,6 +75,7 @@ export function publishBatch(
   session: Session,
   messages: readonly OutboxMessage[],
   options: Readonly<ResolvedRabbitMqTransportOptions>,
+  signal: AbortSignal | undefined,
 ): Promise<BatchResult> {
   const { exchange, mandatory, confirmTimeoutMs, maxMessageBytes, safeUrl } = options;
   return new Promise<BatchResult>((resolve) => {
@@ -84,6 +88,7 @@ export function publishBatch(
       done: () => {
         batch.finished = true;
         clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
         batch.wake?.();
         resolve({ outcomes: batch.outcomes as PublishOutcome[], unanswered: batch.unanswered });
       },
@@ -117,11 +122,31 @@ export function publishBatch(
         });
       });
     }, confirmTimeoutMs);
+    // Which messages were handed to the client; the others are reported as never sent.
+    let sentUpTo = 0;
+    const onAbort = (): void => {
+      if (batch.finished || signal === undefined) return;
+      batch.unanswered = sentUpTo > 0;
+      const blocked = session.state.blockedReason;
+      messages.forEach((message, index) => {
+        const stage = index < sentUpTo ? 'unconfirmed' : 'unsent';
+        settle(index, {
+          status: 'unavailable',
+          error: publishAbortedError(safeUrl, message, signal, stage, blocked),
+        });
+      });
+    };
+    if (signal?.aborted) {
+      onAbort();
+      return;
+    }
+    signal?.addEventListener('abort', onAbort, { once: true });
 
     const send = async (): Promise<void> => {
       for (let index = 0; index < messages.length; index++) {
         const message = messages[index] as OutboxMessage;
         if (batch.finished) return;
+        sentUpTo = index + 1;
         const refused = refuseBeforeSending(message, maxMessageBytes);
         if (refused) {
           settle(index, refused);

@@ -1,7 +1,7 @@
 import { TransportError } from '../../core/errors/transport-error.js';
-import type { PublishOutcome, Transport } from '../../core/ports.js';
+import type { PublishOptions, PublishOutcome, Transport } from '../../core/ports.js';
 import type { OutboxMessage } from '../../core/types.js';
-import { blockedError, closedError } from './rabbitmq-errors.js';
+import { blockedError, closedError, probeAbortedError, publishAbortedError } from './rabbitmq-errors.js';
 import {
   resolveRabbitMqOptions,
   type RabbitMqTransportOptions,
@@ -62,21 +62,33 @@ export class RabbitMqTransport implements Transport {
     await this.#sessions.open(true);
   }
 
-  /** Resolves when a connection is open and the broker does not block publishers. */
-  async probe(): Promise<void> {
-    const session = await this.#sessions.open(true);
+  /**
+   * Resolves when a connection is open and the broker does not block publishers; connects when
+   * needed, at once whatever the reconnect backoff says (the relay paces its probes itself).
+   * Throws a {@link TransportError}: the connect error (`unreachable`, `auth_failed`…), `blocked`
+   * naming the broker's alarm, `closed`, or `probe_aborted` when `signal` aborts first.
+   */
+  async probe(options: PublishOptions = {}): Promise<void> {
+    const { signal } = options;
+    const { safeUrl } = this.#options;
+    if (this.#sessions.closed) throw closedError(safeUrl);
+    if (signal?.aborted) throw probeAbortedError(safeUrl, signal);
+    const session = await untilAborted(this.#sessions.open(true), signal);
+    if (session === ABORTED) throw probeAbortedError(safeUrl, signal as AbortSignal);
     if (session.state.blockedReason !== undefined) {
-      throw blockedError(this.#options.safeUrl, session.state.blockedReason);
+      throw blockedError(safeUrl, session.state.blockedReason);
     }
   }
 
   /**
    * Publishes the batch pipelined on the confirm channel and waits for the broker's confirms.
-   * Never throws; returns one outcome per message, in order.
+   * Never throws; returns one outcome per message, in order. When `signal` aborts first, resolves
+   * at once: messages without an answer report `unavailable` (`publish_aborted`), the connection
+   * is dropped (unless the broker said it is blocking publishers), and late confirms are ignored.
    */
-  publish(messages: readonly OutboxMessage[]): Promise<PublishOutcome[]> {
+  publish(messages: readonly OutboxMessage[], options: PublishOptions = {}): Promise<PublishOutcome[]> {
     if (messages.length === 0) return Promise.resolve([]);
-    const call = this.#publish(messages);
+    const call = this.#publish(messages, options.signal);
     this.#inFlight.add(call);
     void call.finally(() => this.#inFlight.delete(call));
     return call;
@@ -95,17 +107,28 @@ export class RabbitMqTransport implements Transport {
     await this.close();
   }
 
-  async #publish(messages: readonly OutboxMessage[]): Promise<PublishOutcome[]> {
+  async #publish(
+    messages: readonly OutboxMessage[],
+    signal: AbortSignal | undefined,
+  ): Promise<PublishOutcome[]> {
+    const { safeUrl } = this.#options;
     if (this.#sessions.closed) {
-      const error = closedError(this.#options.safeUrl);
+      const error = closedError(safeUrl);
       return messages.map(() => ({ status: 'unavailable', error }));
     }
-    let session: Session;
+    let session: Session | typeof ABORTED;
     try {
-      session = await this.#sessions.open(false);
+      session = signal?.aborted ? ABORTED : await untilAborted(this.#sessions.open(false), signal);
     } catch (err) {
       const error = err instanceof Error ? err : new TransportError('unreachable', String(err));
       return messages.map(() => ({ status: 'unavailable', error }));
+    }
+    if (session === ABORTED) {
+      const aborted = signal as AbortSignal;
+      return messages.map((message) => ({
+        status: 'unavailable',
+        error: publishAbortedError(safeUrl, message, aborted, 'connecting', undefined),
+      }));
     }
     const blocked = session.state.blockedReason;
     if (blocked !== undefined) {
@@ -114,9 +137,10 @@ export class RabbitMqTransport implements Transport {
       const error = blockedError(this.#options.safeUrl, blocked);
       return messages.map(() => ({ status: 'unavailable', error }));
     }
-    const result = await publishBatch(session, messages, this.#options);
-    // A broker that did not answer in time is not worth waiting on again: the next publish
-    // reconnects. A blocked one did say why it is silent; keeping its connection lets probe()
+    const result = await publishBatch(session, messages, this.#options, signal);
+    // A broker that did not answer in time (confirm timeout, or the caller gave up) is not worth
+    // waiting on again: the next publish reconnects, and a socket nobody reads from would keep
+    // the process alive. A blocked one did say why it is silent; keeping its connection lets probe()
     // report the alarm until it clears, and the confirms still come once it does.
     if (result.unanswered && session.state.blockedReason === undefined) {
       void this.#sessions.drop(session);
@@ -133,4 +157,29 @@ export class RabbitMqTransport implements Transport {
     // Batches cut short by the channel closing settle as unavailable right away.
     await Promise.allSettled([...this.#inFlight]);
   }
+}
+
+const ABORTED: unique symbol = Symbol('aborted');
+
+/**
+ * `promise`'s value, or {@link ABORTED} as soon as `signal` aborts (the promise goes on, its
+ * result unused). Rejects when `promise` rejects first.
+ */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T | typeof ABORTED> {
+  if (signal === undefined) return promise;
+  if (signal.aborted) return Promise.resolve(ABORTED);
+  return new Promise<T | typeof ABORTED>((resolve, reject) => {
+    const onAbort = (): void => resolve(ABORTED);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
 }
