@@ -3,24 +3,9 @@ import { encodeMessage, type MessageLimits } from './message.js';
 import type { OutboxStore, SqlExecutor } from './ports.js';
 import type { EncodedMessage, MessageInput } from './types.js';
 
-/**
- * What `enqueue` needs from a store, typed by the transaction handle the store takes: a store
- * declares it as the parameter type of its `executor` (PostgresStore: `PostgresTransactionHandle`),
- * and `Outbox` infers it from there, so `enqueue` accepts exactly that and a `pg.Pool` does not
- * compile. Stores typed `executor(tx: unknown)` give an `Outbox<unknown>`, checked at run time only.
- */
-export interface EnqueueStore<Tx> {
-  executor(tx: Tx): SqlExecutor;
-  /**
-   * Throws a `NotATransactionError` unless the executor's connection is inside a transaction
-   * block; for {@link OutboxOptions.requireTransaction}. Only stores that can tell exactly.
-   */
-  requireTransaction?(executor: SqlExecutor): Promise<void>;
-}
-
 /** Options of {@link Outbox}. */
 export interface OutboxOptions<Tx = unknown> extends MessageLimits {
-  store: OutboxStore & EnqueueStore<Tx>;
+  store: OutboxStore<Tx>;
   /**
    * Before each `enqueue`, make sure `tx` is inside a transaction block, and throw a
    * `NotATransactionError` (writing nothing) when it is not: a client in autocommit would commit
@@ -57,7 +42,7 @@ const CHUNK = 1000;
  * ```
  */
 export class Outbox<Tx = unknown> {
-  readonly store: OutboxStore & EnqueueStore<Tx>;
+  readonly store: OutboxStore<Tx>;
   readonly #limits: MessageLimits;
   readonly #requireTransaction: ((executor: SqlExecutor) => Promise<void>) | undefined;
 

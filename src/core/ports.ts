@@ -108,14 +108,26 @@ export type Unsubscribe = () => Promise<void>;
  * A database the outbox lives in. One implementation per database (`stores/postgres`, …);
  * the relay is written once against this interface. Every store passes
  * `runStoreConformance()` from `mailroom/testkit`.
+ *
+ * @typeParam Tx - the transaction handle `enqueue` accepts (PostgresStore:
+ *   `PostgresTransactionHandle`); `Outbox` infers it, so a handle that would autocommit (a pool)
+ *   does not compile where the store's type can say so.
  */
-export interface OutboxStore {
+export interface OutboxStore<Tx = unknown> {
   readonly name: string;
   readonly capabilities: StoreCapabilities;
   /** Statement that inserts these messages (and wakes relays, when configured). */
   enqueueStatement(messages: readonly EncodedMessage[]): SqlStatement;
-  /** Turns what the caller holds (driver client, transaction, executor) into an executor. */
-  executor(tx: unknown): SqlExecutor;
+  /**
+   * Turns what the caller holds (driver client, transaction, executor) into an executor. Throws
+   * a `NotATransactionError` for a handle whose statements would commit on their own (a pool).
+   */
+  executor(tx: Tx): SqlExecutor;
+  /**
+   * Throws a `NotATransactionError` unless the executor's connection is inside a transaction
+   * block; backs `Outbox({ requireTransaction: true })`. Only stores that can tell exactly.
+   */
+  requireTransaction?(executor: SqlExecutor): Promise<void>;
   /**
    * Claim due messages: at most one per key (the oldest undelivered message of that key, and
    * only when no earlier message of the key exists), plus keyless ones, oldest first, skipping
