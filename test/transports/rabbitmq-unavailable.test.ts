@@ -152,4 +152,19 @@ describe('rabbitmq transport, broker unreachable or silent', () => {
       await proxy.close();
     }
   });
+
+  it('closes without waiting forever on a silent broker, destroying the socket whose close went unanswered', async () => {
+    const { proxy, url } = await proxied();
+    const t = transport(url, { closeTimeoutMs: 100, confirmTimeoutMs: 60_000 });
+    try {
+      await t.start();
+      proxy.blackhole();
+      const publishing = t.publish([testMessage()]);
+      await t.close();
+      assert.deepEqual(statuses(await publishing), ['unavailable']);
+      await until(() => proxy.openConnections === 0, 'the connection to be gone');
+    } finally {
+      await proxy.close();
+    }
+  });
 });

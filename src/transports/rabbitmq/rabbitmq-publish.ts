@@ -67,8 +67,8 @@ export interface BatchResult {
  *   spending an attempt or reaching the dead letters. As `retry`, the messages follow their
  *   backoff and end as dead letters an operator can see and replay once the cause is fixed.
  *   AMQP does not say which message caused the exception, so every message of the channel
- *   without a confirm pays: the cost of one poisoned batch, which `maxMessageBytes` avoids for
- *   the one cause that is about a single message.
+ *   without a confirm pays: the cost of one poisoned batch, which the checks before sending
+ *   (`maxMessageBytes`, `CC`/`BCC` headers) avoid for the causes known to be about one message.
  * - a nack: `retry`; returned as unroutable (mandatory) or not encodable: `permanent`.
  */
 export function publishBatch(
@@ -94,7 +94,7 @@ export function publishBatch(
       },
     };
     const settle = (index: number, outcome: PublishOutcome): void => {
-      if (batch.outcomes[index] !== undefined) return; // a late confirm after the timeout
+      if (batch.outcomes[index] !== undefined) return; // a late confirm after a timeout or abort
       batch.outcomes[index] = outcome;
       if (--batch.pending === 0) batch.done();
     };
@@ -122,7 +122,8 @@ export function publishBatch(
         });
       });
     }, confirmTimeoutMs);
-    // Which messages were handed to the client; the others are reported as never sent.
+    // Messages before this index were handed to the client (or refused); an abort reports the
+    // others as never sent. Exact when an abort arrives: the loop only yields waiting for drain.
     let sentUpTo = 0;
     const onAbort = (): void => {
       if (batch.finished || signal === undefined) return;

@@ -71,8 +71,12 @@ const CHANNEL_EXCEPTION_CODES: ReadonlySet<number> = new Set([
   406, // PRECONDITION_FAILED: message over max_message_size, bad header value…
 ]);
 
-/** How long a dropped connection gets to finish the AMQP close handshake before its socket is destroyed. */
-const DROP_CLOSE_MS = 1000;
+/**
+ * How long closing a connection may wait for the broker's close-ok before its socket is
+ * destroyed. A broker that answers does so in milliseconds; one that does not must not hold up
+ * a shutdown (or keep the process alive) for longer than this.
+ */
+const CLOSE_HANDSHAKE_MS = 2000;
 
 export const noop = (): void => {};
 
@@ -339,7 +343,7 @@ export class SessionManager {
   drop(session: Session): Promise<void> {
     if (this.#session === session) this.#session = undefined;
     session.open = false;
-    return release(session, DROP_CLOSE_MS);
+    return release(session, CLOSE_HANDSHAKE_MS);
   }
 
   /** The connection or the channel ended; forget the session so the next caller reconnects. */
@@ -349,15 +353,13 @@ export class SessionManager {
     session.open = false;
     // When only the channel died (say a publish to a missing exchange), close its connection
     // too: sessions are replaced whole, and a leftover connection would keep the process alive.
-    void release(session, DROP_CLOSE_MS);
+    void release(session, CLOSE_HANDSHAKE_MS);
   }
 
   async #dispose(session: Session): Promise<void> {
     if (this.#session === session) this.#session = undefined;
-    const wasOpen = session.open;
     session.open = false;
-    const limit = Math.max(this.#options.closeTimeoutMs, DROP_CLOSE_MS);
-    if (wasOpen) await withTimeout(session.channel.close(), limit).catch(noop);
-    await release(session, limit);
+    // Closing the connection closes its channel too, in one handshake, so one bound covers both.
+    await release(session, CLOSE_HANDSHAKE_MS);
   }
 }

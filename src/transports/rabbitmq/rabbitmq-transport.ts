@@ -18,8 +18,9 @@ export { ATTEMPT_HEADER, KEY_HEADER } from './rabbitmq-publish.js';
  * broker's publisher confirm (`basic.ack`).
  *
  * Reconnects lazily: when the connection is lost, in-flight messages report `unavailable` and
- * the next `publish` opens a new connection (with backoff after failed attempts). See
- * {@link publishBatch} for how each failure is classified.
+ * the next `publish` opens a new connection (with backoff after failed attempts). A broker that
+ * blocks publishers or does not answer is `unavailable` too; a channel the broker closes over
+ * what was published is `retry` (docs/transports/rabbitmq.md has the whole table, and why).
  *
  * @example
  * ```ts
