@@ -512,7 +512,7 @@ describe('rabbitmq transport with a scripted client', () => {
     await transport.close();
   });
 
-  it('resolves at once with unavailable (publish_aborted) for unanswered messages when the signal aborts, drops the connection, ignores late confirms, and reconnects on the next publish', async () => {
+  it('resolves at once with unavailable (publish_timeout) for unanswered messages when the signal aborts, drops the connection, ignores late confirms, and reconnects on the next publish', async () => {
     const { transport, state, current } = fakeTransport();
     await transport.start();
     const first = current();
@@ -527,7 +527,7 @@ describe('rabbitmq transport with a scripted client', () => {
     controller.abort();
     const outcomes = await publishing;
     assert.deepEqual(statuses(outcomes), ['ok', 'unavailable', 'unavailable']);
-    assert.deepEqual(codes(outcomes), [undefined, 'publish_aborted', 'publish_aborted']);
+    assert.deepEqual(codes(outcomes), [undefined, 'publish_timeout', 'publish_timeout']);
     assert.match(errorOf(outcomes[1]).message, /before the broker confirmed message/);
     assert.match(errorOf(outcomes[2]).message, /before message .* was sent/);
     assert.match(errorOf(outcomes[1]).message, /fake-host/);
@@ -545,11 +545,11 @@ describe('rabbitmq transport with a scripted client', () => {
     await transport.close();
   });
 
-  it('reports unavailable (publish_aborted) without connecting when the signal is already aborted', async () => {
+  it('reports unavailable (publish_timeout) without connecting when the signal is already aborted', async () => {
     const { transport, state } = fakeTransport();
     const outcomes = await transport.publish([testMessage()], { signal: AbortSignal.abort() });
     assert.deepEqual(statuses(outcomes), ['unavailable']);
-    assert.deepEqual(codes(outcomes), ['publish_aborted']);
+    assert.deepEqual(codes(outcomes), ['publish_timeout']);
     assert.equal(state.attempts, 0);
     await transport.close();
   });
@@ -571,7 +571,7 @@ describe('rabbitmq transport with a scripted client', () => {
     await flush();
     controller.abort();
     const outcomes = await publishing;
-    assert.deepEqual(codes(outcomes), ['publish_aborted']);
+    assert.deepEqual(codes(outcomes), ['publish_timeout']);
     assert.match(errorOf(outcomes[0]).message, /while connecting, so nothing was sent/);
     await assert.rejects(probing, (err: unknown) => isTransportError(err) && err.code === 'probe_aborted');
     release();

@@ -49,7 +49,7 @@ function codes(outcomes: PublishOutcome[]): Array<string | undefined> {
 }
 
 describe('rabbitmq transport, broker unreachable or silent', () => {
-  it('resolves at once with unavailable (publish_aborted) when the signal aborts while the broker is silent, destroys the unanswered connection, ignores what comes after, and publishes through a new connection once the network heals', async () => {
+  it('resolves at once with unavailable (publish_timeout) when the signal aborts while the broker is silent, destroys the unanswered connection, ignores what comes after, and publishes through a new connection once the network heals', async () => {
     const { proxy, url } = await proxied();
     const { connect, connections, published } = recordingConnect();
     const t = transport(url, { connect });
@@ -63,7 +63,7 @@ describe('rabbitmq transport, broker unreachable or silent', () => {
       controller.abort();
       const outcomes = await publishing;
       assert.deepEqual(statuses(outcomes), ['unavailable', 'unavailable', 'unavailable']);
-      assert.deepEqual(codes(outcomes), ['publish_aborted', 'publish_aborted', 'publish_aborted']);
+      assert.deepEqual(codes(outcomes), ['publish_timeout', 'publish_timeout', 'publish_timeout']);
       const error = outcomes[0]?.status === 'unavailable' ? outcomes[0].error : undefined;
       assert.match(error?.message ?? '', new RegExp(`127\\.0\\.0\\.1:${proxy.port}`));
       assert.match(error?.message ?? '', /guest:\*\*\*@/);
@@ -74,7 +74,7 @@ describe('rabbitmq transport, broker unreachable or silent', () => {
       await until(() => proxy.openConnections === 0, 'the dropped connection to be closed');
       assert.deepEqual(
         codes(outcomes),
-        ['publish_aborted', 'publish_aborted', 'publish_aborted'],
+        ['publish_timeout', 'publish_timeout', 'publish_timeout'],
         'the channel closing later changed nothing',
       );
 

@@ -240,7 +240,8 @@ function abortReason(signal: AbortSignal): string {
 
 /**
  * The caller aborted the publish (the relay's publish deadline passed, or it is stopping) before
- * the broker answered for this message.
+ * the broker answered for this message. Code `publish_timeout`, as on the memory transport: the
+ * relay aborts mostly at its deadline, and operators can branch on one code for all transports.
  */
 export function publishAbortedError(
   safeUrl: string,
@@ -259,7 +260,7 @@ export function publishAbortedError(
           : `the broker is blocking publishers (${blockedReason}), so the connection is kept and ` +
             'probe() reports the alarm until it clears');
   return new TransportError(
-    'publish_aborted',
+    'publish_timeout',
     `publish to RabbitMQ at ${safeUrl} was aborted (${abortReason(signal)}) ${what} ` +
       `(topic ${JSON.stringify(message.topic)}); the message will be published again with the same ` +
       'message id (the broker may have it already); if this repeats, check the broker (rabbitmqctl ' +

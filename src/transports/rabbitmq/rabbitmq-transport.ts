@@ -84,7 +84,7 @@ export class RabbitMqTransport implements Transport {
   /**
    * Publishes the batch pipelined on the confirm channel and waits for the broker's confirms.
    * Never throws; returns one outcome per message, in order. When `signal` aborts first, resolves
-   * at once: messages without an answer report `unavailable` (`publish_aborted`), the connection
+   * at once: messages without an answer report `unavailable` (`publish_timeout`), the connection
    * is dropped (unless the broker said it is blocking publishers), and late confirms are ignored.
    */
   publish(messages: readonly OutboxMessage[], options: PublishOptions = {}): Promise<PublishOutcome[]> {
