@@ -133,16 +133,13 @@ describe('fault injection', () => {
         '--exchange',
         exchange,
         '--mandatory',
+        // Retries, attempts and deadlines at their defaults: a setting that hides a defect (an
+        // outage spending attempts hid behind --max-attempts 1000) must not be set here. The
+        // short lease only compresses the wait for a killed relay's messages.
         '--lease-ms',
         '2000',
         '--batch-size',
         '100',
-        '--retry-base-ms',
-        '100',
-        '--retry-max-ms',
-        '2000',
-        '--max-attempts',
-        '1000',
         '--log-level',
         'error',
       ];
