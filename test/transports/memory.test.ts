@@ -169,13 +169,56 @@ describe('memory transport', () => {
     assert.equal(transport.messages[0]?.headers['a'], '1');
   });
 
+  it('reports unavailable for every message during an injected outage, and its probe fails until it ends', async () => {
+    const transport = new MemoryTransport({ unavailable: true });
+    const outcomes = await transport.publish([testMessage(), testMessage()]);
+    assert.deepEqual(statuses(outcomes), ['unavailable', 'unavailable']);
+    assert.ok(outcomes[0]?.status === 'unavailable' && isTransportError(outcomes[0].error));
+    assert.equal(outcomes[0].error.code, 'unreachable');
+    await assert.rejects(
+      transport.probe(),
+      (err: unknown) => isTransportError(err) && err.code === 'unreachable',
+    );
+    assert.equal(transport.messages.length, 0);
+    transport.unavailable = false;
+    await transport.probe();
+    assert.deepEqual(statuses(await transport.publish([testMessage()])), ['ok']);
+    assert.equal(transport.probeCalls, 2);
+  });
+
+  it('holds publishes and probes while hung until their signal aborts, then reports unavailable', async () => {
+    const transport = new MemoryTransport({ hang: true });
+    const abort = new AbortController();
+    const publishing = transport.publish([testMessage()], { signal: abort.signal });
+    const probing = transport.probe({ signal: abort.signal });
+    let settled = false;
+    void publishing.then(() => (settled = true));
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(settled, false, 'a hung broker does not answer');
+    abort.abort();
+    const outcomes = await publishing;
+    assert.deepEqual(statuses(outcomes), ['unavailable']);
+    assert.ok(outcomes[0]?.status === 'unavailable' && isTransportError(outcomes[0].error));
+    assert.equal(outcomes[0].error.code, 'publish_timeout');
+    await assert.rejects(probing, (err: unknown) => isTransportError(err) && err.code === 'publish_timeout');
+    assert.equal(transport.messages.length, 0, 'nothing recorded');
+  });
+
+  it('fails one message as unavailable when failWith says so', async () => {
+    const transport = new MemoryTransport({
+      failWith: (m) => (m.key === 'down' ? 'unavailable' : undefined),
+    });
+    const outcomes = await transport.publish([testMessage({ key: 'down' }), testMessage({ key: 'up' })]);
+    assert.deepEqual(statuses(outcomes), ['unavailable', 'ok']);
+  });
+
   it('rejects unknown options and a negative latency with ConfigError', () => {
     assert.throws(
       () => new MemoryTransport({ failwith: () => undefined } as never),
       (err: unknown) =>
         isConfigError(err) &&
         err.key === 'failwith' &&
-        /failWith, loseConfirm, latencyMs, closeTimeoutMs/.test(err.message),
+        /failWith, loseConfirm, latencyMs, closeTimeoutMs, unavailable, hang/.test(err.message),
     );
     assert.throws(
       () => new MemoryTransport({ latencyMs: -1 }),
