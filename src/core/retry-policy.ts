@@ -1,10 +1,22 @@
-import { ConfigError } from './errors/config-error.js';
+import { MAX_DELAY_MS } from './message.js';
+import {
+  func,
+  integer,
+  nested,
+  number,
+  oneOf,
+  optionsSchema,
+  type ResolvedOptions,
+} from './options-schema.js';
 
 /** How failed deliveries are retried. */
 export interface RetryPolicyOptions {
-  /** Delay ceiling of the first retry, in ms. Each later attempt doubles it. @default 1000 */
+  /**
+   * Delay ceiling of the first retry, in ms, at most `maxDelayMs`. Each later attempt doubles it.
+   * @default 1000
+   */
   baseDelayMs?: number;
-  /** Largest delay between two attempts, in ms. @default 300000 (5 minutes) */
+  /** Largest delay between two attempts, in ms, at most 365 days. @default 300000 (5 minutes) */
   maxDelayMs?: number;
   /**
    * Attempts before a message becomes a dead letter, the first delivery included.
@@ -21,45 +33,32 @@ export interface RetryPolicyOptions {
   random?: () => number;
 }
 
-export interface ResolvedRetryPolicy {
-  baseDelayMs: number;
-  maxDelayMs: number;
-  maxAttempts: number;
-  jitter: 'full' | 'none';
-  random: () => number;
-}
+const retryPolicySchema = optionsSchema<RetryPolicyOptions>()(
+  'Relay',
+  {
+    // At most 365 days, as `delayMs`: a delay goes to the database as bigint milliseconds added
+    // to now(), where an unbounded one would run past the last timestamp and fail the settle.
+    baseDelayMs: number({ min: 0, max: MAX_DELAY_MS, default: 1000 }),
+    maxDelayMs: number({ min: 0, max: MAX_DELAY_MS, default: 300_000 }),
+    maxAttempts: integer({ min: 1, default: 12 }),
+    jitter: oneOf(['full', 'none'], { default: 'full' }),
+    random: func<() => number>('a function returning a number in [0, 1)', { default: Math.random }),
+  },
+  // A first delay above the largest one would be cut to the largest at once: a mistake (the two
+  // values swapped, or milliseconds given as seconds), not a schedule anyone means.
+  { ordered: [['baseDelayMs', 'maxDelayMs']] },
+);
 
-function positive(key: string, value: number | undefined, fallback: number, min = 0): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < min) {
-    throw new ConfigError(key, `${key} must be a number >= ${min}, got ${String(value)}`, { value });
-  }
-  return value;
-}
+/** {@link RetryPolicyOptions} with every default applied. */
+export type ResolvedRetryPolicy = ResolvedOptions<typeof retryPolicySchema.fields>;
 
+/** Retry options resolved and checked, as under the relay's `retry` key (errors name `retry.…`). */
 export function resolveRetryPolicy(options: RetryPolicyOptions = {}): ResolvedRetryPolicy {
-  const allowed = ['baseDelayMs', 'maxDelayMs', 'maxAttempts', 'jitter', 'random'];
-  for (const key of Object.keys(options)) {
-    if (!allowed.includes(key)) {
-      throw new ConfigError(`retry.${key}`, `unknown retry option "${key}"; allowed: ${allowed.join(', ')}`);
-    }
-  }
-  const jitter = options.jitter ?? 'full';
-  if (jitter !== 'full' && jitter !== 'none') {
-    throw new ConfigError('retry.jitter', `retry.jitter must be 'full' or 'none', got ${String(jitter)}`);
-  }
-  const maxAttempts = positive('retry.maxAttempts', options.maxAttempts, 12, 1);
-  if (!Number.isInteger(maxAttempts)) {
-    throw new ConfigError('retry.maxAttempts', `retry.maxAttempts must be an integer, got ${maxAttempts}`);
-  }
-  return {
-    baseDelayMs: positive('retry.baseDelayMs', options.baseDelayMs, 1000),
-    maxDelayMs: positive('retry.maxDelayMs', options.maxDelayMs, 300_000),
-    maxAttempts,
-    jitter,
-    random: options.random ?? Math.random,
-  };
+  return retryPolicySchema.resolve(options, 'retry');
 }
+
+/** The schema, for the relay's `retry` option. */
+export const retryPolicyField = nested(retryPolicySchema);
 
 /**
  * Delay before the next attempt after `attempt` attempts failed (1 for the first failure):
