@@ -4,9 +4,13 @@
  * the path at fault and whose message names that key, the value and what is allowed.
  */
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
+import pg from 'pg';
 import { isConfigError } from '../src/core/errors/config-error.js';
-import { resolveRetryPolicy } from '../src/core/index.js';
+import { resolveRelayOptions, resolveRetryPolicy, type RelayOptions } from '../src/core/index.js';
+import { PostgresStore } from '../src/stores/postgres/index.js';
+import { MemoryTransport } from '../src/transports/memory/index.js';
+import { DATABASE_URL } from './helpers/postgres.js';
 
 /** Checks a thrown error: a ConfigError at `key` whose message matches every pattern. */
 function configError(key: string, ...patterns: RegExp[]) {
@@ -17,6 +21,16 @@ function configError(key: string, ...patterns: RegExp[]) {
     for (const pattern of patterns) assert.match(err.message, pattern);
     return true;
   };
+}
+
+// A real store and transport; the pool opens no connection until a query, and none is made here.
+const pool = new pg.Pool({ connectionString: DATABASE_URL });
+after(() => pool.end());
+const store = new PostgresStore({ pool, schema: 'options_schema_test' });
+const transport = new MemoryTransport();
+
+function relay(extra: Record<string, unknown>): RelayOptions {
+  return { store, transport, ...extra } as RelayOptions;
 }
 
 describe('Retry policy (the relay option retry)', () => {
@@ -66,6 +80,148 @@ describe('Retry policy (the relay option retry)', () => {
       configError(
         'retry.maxDelayMs',
         /^Relay option retry\.baseDelayMs \(2000\) must not exceed retry\.maxDelayMs \(1500\); raise retry\.maxDelayMs or lower retry\.baseDelayMs$/,
+      ),
+    );
+  });
+});
+
+describe('Relay options', () => {
+  it('resolves the documented defaults when only store and transport are given', () => {
+    const resolved = resolveRelayOptions({ store, transport });
+    assert.equal(resolved.batchSize, 250);
+    assert.equal(resolved.concurrency, 4);
+    assert.equal(resolved.leaseMs, 10_000);
+    assert.equal(resolved.wakeup, 'notify');
+    assert.equal(resolved.pollIntervalMs, 1000);
+    assert.equal(resolved.publishTimeoutMs, 30_000);
+    assert.equal(resolved.probeMinDelayMs, 500);
+    assert.equal(resolved.probeMaxDelayMs, 30_000);
+    assert.equal(resolved.shutdownTimeoutMs, 10_000);
+    assert.match(resolved.owner, /^.+:\d+:[0-9a-f]{6}$/);
+    assert.deepEqual(
+      { ...resolved.retry, random: typeof resolved.retry.random },
+      { baseDelayMs: 1000, maxDelayMs: 300_000, maxAttempts: 12, jitter: 'full', random: 'function' },
+    );
+    assert.equal(resolveRelayOptions({ store, transport, wakeup: 'poll' }).pollIntervalMs, 250);
+  });
+
+  it('rejects an unknown key, suggesting the key it resembles and listing the allowed ones', () => {
+    assert.throws(
+      () => resolveRelayOptions(relay({ batchsize: 10 })),
+      configError(
+        'batchsize',
+        /^unknown Relay option "batchsize" \(did you mean batchSize\?\); allowed: store, transport, batchSize, concurrency, leaseMs, wakeup, pollIntervalMs, retry, publishTimeoutMs, probeMinDelayMs, probeMaxDelayMs, shutdownTimeoutMs, owner, signal, logger, clock$/,
+      ),
+    );
+  });
+
+  it('rejects a value of the wrong type, naming the key, the value and the range', () => {
+    assert.throws(
+      () => resolveRelayOptions(relay({ batchSize: '250' })),
+      configError('batchSize', /^Relay option batchSize must be an integer from 1 to 10000, got "250"$/),
+    );
+    assert.throws(
+      () => resolveRelayOptions(relay({ wakeup: 'sometimes' })),
+      configError('wakeup', /^Relay option wakeup must be 'notify' or 'poll', got "sometimes"$/),
+    );
+    assert.throws(
+      () => resolveRelayOptions(relay({ logger: console.log })),
+      configError(
+        'logger',
+        /^Relay option logger must be a Logger \(debug, info, warn, error\), got a function$/,
+      ),
+    );
+  });
+
+  it('rejects a value out of range, naming the key, the value and the range', () => {
+    assert.throws(
+      () => resolveRelayOptions(relay({ leaseMs: 999 })),
+      configError('leaseMs', /^Relay option leaseMs must be an integer from 1000 to 3600000, got 999$/),
+    );
+    assert.throws(
+      () => resolveRelayOptions(relay({ concurrency: 1.5 })),
+      configError('concurrency', /must be an integer from 1 to 64, got 1\.5$/),
+    );
+  });
+
+  it('rejects a missing store and a store that is not one', () => {
+    assert.throws(
+      () => resolveRelayOptions(relay({ store: undefined })),
+      configError(
+        'store',
+        /^Relay option store is missing; give an outbox store \(PostgresStore, PGliteStore…\)$/,
+      ),
+    );
+    assert.throws(
+      () => resolveRelayOptions(relay({ store: pool })),
+      configError('store', /^Relay option store must be an outbox store/),
+    );
+  });
+
+  it('rejects a bad key nested under retry, naming the whole path', () => {
+    assert.throws(
+      () => resolveRelayOptions(relay({ retry: { maxAttemps: 3 } })),
+      configError(
+        'retry.maxAttemps',
+        /^unknown Relay option "retry.maxAttemps"; allowed in retry: baseDelayMs, maxDelayMs, maxAttempts, jitter, random$/,
+      ),
+    );
+    assert.throws(
+      () => resolveRelayOptions(relay({ retry: { maxAttempts: 0 } })),
+      configError(
+        'retry.maxAttempts',
+        /^Relay option retry\.maxAttempts must be an integer of at least 1, got 0$/,
+      ),
+    );
+    assert.throws(
+      () => resolveRelayOptions(relay({ retry: { jitter: 'some' } })),
+      configError('retry.jitter', /^Relay option retry\.jitter must be 'full' or 'none', got "some"$/),
+    );
+    assert.throws(
+      () => resolveRelayOptions(relay({ retry: 5 })),
+      configError('retry', /^Relay option retry must be an object with keys among baseDelayMs, /),
+    );
+  });
+
+  it('rejects a first retry delay above the largest, naming both and saying which is the default', () => {
+    assert.throws(
+      () => resolveRelayOptions(relay({ retry: { baseDelayMs: 5000, maxDelayMs: 1000 } })),
+      configError(
+        'retry.maxDelayMs',
+        /^Relay option retry\.baseDelayMs \(5000\) must not exceed retry\.maxDelayMs \(1000\); raise retry\.maxDelayMs or lower retry\.baseDelayMs$/,
+      ),
+    );
+    assert.throws(
+      () => resolveRelayOptions(relay({ retry: { maxDelayMs: 500 } })),
+      configError(
+        'retry.maxDelayMs',
+        /retry\.baseDelayMs \(1000, the default\) must not exceed retry\.maxDelayMs \(500\)/,
+      ),
+    );
+    assert.equal(
+      resolveRelayOptions(relay({ retry: { baseDelayMs: 500, maxDelayMs: 500 } })).retry.maxDelayMs,
+      500,
+    );
+  });
+
+  it('keeps the rules across options: probe delays in order, notify only with a store that can', () => {
+    assert.throws(
+      () => resolveRelayOptions(relay({ probeMaxDelayMs: 100 })),
+      configError(
+        'probeMaxDelayMs',
+        /^Relay option probeMinDelayMs \(500, the default\) must not exceed probeMaxDelayMs \(100\)/,
+      ),
+    );
+    class PollOnlyStore extends PostgresStore {
+      override readonly capabilities = { notify: false };
+    }
+    const pollOnly = new PollOnlyStore({ pool });
+    assert.equal(resolveRelayOptions({ store: pollOnly, transport }).wakeup, 'poll');
+    assert.throws(
+      () => resolveRelayOptions({ store: pollOnly, transport, wakeup: 'notify' }),
+      configError(
+        'wakeup',
+        /^Relay option wakeup is 'notify', but the postgres store cannot notify; use wakeup: 'poll'$/,
       ),
     );
   });

@@ -4,7 +4,16 @@ import { systemClock, type Clock } from './clock.js';
 import { ConfigError } from './errors/config-error.js';
 import type { Logger } from './logger.js';
 import type { OutboxStore, Transport } from './ports.js';
-import { resolveRetryPolicy, type ResolvedRetryPolicy, type RetryPolicyOptions } from './retry-policy.js';
+import {
+  custom,
+  hasMethods,
+  integer,
+  oneOf,
+  optionsSchema,
+  string,
+  type ResolvedOptions,
+} from './options-schema.js';
+import { retryPolicyField, type RetryPolicyOptions } from './retry-policy.js';
 
 /** Options of {@link Relay}. */
 export interface RelayOptions {
@@ -60,104 +69,82 @@ export interface RelayOptions {
   clock?: Clock;
 }
 
-export interface ResolvedRelayOptions {
-  batchSize: number;
-  concurrency: number;
-  leaseMs: number;
-  wakeup: 'notify' | 'poll';
-  pollIntervalMs: number;
-  retry: ResolvedRetryPolicy;
-  publishTimeoutMs: number;
-  probeMinDelayMs: number;
-  probeMaxDelayMs: number;
-  shutdownTimeoutMs: number;
-  owner: string;
-  clock: Clock;
+const HOUR_MS = 3_600_000;
+
+function canNotify(store: OutboxStore): boolean {
+  return store.capabilities.notify && typeof store.subscribe === 'function';
 }
 
-const ALLOWED_OPTIONS = new Set([
-  'store',
-  'transport',
-  'batchSize',
-  'concurrency',
-  'leaseMs',
-  'wakeup',
-  'pollIntervalMs',
-  'retry',
-  'publishTimeoutMs',
-  'probeMinDelayMs',
-  'probeMaxDelayMs',
-  'shutdownTimeoutMs',
-  'owner',
-  'signal',
-  'logger',
-  'clock',
-]);
+const relayOptionsSchema = optionsSchema<RelayOptions>()(
+  'Relay',
+  {
+    store: custom(
+      'an outbox store (PostgresStore, PGliteStore…)',
+      hasMethods<OutboxStore>('claim', 'settle'),
+      {
+        required: true,
+      },
+    ),
+    transport: custom('a transport (RabbitMqTransport, MemoryTransport…)', hasMethods<Transport>('publish'), {
+      required: true,
+    }),
+    batchSize: integer({ min: 1, max: 10_000, default: 250 }),
+    concurrency: integer({ min: 1, max: 64, default: 4 }),
+    leaseMs: integer({ min: 1000, max: HOUR_MS, default: 10_000 }),
+    wakeup: oneOf(['notify', 'poll'], {
+      default: (o) => (canNotify(o.store as OutboxStore) ? 'notify' : 'poll'),
+    }),
+    pollIntervalMs: integer({
+      min: 10,
+      max: HOUR_MS,
+      default: (o) => (o.wakeup === 'notify' ? 1000 : 250),
+    }),
+    retry: retryPolicyField,
+    publishTimeoutMs: integer({ min: 100, max: HOUR_MS, default: 30_000 }),
+    probeMinDelayMs: integer({ min: 1, max: HOUR_MS, default: 500 }),
+    probeMaxDelayMs: integer({ min: 1, max: HOUR_MS, default: 30_000 }),
+    shutdownTimeoutMs: integer({ min: 0, max: HOUR_MS, default: 10_000 }),
+    owner: string({ default: () => `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}` }),
+    signal: custom('an AbortSignal', (v): v is AbortSignal => v instanceof AbortSignal),
+    logger: custom(
+      'a Logger (debug, info, warn, error)',
+      hasMethods<Logger>('debug', 'info', 'warn', 'error'),
+    ),
+    clock: custom('a Clock (now, sleep, every)', hasMethods<Clock>('now', 'sleep', 'every'), {
+      default: systemClock,
+    }),
+  },
+  { ordered: [['probeMinDelayMs', 'probeMaxDelayMs']] },
+);
 
-function int(key: string, value: number | undefined, fallback: number, min: number, max: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    throw new ConfigError(key, `${key} must be an integer from ${min} to ${max}, got ${String(value)}`, {
-      value,
-    });
-  }
-  return value;
-}
+/** {@link RelayOptions} with every default applied; what the relay runs with. */
+export type ResolvedRelayOptions = Omit<
+  ResolvedOptions<typeof relayOptionsSchema.fields>,
+  'store' | 'transport' | 'signal' | 'logger'
+>;
 
-/** All relay defaults, in one place. */
+/** All relay defaults and checks, in one place: the schema above, and the rules across options. */
 export function resolveRelayOptions(options: RelayOptions): ResolvedRelayOptions {
-  for (const key of Object.keys(options)) {
-    if (!ALLOWED_OPTIONS.has(key)) {
-      throw new ConfigError(
-        key,
-        `unknown relay option "${key}"; allowed: ${[...ALLOWED_OPTIONS].join(', ')}`,
-      );
-    }
-  }
-  if (!options.store) throw new ConfigError('store', 'a relay needs a store');
-  if (!options.transport) throw new ConfigError('transport', 'a relay needs a transport');
-  if (typeof options.transport.probe !== 'function') {
+  const {
+    store,
+    transport,
+    signal: _signal,
+    logger: _logger,
+    ...resolved
+  } = relayOptionsSchema.resolve(options);
+  if (typeof transport.probe !== 'function') {
     throw new ConfigError(
       'transport',
-      `transport ${JSON.stringify(options.transport.name)} has no probe() method; transports written ` +
+      `Relay option transport: ${JSON.stringify(transport.name)} has no probe() method; transports written ` +
         'for Mailroom before 0.2 must add one (see the Transport port in the CHANGELOG)',
     );
   }
-  const canNotify = options.store.capabilities.notify && typeof options.store.subscribe === 'function';
-  const wakeup = options.wakeup ?? (canNotify ? 'notify' : 'poll');
-  if (wakeup !== 'notify' && wakeup !== 'poll') {
-    throw new ConfigError('wakeup', `wakeup must be 'notify' or 'poll', got ${JSON.stringify(wakeup)}`);
-  }
-  if (wakeup === 'notify' && !canNotify) {
-    throw new ConfigError('wakeup', `the ${options.store.name} store cannot notify; use wakeup: 'poll'`);
-  }
-  const leaseMs = int('leaseMs', options.leaseMs, 10_000, 1000, 3_600_000);
-  const probeMinDelayMs = int('probeMinDelayMs', options.probeMinDelayMs, 500, 1, 3_600_000);
-  const probeMaxDelayMs = int('probeMaxDelayMs', options.probeMaxDelayMs, 30_000, 1, 3_600_000);
-  if (probeMaxDelayMs < probeMinDelayMs) {
+  if (resolved.wakeup === 'notify' && !canNotify(store)) {
     throw new ConfigError(
-      'probeMaxDelayMs',
-      `probeMaxDelayMs (${probeMaxDelayMs}) must not be less than probeMinDelayMs (${probeMinDelayMs})`,
+      'wakeup',
+      `Relay option wakeup is 'notify', but the ${store.name} store cannot notify; use wakeup: 'poll'`,
+      { value: 'notify' },
     );
   }
-  return {
-    batchSize: int('batchSize', options.batchSize, 250, 1, 10_000),
-    concurrency: int('concurrency', options.concurrency, 4, 1, 64),
-    leaseMs,
-    wakeup,
-    pollIntervalMs: int(
-      'pollIntervalMs',
-      options.pollIntervalMs,
-      wakeup === 'notify' ? 1000 : 250,
-      10,
-      3_600_000,
-    ),
-    retry: resolveRetryPolicy(options.retry),
-    publishTimeoutMs: int('publishTimeoutMs', options.publishTimeoutMs, 30_000, 100, 3_600_000),
-    probeMinDelayMs,
-    probeMaxDelayMs,
-    shutdownTimeoutMs: int('shutdownTimeoutMs', options.shutdownTimeoutMs, 10_000, 0, 3_600_000),
-    owner: options.owner ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`,
-    clock: options.clock ?? systemClock,
-  };
+  return resolved;
 }
