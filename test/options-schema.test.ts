@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import pg from 'pg';
 import { isConfigError } from '../src/core/errors/config-error.js';
-import { resolveRelayOptions, resolveRetryPolicy, type RelayOptions } from '../src/core/index.js';
+import { Outbox, resolveRelayOptions, resolveRetryPolicy, type RelayOptions } from '../src/core/index.js';
 import { PostgresStore } from '../src/stores/postgres/index.js';
 import { MemoryTransport } from '../src/transports/memory/index.js';
 import { DATABASE_URL } from './helpers/postgres.js';
@@ -224,5 +224,52 @@ describe('Relay options', () => {
         /^Relay option wakeup is 'notify', but the postgres store cannot notify; use wakeup: 'poll'$/,
       ),
     );
+  });
+});
+
+describe('Outbox options', () => {
+  it('rejects an unknown key, listing the allowed ones', () => {
+    assert.throws(
+      () => new Outbox({ store, maxPayload: 10 } as never),
+      configError(
+        'maxPayload',
+        /^unknown Outbox option "maxPayload"; allowed: store, maxPayloadBytes, requireTransaction$/,
+      ),
+    );
+  });
+
+  it('rejects a value of the wrong type, naming the key, the value and what is allowed', () => {
+    assert.throws(
+      () => new Outbox({ store, requireTransaction: 'yes' } as never),
+      configError(
+        'requireTransaction',
+        /^Outbox option requireTransaction must be true or false, got "yes"$/,
+      ),
+    );
+  });
+
+  it('rejects a value out of range, naming the key, the value and the range', () => {
+    assert.throws(
+      () => new Outbox({ store, maxPayloadBytes: 0 }),
+      configError(
+        'maxPayloadBytes',
+        /^Outbox option maxPayloadBytes must be an integer of at least 1, got 0$/,
+      ),
+    );
+  });
+
+  it('rejects a missing store, and requireTransaction with a store that cannot check', () => {
+    assert.throws(
+      () => new Outbox({} as never),
+      configError('store', /^Outbox option store is missing; give an outbox store/),
+    );
+    const cannotCheck = new Proxy(store, {
+      get: (target, key) => (key === 'requireTransaction' ? undefined : Reflect.get(target, key)),
+    });
+    assert.throws(
+      () => new Outbox({ store: cannotCheck, requireTransaction: true }),
+      configError('requireTransaction', /^Outbox option requireTransaction: the postgres store cannot check/),
+    );
+    assert.doesNotThrow(() => new Outbox({ store, requireTransaction: true, maxPayloadBytes: 1 }));
   });
 });

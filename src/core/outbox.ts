@@ -1,5 +1,6 @@
 import { ConfigError } from './errors/config-error.js';
 import { encodeMessage, type MessageLimits } from './message.js';
+import { boolean, custom, hasMethods, integer, optionsSchema } from './options-schema.js';
 import type { OutboxStore, SqlExecutor } from './ports.js';
 import type { EncodedMessage, MessageInput } from './types.js';
 
@@ -22,6 +23,17 @@ export interface OutboxOptions<Tx = unknown> extends MessageLimits {
    */
   requireTransaction?: boolean;
 }
+
+const outboxOptionsSchema = optionsSchema<OutboxOptions>()('Outbox', {
+  store: custom(
+    'an outbox store (PostgresStore, PGliteStore…)',
+    hasMethods<OutboxStore>('executor', 'enqueueStatement'),
+    { required: true },
+  ),
+  // Left out, encodeMessage applies DEFAULT_MAX_PAYLOAD_BYTES.
+  maxPayloadBytes: integer({ min: 1 }),
+  requireTransaction: boolean({ default: false }),
+});
 
 /** Most messages one INSERT carries; larger arrays are split into several statements. */
 const CHUNK = 1000;
@@ -47,41 +59,20 @@ export class Outbox<Tx = unknown> {
   readonly #requireTransaction: ((executor: SqlExecutor) => Promise<void>) | undefined;
 
   constructor(options: OutboxOptions<Tx>) {
-    for (const key of Object.keys(options)) {
-      if (key !== 'store' && key !== 'maxPayloadBytes' && key !== 'requireTransaction') {
-        throw new ConfigError(
-          key,
-          `unknown Outbox option "${key}"; allowed: store, maxPayloadBytes, requireTransaction`,
-        );
-      }
-    }
-    if (!options.store) throw new ConfigError('store', 'an Outbox needs a store');
+    const { requireTransaction, maxPayloadBytes } = outboxOptionsSchema.resolve(options);
     const store = options.store;
-    const require = options.requireTransaction;
-    if (require !== undefined && typeof require !== 'boolean') {
-      throw new ConfigError(
-        'requireTransaction',
-        `requireTransaction must be true or false, got ${String(require)}`,
-      );
-    }
     const check = store.requireTransaction;
-    if (require && typeof check !== 'function') {
+    if (requireTransaction && typeof check !== 'function') {
       throw new ConfigError(
         'requireTransaction',
-        `the ${store.name} store cannot check that a handle is inside a transaction: ` +
+        `Outbox option requireTransaction: the ${store.name} store cannot check that a handle is inside a transaction: ` +
           'remove requireTransaction, or use a store that can (PostgresStore, PGliteStore)',
       );
     }
-    this.#requireTransaction = require && check ? (executor) => check.call(store, executor) : undefined;
-    const max = options.maxPayloadBytes;
-    if (max !== undefined && (!Number.isInteger(max) || max < 1)) {
-      throw new ConfigError(
-        'maxPayloadBytes',
-        `maxPayloadBytes must be a positive integer, got ${String(max)}`,
-      );
-    }
-    this.store = options.store;
-    this.#limits = max === undefined ? {} : { maxPayloadBytes: max };
+    this.#requireTransaction =
+      requireTransaction && check ? (executor) => check.call(store, executor) : undefined;
+    this.store = store;
+    this.#limits = maxPayloadBytes === undefined ? {} : { maxPayloadBytes };
   }
 
   /** Validates messages without writing them; returns them encoded. Throws on the first bad one. */
