@@ -273,3 +273,51 @@ describe('Outbox options', () => {
     assert.doesNotThrow(() => new Outbox({ store, requireTransaction: true, maxPayloadBytes: 1 }));
   });
 });
+
+describe('MemoryTransport options', () => {
+  it('rejects an unknown key, suggesting the key it resembles and listing the allowed ones', () => {
+    assert.throws(
+      () => new MemoryTransport({ latencyms: 5 } as never),
+      configError(
+        'latencyms',
+        /^unknown MemoryTransport option "latencyms" \(did you mean latencyMs\?\); allowed: failWith, loseConfirm, latencyMs, closeTimeoutMs, unavailable, hang$/,
+      ),
+    );
+  });
+
+  it('rejects a value of the wrong type, naming the key, the value and what is allowed', () => {
+    assert.throws(
+      () => new MemoryTransport({ loseConfirm: 'sometimes' } as never),
+      configError(
+        'loseConfirm',
+        /^MemoryTransport option loseConfirm must be true, false or a function \(message\) => boolean, got "sometimes"$/,
+      ),
+    );
+    assert.throws(
+      () => new MemoryTransport({ hang: 1 } as never),
+      configError('hang', /^MemoryTransport option hang must be true or false, got 1$/),
+    );
+  });
+
+  it('rejects a value out of range, naming the key, the value and the range', () => {
+    assert.throws(
+      () => new MemoryTransport({ closeTimeoutMs: -1 }),
+      configError(
+        'closeTimeoutMs',
+        /^MemoryTransport option closeTimeoutMs must be a number of at least 0, got -1$/,
+      ),
+    );
+    assert.throws(
+      () => new MemoryTransport({ latencyMs: Infinity }),
+      configError('latencyMs', /must be a number of at least 0, got Infinity$/),
+    );
+  });
+
+  it('applies the documented defaults', () => {
+    const t = new MemoryTransport();
+    assert.deepEqual(
+      [t.failWith, t.loseConfirm, t.latencyMs, t.closeTimeoutMs, t.unavailable, t.hang],
+      [undefined, false, 0, 1000, false, false],
+    );
+  });
+});

@@ -1,9 +1,9 @@
-import { ConfigError } from '../../core/errors/config-error.js';
 import {
   isPermanentDeliveryError,
   PermanentDeliveryError,
 } from '../../core/errors/permanent-delivery-error.js';
 import { TransportError } from '../../core/errors/transport-error.js';
+import { boolean, custom, func, number, optionsSchema } from '../../core/options-schema.js';
 import type { PublishOptions, PublishOutcome, Transport } from '../../core/ports.js';
 import type { OutboxMessage } from '../../core/types.js';
 
@@ -66,14 +66,19 @@ export interface MemoryTransportOptions {
   hang?: boolean;
 }
 
-const ALLOWED_KEYS: readonly string[] = [
-  'failWith',
-  'loseConfirm',
-  'latencyMs',
-  'closeTimeoutMs',
-  'unavailable',
-  'hang',
-];
+const memoryTransportSchema = optionsSchema<MemoryTransportOptions>()('MemoryTransport', {
+  failWith: func<MemoryFailure>('a function (message) => undefined, a failure kind or an Error'),
+  loseConfirm: custom(
+    'true, false or a function (message) => boolean',
+    (v): v is boolean | ((message: OutboxMessage) => boolean) =>
+      typeof v === 'boolean' || typeof v === 'function',
+    { default: false },
+  ),
+  latencyMs: number({ min: 0, default: 0 }),
+  closeTimeoutMs: number({ min: 0, default: 1000 }),
+  unavailable: boolean({ default: false }),
+  hang: boolean({ default: false }),
+});
 
 interface Waiter {
   count: number;
@@ -129,29 +134,13 @@ export class MemoryTransport implements Transport {
   #probeCalls = 0;
 
   constructor(options: MemoryTransportOptions = {}) {
-    for (const key of Object.keys(options)) {
-      if (!ALLOWED_KEYS.includes(key)) {
-        throw new ConfigError(
-          key,
-          `unknown MemoryTransport option ${JSON.stringify(key)}; allowed options: ${ALLOWED_KEYS.join(', ')}`,
-        );
-      }
-    }
-    for (const key of ['latencyMs', 'closeTimeoutMs'] as const) {
-      const value = options[key];
-      if (value !== undefined && !(typeof value === 'number' && Number.isFinite(value) && value >= 0)) {
-        throw new ConfigError(
-          key,
-          `MemoryTransport option ${key} must be a number of milliseconds >= 0, got ${String(value)}`,
-        );
-      }
-    }
-    this.closeTimeoutMs = options.closeTimeoutMs ?? 1000;
-    this.failWith = options.failWith;
-    this.loseConfirm = options.loseConfirm ?? false;
-    this.latencyMs = options.latencyMs ?? 0;
-    this.unavailable = options.unavailable ?? false;
-    this.hang = options.hang ?? false;
+    const resolved = memoryTransportSchema.resolve(options);
+    this.failWith = resolved.failWith;
+    this.loseConfirm = resolved.loseConfirm;
+    this.latencyMs = resolved.latencyMs;
+    this.closeTimeoutMs = resolved.closeTimeoutMs;
+    this.unavailable = resolved.unavailable;
+    this.hang = resolved.hang;
   }
 
   /** Every recorded message, in the order the "broker" accepted them, duplicates included. */
