@@ -11,7 +11,11 @@ export interface Clock {
    * time passed, `false` when the signal cut it short.
    */
   sleep(ms: number, signal?: AbortSignal): Promise<boolean>;
-  /** Calls `fn` every `ms` until the returned function is called. */
+  /**
+   * Calls `fn` every `ms` until the returned function is called. The system clock's timer does
+   * not keep the process alive on its own: a lease heartbeat is worth running only while
+   * something else (a connection, the loop's wait) does.
+   */
   every(ms: number, fn: () => void): () => void;
 }
 
@@ -33,6 +37,7 @@ export const systemClock: Clock = {
   },
   every(ms, fn) {
     const timer = setInterval(fn, ms);
+    timer.unref();
     return () => clearInterval(timer);
   },
 };

@@ -149,23 +149,26 @@ export class Relay extends TypedEmitter<RelayEvents> {
   async #shutdown(): Promise<void> {
     this.#externalSignal?.removeEventListener('abort', this.#onExternalAbort);
     this.#abort.abort();
-    await this.#loop?.catch(() => undefined);
+    // One deadline for everything: the loop's last claim (a database that does not answer must
+    // not hold stop() forever) and the batches in flight.
+    const finished = new AbortController();
+    const drain = async () => {
+      await this.#loop?.catch(() => undefined);
+      while (this.#batches.size > 0) await Promise.allSettled([...this.#batches].map((b) => b.done));
+      finished.abort();
+    };
+    void drain();
+    await this.#clock.sleep(this.options.shutdownTimeoutMs, finished.signal);
     let abandoned = 0;
-    if (this.#batches.size > 0) {
-      const deadline = new AbortController();
-      const settled = Promise.allSettled([...this.#batches].map((b) => b.done)).then(() => deadline.abort());
-      const timedOut = await this.#clock.sleep(this.options.shutdownTimeoutMs, deadline.signal);
-      void settled;
-      if (timedOut && this.#batches.size > 0) {
-        abandoned = this.#batches.size;
-        for (const batch of this.#batches) {
-          batch.heartbeat.stop();
-          batch.abort.abort();
-        }
-        this.logger.warn('stop deadline passed with batches in flight; their leases will expire', {
-          abandoned,
-        });
+    if (!finished.signal.aborted) {
+      abandoned = this.#batches.size;
+      for (const batch of this.#batches) {
+        batch.heartbeat.stop();
+        batch.abort.abort();
       }
+      this.logger.warn('stop deadline passed with work in flight; leases of abandoned batches will expire', {
+        abandoned,
+      });
     }
     await this.#listener?.stop();
     this.#stopped = true;

@@ -112,6 +112,9 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
       for (const m of batch) orphaned.add(m.id);
       await store1.freeze();
       await http1.close();
+      // A dead process runs no timers either: without this, relay #1 would go on probing its
+      // closed transport for the rest of the demo (its store calls already never return).
+      void relay1.stop();
       event(
         batch.length
           ? `fault: relay #1 crashed after the receiver took ${batch.length} message(s) it never settled; ` +
