@@ -160,6 +160,28 @@ describe('relay hardening', () => {
     assert.ok(settles <= 1, 'the abandoned batch tried to settle at most once');
   });
 
+  it('returns from stop() at its deadline while a claim never answers', async () => {
+    await clean();
+    let claims = 0;
+    const stuck = wrapStore(db.store, {
+      claim: (request) => {
+        claims++;
+        // The first claim works; the next one meets a database that never answers.
+        return claims === 1 ? db.store.claim(request) : new Promise(() => undefined);
+      },
+    });
+    const relay = await start({ store: stuck, transport: new MemoryTransport(), shutdownTimeoutMs: 200 });
+    await waitUntil(() => claims >= 2, 'a claim that hangs');
+    let abandoned = -1;
+    relay.on('relay:stopped', (e) => (abandoned = e.abandoned));
+    const outcome = await Promise.race([
+      relay.stop().then(() => 'stopped'),
+      new Promise((r) => setTimeout(() => r('still waiting'), 10_000)),
+    ]);
+    assert.equal(outcome, 'stopped', 'on 0.1, stop() waited for the claim forever');
+    assert.equal(abandoned, 0);
+  });
+
   it('keeps the lease while a settle fails, so a database blip after the confirm publishes nothing twice', async () => {
     await clean();
     const transport = new MemoryTransport();
