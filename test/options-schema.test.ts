@@ -10,6 +10,7 @@ import { isConfigError } from '../src/core/errors/config-error.js';
 import { Outbox, resolveRelayOptions, resolveRetryPolicy, type RelayOptions } from '../src/core/index.js';
 import { PostgresStore } from '../src/stores/postgres/index.js';
 import { MemoryTransport } from '../src/transports/memory/index.js';
+import { resolveRabbitMqOptions } from '../src/transports/rabbitmq/index.js';
 import { DATABASE_URL } from './helpers/postgres.js';
 
 /** Checks a thrown error: a ConfigError at `key` whose message matches every pattern. */
@@ -319,5 +320,83 @@ describe('MemoryTransport options', () => {
       [t.failWith, t.loseConfirm, t.latencyMs, t.closeTimeoutMs, t.unavailable, t.hang],
       [undefined, false, 0, 1000, false, false],
     );
+  });
+});
+
+describe('RabbitMqTransport options', () => {
+  const url = 'amqp://guest:guest@127.0.0.1:5672';
+
+  it('rejects an unknown key, suggesting the key it resembles and listing the allowed ones', () => {
+    assert.throws(
+      () => resolveRabbitMqOptions({ url, exchnage: 'orders' } as never),
+      configError(
+        'exchnage',
+        /^unknown RabbitMqTransport option "exchnage" \(did you mean exchange\?\); allowed: url, exchange, exchangeType, declareExchange, mandatory, confirmTimeoutMs, maxMessageBytes, connectTimeoutMs, heartbeatSeconds, socketOptions, closeTimeoutMs, reconnectDelayMs, maxReconnectDelayMs, connect$/,
+      ),
+    );
+  });
+
+  it('rejects a value of the wrong type, naming the key, the value and what is allowed', () => {
+    assert.throws(
+      () => resolveRabbitMqOptions({ url, mandatory: 'yes' } as never),
+      configError('mandatory', /^RabbitMqTransport option mandatory must be true or false, got "yes"$/),
+    );
+    assert.throws(
+      () => resolveRabbitMqOptions({ url, socketOptions: [] } as never),
+      configError('socketOptions', /^RabbitMqTransport option socketOptions must be an object, got \[\]$/),
+    );
+    assert.throws(
+      () => resolveRabbitMqOptions({} as never),
+      configError(
+        'url',
+        /^RabbitMqTransport option url is missing; give an amqp:\/\/ or amqps:\/\/ URL string$/,
+      ),
+    );
+  });
+
+  it('rejects a value out of range, including timeouts longer than a Node timer can wait', () => {
+    assert.throws(
+      () => resolveRabbitMqOptions({ url, heartbeatSeconds: 70_000 }),
+      configError(
+        'heartbeatSeconds',
+        /^RabbitMqTransport option heartbeatSeconds must be an integer from 0 to 65535, got 70000$/,
+      ),
+    );
+    assert.throws(
+      () => resolveRabbitMqOptions({ url, confirmTimeoutMs: 2 ** 31 }),
+      configError('confirmTimeoutMs', /must be an integer from 1 to 2147483647, got 2147483648$/),
+    );
+  });
+
+  it('rejects a reconnect delay above its upper bound, naming both', () => {
+    assert.throws(
+      () => resolveRabbitMqOptions({ url, reconnectDelayMs: 60_000 }),
+      configError(
+        'maxReconnectDelayMs',
+        /^RabbitMqTransport option reconnectDelayMs \(60000\) must not exceed maxReconnectDelayMs \(30000, the default\); raise maxReconnectDelayMs or lower reconnectDelayMs$/,
+      ),
+    );
+  });
+
+  it('resolves the documented defaults, the heartbeat into the URL, the password hidden in safeUrl', () => {
+    const { connect, socketOptions, ...rest } = resolveRabbitMqOptions({ url, heartbeatSeconds: 5 });
+    assert.equal(connect, undefined);
+    assert.deepEqual(socketOptions, {});
+    assert.deepEqual(rest, {
+      url: 'amqp://guest:guest@127.0.0.1:5672?heartbeat=5',
+      safeUrl: 'amqp://guest:***@127.0.0.1:5672?heartbeat=5',
+      exchange: 'mailroom',
+      exchangeType: 'topic',
+      declareExchange: true,
+      mandatory: false,
+      confirmTimeoutMs: 30_000,
+      maxMessageBytes: 134_217_728,
+      connectTimeoutMs: 10_000,
+      heartbeatSeconds: 5,
+      closeTimeoutMs: 10_000,
+      reconnectDelayMs: 100,
+      maxReconnectDelayMs: 30_000,
+    });
+    assert.equal(resolveRabbitMqOptions({ url, exchange: '' }).declareExchange, false);
   });
 });

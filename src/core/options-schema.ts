@@ -117,6 +117,12 @@ function field<T>(kind: Kind<T>, presence: Presence<T> = {}): Field<T | undefine
   };
 }
 
+/**
+ * Longest delay Node's timers keep (2^31 - 1 ms, about 24.8 days): a longer one fires after 1 ms
+ * instead, so a huge timeout would act as none. The bound of every option a timer waits for.
+ */
+export const MAX_TIMER_MS = 2_147_483_647;
+
 /** Inclusive bounds; no `max` means no upper bound. */
 export interface Range {
   min: number;
@@ -229,7 +235,7 @@ export function func<F extends (...args: never[]) => unknown>(
 export function custom<T, const P extends Presence<T> = object>(
   expected: string,
   accepts: (value: unknown) => value is T,
-  presence?: P & Presence<T>,
+  presence?: P & Presence<NoInfer<T>>,
 ): Field<Present<T, P>> {
   return field<T, P>({ expected, accepts }, presence);
 }

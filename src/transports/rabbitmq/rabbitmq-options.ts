@@ -1,4 +1,14 @@
 import { ConfigError } from '../../core/errors/config-error.js';
+import {
+  boolean,
+  custom,
+  func,
+  integer,
+  MAX_TIMER_MS,
+  optionsSchema,
+  string,
+  type ResolvedOptions,
+} from '../../core/options-schema.js';
 import { redactUrl } from '../../core/redact.js';
 import type { AmqpConnect, AmqpSocketOptions } from './amqp-client.js';
 
@@ -114,79 +124,54 @@ export interface RabbitMqTransportOptions {
   connect?: AmqpConnect;
 }
 
-/** Options after defaults and validation; what the transport runs with. */
-export interface ResolvedRabbitMqTransportOptions {
-  /** The URL handed to the connect function (with `heartbeat` applied). */
-  url: string;
-  /** The same URL with the password replaced by `***`, for messages. */
-  safeUrl: string;
-  exchange: string;
-  exchangeType: string;
-  declareExchange: boolean;
-  mandatory: boolean;
-  confirmTimeoutMs: number;
-  maxMessageBytes: number;
-  connectTimeoutMs: number;
-  heartbeatSeconds: number | undefined;
-  socketOptions: AmqpSocketOptions;
-  closeTimeoutMs: number;
-  reconnectDelayMs: number;
-  maxReconnectDelayMs: number;
-  connect: AmqpConnect | undefined;
-}
-
-const ALLOWED_KEYS = [
-  'url',
-  'exchange',
-  'exchangeType',
-  'declareExchange',
-  'mandatory',
-  'confirmTimeoutMs',
-  'maxMessageBytes',
-  'connectTimeoutMs',
-  'heartbeatSeconds',
-  'socketOptions',
-  'closeTimeoutMs',
-  'reconnectDelayMs',
-  'maxReconnectDelayMs',
-  'connect',
-] as const satisfies ReadonlyArray<keyof RabbitMqTransportOptions>;
-
 // AMQP 0-9-1 exchange names: up to 255 bytes of letters, digits, hyphen, underscore, period, colon.
 const EXCHANGE_NAME_RE = /^[A-Za-z0-9_.:-]{0,255}$/;
 const EXCHANGE_TYPE_RE = /^(direct|topic|fanout|headers|x-[A-Za-z0-9_.:-]+)$/;
 
-function show(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value);
-  if (typeof value === 'function') return 'a function';
-  if (value === undefined) return 'undefined';
-  try {
-    return JSON.stringify(value) ?? String(value);
-  } catch {
-    return Object.prototype.toString.call(value);
-  }
-}
+const rabbitMqOptionsSchema = optionsSchema<RabbitMqTransportOptions>()(
+  'RabbitMqTransport',
+  {
+    // Only the type here; resolveUrl says what is wrong with the URL itself.
+    url: string({ expected: 'an amqp:// or amqps:// URL string', secret: true, required: true }),
+    exchange: string({
+      empty: true,
+      pattern: EXCHANGE_NAME_RE,
+      expected: "at most 255 letters, digits, '-', '_', '.' or ':'",
+      default: 'mailroom',
+    }),
+    exchangeType: string({
+      pattern: EXCHANGE_TYPE_RE,
+      expected: 'topic, direct, fanout, headers or a plugin type starting with x-',
+      default: 'topic',
+    }),
+    declareExchange: boolean({ default: true }),
+    mandatory: boolean({ default: false }),
+    confirmTimeoutMs: integer({ min: 1, max: MAX_TIMER_MS, default: 30_000 }),
+    maxMessageBytes: integer({ min: 1, default: 128 * 1024 * 1024 }),
+    connectTimeoutMs: integer({ min: 1, max: MAX_TIMER_MS, default: 10_000 }),
+    // AMQP carries the heartbeat as a 16-bit number of seconds.
+    heartbeatSeconds: integer({ min: 0, max: 65_535 }),
+    socketOptions: custom(
+      'an object',
+      (v): v is AmqpSocketOptions => typeof v === 'object' && v !== null && !Array.isArray(v),
+      { default: () => ({}) },
+    ),
+    closeTimeoutMs: integer({ min: 0, max: MAX_TIMER_MS, default: 10_000 }),
+    reconnectDelayMs: integer({ min: 0, max: MAX_TIMER_MS, default: 100 }),
+    maxReconnectDelayMs: integer({ min: 0, max: MAX_TIMER_MS, default: 30_000 }),
+    connect: func<AmqpConnect>('a function (url, socketOptions) => Promise<connection>'),
+  },
+  { ordered: [['reconnectDelayMs', 'maxReconnectDelayMs']] },
+);
 
-function integer(key: string, value: unknown, fallback: number, min: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
-    throw new ConfigError(
-      key,
-      `RabbitMqTransport option ${key} must be an integer of at least ${min}, got ${show(value)}`,
-      { value },
-    );
-  }
-  return value;
-}
-
-function boolean(key: string, value: unknown, fallback: boolean): boolean {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'boolean') {
-    throw new ConfigError(key, `RabbitMqTransport option ${key} must be true or false, got ${show(value)}`, {
-      value,
-    });
-  }
-  return value;
+/** Options after defaults and validation; what the transport runs with. */
+export interface ResolvedRabbitMqTransportOptions extends ResolvedOptions<
+  typeof rabbitMqOptionsSchema.fields
+> {
+  /** The URL handed to the connect function (with `heartbeat` applied). */
+  url: string;
+  /** The same URL with the password replaced by `***`, for messages. */
+  safeUrl: string;
 }
 
 /**
@@ -194,15 +179,7 @@ function boolean(key: string, value: unknown, fallback: boolean): boolean {
  * to the client, turns a typo into a ConfigError at construction instead of a vague connect
  * failure on the first publish.
  */
-function resolveUrl(value: unknown, heartbeatSeconds: number | undefined): { url: string; safeUrl: string } {
-  if (typeof value !== 'string' || value.length === 0) {
-    throw new ConfigError(
-      'url',
-      `RabbitMqTransport option url must be an amqp:// or amqps:// URL string, got ${
-        typeof value === 'string' ? 'an empty string' : show(value)
-      }`,
-    );
-  }
+function resolveUrl(value: string, heartbeatSeconds: number | undefined): { url: string; safeUrl: string } {
   const safe = redactUrl(value);
   let parsed: URL;
   try {
@@ -239,86 +216,11 @@ function resolveUrl(value: unknown, heartbeatSeconds: number | undefined): { url
 
 /** Applies defaults and validates; throws a {@link ConfigError} naming the option at fault. */
 export function resolveRabbitMqOptions(options: RabbitMqTransportOptions): ResolvedRabbitMqTransportOptions {
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
-    throw new ConfigError(
-      'options',
-      `RabbitMqTransport expects an options object such as { url: 'amqp://localhost' }, got ${show(options)}`,
-    );
-  }
-  for (const key of Object.keys(options)) {
-    if (!(ALLOWED_KEYS as readonly string[]).includes(key)) {
-      throw new ConfigError(
-        key,
-        `unknown RabbitMqTransport option ${JSON.stringify(key)}; allowed options: ${ALLOWED_KEYS.join(', ')}`,
-        { allowed: [...ALLOWED_KEYS] },
-      );
-    }
-  }
-
-  const heartbeatSeconds =
-    options.heartbeatSeconds === undefined
-      ? undefined
-      : integer('heartbeatSeconds', options.heartbeatSeconds, 0, 0);
-  const { url, safeUrl } = resolveUrl(options.url, heartbeatSeconds);
-
-  const exchange = options.exchange ?? 'mailroom';
-  if (typeof exchange !== 'string' || !EXCHANGE_NAME_RE.test(exchange)) {
-    throw new ConfigError(
-      'exchange',
-      `RabbitMqTransport option exchange must be at most 255 letters, digits, '-', '_', '.' or ':', got ${show(exchange)}`,
-      { value: exchange },
-    );
-  }
-  const exchangeType = options.exchangeType ?? 'topic';
-  if (typeof exchangeType !== 'string' || !EXCHANGE_TYPE_RE.test(exchangeType)) {
-    throw new ConfigError(
-      'exchangeType',
-      `RabbitMqTransport option exchangeType must be topic, direct, fanout, headers or a plugin type ` +
-        `starting with x-, got ${show(exchangeType)}`,
-      { value: exchangeType, allowed: ['topic', 'direct', 'fanout', 'headers', 'x-…'] },
-    );
-  }
-
-  const socketOptions = options.socketOptions ?? {};
-  if (typeof socketOptions !== 'object' || socketOptions === null || Array.isArray(socketOptions)) {
-    throw new ConfigError(
-      'socketOptions',
-      `RabbitMqTransport option socketOptions must be an object, got ${show(socketOptions)}`,
-    );
-  }
-  if (options.connect !== undefined && typeof options.connect !== 'function') {
-    throw new ConfigError(
-      'connect',
-      `RabbitMqTransport option connect must be a function (url, socketOptions) => Promise<connection>, got ${show(options.connect)}`,
-    );
-  }
-
-  const reconnectDelayMs = integer('reconnectDelayMs', options.reconnectDelayMs, 100, 0);
-  const maxReconnectDelayMs = integer('maxReconnectDelayMs', options.maxReconnectDelayMs, 30_000, 0);
-  if (maxReconnectDelayMs < reconnectDelayMs) {
-    throw new ConfigError(
-      'maxReconnectDelayMs',
-      `RabbitMqTransport option maxReconnectDelayMs (${maxReconnectDelayMs}) is below reconnectDelayMs (${reconnectDelayMs}); raise it or lower reconnectDelayMs`,
-      { value: maxReconnectDelayMs },
-    );
-  }
-
+  const resolved = rabbitMqOptionsSchema.resolve(options);
   return {
-    url,
-    safeUrl,
-    exchange,
-    exchangeType,
+    ...resolved,
+    ...resolveUrl(resolved.url, resolved.heartbeatSeconds),
     // The default exchange always exists and refuses declarations.
-    declareExchange: boolean('declareExchange', options.declareExchange, true) && exchange !== '',
-    mandatory: boolean('mandatory', options.mandatory, false),
-    confirmTimeoutMs: integer('confirmTimeoutMs', options.confirmTimeoutMs, 30_000, 1),
-    maxMessageBytes: integer('maxMessageBytes', options.maxMessageBytes, 128 * 1024 * 1024, 1),
-    connectTimeoutMs: integer('connectTimeoutMs', options.connectTimeoutMs, 10_000, 1),
-    heartbeatSeconds,
-    socketOptions,
-    closeTimeoutMs: integer('closeTimeoutMs', options.closeTimeoutMs, 10_000, 0),
-    reconnectDelayMs,
-    maxReconnectDelayMs,
-    connect: options.connect,
+    declareExchange: resolved.declareExchange && resolved.exchange !== '',
   };
 }
