@@ -305,12 +305,16 @@ describe('MemoryTransport options', () => {
       () => new MemoryTransport({ closeTimeoutMs: -1 }),
       configError(
         'closeTimeoutMs',
-        /^MemoryTransport option closeTimeoutMs must be a number of at least 0, got -1$/,
+        /^MemoryTransport option closeTimeoutMs must be a number from 0 to 2147483647, got -1$/,
       ),
     );
     assert.throws(
       () => new MemoryTransport({ latencyMs: Infinity }),
-      configError('latencyMs', /must be a number of at least 0, got Infinity$/),
+      configError('latencyMs', /must be a number from 0 to 2147483647, got Infinity$/),
+    );
+    assert.throws(
+      () => new MemoryTransport({ latencyMs: 2 ** 31 }),
+      configError('latencyMs', /must be a number from 0 to 2147483647, got 2147483648$/),
     );
   });
 

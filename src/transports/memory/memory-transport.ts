@@ -3,7 +3,7 @@ import {
   PermanentDeliveryError,
 } from '../../core/errors/permanent-delivery-error.js';
 import { TransportError } from '../../core/errors/transport-error.js';
-import { boolean, custom, func, number, optionsSchema } from '../../core/options-schema.js';
+import { boolean, custom, func, MAX_TIMER_MS, number, optionsSchema } from '../../core/options-schema.js';
 import type { PublishOptions, PublishOutcome, Transport } from '../../core/ports.js';
 import type { OutboxMessage } from '../../core/types.js';
 
@@ -74,8 +74,8 @@ const memoryTransportSchema = optionsSchema<MemoryTransportOptions>()('MemoryTra
       typeof v === 'boolean' || typeof v === 'function',
     { default: false },
   ),
-  latencyMs: number({ min: 0, default: 0 }),
-  closeTimeoutMs: number({ min: 0, default: 1000 }),
+  latencyMs: number({ min: 0, max: MAX_TIMER_MS, default: 0 }),
+  closeTimeoutMs: number({ min: 0, max: MAX_TIMER_MS, default: 1000 }),
   unavailable: boolean({ default: false }),
   hang: boolean({ default: false }),
 });
