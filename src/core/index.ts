@@ -10,13 +10,21 @@ export type {
   OutboxStats,
   DeadLetterFilter,
   DeadLetterOpResult,
+  DeadLetterBatchOptions,
+  StatsCount,
   Unsubscribe,
   OutboxStore,
   PublishOutcome,
   PublishOptions,
   Transport,
 } from './ports.js';
-export { encodeMessage, validateTopic, DEFAULT_MAX_PAYLOAD_BYTES, type MessageLimits } from './message.js';
+export {
+  encodeMessage,
+  validateTopic,
+  DEFAULT_MAX_PAYLOAD_BYTES,
+  MAX_DELAY_MS,
+  type MessageLimits,
+} from './message.js';
 export { uuidv7, isUuid } from './uuid.js';
 export { Outbox, type OutboxOptions } from './outbox.js';
 export {

@@ -68,7 +68,13 @@ export interface Settlement {
   dead: Array<{ message: OutboxMessage; error: string }>;
 }
 
-/** Counts for `status` and metrics. */
+/** A count of {@link OutboxStats} that a store may estimate on a big table. */
+export type StatsCount = 'backlog' | 'inFlight' | 'scheduled' | 'deadLetters' | 'topics';
+
+/**
+ * Counts for `status` and metrics. A store keeps them cheap on a backlog of millions (they are
+ * scraped every few seconds): exact on small tables, estimates on big ones, saying which.
+ */
 export interface OutboxStats {
   /** Messages not yet delivered (due, delayed and leased). */
   backlog: number;
@@ -80,6 +86,12 @@ export interface OutboxStats {
   oldestAgeMs: number | null;
   deadLetters: number;
   topics: Array<{ topic: string; backlog: number; deadLetters: number }>;
+  /** True when any count is an estimate; `estimated` says which. @default false */
+  approximate?: boolean;
+  /** The counts that are estimates. */
+  estimated?: StatsCount[];
+  /** True when `topics` lists only the busiest topics, not all. */
+  topicsTruncated?: boolean;
 }
 
 /** Filters for dead-letter operations. All given filters must match. */
@@ -99,6 +111,24 @@ export interface DeadLetterFilter {
 export interface DeadLetterOpResult {
   id: string;
   status: 'replayed' | 'purged';
+}
+
+/** How a replay or purge of many dead letters proceeds. */
+export interface DeadLetterBatchOptions {
+  /**
+   * Dead letters per statement; each statement is its own short transaction, so a big run
+   * neither holds locks for long nor loses finished batches when a later one fails.
+   *
+   * @default 1000
+   */
+  batchSize?: number;
+  /**
+   * Called after each batch commits, with what it replayed or purged: for progress reports,
+   * and to know what was done when a later batch throws.
+   *
+   * @example { onBatch: (done) => console.error(`${done.length} more replayed`) }
+   */
+  onBatch?: (results: DeadLetterOpResult[]) => void;
 }
 
 /** An unsubscribe function. */
@@ -146,9 +176,24 @@ export interface OutboxStore<Tx = unknown> {
   check(): Promise<void>;
   stats(): Promise<OutboxStats>;
   listDeadLetters(filter?: DeadLetterFilter): Promise<DeadLetter[]>;
-  /** Move dead letters back into the outbox, due now, attempts reset, ids kept. */
-  replayDeadLetters(filter?: DeadLetterFilter): Promise<DeadLetterOpResult[]>;
-  purgeDeadLetters(filter?: DeadLetterFilter): Promise<DeadLetterOpResult[]>;
+  /**
+   * How many dead letters match, counted without reading them, and the database time of the
+   * count (pass `deadBefore` just after it to act on exactly those).
+   */
+  countDeadLetters(filter?: DeadLetterFilter): Promise<{ count: number; asOf: Date }>;
+  /**
+   * Move dead letters back into the outbox, due now, attempts reset, ids kept; in bounded
+   * batches, never loading payloads into the process, and only those dead before the run began.
+   */
+  replayDeadLetters(
+    filter?: DeadLetterFilter,
+    options?: DeadLetterBatchOptions,
+  ): Promise<DeadLetterOpResult[]>;
+  /** Delete dead letters for good, in batches, as {@link OutboxStore.replayDeadLetters}. */
+  purgeDeadLetters(
+    filter?: DeadLetterFilter,
+    options?: DeadLetterBatchOptions,
+  ): Promise<DeadLetterOpResult[]>;
   close(): Promise<void>;
 }
 

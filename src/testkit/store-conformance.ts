@@ -386,10 +386,25 @@ export function runStoreConformance(name: string, options: StoreConformanceOptio
         (await store.listDeadLetters({ topic: 'dl.b' })).map((d) => d.id),
         [b],
       );
+      const counted = await store.countDeadLetters();
+      assert.equal(counted.count, 2);
+      assert.ok(counted.asOf instanceof Date, 'countDeadLetters says when it counted');
+      assert.equal((await store.countDeadLetters({ topic: 'dl.b' })).count, 1);
+      assert.deepEqual(
+        await store.replayDeadLetters({ deadBefore: new Date(0) }),
+        [],
+        'none died before 1970',
+      );
 
-      assert.deepEqual(await store.replayDeadLetters({ ids: [a as string] }), [
-        { id: a, status: 'replayed' },
-      ]);
+      const batches: number[] = [];
+      assert.deepEqual(
+        await store.replayDeadLetters(
+          { ids: [a as string] },
+          { batchSize: 1, onBatch: (r) => batches.push(r.length) },
+        ),
+        [{ id: a, status: 'replayed' }],
+      );
+      assert.deepEqual(batches, [1], 'onBatch hears of each batch');
       const replayed = await store.claim({ owner: 'r', limit: 10, leaseMs: 5000 });
       assert.equal(replayed.messages[0]?.id, a, 'a replayed message keeps its id');
       assert.equal(replayed.messages[0]?.attempts, 1, 'attempts start again');

@@ -1,6 +1,7 @@
 import type {
   ClaimRequest,
   ClaimedBatch,
+  DeadLetterBatchOptions,
   DeadLetterFilter,
   DeadLetterOpResult,
   OutboxStats,
@@ -106,12 +107,22 @@ export class FreezableStore implements OutboxStore {
     return this.#call(() => this.#inner.listDeadLetters(filter));
   }
 
-  replayDeadLetters(filter?: DeadLetterFilter): Promise<DeadLetterOpResult[]> {
-    return this.#call(() => this.#inner.replayDeadLetters(filter));
+  countDeadLetters(filter?: DeadLetterFilter): Promise<{ count: number; asOf: Date }> {
+    return this.#call(() => this.#inner.countDeadLetters(filter));
   }
 
-  purgeDeadLetters(filter?: DeadLetterFilter): Promise<DeadLetterOpResult[]> {
-    return this.#call(() => this.#inner.purgeDeadLetters(filter));
+  replayDeadLetters(
+    filter?: DeadLetterFilter,
+    options?: DeadLetterBatchOptions,
+  ): Promise<DeadLetterOpResult[]> {
+    return this.#call(() => this.#inner.replayDeadLetters(filter, options));
+  }
+
+  purgeDeadLetters(
+    filter?: DeadLetterFilter,
+    options?: DeadLetterBatchOptions,
+  ): Promise<DeadLetterOpResult[]> {
+    return this.#call(() => this.#inner.purgeDeadLetters(filter, options));
   }
 
   /** The process's connections close; the shared database stays open. */

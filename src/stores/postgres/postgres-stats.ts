@@ -1,4 +1,4 @@
-import type { OutboxStats } from '../../core/ports.js';
+import type { OutboxStats, StatsCount } from '../../core/ports.js';
 import type { PgQueryResult } from './postgres-driver.js';
 import type { PostgresSql } from './postgres-sql.js';
 
@@ -15,8 +15,7 @@ export const TOPIC_SAMPLE_ROWS = 20_000;
 /** Topics listed, the busiest first. */
 export const MAX_TOPICS = 50;
 
-/** A count of {@link PostgresStats} that can be an estimate. */
-export type StatsCount = 'backlog' | 'inFlight' | 'scheduled' | 'deadLetters' | 'topics';
+export type { StatsCount };
 
 /**
  * {@link OutboxStats} as the PostgreSQL store reports them: exact while the tables are small,

@@ -4,6 +4,7 @@ import { StoreError } from '../../core/errors/store-error.js';
 import type {
   ClaimRequest,
   ClaimedBatch,
+  DeadLetterBatchOptions,
   DeadLetterFilter,
   DeadLetterOpResult,
   OutboxStore,
@@ -539,23 +540,7 @@ export class PostgresStore implements OutboxStore {
 export const DEFAULT_DEAD_LETTER_BATCH = 1000;
 const MAX_DEAD_LETTER_BATCH = 10_000;
 
-/** Options of {@link PostgresStore.replayDeadLetters} and {@link PostgresStore.purgeDeadLetters}. */
-export interface DeadLetterBatchOptions {
-  /**
-   * Dead letters per statement; each statement is its own short transaction, so a big run
-   * neither holds locks for long nor loses finished batches when a later one fails.
-   *
-   * @default 1000
-   */
-  batchSize?: number;
-  /**
-   * Called after each batch commits, with what it replayed or purged: for progress reports,
-   * and to know what was done when a later batch throws.
-   *
-   * @example { onBatch: (done) => console.error(`${done.length} more replayed`) }
-   */
-  onBatch?: (results: DeadLetterOpResult[]) => void;
-}
+export type { DeadLetterBatchOptions } from '../../core/ports.js';
 
 function truncateError(error: string): string {
   return error.length > 4000 ? `${error.slice(0, 4000)}…` : error;
