@@ -34,11 +34,16 @@ if (files.length === 0) {
 }
 
 const concurrency = process.env.TEST_CONCURRENCY ?? '2';
+// The leak guard (test/helpers/leak-guard.ts) fails a file that leaves a relay, pool, client,
+// socket, child process or timer running. Not yet in the fault suite: that suite restarts
+// PostgreSQL and RabbitMQ, cannot run beside other work, and has not been tried with the guard.
+const preload = faults ? [] : ['--import', './test/helpers/leak-guard-register.ts'];
 const child = spawn(
   process.execPath,
   [
     '--import',
     'tsx',
+    ...preload,
     '--test',
     `--test-concurrency=${concurrency}`,
     '--test-reporter=spec',
