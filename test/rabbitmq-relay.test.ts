@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
+import amqp from 'amqplib';
 import { Outbox, Relay } from '../src/core/index.js';
 import { RabbitMqTransport } from '../src/transports/rabbitmq/index.js';
 import { AMQP_URL, bindConsumer } from './helpers/amqp.js';
@@ -17,9 +18,10 @@ describe('relay to RabbitMQ, end to end', () => {
   });
   after(async () => db.drop());
 
-  it('loses nothing and invents nothing when relay processes are SIGKILLed mid-batch', async () => {
+  it('loses nothing and invents nothing when relay processes are SIGKILLed mid-batch', async (t) => {
     const exchange = `mr_kill_${randomBytes(3).toString('hex')}`;
     const consumer = await bindConsumer(exchange);
+    t.after(() => consumer.close());
     const outbox = new Outbox({ store: db.store });
     const args = [
       'relay',
@@ -88,12 +90,22 @@ describe('relay to RabbitMQ, end to end', () => {
       );
       assert.equal(code, 0, `graceful exit on SIGTERM\n${stderr}`);
     }
-    await new Promise((r) => setTimeout(r, 200));
+    // Every relay has published all it will. A message published now, after all of them, reaches
+    // the queue behind them: once the consumer has it, it has had everything before it too.
+    const sentinel = `sentinel-${randomBytes(4).toString('hex')}`;
+    const conn = await amqp.connect(AMQP_URL);
+    try {
+      const ch = await conn.createConfirmChannel();
+      ch.publish(exchange, 'sentinel', Buffer.from('{}'), { messageId: sentinel });
+      await ch.waitForConfirms();
+    } finally {
+      await conn.close();
+    }
+    await waitUntil(() => consumer.received.some((r) => r.id === sentinel), 'the sentinel message');
     const result = audit(
       written,
-      consumer.received.map((r) => r.id),
+      consumer.received.map((r) => r.id).filter((id) => id !== sentinel),
     );
-    await consumer.close();
     console.log(
       `# kills=${kills} committed=${result.committed} rolledBack=${written.rolledBack.length} received=${result.received} ` +
         `duplicates=${result.duplicates} lost=${result.lost.length} phantom=${result.phantom.length} orderViolations=${result.orderViolations.length}`,

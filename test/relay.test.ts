@@ -1,9 +1,28 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { Outbox, Relay, type OutboxMessage, type RelayOptions } from '../src/core/index.js';
+import { Outbox, Relay, type OutboxMessage, type RelayOptions, type Transport } from '../src/core/index.js';
+import { ManualClock } from '../src/testkit/manual-clock.js';
 import { MemoryTransport } from '../src/transports/memory/index.js';
 import { createTestDb, inTransaction, type TestDb } from './helpers/postgres.js';
+import { wrapStore } from './helpers/store-wrapper.js';
 import { waitUntil } from './helpers/wait.js';
+
+/** `inner`, with `before` run (and awaited) at the start of every publish. */
+function withPublishHook(
+  inner: Transport,
+  before: (messages: readonly OutboxMessage[]) => Promise<void>,
+): Transport {
+  return {
+    name: inner.name,
+    start: () => inner.start(),
+    probe: (options) => inner.probe(options),
+    close: () => inner.close(),
+    async publish(messages, options) {
+      await before(messages);
+      return inner.publish(messages, options);
+    },
+  };
+}
 
 /** Per key, the order in which each message id was first delivered. */
 function firstDeliveries(messages: readonly OutboxMessage[]): Map<string, string[]> {
@@ -26,7 +45,7 @@ function firstDeliveries(messages: readonly OutboxMessage[]): Map<string, string
 describe('Relay with the PostgreSQL store', () => {
   let db: TestDb;
   const relays: Relay[] = [];
-  const start = async (options: Partial<RelayOptions> & { transport: MemoryTransport }) => {
+  const start = async (options: Partial<RelayOptions> & { transport: Transport }) => {
     const relay = new Relay({ store: db.store, pollIntervalMs: 100, leaseMs: 2000, ...options });
     relays.push(relay);
     await relay.start();
@@ -88,7 +107,7 @@ describe('Relay with the PostgreSQL store', () => {
     assert.equal(retryDelayMs(policy, 10), 4995);
   });
 
-  it('takes over the messages of a relay that died once its lease runs out', async () => {
+  it('takes over the messages of a relay that died only once its lease has run out', async () => {
     await clean();
     const outbox = new Outbox({ store: db.store });
     await inTransaction(db.pool, (c) =>
@@ -100,16 +119,36 @@ describe('Relay with the PostgreSQL store', () => {
     // A relay claims and then dies without settling.
     const dead = await db.store.claim({ owner: 'dead-relay', limit: 10, leaseMs: 1500 });
     assert.equal(dead.messages.length, 2);
-    const claimedAt = Date.now();
-    const transport = new MemoryTransport();
+    // Both clocks below are the database's, in microseconds since the epoch: exact, and the
+    // same clock the lease is kept on.
+    const leases = await db.pool.query<{ id: string; until: string }>(
+      `SELECT id::text, (extract(epoch FROM lease_until) * 1000000)::bigint::text AS until
+         FROM "${db.schema}".outbox WHERE lease_token = $1`,
+      [dead.leaseToken],
+    );
+    const leaseUntil = new Map(leases.rows.map((r) => [r.id, BigInt(r.until)]));
+    assert.equal(leaseUntil.size, 2);
+    const memory = new MemoryTransport();
+    const publishedAt = new Map<string, bigint>();
+    const transport = withPublishHook(memory, async (messages) => {
+      const res = await db.pool.query<{ now: string }>(
+        `SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint::text AS now`,
+      );
+      for (const m of messages) publishedAt.set(m.id, BigInt(res.rows[0]?.now ?? '0'));
+    });
     await start({ transport });
-    await transport.waitFor(2, 10_000);
-    const took = Date.now() - claimedAt;
-    assert.ok(took >= 1400, `not before the lease expired (${took} ms)`);
-    assert.ok(took < 4000, `within seconds of the lease expiring (${took} ms)`);
+    await memory.waitFor(2, 15_000);
+    for (const [id, until] of leaseUntil) {
+      const at = publishedAt.get(id);
+      assert.ok(
+        at !== undefined && at >= until,
+        `${id} published at ${at} µs, its dead lease ran to ${until} µs`,
+      );
+    }
     assert.deepEqual(
-      transport.messages.map((m) => m.attempts),
+      memory.messages.map((m) => m.attempts),
       [2, 2],
+      'the dead claim counted one attempt, the takeover the second',
     );
   });
 
@@ -194,23 +233,56 @@ describe('Relay with the PostgreSQL store', () => {
     await relay.stop(); // idempotent
   });
 
-  it('gives up on a hung batch at the stop deadline and leaves it leased for takeover', async () => {
-    await clean();
-    const hung = new MemoryTransport({ latencyMs: 60_000 });
-    const outbox = new Outbox({ store: db.store });
-    const relay = await start({ transport: hung, shutdownTimeoutMs: 300 });
-    const claimed = new Promise<void>((resolve) => relay.once('relay:batch:claimed', () => resolve()));
-    await inTransaction(db.pool, (c) => outbox.enqueue(c, [{ topic: 'hung', payload: 1 }]));
-    await claimed;
-    let abandoned = -1;
-    relay.on('relay:stopped', (e) => (abandoned = e.abandoned));
-    const t0 = Date.now();
-    await relay.stop();
-    assert.ok(Date.now() - t0 < 2000, 'stop returned at its deadline');
-    assert.equal(abandoned, 1);
-    assert.equal(await db.count(), 1, 'the message is still in the outbox');
-    await hung.close();
-  });
+  // A stop that waited for the publish would hang: the timeout makes that a failure.
+  it(
+    'returns from stop at its deadline with a publish that never answers, leaving the batch leased',
+    { timeout: 30_000 },
+    async () => {
+      await clean();
+      // A broker that takes the batch and never answers, abort or not: nothing the transport does
+      // can end the wait, only the relay's own deadline.
+      let publishes = 0;
+      const hung: Transport = {
+        name: 'hung',
+        start: async () => undefined,
+        probe: async () => undefined,
+        close: async () => undefined,
+        publish: () => {
+          publishes++;
+          return new Promise<never>(() => undefined);
+        },
+      };
+      // Every wait of the relay is on this clock, so "at its deadline" is exact: the stop deadline
+      // is the only sleep of this length, and time moves only when the test says so.
+      const clock = new ManualClock();
+      const shutdownTimeoutMs = 4321;
+      const relay = await start({ transport: hung, clock, shutdownTimeoutMs, leaseMs: 60_000 });
+      const claimed = new Promise<void>((resolve) => relay.once('relay:batch:claimed', () => resolve()));
+      const outbox = new Outbox({ store: db.store });
+      await inTransaction(db.pool, (c) => outbox.enqueue(c, [{ topic: 'hung', payload: 1 }]));
+      await claimed;
+      await waitUntil(() => publishes === 1, 'the publish to start');
+      let abandoned = -1;
+      relay.on('relay:stopped', (e) => (abandoned = e.abandoned));
+      let returned = false;
+      const stopping = relay.stop().then(() => (returned = true));
+      await waitUntil(() => clock.sleeps.includes(shutdownTimeoutMs), 'stop to start its deadline');
+      await clock.advance(shutdownTimeoutMs - 1);
+      assert.equal(returned, false, 'stop waits for the batch until its deadline');
+      await clock.advance(1);
+      await stopping;
+      assert.equal(abandoned, 1, 'the hung batch was abandoned');
+      const rows = await db.pool.query<{ lease_owner: string | null; held: boolean }>(
+        `SELECT lease_owner, lease_until > now() AS held FROM "${db.schema}".outbox`,
+      );
+      assert.deepEqual(
+        rows.rows,
+        [{ lease_owner: relay.options.owner, held: true }],
+        'still in the outbox, leased to the stopped relay until another takes it over',
+      );
+      assert.equal(publishes, 1, 'nothing published after stop');
+    },
+  );
 
   it('archives delivered messages when asked, and prunes the archive', async () => {
     await clean();
@@ -228,7 +300,7 @@ describe('Relay with the PostgreSQL store', () => {
     assert.equal(await store.pruneArchive(1), 1, 'an old row is pruned');
   });
 
-  it('recovers when its database connections are terminated', async () => {
+  it('recovers when its database connections are terminated, and is woken by NOTIFY again', async () => {
     await clean();
     const pg = (await import('pg')).default;
     const { PostgresStore } = await import('../src/stores/postgres/index.js');
@@ -237,11 +309,22 @@ describe('Relay with the PostgreSQL store', () => {
       application_name: `mr_term_${db.schema}`,
     });
     pool.on('error', () => undefined);
-    const store = new PostgresStore({ pool, schema: db.schema });
+    // One log of what the relay does, in the order it happened: its wake-ups, the start of each
+    // next-due lookup (the last step before it sleeps), its claims, and the test's enqueue.
+    const log: string[] = [];
+    const real = new PostgresStore({ pool, schema: db.schema });
+    const store = wrapStore(real, {
+      nextDueInMs: () => {
+        log.push('next-due');
+        return real.nextDueInMs();
+      },
+    });
     const transport = new MemoryTransport();
-    const errors: string[] = [];
-    const relay = await start({ transport, store, pollIntervalMs: 5000 });
-    relay.on('relay:error', (e) => errors.push(e.phase));
+    // An hour: the relay can only be woken, never find the message by polling, within this test.
+    const relay = await start({ transport, store, pollIntervalMs: 3_600_000 });
+    relay.on('relay:error', (e) => log.push(`error:${e.phase}`));
+    relay.on('relay:wakeup', (e) => log.push(`wakeup:${e.source}`));
+    relay.on('relay:batch:claimed', () => log.push('claimed'));
     const outbox = new Outbox({ store: db.store });
     try {
       await inTransaction(db.pool, (c) => outbox.enqueue(c, { topic: 'before', payload: 1 }));
@@ -251,13 +334,20 @@ describe('Relay with the PostgreSQL store', () => {
         [`mr_term_${db.schema}`],
       );
       assert.ok(killed.rowCount && killed.rowCount >= 1, 'the LISTEN connection at least was terminated');
-      await waitUntil(() => errors.includes('listen'), 'the relay to notice the lost LISTEN connection');
-      // Woken by NOTIFY again (the poll is 5 s, so a quick delivery proves LISTEN is back).
-      await new Promise((r) => setTimeout(r, 800));
-      const t0 = Date.now();
+      // Re-subscribed (it wakes itself then, for notifications missed meanwhile), then asleep:
+      // a next-due lookup started after its last wake-up is the relay's last step before sleeping.
+      await waitUntil(() => {
+        const lost = log.indexOf('error:listen');
+        const resubscribed = lost >= 0 ? log.indexOf('wakeup:notify', lost) : -1;
+        const lastWake = log.findLastIndex((e) => e.startsWith('wakeup:'));
+        return resubscribed >= 0 && log.indexOf('next-due', Math.max(resubscribed, lastWake)) >= 0;
+      }, 'the relay to re-subscribe after the lost LISTEN connection and go back to sleep');
+      const enqueuing = log.push('enqueue') - 1;
       await inTransaction(db.pool, (c) => outbox.enqueue(c, { topic: 'after', payload: 2 }));
-      await transport.waitFor(2, 10_000);
-      assert.ok(Date.now() - t0 < 2500, `woken by NOTIFY after re-subscribing (${Date.now() - t0} ms)`);
+      await transport.waitFor(2, 15_000);
+      const since = log.slice(enqueuing + 1);
+      assert.equal(since[0], 'wakeup:notify', `woken by NOTIFY first (${since.join(', ')})`);
+      assert.ok(since.indexOf('claimed') > 0, `then claimed the message (${since.join(', ')})`);
     } finally {
       await relay.stop();
       await pool.end();

@@ -17,11 +17,17 @@ describe('TCP fault proxy', () => {
       await a.connect();
       assert.equal((await a.query('SELECT 1 AS n')).rows[0].n, 1);
 
+      // Delayed 150 ms each way, a round trip outlasts a 200 ms query timeout. This compares two
+      // timers of this process, not a stopwatch: the query's timer starts before the proxy's
+      // first one and is due 200 ms later; the proxy's second one starts only after the first
+      // fired (150 ms) and is due 150 ms after that. Load can delay both, never reorder them.
+      const slow = client(proxy.port, { query_timeout: 200 });
+      await slow.connect();
       proxy.delay(150);
-      const t0 = Date.now();
-      await a.query('SELECT 1');
-      assert.ok(Date.now() - t0 >= 280, 'a round trip waits in both directions');
+      await assert.rejects(slow.query('SELECT 1'), /timeout/i, 'a round trip waits in both directions');
+      assert.equal((await a.query('SELECT 3 AS n')).rows[0].n, 3, 'delayed, not dropped');
       proxy.heal();
+      await slow.end().catch(() => undefined);
 
       proxy.cut();
       await assert.rejects(a.query('SELECT 1'));
