@@ -8,6 +8,7 @@ import { after, describe, it } from 'node:test';
 import pg from 'pg';
 import { isConfigError } from '../src/core/errors/config-error.js';
 import { Outbox, resolveRelayOptions, resolveRetryPolicy, type RelayOptions } from '../src/core/index.js';
+import { PGliteStore } from '../src/stores/pglite/index.js';
 import { PostgresStore } from '../src/stores/postgres/index.js';
 import { MemoryTransport } from '../src/transports/memory/index.js';
 import { resolveRabbitMqOptions } from '../src/transports/rabbitmq/index.js';
@@ -402,5 +403,39 @@ describe('RabbitMqTransport options', () => {
       maxReconnectDelayMs: 30_000,
     });
     assert.equal(resolveRabbitMqOptions({ url, exchange: '' }).declareExchange, false);
+  });
+});
+
+describe('PGliteStore options', () => {
+  it('rejects an unknown key, listing the allowed ones', () => {
+    assert.throws(
+      () => new PGliteStore({ pool } as never),
+      configError(
+        'pool',
+        /^unknown PGliteStore option "pool"; allowed: db, dataDir, schema, notify, archive$/,
+      ),
+    );
+  });
+
+  it('rejects a value of the wrong type, naming the key, the value and what is allowed, before opening PGlite', () => {
+    assert.throws(
+      () => new PGliteStore({ notify: 'yes' } as never),
+      configError('notify', /^PGliteStore option notify must be true or false, got "yes"$/),
+    );
+    assert.throws(
+      () => new PGliteStore({ db: pool } as never),
+      configError('db', /^PGliteStore option db must be a PGlite instance, got /),
+    );
+  });
+
+  it('rejects an empty dataDir and a schema name past the limit', () => {
+    assert.throws(
+      () => new PGliteStore({ dataDir: '' }),
+      configError('dataDir', /^PGliteStore option dataDir must be a directory path, got ""$/),
+    );
+    assert.throws(
+      () => new PGliteStore({ schema: 'x'.repeat(44) }),
+      configError('schema', /is 44 bytes, over the limit of 43/),
+    );
   });
 });

@@ -1,5 +1,6 @@
 import { ConfigError } from '../../core/errors/config-error.js';
 import { isStoreError, StoreError } from '../../core/errors/store-error.js';
+import { boolean, custom, hasMethods, optionsSchema, string } from '../../core/options-schema.js';
 import type { StoreCapabilities, Unsubscribe } from '../../core/ports.js';
 import { describeDbError } from '../postgres/postgres-errors.js';
 import { PostgresStore } from '../postgres/postgres-store.js';
@@ -46,7 +47,15 @@ export interface PGliteStoreOptions {
   archive?: boolean;
 }
 
-const ALLOWED_OPTIONS = new Set(['db', 'dataDir', 'schema', 'notify', 'archive']);
+const pgliteStoreSchema = optionsSchema<PGliteStoreOptions>()('PGliteStore', {
+  db: custom('a PGlite instance', hasMethods<PGliteDatabase>('query', 'transaction', 'listen', 'close')),
+  dataDir: string({ expected: 'a directory path' }),
+  // The type only; validateSchemaName applies PostgresStore's rules, before an instance is made.
+  schema: string({ expected: 'a schema name' }),
+  // Left out, PostgresStore's defaults apply; checked here so that a bad value leaves no instance open.
+  notify: boolean(),
+  archive: boolean(),
+});
 
 type PGliteModule = {
   PGlite: new (dataDir?: string) => PGliteDatabase & { waitReady?: Promise<void> };
@@ -103,36 +112,23 @@ export class PGliteStore extends PostgresStore {
    * `@electric-sql/pglite` loaded first: use `await PGliteStore.connect(options)`.
    */
   constructor(options: PGliteStoreOptions = {}) {
-    for (const key of Object.keys(options)) {
-      if (!ALLOWED_OPTIONS.has(key)) {
-        throw new ConfigError(
-          key,
-          `unknown PGliteStore option "${key}"; allowed: ${[...ALLOWED_OPTIONS].join(', ')}`,
-        );
-      }
-    }
-    if (options.db && options.dataDir !== undefined) {
+    const { db: given, dataDir, schema, notify, archive } = pgliteStoreSchema.resolve(options);
+    if (given && dataDir !== undefined) {
       throw new ConfigError('dataDir', 'give PGliteStore a db or a dataDir, not both');
     }
-    if (options.dataDir !== undefined && (typeof options.dataDir !== 'string' || options.dataDir === '')) {
-      throw new ConfigError(
-        'dataDir',
-        `dataDir must be a directory path, got ${JSON.stringify(options.dataDir)}`,
-      );
-    }
     // Before making an instance, so a bad schema name leaves no PGlite open behind it.
-    if (options.schema !== undefined) validateSchemaName(options.schema);
-    const db = options.db ?? createPGlite(options.dataDir);
+    if (schema !== undefined) validateSchemaName(schema);
+    const db = given ?? createPGlite(dataDir);
     super({
       pool: pglitePool(db),
       // PGlite's query() takes SQL text only; one connection has nothing to gain anyway.
       preparedStatements: false,
-      ...(options.schema === undefined ? {} : { schema: options.schema }),
-      ...(options.notify === undefined ? {} : { notify: options.notify }),
-      ...(options.archive === undefined ? {} : { archive: options.archive }),
+      ...(schema === undefined ? {} : { schema }),
+      ...(notify === undefined ? {} : { notify }),
+      ...(archive === undefined ? {} : { archive }),
     });
     this.db = db;
-    this.#ownsDb = !options.db;
+    this.#ownsDb = !given;
   }
 
   /** Same options as the constructor; loads `@electric-sql/pglite` first when the store makes the instance. */
