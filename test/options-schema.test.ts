@@ -439,3 +439,49 @@ describe('PGliteStore options', () => {
     );
   });
 });
+
+describe('PostgresStore options', () => {
+  it('rejects an unknown key, suggesting the key it resembles and listing the allowed ones', () => {
+    assert.throws(
+      () => new PostgresStore({ pool, poolsize: 2 } as never),
+      configError(
+        'poolsize',
+        /^unknown PostgresStore option "poolsize" \(did you mean poolSize\?\); allowed: pool, connectionString, poolSize, schema, notify, archive, preparedStatements$/,
+      ),
+    );
+  });
+
+  it('rejects a value of the wrong type, naming the key, the value and what is allowed', () => {
+    assert.throws(
+      () => new PostgresStore({ pool, preparedStatements: 0 } as never),
+      configError(
+        'preparedStatements',
+        /^PostgresStore option preparedStatements must be true or false, got 0$/,
+      ),
+    );
+    assert.throws(
+      () => new PostgresStore({ pool: DATABASE_URL } as never),
+      configError(
+        'pool',
+        /^PostgresStore option pool must be a pg\.Pool \(query, connect and end methods\), got "postgres:/,
+      ),
+    );
+  });
+
+  it('rejects a value out of range, naming the key, the value and the range', () => {
+    assert.throws(
+      () => new PostgresStore({ connectionString: DATABASE_URL, poolSize: 0 }),
+      configError('poolSize', /^PostgresStore option poolSize must be an integer of at least 1, got 0$/),
+    );
+  });
+
+  it('rejects options with neither a pool nor a connectionString, saying how to give each', () => {
+    assert.throws(
+      () => new PostgresStore({ schema: 'x' }),
+      configError(
+        'pool',
+        /^PostgresStore options pool and connectionString are both missing; give a pg\.Pool as pool, or a postgres:\/\/ URL as connectionString$/,
+      ),
+    );
+  });
+});

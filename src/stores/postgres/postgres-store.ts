@@ -14,6 +14,7 @@ import type {
   StoreCapabilities,
   Unsubscribe,
 } from '../../core/ports.js';
+import { boolean, custom, hasMethods, integer, optionsSchema, string } from '../../core/options-schema.js';
 import { redactUrl } from '../../core/redact.js';
 import type { DeadLetter, EncodedMessage, OutboxMessage } from '../../core/types.js';
 import type { PgNotification, PgPool, PgPoolClient, PostgresTransactionHandle } from './postgres-driver.js';
@@ -58,15 +59,16 @@ export interface PostgresStoreOptions {
   preparedStatements?: boolean;
 }
 
-const ALLOWED_OPTIONS = new Set([
-  'pool',
-  'connectionString',
-  'poolSize',
-  'schema',
-  'notify',
-  'archive',
-  'preparedStatements',
-]);
+const postgresStoreSchema = optionsSchema<PostgresStoreOptions>()('PostgresStore', {
+  pool: custom('a pg.Pool (query, connect and end methods)', hasMethods<PgPool>('query', 'connect', 'end')),
+  connectionString: string({ expected: 'a postgres:// URL', secret: true }),
+  poolSize: integer({ min: 1, default: 4 }),
+  // The type only; validateSchemaName applies the rules of schema names.
+  schema: string({ expected: 'a schema name', default: 'mailroom' }),
+  notify: boolean({ default: true }),
+  archive: boolean({ default: false }),
+  preparedStatements: boolean({ default: true }),
+});
 
 function toMessage(row: Record<string, unknown>): OutboxMessage {
   return {
@@ -118,28 +120,25 @@ export class PostgresStore implements OutboxStore {
   #closed = false;
 
   constructor(options: PostgresStoreOptions) {
-    for (const key of Object.keys(options)) {
-      if (!ALLOWED_OPTIONS.has(key)) {
-        throw new ConfigError(
-          key,
-          `unknown PostgresStore option "${key}"; allowed: ${[...ALLOWED_OPTIONS].join(', ')}`,
-        );
-      }
-    }
-    this.schema = validateSchemaName(options.schema ?? 'mailroom');
-    this.notify = options.notify ?? true;
-    this.archive = options.archive ?? false;
-    this.preparedStatements = options.preparedStatements ?? true;
+    const resolved = postgresStoreSchema.resolve(options);
+    this.schema = validateSchemaName(resolved.schema);
+    this.notify = resolved.notify;
+    this.archive = resolved.archive;
+    this.preparedStatements = resolved.preparedStatements;
     this.#sql = postgresSql(this.schema, notifyChannel(this.schema));
-    if (options.pool) {
-      this.#pool = options.pool;
+    if (resolved.pool) {
+      this.#pool = resolved.pool;
       this.#ownsPool = false;
-    } else if (options.connectionString !== undefined) {
-      this.#target = redactUrl(options.connectionString);
-      this.#pool = createPgPool(options.connectionString, options.poolSize ?? 4);
+    } else if (resolved.connectionString !== undefined) {
+      this.#target = redactUrl(resolved.connectionString);
+      this.#pool = createPgPool(resolved.connectionString, resolved.poolSize);
       this.#ownsPool = true;
     } else {
-      throw new ConfigError('pool', 'PostgresStore needs a pool (a pg.Pool) or a connectionString');
+      throw new ConfigError(
+        'pool',
+        'PostgresStore options pool and connectionString are both missing; give a pg.Pool as pool, ' +
+          'or a postgres:// URL as connectionString',
+      );
     }
   }
 
