@@ -72,6 +72,12 @@ describe('mailroom status, dlq and send', () => {
   /** Enqueues the messages, then claims and dead-letters everything in the outbox. */
   async function makeDeadLetters(messages: MessageInput[], error = 'broker says no'): Promise<string[]> {
     const ids = await inTransaction(db.pool, (c) => outbox.enqueue(c, messages));
+    await deadLetterEverything(error);
+    return ids;
+  }
+
+  /** Claims and dead-letters every message in the outbox. */
+  async function deadLetterEverything(error = 'broker says no'): Promise<void> {
     for (;;) {
       const batch = await db.store.claim({ owner: 'test', limit: 5000, leaseMs: 10_000 });
       if (batch.messages.length === 0) break;
@@ -83,7 +89,6 @@ describe('mailroom status, dlq and send', () => {
         dead: batch.messages.map((message) => ({ message, error })),
       });
     }
-    return ids;
   }
 
   it('lists status, dlq and send in the main help, each with help of its own', async () => {
@@ -166,6 +171,29 @@ describe('mailroom status, dlq and send', () => {
     assert.match(table.stdout, /backlog\s+1/);
     assert.match(table.stdout, /oldest\s+\d+(ms|\.\ds)/);
     assert.match(table.stdout, /TOPIC\s+BACKLOG\s+DEAD\norders\s+1\s+0/);
+  });
+
+  it('stores a payload as written, big numbers digit for digit, and dlq shows it the same way', async () => {
+    const written = '{ "id": 12345678901234567890123,\n  "price": 0.10000000000000000555, "tiny": 1e-400 }\n';
+    const exact = '{"id":12345678901234567890123,"price":0.10000000000000000555,"tiny":1e-400}';
+    const sent = await cli(['send', '--topic', 'ledger', '--payload', written]);
+    assert.equal(sent.code, 0, sent.stderr);
+    const id = sent.stdout.trim();
+    const row = await db.pool.query(
+      `SELECT content_type, convert_from(payload, 'UTF8') AS payload FROM "${db.schema}".outbox WHERE id = $1`,
+      [id],
+    );
+    assert.deepEqual(row.rows[0], { content_type: 'application/json', payload: exact });
+
+    await deadLetterEverything();
+    const json = await cli(['dlq', 'show', id, '--json']);
+    assert.equal(json.code, 0, json.stderr);
+    assert.equal(JSON.parse(json.stdout).payloadEncoding, 'json');
+    assert.ok(json.stdout.includes(`"payload":${exact}`), json.stdout);
+    const list = await cli(['dlq', 'list', '--json']);
+    assert.ok(list.stdout.includes(`"payload":${exact}`), list.stdout);
+    const text = await cli(['dlq', 'show', id]);
+    assert.match(text.stdout, /\n {2}"id": 12345678901234567890123,\n {2}"price": 0\.10000000000000000555,/);
   });
 
   it('marks estimates in status when the outbox is too big to count on every call', async () => {

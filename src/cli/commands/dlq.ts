@@ -9,6 +9,7 @@ import { openStore } from '../connect.js';
 import { formatDuration, parseDuration } from '../duration.js';
 import { COMMON_OPTIONS, type FlagValue, type OptionSpec, type ResolvedConfig } from '../options.js';
 import { formatTable, truncate } from '../table.js';
+import { compactJson, indentJson, RawJson, stringifyWithRaw } from '../json-text.js';
 
 const SUBCOMMANDS = ['list', 'show', 'replay', 'purge'] as const;
 type Subcommand = (typeof SUBCOMMANDS)[number];
@@ -130,15 +131,23 @@ export interface DeadLetterJson {
   createdAt: string;
   deadAt: string;
   lastError: string | null;
-  /** `json`: `payload` is the parsed JSON value; `base64`: `payload` is the bytes in base64. */
+  /**
+   * `json`: `payload` is the JSON value, printed with the payload's own tokens (see
+   * {@link stringifyWithRaw}); `base64`: `payload` is the bytes in base64.
+   */
   payloadEncoding: 'json' | 'base64';
-  payload: unknown;
+  payload: RawJson | string;
 }
 
-function decodePayload(d: DeadLetter): { payloadEncoding: 'json' | 'base64'; payload: unknown } {
+function decodePayload(
+  d: DeadLetter,
+): { payloadEncoding: 'json'; payload: RawJson } | { payloadEncoding: 'base64'; payload: string } {
   if (JSON_TYPE_RE.test(d.contentType)) {
+    const text = d.payload.toString('utf8');
     try {
-      return { payloadEncoding: 'json', payload: JSON.parse(d.payload.toString('utf8')) as unknown };
+      JSON.parse(text);
+      // Kept as text: a parsed value would print 12345678901234567890123 as 1.2345678901234568e+22.
+      return { payloadEncoding: 'json', payload: new RawJson(compactJson(text)) };
     } catch {
       // Labelled JSON but is not: show the bytes as they are.
     }
@@ -167,7 +176,7 @@ function shortTime(date: Date): string {
 }
 
 function showDeadLetter(d: DeadLetter): string {
-  const { payloadEncoding, payload } = decodePayload(d);
+  const decoded = decodePayload(d);
   const headers = Object.entries(d.headers);
   return [
     `id            ${d.id}`,
@@ -182,8 +191,8 @@ function showDeadLetter(d: DeadLetter): string {
     ...headers.map(([name, value]) => `  ${name}: ${value}`),
     'last error',
     `  ${d.lastError ?? '(none)'}`,
-    `payload (${payloadEncoding === 'json' ? 'JSON' : `base64, ${d.payload.byteLength} bytes`})`,
-    payloadEncoding === 'json' ? JSON.stringify(payload, null, 2) : String(payload),
+    `payload (${decoded.payloadEncoding === 'json' ? 'JSON' : `base64, ${d.payload.byteLength} bytes`})`,
+    decoded.payloadEncoding === 'json' ? indentJson(decoded.payload.text) : decoded.payload,
   ].join('\n');
 }
 
@@ -205,7 +214,7 @@ async function list(store: OutboxStore, ctx: CommandContext, parsed: ParsedFilte
   const limited = parsed.filter.limit === undefined;
   const filter = limited ? { ...parsed.filter, limit: DEFAULT_LIST_LIMIT } : parsed.filter;
   const rows = await store.listDeadLetters(filter);
-  if (ctx.flags.get('json') === true) ctx.out(JSON.stringify(rows.map(deadLetterJson)));
+  if (ctx.flags.get('json') === true) ctx.out(stringifyWithRaw(rows.map(deadLetterJson)));
   else if (rows.length === 0) ctx.out(parsed.narrowed ? 'no dead letters match' : 'no dead letters');
   else ctx.out(listTable(rows));
   if (limited && rows.length === DEFAULT_LIST_LIMIT) {
@@ -220,7 +229,7 @@ async function show(store: OutboxStore, ctx: CommandContext, id: string): Promis
     process.stderr.write(`mailroom dlq show: no dead letter with id ${id}\n`);
     return 1;
   }
-  ctx.out(ctx.flags.get('json') === true ? JSON.stringify(deadLetterJson(dead)) : showDeadLetter(dead));
+  ctx.out(ctx.flags.get('json') === true ? stringifyWithRaw(deadLetterJson(dead)) : showDeadLetter(dead));
   return 0;
 }
 
@@ -252,7 +261,7 @@ async function mutate(
     return 0;
   }
   if (ctx.flags.get('dry-run') === true) {
-    if (json) ctx.out(JSON.stringify((await store.listDeadLetters(parsed.filter)).map(deadLetterJson)));
+    if (json) ctx.out(stringifyWithRaw((await store.listDeadLetters(parsed.filter)).map(deadLetterJson)));
     else {
       const shown = await store.listDeadLetters({
         ...parsed.filter,

@@ -8,6 +8,7 @@ import { describeDbError } from '../../stores/postgres/postgres-errors.js';
 import { loadPg } from '../../stores/postgres/postgres-store.js';
 import type { PgPoolClient } from '../../stores/postgres/postgres-driver.js';
 import { UsageError } from '../cli-error.js';
+import { compactJson } from '../json-text.js';
 import type { Command } from '../command.js';
 import { openStore } from '../connect.js';
 import { parseDuration } from '../duration.js';
@@ -107,9 +108,8 @@ async function buildMessage(config: ResolvedConfig, flags: Map<string, FlagValue
   const headers = parseHeaders(flags.get('header'));
   const delayMs = config.delay === undefined ? 0 : parseDuration('delay', String(config.delay));
   const { text, source } = await readPayload(config);
-  let payload: unknown;
   try {
-    payload = JSON.parse(text);
+    JSON.parse(text);
   } catch (err) {
     throw new InvalidMessageError(
       'payload',
@@ -118,7 +118,12 @@ async function buildMessage(config: ResolvedConfig, flags: Map<string, FlagValue
   }
   return {
     topic: String(config.topic),
-    payload,
+    // The text itself, not JSON.parse's value: parsing turns numbers into doubles, and
+    // 12345678901234567890123 would be stored as 1.2345678901234568e+22. Given as bytes with
+    // the JSON content type, the message is stored and delivered exactly as written (only the
+    // whitespace between tokens goes), and the size limit counts these bytes.
+    payload: Buffer.from(compactJson(text), 'utf8'),
+    contentType: 'application/json',
     headers,
     ...(config.key === undefined ? {} : { key: String(config.key) }),
     ...(config.type === undefined ? {} : { type: String(config.type) }),
@@ -135,6 +140,7 @@ export const sendCommand: Command = {
   required: ['databaseUrl', 'topic'],
   details: [
     'The payload is JSON, from --payload, --payload-file or stdin (in that order of preference).',
+    'It is stored as written, without the whitespace between tokens: numbers keep every digit.',
     'A message that is not valid (bad JSON, empty topic, header without "=") exits with code 2',
     'and writes nothing.',
     '',
