@@ -12,6 +12,7 @@ import { PGliteStore } from '../src/stores/pglite/index.js';
 import { PostgresStore } from '../src/stores/postgres/index.js';
 import { MemoryTransport } from '../src/transports/memory/index.js';
 import { resolveRabbitMqOptions } from '../src/transports/rabbitmq/index.js';
+import { runCli } from './helpers/cli.js';
 import { DATABASE_URL } from './helpers/postgres.js';
 
 /** Checks a thrown error: a ConfigError at `key` whose message matches every pattern. */
@@ -482,6 +483,31 @@ describe('PostgresStore options', () => {
         'pool',
         /^PostgresStore options pool and connectionString are both missing; give a pg\.Pool as pool, or a postgres:\/\/ URL as connectionString$/,
       ),
+    );
+  });
+});
+
+describe('mailroom relay flags', () => {
+  // Unreachable on purpose: a check that ran after connecting would report these instead.
+  const unreachable = [
+    '--database-url',
+    'postgres://nobody@127.0.0.1:1/none',
+    '--transport',
+    'amqp://127.0.0.1:1',
+  ];
+
+  it('refuses a first retry delay above the largest before connecting, naming both flags', async () => {
+    const r = await runCli(['relay', ...unreachable, '--retry-base-ms', '5000', '--retry-max-ms', '1000']);
+    assert.equal(r.code, 2, r.stderr);
+    assert.equal(
+      r.stderr.trim(),
+      'mailroom relay: --retry-base-ms (5000) must not exceed --retry-max-ms (1000); raise --retry-max-ms or lower --retry-base-ms',
+    );
+    const fromEnv = await runCli(['relay', ...unreachable], { MAILROOM_RETRY_MAX_MS: '500' });
+    assert.equal(fromEnv.code, 2, fromEnv.stderr);
+    assert.match(
+      fromEnv.stderr,
+      /--retry-base-ms \(1000, the default\) must not exceed --retry-max-ms \(500\)/,
     );
   });
 });

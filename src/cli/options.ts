@@ -1,6 +1,7 @@
 import { readFileSync, existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { rangeText, type Field } from '../core/options-schema.js';
 import { redactUrl } from '../core/redact.js';
 import { UsageError } from './cli-error.js';
 
@@ -37,6 +38,18 @@ export type ResolvedConfig = Record<string, string | number | boolean | undefine
 
 /** A parsed flag: a value, `true`/`false` for booleans, every value of a repeatable flag. */
 export type FlagValue = string | boolean | string[];
+
+/**
+ * The bounds and default of a library option, for the flag that sets it: one source for both
+ * (`{ type: 'int', ...bounds(relayOptionsSchema.fields.batchSize) }`).
+ */
+export function bounds(field: Field<number>): Pick<OptionSpec, 'min' | 'max' | 'default'> {
+  return {
+    ...(field.min === undefined ? {} : { min: field.min }),
+    ...(field.max === undefined ? {} : { max: field.max }),
+    ...(field.default === undefined ? {} : { default: field.default }),
+  };
+}
 
 /** Options every database-facing command takes. */
 export const COMMON_OPTIONS: OptionSpec[] = [
@@ -166,10 +179,8 @@ function coerce(spec: OptionSpec, raw: unknown, source: string): string | number
         (spec.min !== undefined && n < spec.min) ||
         (spec.max !== undefined && n > spec.max)
       ) {
-        throw new UsageError(
-          `${where} must be a whole number${spec.min !== undefined ? ` from ${spec.min}` : ''}${spec.max !== undefined ? ` to ${spec.max}` : ''}, got ${shown}`,
-          { key: spec.key },
-        );
+        const range = spec.min === undefined ? '' : ` ${rangeText({ min: spec.min, max: spec.max })}`;
+        throw new UsageError(`${where} must be a whole number${range}, got ${shown}`, { key: spec.key });
       }
       return n;
     }

@@ -126,7 +126,7 @@ export const MAX_TIMER_MS = 2_147_483_647;
 /** Inclusive bounds; no `max` means no upper bound. */
 export interface Range {
   min: number;
-  max?: number;
+  max?: number | undefined;
 }
 
 /** "from 1 to 64", or "of at least 1" without an upper bound. */

@@ -75,7 +75,8 @@ function canNotify(store: OutboxStore): boolean {
   return store.capabilities.notify && typeof store.subscribe === 'function';
 }
 
-const relayOptionsSchema = optionsSchema<RelayOptions>()(
+/** The table of relay options; the CLI's relay flags take their bounds and defaults from it. */
+export const relayOptionsSchema = optionsSchema<RelayOptions>()(
   'Relay',
   {
     store: custom(

@@ -1,6 +1,8 @@
+import { requireOrdered } from '../../core/options-schema.js';
+import { relayOptionsSchema } from '../../core/relay-options.js';
 import { Relay } from '../../core/relay.js';
 import { openStore, openTransport } from '../connect.js';
-import { COMMON_OPTIONS, printableConfig, type OptionSpec } from '../options.js';
+import { bounds, COMMON_OPTIONS, printableConfig, type OptionSpec } from '../options.js';
 import type { Command } from '../command.js';
 
 const OPTIONS: OptionSpec[] = [
@@ -34,9 +36,7 @@ const OPTIONS: OptionSpec[] = [
     flag: 'batch-size',
     env: 'MAILROOM_BATCH_SIZE',
     type: 'int',
-    min: 1,
-    max: 10000,
-    default: 250,
+    ...bounds(relayOptionsSchema.fields.batchSize),
     description: 'messages claimed and published per batch',
   },
   {
@@ -44,9 +44,7 @@ const OPTIONS: OptionSpec[] = [
     flag: 'concurrency',
     env: 'MAILROOM_CONCURRENCY',
     type: 'int',
-    min: 1,
-    max: 64,
-    default: 4,
+    ...bounds(relayOptionsSchema.fields.concurrency),
     description: 'batches in flight at once',
   },
   {
@@ -54,9 +52,7 @@ const OPTIONS: OptionSpec[] = [
     flag: 'lease-ms',
     env: 'MAILROOM_LEASE_MS',
     type: 'int',
-    min: 1000,
-    max: 3600000,
-    default: 10000,
+    ...bounds(relayOptionsSchema.fields.leaseMs),
     description: "how long a claim holds its messages; a dead relay's messages return after this",
   },
   {
@@ -73,8 +69,7 @@ const OPTIONS: OptionSpec[] = [
     flag: 'poll-interval-ms',
     env: 'MAILROOM_POLL_INTERVAL_MS',
     type: 'int',
-    min: 10,
-    max: 3600000,
+    ...bounds(relayOptionsSchema.fields.pollIntervalMs),
     description: 'poll interval (default 1000 with notify, 250 with poll)',
   },
   {
@@ -130,9 +125,7 @@ const OPTIONS: OptionSpec[] = [
     flag: 'publish-timeout-ms',
     env: 'MAILROOM_PUBLISH_TIMEOUT_MS',
     type: 'int',
-    min: 100,
-    max: 3600000,
-    default: 30000,
+    ...bounds(relayOptionsSchema.fields.publishTimeoutMs),
     description:
       'deadline of one publish; past it the batch is released (no attempt spent) and the broker is probed until it answers',
   },
@@ -141,9 +134,7 @@ const OPTIONS: OptionSpec[] = [
     flag: 'shutdown-timeout-ms',
     env: 'MAILROOM_SHUTDOWN_TIMEOUT_MS',
     type: 'int',
-    min: 0,
-    max: 3600000,
-    default: 10000,
+    ...bounds(relayOptionsSchema.fields.shutdownTimeoutMs),
     description: 'on SIGINT/SIGTERM, how long to wait for in-flight batches',
   },
 ];
@@ -160,6 +151,14 @@ export const relayCommand: Command = {
       out(JSON.stringify(printableConfig(config, OPTIONS), null, 2));
       return 0;
     }
+    // The library refuses this pair too, but only once the store and broker are open, and by its
+    // own option names: check it first, by the flags' names.
+    const side = (key: string, name: string) => ({
+      name,
+      value: Number(config[key]),
+      given: config[key] !== OPTIONS.find((o) => o.key === key)?.default,
+    });
+    requireOrdered(side('retryBaseMs', '--retry-base-ms'), side('retryMaxMs', '--retry-max-ms'));
     const store = await openStore(config, {
       archive: Boolean(config.archive),
       poolSize: Number(config.concurrency) + 2,
