@@ -33,7 +33,9 @@ if (files.length === 0) {
   process.exit(1);
 }
 
-const concurrency = process.env.TEST_CONCURRENCY ?? '2';
+// Fault files one at a time: the main fault run restarts PostgreSQL and RabbitMQ, which would
+// break the scenarios running beside it.
+const concurrency = process.env.TEST_CONCURRENCY ?? (faults ? '1' : '2');
 // The leak guard (test/helpers/leak-guard.ts) fails a file that leaves a relay, pool, client,
 // socket, child process or timer running. Not yet in the fault suite: that suite restarts
 // PostgreSQL and RabbitMQ, cannot run beside other work, and has not been tried with the guard.
