@@ -7,7 +7,13 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import pg from 'pg';
 import { isConfigError } from '../src/core/errors/config-error.js';
-import { Outbox, resolveRelayOptions, resolveRetryPolicy, type RelayOptions } from '../src/core/index.js';
+import {
+  encodeMessage,
+  Outbox,
+  resolveRelayOptions,
+  resolveRetryPolicy,
+  type RelayOptions,
+} from '../src/core/index.js';
 import { PGliteStore } from '../src/stores/pglite/index.js';
 import { PostgresStore } from '../src/stores/postgres/index.js';
 import { MemoryTransport } from '../src/transports/memory/index.js';
@@ -509,5 +515,18 @@ describe('mailroom relay flags', () => {
       fromEnv.stderr,
       /--retry-base-ms \(1000, the default\) must not exceed --retry-max-ms \(500\)/,
     );
+  });
+});
+
+describe('values in error messages', () => {
+  it('prints NaN and Infinity as such, in option errors and in message errors alike', () => {
+    assert.throws(
+      () => resolveRelayOptions(relay({ batchSize: NaN })),
+      configError('batchSize', /must be an integer from 1 to 10000, got NaN$/),
+    );
+    assert.throws(() => encodeMessage({ topic: 't', payload: 1, delayMs: NaN }), {
+      name: 'InvalidMessageError',
+      message: /^delayMs must be a non-negative finite number of milliseconds, got NaN$/,
+    });
   });
 });

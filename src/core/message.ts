@@ -1,5 +1,6 @@
 import { InvalidMessageError } from './errors/invalid-message-error.js';
 import { PayloadTooLargeError } from './errors/payload-too-large-error.js';
+import { showValue as show } from './show-value.js';
 import type { EncodedMessage, MessageInput } from './types.js';
 import { isUuid, uuidv7 } from './uuid.js';
 
@@ -42,23 +43,6 @@ const ALLOWED_MESSAGE_FIELDS = new Set([
 const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f]/;
 // eslint-disable-next-line no-control-regex
 const HEADER_VALUE_FORBIDDEN_RE = /[\u0000\r\n]/;
-
-function show(value: unknown): string {
-  if (typeof value === 'string') {
-    const cut = value.length > 60 ? `${value.slice(0, 60)}…` : value;
-    return JSON.stringify(cut);
-  }
-  if (value === undefined) return 'undefined';
-  if (typeof value === 'bigint') return `${value}n`;
-  if (typeof value === 'function') return 'a function';
-  if (typeof value === 'symbol') return value.toString();
-  try {
-    const s = JSON.stringify(value);
-    return s.length > 60 ? `${s.slice(0, 60)}…` : s;
-  } catch {
-    return Object.prototype.toString.call(value);
-  }
-}
 
 function checkText(field: string, value: unknown, maxBytes: number, allowControl: boolean): string {
   if (typeof value !== 'string') {
