@@ -144,6 +144,7 @@ describe('PostgreSQL store', () => {
           [1, 'already-applied'],
           [2, 'already-applied'],
           [3, 'applied'],
+          [4, 'applied'],
         ],
       );
       await store.check();
