@@ -30,6 +30,40 @@ describe('mailroom command', () => {
     assert.match(relayHelp.stdout, /MAILROOM_TRANSPORT/);
   });
 
+  it('says "unknown command" for help of a command that does not exist, with the closest name, exit code 2', async () => {
+    const typo = await runCli(['help', 'stauts']);
+    assert.equal(typo.code, 2);
+    assert.equal(typo.stdout, '', 'no command list that would hide the typo');
+    assert.match(
+      typo.stderr,
+      /^mailroom help: unknown command "stauts" \(did you mean "status"\?\); commands: migrate, /,
+    );
+    assert.equal(typo.stderr.trim().split('\n').length, 1, 'one line');
+    const subcommand = await runCli(['help', 'replay']);
+    assert.equal(subcommand.code, 2);
+    assert.match(subcommand.stderr, /unknown command "replay" \(did you mean "dlq replay"\?\)/);
+    const nothingClose = await runCli(['help', 'frobnicate']);
+    assert.equal(nothingClose.code, 2);
+    assert.match(nothingClose.stderr, /unknown command "frobnicate"; commands: /);
+    const extra = await runCli(['help', 'send', 'status']);
+    assert.equal(extra.code, 2);
+    assert.match(extra.stderr, /help takes one command/);
+    for (const ok of [['help'], ['help', 'help'], ['help', 'version'], ['help', 'verify']]) {
+      const r = await runCli(ok);
+      assert.equal(r.code, 0, `${ok.join(' ')}: ${r.stderr}`);
+      assert.notEqual(r.stdout, '');
+    }
+  });
+
+  it('suggests the closest command for a mistyped one, with exit code 2', async () => {
+    const r = await runCli(['sned', '--topic', 't']);
+    assert.equal(r.code, 2);
+    assert.match(
+      r.stderr,
+      /^mailroom: unknown command "sned" \(did you mean "send"\?\); commands: .*verify, demo, version, help\n$/,
+    );
+  });
+
   it('migrates with --dry-run printing SQL and changing nothing, then for real, twice', async () => {
     const dry = await runCli(['migrate', '--dry-run', '--schema', schema], { DATABASE_URL });
     assert.equal(dry.code, 0, dry.stderr);

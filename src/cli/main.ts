@@ -46,6 +46,74 @@ function mainHelp(): string {
   ].join('\n');
 }
 
+/** Names `mailroom` takes first: the commands, then `version` and `help`. */
+function commandNames(): string[] {
+  return [...COMMANDS.map((c) => c.name), 'version', 'help'];
+}
+
+/** Subcommands of `dlq` that people type as commands of their own (`mailroom replay`). */
+const DLQ_SUBCOMMANDS = ['list', 'show', 'replay', 'purge'];
+
+/**
+ * Edit distance with adjacent transpositions (optimal string alignment): `sned` is one step
+ * from `send`, where plain Levenshtein counts two.
+ */
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) =>
+    Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)),
+  );
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const row = d[i] as number[];
+      const up = d[i - 1] as number[];
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      row[j] = Math.min((up[j] as number) + 1, (row[j - 1] as number) + 1, (up[j - 1] as number) + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        row[j] = Math.min(row[j] as number, ((d[i - 2] as number[])[j - 2] as number) + 1);
+      }
+    }
+  }
+  return (d[a.length] as number[])[b.length] as number;
+}
+
+/**
+ * What a mistyped command most likely meant: the same name in another case, a `dlq`
+ * subcommand, the nearest name by a typo or two, the one command a start abbreviates (`mig`),
+ * or a name sharing a start of four or more letters (`migrations` → `migrate`). Undefined when nothing is close; a wild guess is worse
+ * than the list of commands.
+ */
+export function suggestCommand(typed: string): string | undefined {
+  const lower = typed.toLowerCase();
+  const names = commandNames();
+  const exact = names.find((n) => n === lower);
+  if (exact) return exact;
+  if (DLQ_SUBCOMMANDS.includes(lower)) return `dlq ${lower}`;
+  const allowed = lower.length <= 4 ? 1 : 2;
+  let best: { name: string; distance: number } | undefined;
+  for (const name of names) {
+    const distance = editDistance(lower, name);
+    if (distance <= allowed && (!best || distance < best.distance)) best = { name, distance };
+  }
+  if (best) return best.name;
+  const extending = names.filter((n) => n.startsWith(lower));
+  if (lower.length >= 2 && extending.length === 1) return extending[0];
+  const sharedStart = (n: string) => {
+    let i = 0;
+    while (i < n.length && i < lower.length && n[i] === lower[i]) i++;
+    return i;
+  };
+  return names.find((n) => sharedStart(n) >= 4);
+}
+
+function unknownCommand(typed: string): UsageError {
+  const guess = suggestCommand(typed);
+  const shown = JSON.stringify(typed.slice(0, 40));
+  return new UsageError(
+    `unknown command ${shown}${guess ? ` (did you mean "${guess}"?)` : ''}; commands: ${commandNames().join(', ')}`,
+    { command: typed },
+  );
+}
+
 function commandHelp(c: Command): string {
   return [
     `${c.usage}`,
@@ -76,17 +144,30 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     return 0;
   }
   if (name === 'help') {
-    const c = COMMANDS.find((x) => x.name === rest[0]);
-    out(c ? commandHelp(c) : mainHelp());
-    return c || rest[0] === undefined ? 0 : 2;
+    const [topic, extra] = rest;
+    const c = COMMANDS.find((x) => x.name === topic);
+    if (c && extra === undefined) {
+      out(commandHelp(c));
+      return 0;
+    }
+    if (topic === undefined || topic === 'help' || topic === 'version') {
+      out(mainHelp());
+      return 0;
+    }
+    // The same answer as `mailroom <topic>` would give: a help that printed the command list
+    // for a typo would hide the typo.
+    const err =
+      c === undefined
+        ? unknownCommand(topic)
+        : new UsageError(
+            `help takes one command, got also ${JSON.stringify(String(extra).slice(0, 40))}; e.g. mailroom help ${c.name}`,
+          );
+    process.stderr.write(`mailroom help: ${oneLine(err)}\n`);
+    return 2;
   }
   const command = COMMANDS.find((c) => c.name === name);
   try {
-    if (!command) {
-      throw new UsageError(
-        `unknown command "${name}"; commands: ${COMMANDS.map((c) => c.name).join(', ')}, version, help`,
-      );
-    }
+    if (!command) throw unknownCommand(name);
     const specs = [
       ...command.options,
       {
