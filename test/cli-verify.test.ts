@@ -4,6 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import amqp from 'amqplib';
 import { Outbox, Relay, uuidv7 } from '../src/core/index.js';
 import { RabbitMqTransport } from '../src/transports/rabbitmq/index.js';
+import { RabbitMqCollector } from '../src/verify/index.js';
 import { AMQP_URL } from './helpers/amqp.js';
 import { runCli } from './helpers/cli.js';
 import { createTestDb, DATABASE_URL, inTransaction, type TestDb } from './helpers/postgres.js';
@@ -75,6 +76,14 @@ describe('mailroom verify', () => {
     assert.match(ok.stdout, /lost +0/);
     assert.match(ok.stdout, /phantom +0/);
     assert.match(ok.stdout, /verify: OK/);
+    // Progress goes to stderr, one line per phase with the counts so far.
+    assert.match(ok.stderr, /^verify check: reading queue \S+ until nothing arrives for 500ms \(\d/m);
+    assert.match(ok.stderr, /^verify check: 41 deliveries read; saving them and reading the ledger \(/m);
+    assert.match(
+      ok.stderr,
+      /^verify check: comparing 41 ledger entries with 41 deliveries recorded since start \(/m,
+    );
+    assert.doesNotMatch(ok.stdout, /verify check:/);
 
     // A message "settled" without being delivered (the bug this command exists to catch) …
     const lostId = await inTransaction(db.pool, (c) => outbox.enqueue(c, { topic: 'v.lost', payload: 1 }));
@@ -93,6 +102,65 @@ describe('mailroom verify', () => {
     assert.deepEqual(report.lost, [lostId]);
     assert.deepEqual(report.phantom, [phantomId]);
     assert.equal(report.delivered, 42, 'deliveries from the first check are remembered');
+    assert.match(bad.stderr, /comparing 42 ledger entries with 42 deliveries recorded since start/);
+  });
+
+  it('says on stderr how many messages it waits for, and stops waiting at --wait-ms', async () => {
+    const outbox = new Outbox({ store: db.store });
+    // No relay runs: the message stays in the outbox for the whole wait.
+    const id = await inTransaction(db.pool, (c) => outbox.enqueue(c, { topic: 'v.stuck', payload: 1 }));
+    try {
+      const r = await runCli([
+        'verify',
+        'check',
+        '--wait-ms',
+        '300',
+        '--idle-ms',
+        '200',
+        '--json',
+        ...common(),
+      ]);
+      const report = JSON.parse(r.stdout);
+      assert.deepEqual(report.pending, [id]);
+      assert.match(
+        r.stderr,
+        /^verify check: waiting up to 300ms for the outbox to empty: 1 message left \(/m,
+      );
+      assert.match(r.stderr, /^verify check: 1 message still in the outbox; reported as pending \(/m);
+    } finally {
+      await db.pool.query(`DELETE FROM "${db.schema}".outbox WHERE id = $1`, [id]);
+    }
+  });
+
+  it('reports the deliveries read so far after every progressEvery of them', async () => {
+    const progressQueue = `${exchange}.progress`;
+    const seen: number[] = [];
+    const collector = new RabbitMqCollector({
+      url: AMQP_URL,
+      exchange,
+      queue: progressQueue,
+      binding: 'v.progress',
+      progressEvery: 3,
+      onProgress: (n) => seen.push(n),
+    });
+    try {
+      await collector.attach();
+      const conn = await amqp.connect(AMQP_URL);
+      const ch = await conn.createConfirmChannel();
+      for (let i = 0; i < 7; i++)
+        ch.publish(exchange, 'v.progress', Buffer.from('{}'), { messageId: uuidv7() });
+      await ch.waitForConfirms();
+      await conn.close();
+      await collector.start();
+      await waitUntil(() => collector.ids.length === 7, 'the collector to read 7 deliveries');
+      assert.deepEqual(seen, [3, 6]);
+    } finally {
+      await collector.close({ deleteQueue: true });
+    }
+    assert.throws(() => new RabbitMqCollector({ url: AMQP_URL, progressEvery: 0 }), {
+      name: 'ConfigError',
+      message: /progressEvery must be a whole number of deliveries, at least 1, got 0/,
+    });
   });
 
   it('says what to do when the action is missing or the ledger is off', async () => {

@@ -51,6 +51,15 @@ export interface RabbitMqCollectorOptions {
    * @default 'auto'
    */
   ack?: 'auto' | 'manual';
+  /**
+   * Called with the number of deliveries so far after every {@link progressEvery} of them, so
+   * a long read (a soak's million messages) shows it is moving. Runs inside the consumer's
+   * callback: keep it quick; an exception it throws is ignored.
+   * @example onProgress: (n) => process.stderr.write(`${n} read\n`)
+   */
+  onProgress?: (received: number) => void;
+  /** Deliveries between two {@link onProgress} calls. @default 10000 */
+  progressEvery?: number;
 }
 
 /**
@@ -64,6 +73,8 @@ export class RabbitMqCollector {
   readonly #url: string;
   readonly #binding: string;
   readonly #ack: 'auto' | 'manual';
+  readonly #onProgress: ((received: number) => void) | undefined;
+  readonly #progressEvery: number;
   #model: AmqpModel | undefined;
   #channel: AmqpChannel | undefined;
   #tag: string | undefined;
@@ -85,6 +96,15 @@ export class RabbitMqCollector {
     this.queue = options.queue ?? 'mailroom.verify';
     this.#binding = options.binding ?? '#';
     this.#ack = options.ack ?? 'auto';
+    const every = options.progressEvery ?? 10_000;
+    if (!Number.isInteger(every) || every < 1) {
+      throw new ConfigError(
+        'progressEvery',
+        `progressEvery must be a whole number of deliveries, at least 1, got ${String(every)}`,
+      );
+    }
+    this.#progressEvery = every;
+    this.#onProgress = options.onProgress;
   }
 
   async #open(): Promise<AmqpChannel> {
@@ -173,6 +193,13 @@ export class RabbitMqCollector {
       });
       this.#lastAt = Date.now();
       if (this.#ack === 'auto') ch.ack(m);
+      if (this.#onProgress && this.deliveries.length % this.#progressEvery === 0) {
+        try {
+          this.#onProgress(this.deliveries.length);
+        } catch {
+          // Progress is a courtesy: a failing reporter must not lose a delivery.
+        }
+      }
     });
     this.#tag = consumerTag;
   }

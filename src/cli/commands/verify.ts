@@ -5,7 +5,10 @@ import { PostgresLedger } from '../../stores/postgres/ledger.js';
 import { loadPg, validatePostgresUrl } from '../../stores/postgres/postgres-store.js';
 import { RabbitMqCollector } from '../../verify/rabbitmq-collector.js';
 import { verifyDeliveries, type VerifyReport } from '../../verify/verify-report.js';
+import { quoteIdent } from '../../stores/sql-identifier.js';
+import type { PgQueryable } from '../../stores/postgres/postgres-driver.js';
 import { UsageError } from '../cli-error.js';
+import { formatDuration } from '../duration.js';
 import { COMMON_OPTIONS, type OptionSpec, type ResolvedConfig } from '../options.js';
 import type { Command } from '../command.js';
 
@@ -72,6 +75,49 @@ async function openPool(config: ResolvedConfig) {
   return pool;
 }
 
+function messages(n: number): string {
+  return `${n} message${n === 1 ? '' : 's'}`;
+}
+
+/** How often `check` says how many messages are still in the outbox while it waits. */
+const WAIT_PROGRESS_MS = 5000;
+
+/**
+ * Waits up to `waitMs` for the outbox to empty, so what the relay still owes is delivered
+ * before the comparison. Polls with EXISTS (one index probe) and counts the rows only for the
+ * progress lines, at most every {@link WAIT_PROGRESS_MS}: a count reads the whole table.
+ */
+async function waitForEmptyOutbox(
+  pool: PgQueryable,
+  schema: string,
+  waitMs: number,
+  progress: (line: string) => void,
+): Promise<void> {
+  const table = `${quoteIdent(schema)}.outbox`;
+  const empty = async () =>
+    (await pool.query(`SELECT NOT EXISTS (SELECT 1 FROM ${table}) AS empty`)).rows[0]?.empty === true;
+  const left = async () => Number((await pool.query(`SELECT count(*) AS n FROM ${table}`)).rows[0]?.n);
+  if (await empty()) return;
+  const deadline = Date.now() + waitMs;
+  progress(`waiting up to ${formatDuration(waitMs)} for the outbox to empty: ${messages(await left())} left`);
+  let nextLine = Date.now() + WAIT_PROGRESS_MS;
+  for (;;) {
+    if (await empty()) {
+      progress('the outbox is empty');
+      return;
+    }
+    if (Date.now() >= deadline) {
+      progress(`${messages(await left())} still in the outbox; reported as pending`);
+      return;
+    }
+    if (Date.now() >= nextLine) {
+      progress(`${messages(await left())} left in the outbox`);
+      nextLine = Date.now() + WAIT_PROGRESS_MS;
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
 function printReport(report: VerifyReport, out: (line: string) => void): void {
   const list = (ids: string[]) =>
     ids.length ? `  ${ids.slice(0, 20).join(', ')}${ids.length > 20 ? ', …' : ''}` : '';
@@ -129,12 +175,18 @@ export const verifyCommand: Command = {
     const pool = await openPool(config);
     const schema = String(config.schema);
     const ledger = new PostgresLedger(pool, schema);
+    // Progress of `check` goes to stderr, so stdout holds only the report (`--json` stays
+    // parseable); a line per phase and per 10,000 deliveries read, each with the time so far.
+    const started = Date.now();
+    const progress = (line: string) =>
+      process.stderr.write(`verify check: ${line} (${formatDuration(Date.now() - started)})\n`);
     const collector = new RabbitMqCollector({
       url: String(config.transport),
       exchange: String(config.exchange),
       queue: String(config.verifyQueue),
       binding: String(config.binding),
       ack: 'manual',
+      ...(action === 'check' ? { onProgress: (n: number) => progress(`${n} deliveries read`) } : {}),
     });
     const target = redactUrl(String(config.databaseUrl));
     try {
@@ -178,16 +230,23 @@ export const verifyCommand: Command = {
       }
       await collector.attach();
       await collector.start();
-      const deadline = Date.now() + Number(config.waitMs);
-      for (;;) {
-        const res = await pool.query(`SELECT count(*)::int AS n FROM "${schema}".outbox`);
-        if (Number(res.rows[0]?.n) === 0 || Date.now() >= deadline) break;
-        await new Promise((r) => setTimeout(r, 250));
-      }
-      await collector.settle(Number(config.idleMs), Math.max(Number(config.idleMs) * 5, 60_000));
+      await waitForEmptyOutbox(pool, schema, Number(config.waitMs), progress);
+      const idleMs = Number(config.idleMs);
+      progress(`reading queue ${collector.queue} until nothing arrives for ${formatDuration(idleMs)}`);
+      await collector.settle(idleMs, Math.max(idleMs * 5, 60_000));
+      progress(`${collector.ids.length} deliveries read; saving them and reading the ledger`);
       await ledger.recordReceived(collector.ids);
       collector.ackAll();
-      const report = verifyDeliveries(await ledger.entries(), await ledger.received(), await ledger.state());
+      const [entries, received, state] = [
+        await ledger.entries(),
+        await ledger.received(),
+        await ledger.state(),
+      ];
+      progress(
+        `comparing ${entries.length} ledger entries with ${received.length} deliveries recorded since start`,
+      );
+      const report = verifyDeliveries(entries, received, state);
+      progress('done');
       if (flags.get('json') === true) out(JSON.stringify(report));
       else printReport(report, out);
       return report.ok ? 0 : 1;
