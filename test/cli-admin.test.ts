@@ -7,6 +7,7 @@ import { after, before, beforeEach, describe, it } from 'node:test';
 import { Outbox, type MessageInput } from '../src/core/index.js';
 import { formatDuration, parseDuration } from '../src/cli/duration.js';
 import { parseFlags, type OptionSpec } from '../src/cli/options.js';
+import { PostgresLedger } from '../src/stores/postgres/index.js';
 import { BIN, runCli, type CliResult } from './helpers/cli.js';
 import { DATABASE_URL, createTestDb, inTransaction, type TestDb } from './helpers/postgres.js';
 
@@ -155,6 +156,7 @@ describe('mailroom status, dlq and send', () => {
       'approximate',
       'estimated',
       'topicsTruncated',
+      'verifyLedger',
     ]);
     assert.equal(status.approximate, false, 'a small outbox is counted exactly');
     assert.deepEqual(status.estimated, []);
@@ -214,6 +216,24 @@ describe('mailroom status, dlq and send', () => {
     assert.match(table.stdout, /in flight\s+0\n/);
     assert.match(table.stdout, /bulk\s+~\d+\s+~0\n\(counts estimated from a sample\)/);
     assert.match(table.stdout, /~ estimated: too many rows to count/);
+  });
+
+  it('shows in status whether the verify ledger is recording enqueues', async () => {
+    const ledger = new PostgresLedger(db.pool, db.schema);
+    const off = await cli(['status', '--json']);
+    assert.equal(off.code, 0, off.stderr);
+    assert.equal(JSON.parse(off.stdout).verifyLedger, false);
+    assert.match((await cli(['status'])).stdout, /\nverify ledger off\n/);
+    await ledger.setEnabled(true);
+    try {
+      assert.equal(JSON.parse((await cli(['status', '--json'])).stdout).verifyLedger, true);
+      assert.match(
+        (await cli(['status'])).stdout,
+        /\nverify ledger on {2}\(every enqueue is recorded .*verify stop/,
+      );
+    } finally {
+      await ledger.setEnabled(false);
+    }
   });
 
   it('reports an empty outbox with no oldest age', async () => {

@@ -1,4 +1,8 @@
 import type { OutboxStats } from '../../core/ports.js';
+import { redactUrl } from '../../core/redact.js';
+import { PostgresLedger } from '../../stores/postgres/ledger.js';
+import { describeDbError } from '../../stores/postgres/postgres-errors.js';
+import { loadPg } from '../../stores/postgres/postgres-store.js';
 import { MAX_TOPICS, type StatsCount } from '../../stores/postgres/postgres-stats.js';
 import { openStore } from '../connect.js';
 import { formatDuration } from '../duration.js';
@@ -17,7 +21,38 @@ export interface StatusReport extends OutboxStats {
   estimated: StatsCount[];
   /** True when only the busiest topics are listed. */
   topicsTruncated: boolean;
+  /**
+   * True while the audit ledger of `mailroom verify` is on: every enqueue also writes a row
+   * to `<schema>.ledger` until `mailroom verify stop`.
+   */
+  verifyLedger: boolean;
 }
+
+/**
+ * Whether the verify ledger's trigger is on. Asked on a connection of its own (the store keeps
+ * its pool to itself), opened only after the store answered, with deadlines so that a server
+ * that stops answering now cannot hang `status`.
+ */
+async function verifyLedgerOn(url: string, schema: string): Promise<boolean> {
+  const { Pool } = await loadPg();
+  const pool = new Pool({
+    connectionString: url,
+    max: 1,
+    connectionTimeoutMillis: LEDGER_QUERY_TIMEOUT_MS,
+    query_timeout: LEDGER_QUERY_TIMEOUT_MS,
+  });
+  pool.on?.('error', () => undefined);
+  try {
+    return await new PostgresLedger(pool, schema).enabled();
+  } catch (err) {
+    throw describeDbError(err, { schema, target: redactUrl(url) });
+  } finally {
+    await pool.end();
+  }
+}
+
+/** Deadline of the ledger lookup: one catalog row, after the server just answered the stats. */
+const LEDGER_QUERY_TIMEOUT_MS = 10_000;
 
 function humanStatus(report: StatusReport): string {
   const age = report.oldestAgeMs === null ? '-' : formatDuration(report.oldestAgeMs);
@@ -30,6 +65,7 @@ function humanStatus(report: StatusReport): string {
     `  scheduled   ${n('scheduled', report.scheduled)}  (waiting for a retry or a delay)`,
     `oldest        ${age}`,
     `dead letters  ${n('deadLetters', report.deadLetters)}`,
+    `verify ledger ${report.verifyLedger ? 'on  (every enqueue is recorded for mailroom verify; `mailroom verify stop` ends it)' : 'off'}`,
   ];
   if (report.topics.length > 0) {
     const notes = [
@@ -56,7 +92,8 @@ function humanStatus(report: StatusReport): string {
 
 export const statusCommand: Command = {
   name: 'status',
-  summary: 'show the backlog, messages in flight, the oldest message and dead letters per topic',
+  summary:
+    'show the backlog, messages in flight, the oldest message, dead letters per topic and the verify ledger',
   usage: 'mailroom status [--database-url URL] [--schema NAME] [--json]',
   options: OPTIONS,
   booleans: ['json'],
@@ -67,9 +104,12 @@ export const statusCommand: Command = {
     'undelivered message (the head of the outbox). Topics: the 50 with the largest backlog.',
     'Up to 100,000 rows a table is counted exactly; beyond, counts are estimates, marked ~.',
     '',
+    'verify ledger: on while `mailroom verify` records every enqueue (one more row each).',
+    '',
     '--json prints one object instead of the table:',
     '  { schema, backlog, inFlight, scheduled, oldestAgeMs, deadLetters,',
-    '    topics: [{ topic, backlog, deadLetters }], approximate, estimated, topicsTruncated }',
+    '    topics: [{ topic, backlog, deadLetters }], approximate, estimated, topicsTruncated,',
+    '    verifyLedger }',
   ].join('\n'),
   async run({ config, flags, out }) {
     const store = await openStore(config);
@@ -86,6 +126,7 @@ export const statusCommand: Command = {
         approximate: stats.approximate,
         estimated: stats.estimated,
         topicsTruncated: stats.topicsTruncated,
+        verifyLedger: await verifyLedgerOn(String(config.databaseUrl), store.schema),
       };
       out(flags.get('json') === true ? JSON.stringify(report) : humanStatus(report));
       return 0;
