@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -197,6 +197,57 @@ describe('mailroom command', () => {
     const r = await runCli(['status', '--json', '--config', file]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(JSON.parse(r.stdout).schema, schema);
+  });
+
+  it('loads the config file formats docs/cli.md names: .mjs, CommonJS .cjs and .js, other endings as JSON', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mailroom-'));
+    const files: Array<[string, string, number]> = [
+      ['settings.mjs', 'export default { batchSize: 21 };\n', 21],
+      ['settings.cjs', 'module.exports = { batchSize: 22 };\n', 22],
+      // No package.json with "type" here: Node reads a .js file as CommonJS.
+      ['settings.js', 'module.exports = { batchSize: 23 };\n', 23],
+      ['settings.conf', '{"batchSize": 24}', 24],
+    ];
+    for (const [name, body, batchSize] of files) {
+      const file = join(dir, name);
+      writeFileSync(file, body);
+      const r = await runCli(['relay', '--print-config', '--config', file]);
+      assert.equal(r.code, 0, `${name}: ${r.stderr}`);
+      assert.equal(JSON.parse(r.stdout).batchSize, batchSize, name);
+    }
+  });
+
+  it('lists every command of mailroom --help in the command table of docs/cli.md', async () => {
+    const help = await runCli(['--help']);
+    const commands = [...help.stdout.matchAll(/^ {2}([a-z]+) {2,}/gm)].map((m) => m[1] as string);
+    assert.ok(commands.length >= 9, `commands found in the help: ${commands.join(', ')}`);
+    const doc = readFileSync(new URL('../docs/cli.md', import.meta.url), 'utf8');
+    const table = doc.slice(0, doc.indexOf('## Exit codes'));
+    for (const name of commands) {
+      assert.match(
+        table,
+        new RegExp(`^\\| \\[?\`${name}\`(\\]\\(#[a-z-]+\\))? +\\|`, 'm'),
+        `docs/cli.md lists ${name}`,
+      );
+    }
+  });
+
+  it('ships in the npm package every docs/ page the README names, and promises no inbox', () => {
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+      files: string[];
+      description: string;
+    };
+    const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+    const mentioned = [...readme.matchAll(/\bdocs\/[\w/.-]+\.md\b/g)].map((m) => m[0]);
+    assert.ok(mentioned.length > 0);
+    for (const path of mentioned) {
+      assert.ok(existsSync(new URL(`../${path}`, import.meta.url)), `${path} exists`);
+      assert.ok(
+        pkg.files.some((f) => path === f || path.startsWith(`${f}/`)),
+        `${path} is in the package ("files" in package.json)`,
+      );
+    }
+    assert.doesNotMatch(pkg.description, /inbox/, 'no inbox exists yet');
   });
 
   it('loads a TypeScript config file, and says what is wrong with a broken one', async () => {

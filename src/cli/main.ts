@@ -10,7 +10,14 @@ import { relayCommand } from './commands/relay.js';
 import { sendCommand } from './commands/send.js';
 import { statusCommand } from './commands/status.js';
 import { verifyCommand } from './commands/verify.js';
-import { formatOptions, loadConfigFile, parseFlags, requireOption, resolveConfig } from './options.js';
+import {
+  formatOptions,
+  loadConfigFile,
+  parseFlags,
+  requireOption,
+  resolveConfig,
+  type OptionSpec,
+} from './options.js';
 
 const COMMANDS: Command[] = [
   migrateCommand,
@@ -114,6 +121,16 @@ function unknownCommand(typed: string): UsageError {
   );
 }
 
+/** `--config`, which every command takes; main() reads it before the command's own settings. */
+const CONFIG_OPTION: OptionSpec = {
+  key: 'config',
+  flag: 'config',
+  env: 'MAILROOM_CONFIG',
+  type: 'string',
+  valueName: 'file',
+  description: 'settings file: .json, or .ts/.mjs/.js exporting them as default (else ./mailroom.config.*)',
+};
+
 function commandHelp(c: Command): string {
   return [
     `${c.usage}`,
@@ -121,9 +138,8 @@ function commandHelp(c: Command): string {
     c.summary,
     '',
     'Flags:',
-    formatOptions(c.options),
+    formatOptions([...c.options, CONFIG_OPTION]),
     ...(c.booleans ?? []).map((b) => `  --${b}`),
-    '  --config <file>   JSON file of settings (keys as in --print-config output)',
     ...(c.details ? ['', c.details] : []),
   ].join('\n');
 }
@@ -168,16 +184,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   const command = COMMANDS.find((c) => c.name === name);
   try {
     if (!command) throw unknownCommand(name);
-    const specs = [
-      ...command.options,
-      {
-        key: 'config',
-        flag: 'config',
-        env: 'MAILROOM_CONFIG',
-        type: 'string' as const,
-        description: 'config file',
-      },
-    ];
+    const specs = [...command.options, CONFIG_OPTION];
     const { flags, positionals } = parseFlags(rest, specs, command.booleans ?? []);
     if (flags.get('help') === true) {
       out(commandHelp(command));

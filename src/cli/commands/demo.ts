@@ -100,6 +100,9 @@ export const demoCommand: Command = {
     'fails some requests and goes down for a while, the relay crashes between delivering and',
     'settling and a new one takes over, and some orders roll back. The audit at the end must',
     'show nothing lost and nothing phantom; the exit code is 1 otherwise.',
+    '',
+    'Needs the optional package @electric-sql/pglite (installed in a clone of the repository;',
+    'elsewhere: npm install @electric-sql/pglite). Same as `npm start` in the repository.',
   ].join('\n'),
   async run({ config, out }) {
     const durationMs = Number(config.duration) * 1000;
