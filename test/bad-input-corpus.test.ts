@@ -171,6 +171,13 @@ describe('bad input corpus', () => {
     }
     const unknown = await runCli(['frobnicate']);
     assertCleanFailure(unknown, 'unknown command');
+    // help of garbage is the same clean failure, never the command list with exit 0.
+    for (const topic of ['frobnicate', '\u0001', 'x'.repeat(5000), ...SQLISH]) {
+      const r = await runCli(['help', topic]);
+      assertCleanFailure(r, `help ${JSON.stringify(topic.slice(0, 20))}`);
+      assert.match(r.stderr, /^mailroom help: unknown command /);
+      assert.ok(r.stderr.length < 400, 'a long name is cut in the message');
+    }
     const sendGarbage = [
       ['--topic', 't', '--payload', '{"truncated": '],
       ['--topic', '', '--payload', '1'],
