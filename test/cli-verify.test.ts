@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import amqp from 'amqplib';
 import { Outbox, Relay, uuidv7 } from '../src/core/index.js';
@@ -161,6 +162,38 @@ describe('mailroom verify', () => {
       name: 'ConfigError',
       message: /progressEvery must be a whole number of deliveries, at least 1, got 0/,
     });
+  });
+
+  it('gives up on a broker that never answers the AMQP handshake after connectTimeoutMs', async () => {
+    // Accepts connections and says nothing: a black-holed link, or a server that is not RabbitMQ.
+    const sockets = new Set<Socket>();
+    const silent = createServer((socket) => {
+      sockets.add(socket);
+      socket.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const { port } = silent.address() as AddressInfo;
+    const collector = new RabbitMqCollector({
+      url: `amqp://guest:s3cret@127.0.0.1:${port}`,
+      queue: `${exchange}.never`,
+      connectTimeoutMs: 300,
+    });
+    try {
+      await assert.rejects(collector.attach(), (err: Error & { code?: string }) => {
+        assert.equal(err.name, 'TransportError');
+        assert.equal(err.code, 'unreachable');
+        assert.match(
+          err.message,
+          new RegExp(`127\\.0\\.0\\.1:${port} did not answer as RabbitMQ within 300 ms`),
+        );
+        assert.doesNotMatch(err.message, /s3cret/);
+        return true;
+      });
+    } finally {
+      await collector.close();
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+    }
   });
 
   it('says what to do when the action is missing or the ledger is off', async () => {

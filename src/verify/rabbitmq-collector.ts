@@ -60,6 +60,13 @@ export interface RabbitMqCollectorOptions {
   onProgress?: (received: number) => void;
   /** Deliveries between two {@link onProgress} calls. @default 10000 */
   progressEvery?: number;
+  /**
+   * Longest wait for the broker to complete the AMQP handshake. Past it the connection is
+   * dropped with a TransportError, so a URL that points at something other than RabbitMQ, or a
+   * black-holed link, fails in seconds instead of hanging the check.
+   * @default 10000
+   */
+  connectTimeoutMs?: number;
 }
 
 /**
@@ -75,6 +82,7 @@ export class RabbitMqCollector {
   readonly #ack: 'auto' | 'manual';
   readonly #onProgress: ((received: number) => void) | undefined;
   readonly #progressEvery: number;
+  readonly #connectTimeoutMs: number;
   #model: AmqpModel | undefined;
   #channel: AmqpChannel | undefined;
   #tag: string | undefined;
@@ -105,11 +113,20 @@ export class RabbitMqCollector {
     }
     this.#progressEvery = every;
     this.#onProgress = options.onProgress;
+    const timeout = options.connectTimeoutMs ?? 10_000;
+    // 2^31 - 1: a longer Node timer fires at once.
+    if (!Number.isInteger(timeout) || timeout < 1 || timeout > 2_147_483_647) {
+      throw new ConfigError(
+        'connectTimeoutMs',
+        `connectTimeoutMs must be a whole number of milliseconds from 1 to 2147483647, got ${String(timeout)}`,
+      );
+    }
+    this.#connectTimeoutMs = timeout;
   }
 
   async #open(): Promise<AmqpChannel> {
     if (this.#channel) return this.#channel;
-    let amqp: { connect(url: string): Promise<AmqpModel> };
+    let amqp: { connect(url: string, socketOptions: { timeout: number }): Promise<AmqpModel> };
     try {
       const mod = (await import('amqplib')) as unknown as { default?: typeof amqp } & typeof amqp;
       amqp = mod.default ?? mod;
@@ -122,11 +139,18 @@ export class RabbitMqCollector {
       );
     }
     try {
-      this.#model = await amqp.connect(this.#url);
+      // amqplib applies `timeout` to the socket until the handshake is done.
+      this.#model = await amqp.connect(this.#url, { timeout: this.#connectTimeoutMs });
     } catch (err) {
+      const message = (err as Error).message;
+      const silent = message === 'connect ETIMEDOUT';
       throw new TransportError(
         'unreachable',
-        `cannot reach RabbitMQ at ${redactUrl(this.#url)}: ${(err as Error).message}`,
+        silent
+          ? `${redactUrl(this.#url)} did not answer as RabbitMQ within ${this.#connectTimeoutMs} ms: ` +
+              'check that the URL names a RabbitMQ server and its AMQP port (5672, 5671 for amqps), ' +
+              'and that nothing between swallows the traffic'
+          : `cannot reach RabbitMQ at ${redactUrl(this.#url)}: ${message}`,
         { cause: err },
       );
     }

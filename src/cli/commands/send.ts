@@ -62,6 +62,9 @@ const OPTIONS: OptionSpec[] = [
   },
 ];
 
+/** Deadline of connecting and of each statement of the send transaction. */
+const SEND_TIMEOUT_MS = 10_000;
+
 /** The payload text from `--payload`, `--payload-file` or stdin, and where it came from. */
 async function readPayload(config: ResolvedConfig): Promise<{ text: string; source: string }> {
   if (config.payload !== undefined && config.payloadFile !== undefined) {
@@ -161,11 +164,21 @@ export const sendCommand: Command = {
         if (isInvalidMessageError(err) || isPayloadTooLargeError(err)) throw new UsageError(err.message);
         throw err;
       }
+      // First contact through the store, with its deadlines and its explanations (a server
+      // that is not PostgreSQL, a schema to migrate), the same as every other command gives.
+      await store.check();
       const url = String(config.databaseUrl);
       const describe = (err: unknown) =>
         describeDbError(err, { schema: store.schema, target: redactUrl(url) });
       const { Pool } = await loadPg();
-      const pool = new Pool({ connectionString: url, max: 1 });
+      // The transaction needs a client of its own (the store keeps its pool to itself); the
+      // server just answered, and the deadlines keep a link that dies now from hanging `send`.
+      const pool = new Pool({
+        connectionString: url,
+        max: 1,
+        connectionTimeoutMillis: SEND_TIMEOUT_MS,
+        query_timeout: SEND_TIMEOUT_MS,
+      });
       pool.on?.('error', () => undefined);
       let client: PgPoolClient | undefined;
       try {

@@ -8,6 +8,7 @@ import { verifyDeliveries, type VerifyReport } from '../../verify/verify-report.
 import { quoteIdent } from '../../stores/sql-identifier.js';
 import type { PgQueryable } from '../../stores/postgres/postgres-driver.js';
 import { UsageError } from '../cli-error.js';
+import { openStore } from '../connect.js';
 import { formatDuration } from '../duration.js';
 import { COMMON_OPTIONS, type OptionSpec, type ResolvedConfig } from '../options.js';
 import type { Command } from '../command.js';
@@ -66,11 +67,26 @@ const OPTIONS: OptionSpec[] = [
   },
 ];
 
+/**
+ * Deadline of connecting to PostgreSQL. Statements have none: reading a soak's ledger takes as
+ * long as it takes, and a check is watched (it prints its progress).
+ */
+const CONNECT_TIMEOUT_MS = 10_000;
+
 async function openPool(config: ResolvedConfig) {
   const url = String(config.databaseUrl);
   validatePostgresUrl('databaseUrl', url);
+  // First contact through the store, with its deadlines and explanations (a server that is not
+  // PostgreSQL, a schema to migrate), the same as every other command gives.
+  const store = await openStore(config);
+  try {
+    await store.check();
+  } finally {
+    await store.close();
+  }
   const pg = await loadPg();
-  const pool = new pg.Pool({ connectionString: url, max: 2 });
+  // The ledger needs a pool of its own (the store keeps its pool to itself).
+  const pool = new pg.Pool({ connectionString: url, max: 2, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
   pool.on?.('error', () => undefined);
   return pool;
 }
