@@ -342,12 +342,27 @@ describe('PostgreSQL store', () => {
       await db.pool.query(`ANALYZE ${s}.dead_letter`);
 
       const statements: Array<{ sql: string; params: unknown[] | undefined }> = [];
+      const record = (sql: string, params?: unknown[]) => statements.push({ sql, params });
       const recording = {
         query: (sql: string, params?: unknown[]) => {
-          statements.push({ sql, params });
+          record(sql, params);
           return db.pool.query(sql, params);
         },
-        connect: () => db.pool.connect(),
+        // The store runs each statement on a client it checks out (so that it can tell a failed
+        // connect from a failed statement): record those too.
+        connect: async () => {
+          const client = await db.pool.connect();
+          return {
+            query: (sql: string, params?: unknown[]) => {
+              record(sql, params);
+              return client.query(sql, params);
+            },
+            release: (err?: Error | boolean) => client.release(err),
+            on: (event: 'error', listener: (err: Error) => void) => client.on(event, listener),
+            removeListener: (event: 'error', listener: (err: Error) => void) =>
+              client.removeListener(event, listener),
+          };
+        },
         end: async () => undefined,
       };
       const store = new PostgresStore({ pool: recording as never, schema });

@@ -1,12 +1,65 @@
 import { ConfigError } from '../core/errors/config-error.js';
 import type { Transport } from '../core/ports.js';
 import { redactUrl } from '../core/redact.js';
-import { PostgresStore } from '../stores/postgres/postgres-store.js';
-import type { ResolvedConfig } from './options.js';
+import { postgresStoreOptionsSchema, PostgresStore } from '../stores/postgres/postgres-store.js';
+import { bounds, type OptionSpec, type ResolvedConfig } from './options.js';
+
+const deadlines = postgresStoreOptionsSchema.fields;
+
+/**
+ * The deadlines of a command's database connections (and, for `relay`, its broker connection).
+ * A command that declares them takes them from flags, environment and config file; one that
+ * does not gets the store's defaults all the same.
+ */
+export const CONNECTION_OPTIONS: readonly OptionSpec[] = [
+  {
+    key: 'connectTimeoutMs',
+    flag: 'connect-timeout-ms',
+    env: 'MAILROOM_CONNECT_TIMEOUT_MS',
+    type: 'int',
+    ...bounds(deadlines.connectTimeoutMs),
+    description:
+      'deadline for opening a connection (TCP, TLS, handshake, login); a URL that points at the wrong server fails after this long',
+  },
+  {
+    key: 'statementTimeoutMs',
+    flag: 'statement-timeout-ms',
+    env: 'MAILROOM_STATEMENT_TIMEOUT_MS',
+    type: 'int',
+    ...bounds(deadlines.statementTimeoutMs),
+    description: 'longest a database statement may run before PostgreSQL cancels it (migrations included)',
+  },
+  {
+    key: 'serverStatementTimeout',
+    flag: 'server-statement-timeout',
+    env: 'MAILROOM_SERVER_STATEMENT_TIMEOUT',
+    type: 'bool',
+    ...(deadlines.serverStatementTimeout.default === undefined
+      ? {}
+      : { default: deadlines.serverStatementTimeout.default }),
+    description:
+      'send statement_timeout when connecting; --no-server-statement-timeout behind a pooler that refuses it (PgBouncer)',
+  },
+];
+
+/** The store options a command's connection flags set; none when the command has no such flags. */
+function connectionSettings(config: ResolvedConfig) {
+  return {
+    ...(config.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: Number(config.connectTimeoutMs) }),
+    ...(config.statementTimeoutMs === undefined
+      ? {}
+      : { statementTimeoutMs: Number(config.statementTimeoutMs) }),
+    ...(config.serverStatementTimeout === undefined
+      ? {}
+      : { serverStatementTimeout: Boolean(config.serverStatementTimeout) }),
+  };
+}
 
 /**
  * Opens the store the database URL names. Only PostgreSQL for now; the scheme picks the store.
  * `poolSize` defaults to 4; the relay asks for one per batch in flight plus two (claim, leases).
+ * Connections have deadlines (see {@link CONNECTION_OPTIONS}) whether or not the command
+ * declares the flags, so no command hangs on a server that does not answer.
  */
 export async function openStore(
   config: ResolvedConfig,
@@ -24,6 +77,7 @@ export async function openStore(
     connectionString: url,
     schema: String(config.schema),
     poolSize: extra.poolSize ?? 4,
+    ...connectionSettings(config),
     ...(extra.notify === undefined ? {} : { notify: extra.notify }),
     ...(extra.archive === undefined ? {} : { archive: extra.archive }),
   });
@@ -49,6 +103,9 @@ export async function openTransport(config: ResolvedConfig): Promise<Transport> 
         url,
         exchange: String(config.exchange),
         mandatory: Boolean(config.mandatory),
+        ...(config.connectTimeoutMs === undefined
+          ? {}
+          : { connectTimeoutMs: Number(config.connectTimeoutMs) }),
       });
     }
     default:

@@ -1,9 +1,12 @@
 import { pendingSql } from '../../stores/postgres/migrate.js';
-import { openStore } from '../connect.js';
+import { CONNECTION_OPTIONS, openStore } from '../connect.js';
 import { COMMON_OPTIONS, type OptionSpec } from '../options.js';
 import type { Command } from '../command.js';
 
-const OPTIONS: OptionSpec[] = COMMON_OPTIONS.filter((o) => o.key === 'databaseUrl' || o.key === 'schema');
+const OPTIONS: OptionSpec[] = [
+  ...COMMON_OPTIONS.filter((o) => o.key === 'databaseUrl' || o.key === 'schema'),
+  ...CONNECTION_OPTIONS,
+];
 
 export const migrateCommand: Command = {
   name: 'migrate',

@@ -4,13 +4,16 @@ import { PostgresLedger } from '../../stores/postgres/ledger.js';
 import { describeDbError } from '../../stores/postgres/postgres-errors.js';
 import { loadPg } from '../../stores/postgres/postgres-store.js';
 import { MAX_TOPICS, type StatsCount } from '../../stores/postgres/postgres-stats.js';
-import { openStore } from '../connect.js';
+import { CONNECTION_OPTIONS, openStore } from '../connect.js';
 import { formatDuration } from '../duration.js';
 import { COMMON_OPTIONS, type OptionSpec } from '../options.js';
 import { formatTable } from '../table.js';
 import type { Command } from '../command.js';
 
-const OPTIONS: OptionSpec[] = COMMON_OPTIONS.filter((o) => o.key === 'databaseUrl' || o.key === 'schema');
+const OPTIONS: OptionSpec[] = [
+  ...COMMON_OPTIONS.filter((o) => o.key === 'databaseUrl' || o.key === 'schema'),
+  ...CONNECTION_OPTIONS,
+];
 
 /** What `mailroom status --json` prints. Fields are only ever added, never renamed. */
 export interface StatusReport extends OutboxStats {

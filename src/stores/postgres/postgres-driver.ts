@@ -32,6 +32,19 @@ export interface PgPool extends PgQueryable {
   connect(): Promise<PgPoolClient>;
   end(): Promise<void>;
   on?(event: 'error', listener: (err: Error) => void): unknown;
+  /**
+   * A `pg.Pool`'s settings. Only read, to name the server (host and port, never the password) in
+   * errors about a pool you passed in; pools without them are named by what their errors say.
+   */
+  readonly options?: PgPoolSettings;
+}
+
+/** The settings of a `pg.Pool` that say which server it connects to. */
+export interface PgPoolSettings {
+  readonly connectionString?: unknown;
+  readonly host?: unknown;
+  readonly port?: unknown;
+  readonly database?: unknown;
 }
 
 /** The slice of a postgres.js `sql` (or transaction) that enqueue uses. */

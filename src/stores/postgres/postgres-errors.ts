@@ -30,56 +30,250 @@ function codeOf(err: unknown): string | undefined {
   return typeof code === 'string' ? code : undefined;
 }
 
-/** True when the error is transient: retry the operation after a pause. */
-export function isRetryableDbError(err: unknown): boolean {
-  const code = codeOf(err);
-  if (code !== undefined && RETRYABLE_ERROR_CODES.has(code)) return true;
-  const msg = (err as { message?: unknown })?.message;
-  return (
-    typeof msg === 'string' &&
-    /Connection terminated|connection (was )?closed|terminating connection|Client has encountered a connection error|not queryable/i.test(
-      msg,
-    )
-  );
+function messageOf(err: unknown): string {
+  const message = (err as { message?: unknown })?.message;
+  return typeof message === 'string' ? message : String(err);
 }
 
 /**
- * Turns a driver error into a {@link StoreError} that tells the user what to do, when it is
- * one we recognise; returns the error unchanged otherwise.
+ * True when the error is transient: retry the operation after a pause. A {@link StoreError} made
+ * by {@link describeDbError} is judged by the driver error it wraps.
  */
-export function describeDbError(err: unknown, ctx: { schema: string; target?: string }): unknown {
+export function isRetryableDbError(err: unknown): boolean {
+  // Bounded: a cause chain that loops must not hang the caller.
+  for (let e = err, depth = 0; e !== undefined && e !== null && depth < 5; depth++) {
+    const code = codeOf(e);
+    if (code !== undefined && RETRYABLE_ERROR_CODES.has(code)) return true;
+    if (
+      /Connection terminated|connection (was )?closed|terminating connection|Client has encountered a connection error|not queryable|Query read timeout|timeout exceeded when trying to connect/i.test(
+        messageOf(e),
+      )
+    ) {
+      return true;
+    }
+    e = (e as { cause?: unknown }).cause;
+  }
+  return false;
+}
+
+/**
+ * True for an error PostgreSQL itself sent (an ErrorResponse: it has a severity and a SQLSTATE).
+ * After one the connection is still in step with the server; after any other error (a deadline,
+ * a broken socket, bytes that are not the PostgreSQL protocol) it may not be.
+ */
+export function isServerError(err: unknown): boolean {
+  const e = err as { severity?: unknown; code?: unknown } | null | undefined;
+  return typeof e?.severity === 'string' && typeof e.code === 'string' && /^[0-9A-Z]{5}$/.test(e.code);
+}
+
+/** Where and how a failing call ran, for the message that explains it. */
+export interface DbErrorContext {
+  /** The Mailroom schema the store works in. */
+  schema: string;
+  /**
+   * The server: its URL with the password redacted (`postgres://app:***@db:5432/orders`), or
+   * `host:port`. Messages name its host and port, never the password.
+   */
+  target?: string;
+  /**
+   * Whether the error came while opening a connection or from a statement on an open one: a
+   * connection closed during the handshake means a wrong server far more often than one closed
+   * during a statement. Unknown when left out.
+   */
+  phase?: 'connect' | 'statement';
+  /** The connect deadline in effect (`connectTimeoutMs`), when the store set it. */
+  connectTimeoutMs?: number;
+  /** How long PostgreSQL lets a statement run (`statementTimeoutMs`), when the store set it. */
+  statementTimeoutMs?: number;
+  /** How long the driver waits for the answer to a statement, when the store set it. */
+  readTimeoutMs?: number;
+}
+
+/** The facts a case's message is made of. */
+interface Facts {
+  /** `host:port`, or a socket path, or a stand-in when nothing is known. */
+  endpoint: string;
+  host: string | undefined;
+  port: number | undefined;
+  database: string | undefined;
+  /** The driver's own message. */
+  message: string;
+  code: string | undefined;
+  ctx: DbErrorContext;
+  /** "Redis listens on 6379 by default", or '' for a port that says nothing. */
+  hint: string;
+}
+
+/** One kind of failure: how to recognise it, its stable code, and what to tell the user. */
+interface DbErrorCase {
+  code: string;
+  /** SQLSTATEs (errors the server sent) or Node error codes (socket errors). */
+  codes?: readonly string[];
+  /** node-postgres's own errors carry no code: they are known by their message. */
+  message?: RegExp;
+  /** For a code several failures share (57014 is any cancel): the message must match this too. */
+  codeWhen?: RegExp;
+  /** Only in this phase; a case without one applies in both, and when the phase is unknown. */
+  phase?: 'connect' | 'statement';
+  explain(f: Facts): string;
+}
+
+/** "is 127.0.0.1:6379 a PostgreSQL server? Redis listens on 6379 by default." */
+function isItPostgres(f: Facts): string {
+  return `is ${f.endpoint} a PostgreSQL server?${f.hint ? ` ${f.hint}.` : ''}`;
+}
+
+/** " at <the target as given>", as these messages always named it. */
+function where(f: Facts): string {
+  return f.ctx.target === undefined ? '' : ` at ${f.ctx.target}`;
+}
+
+function within(ms: number | undefined, setting: string): string {
+  return ms === undefined ? 'in time' : `within ${ms} ms (${setting})`;
+}
+
+/** Every failure the store explains, first match wins. */
+const CASES: readonly DbErrorCase[] = [
+  {
+    code: 'schema_missing',
+    codes: ['42P01', '3F000', '42883'], // undefined_table, invalid_schema_name, undefined_function
+    explain: (f) =>
+      `the Mailroom schema "${f.ctx.schema}" is missing or incomplete in the database${where(f)}: ` +
+      `run \`npx mailroom migrate --schema ${f.ctx.schema}\` (${f.message})`,
+  },
+  {
+    code: 'unreachable',
+    codes: ['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ETIMEDOUT'],
+    explain: (f) =>
+      `cannot reach PostgreSQL${where(f)} (${f.code}): check the host and port and that the server is running`,
+  },
+  {
+    code: 'auth_failed',
+    codes: ['28P01', '28000'],
+    explain: (f) => `PostgreSQL refused the login${where(f)}: check the user and password (${f.message})`,
+  },
+  {
+    code: 'database_missing',
+    codes: ['3D000'],
+    explain: (f) =>
+      `the database${where(f)} does not exist: create it or fix the database name (${f.message})`,
+  },
+  {
+    // PgBouncer and managed poolers refuse startup parameters they cannot keep per client.
+    code: 'startup_parameter_refused',
+    codes: ['08P01'], // protocol_violation
+    codeWhen: /unsupported startup parameter/i,
+    explain: (f) =>
+      `${f.endpoint} refused a connection parameter (${f.message}): a pooler such as PgBouncer ` +
+      'stands in front of PostgreSQL; add statement_timeout to its ignore_startup_parameters, or turn ' +
+      'serverStatementTimeout off (--no-server-statement-timeout): statements keep their client-side ' +
+      'deadline either way',
+  },
+  {
+    // pg-pool's deadline for a new connection (it keeps the driver's error as its cause), or the
+    // client's own.
+    code: 'connect_timeout',
+    message: /^Connection terminated due to connection timeout|^timeout expired$/,
+    explain: (f) =>
+      `${f.endpoint} did not answer as PostgreSQL ${within(f.ctx.connectTimeoutMs, 'connectTimeoutMs')}: ` +
+      `${isItPostgres(f)} If it is, check that nothing between (firewall, proxy) swallows the ` +
+      'traffic, or raise connectTimeoutMs (--connect-timeout-ms) for a slow link',
+  },
+  {
+    // pg-pool's deadline for a free connection when every one is checked out.
+    code: 'pool_timeout',
+    message: /^timeout exceeded when trying to connect/,
+    explain: (f) =>
+      `no connection to PostgreSQL at ${f.endpoint} came free ${within(f.ctx.connectTimeoutMs, 'connectTimeoutMs')}: ` +
+      'every connection of the pool was in use; raise poolSize, or look for slow statements (pg_stat_activity)',
+  },
+  {
+    code: 'statement_timeout',
+    codes: ['57014'], // query_canceled; the message says whether by statement_timeout
+    codeWhen: /statement timeout/,
+    explain: (f) =>
+      `PostgreSQL at ${f.endpoint} cancelled a statement that ran longer than ` +
+      `${f.ctx.statementTimeoutMs === undefined ? 'its statement_timeout' : `${f.ctx.statementTimeoutMs} ms (statementTimeoutMs)`}, ` +
+      'and rolled back its transaction: it was most likely waiting for a lock another session holds ' +
+      '(see pg_stat_activity and pg_locks), or the server is overloaded; raise statementTimeoutMs ' +
+      '(--statement-timeout-ms) if such statements are expected to take longer',
+  },
+  {
+    code: 'read_timeout',
+    message: /^Query read timeout$/,
+    explain: (f) =>
+      `PostgreSQL at ${f.endpoint} did not answer a statement ${within(f.ctx.readTimeoutMs, 'statementTimeoutMs and a grace period')}: ` +
+      'the server or the network to it stopped answering; the connection was closed, and the next ' +
+      'call opens a new one',
+  },
+];
+
+/** The host, port and database an error is about: from the target, else from a socket error. */
+function locate(target: string | undefined, err: unknown): Omit<Facts, 'message' | 'code' | 'ctx' | 'hint'> {
+  if (target !== undefined) {
+    try {
+      const url = new URL(target);
+      if (url.protocol === 'postgres:' || url.protocol === 'postgresql:') {
+        // node-postgres's defaults: localhost, 5432; `?host=/path` names a Unix socket directory.
+        const host = decodeURIComponent(url.hostname) || url.searchParams.get('host') || 'localhost';
+        const port = Number(url.port || url.searchParams.get('port') || 5432);
+        const database = decodeURIComponent(url.pathname.slice(1)) || undefined;
+        const endpoint = host.startsWith('/') ? `${host}/.s.PGSQL.${port}` : `${host}:${port}`;
+        return { endpoint, host, port, database };
+      }
+    } catch {
+      // Not a URL: a `host:port` the caller wrote, used as it is.
+    }
+    const port = /:(\d+)$/.exec(target)?.[1];
+    return {
+      endpoint: target,
+      host: undefined,
+      port: port === undefined ? undefined : Number(port),
+      database: undefined,
+    };
+  }
+  const e = err as { address?: unknown; port?: unknown; hostname?: unknown } | null | undefined;
+  if (typeof e?.address === 'string' && typeof e.port === 'number') {
+    return { endpoint: `${e.address}:${e.port}`, host: e.address, port: e.port, database: undefined };
+  }
+  if (typeof e?.hostname === 'string') {
+    return { endpoint: e.hostname, host: e.hostname, port: undefined, database: undefined };
+  }
+  return { endpoint: 'the database server', host: undefined, port: undefined, database: undefined };
+}
+
+function matches(
+  c: DbErrorCase,
+  code: string | undefined,
+  message: string,
+  phase: DbErrorContext['phase'],
+): boolean {
+  if (c.phase !== undefined && c.phase !== phase) return false;
+  const byCode =
+    code !== undefined && c.codes?.includes(code) === true && (c.codeWhen?.test(message) ?? true);
+  return byCode || c.message?.test(message) === true;
+}
+
+/**
+ * Turns a driver error into a {@link StoreError} that says what is probably wrong, names the
+ * server (`host:port`, never the password) and what to do, keeping the driver error as `cause`;
+ * returns the error unchanged when it is not one of the known cases (or already explained).
+ */
+export function describeDbError(err: unknown, ctx: DbErrorContext): unknown {
   if (isMailroomError(err)) return err;
   const code = codeOf(err);
-  const where = ctx.target ? ` at ${ctx.target}` : '';
-  const message = (err as Error)?.message ?? String(err);
-  if (code === '42P01' || code === '3F000' || code === '42883') {
-    return new StoreError(
-      'schema_missing',
-      `the Mailroom schema "${ctx.schema}" is missing or incomplete in the database${where}: ` +
-        `run \`npx mailroom migrate --schema ${ctx.schema}\` (${message})`,
-      { cause: err, details: { schema: ctx.schema } },
-    );
-  }
-  if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EHOSTUNREACH' || code === 'ETIMEDOUT') {
-    return new StoreError(
-      'unreachable',
-      `cannot reach PostgreSQL${where} (${code}): check the host and port and that the server is running`,
-      { cause: err },
-    );
-  }
-  if (code === '28P01' || code === '28000') {
-    return new StoreError(
-      'auth_failed',
-      `PostgreSQL refused the login${where}: check the user and password (${message})`,
-      { cause: err },
-    );
-  }
-  if (code === '3D000') {
-    return new StoreError(
-      'database_missing',
-      `the database${where} does not exist: create it or fix the database name (${message})`,
-      { cause: err },
-    );
-  }
-  return err;
+  const message = messageOf(err);
+  const found = CASES.find((c) => matches(c, code, message, ctx.phase));
+  if (!found) return err;
+  const place = locate(ctx.target, err);
+  const facts: Facts = { ...place, message, code, ctx, hint: '' };
+  return new StoreError(found.code, found.explain(facts), {
+    cause: err,
+    details: {
+      schema: ctx.schema,
+      server: place.endpoint,
+      ...(ctx.phase === undefined ? {} : { phase: ctx.phase }),
+      ...(code === undefined ? {} : { driverCode: code }),
+    },
+  });
 }

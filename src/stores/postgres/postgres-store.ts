@@ -14,11 +14,26 @@ import type {
   StoreCapabilities,
   Unsubscribe,
 } from '../../core/ports.js';
-import { boolean, custom, hasMethods, integer, optionsSchema, string } from '../../core/options-schema.js';
+import {
+  boolean,
+  custom,
+  hasMethods,
+  integer,
+  MAX_TIMER_MS,
+  optionsSchema,
+  string,
+} from '../../core/options-schema.js';
 import { redactUrl } from '../../core/redact.js';
 import type { DeadLetter, EncodedMessage, OutboxMessage } from '../../core/types.js';
-import type { PgNotification, PgPool, PgPoolClient, PostgresTransactionHandle } from './postgres-driver.js';
-import { describeDbError } from './postgres-errors.js';
+import type {
+  PgNotification,
+  PgPool,
+  PgPoolClient,
+  PgQueryable,
+  PgQueryResult,
+  PostgresTransactionHandle,
+} from './postgres-driver.js';
+import { describeDbError, isServerError, type DbErrorContext } from './postgres-errors.js';
 import { postgresExecutor, requirePostgresTransaction } from './postgres-executor.js';
 import { postgresSql, MAX_ROWS_PER_INSERT, type PostgresSql } from './postgres-sql.js';
 import { latestVersion, migrate, type MigrationResult } from './migrate.js';
@@ -57,6 +72,40 @@ export interface PostgresStoreOptions {
    * PgBouncer). @default true
    */
   preparedStatements?: boolean;
+  /**
+   * Deadline for opening a connection of the pool the store makes from `connectionString`: TCP,
+   * TLS, the PostgreSQL handshake and login (node-postgres's `connectionTimeoutMillis`; also
+   * how long a call waits for a free connection when all are in use). A URL that points at
+   * another kind of server (Redis, RabbitMQ) or at a black-holed address fails after this long
+   * with a StoreError naming the host and port. Not for a `pool` you pass in: set
+   * `connectionTimeoutMillis` on it.
+   *
+   * @default 10000
+   * @example 3000
+   */
+  connectTimeoutMs?: number;
+  /**
+   * Longest a statement of the store's own pool may run: claims, settles, lease extensions,
+   * stats, dead-letter runs, migrations. With `serverStatementTimeout` PostgreSQL cancels a
+   * statement that runs longer (its transaction rolls back, its locks go), and the driver stops
+   * waiting 5 s later still, for a server or link that no longer answers at all. Not for a `pool`
+   * you pass in: set `statement_timeout` and `query_timeout` on it.
+   *
+   * @default 30000
+   * @example 120000 // a migration that builds an index on a big outbox
+   */
+  statementTimeoutMs?: number;
+  /**
+   * Send `statement_timeout` (= `statementTimeoutMs`) when each connection opens, so the server
+   * itself cancels a statement past its deadline. Without it only the driver stops waiting: the
+   * statement goes on in the server, and a claim it gave up on still leases its rows (they come
+   * back when the lease runs out). Turn off behind a pooler that refuses startup parameters
+   * (PgBouncer without `statement_timeout` in `ignore_startup_parameters`, some managed poolers):
+   * connecting then fails with code `startup_parameter_refused`.
+   *
+   * @default true
+   */
+  serverStatementTimeout?: boolean;
 }
 
 const postgresStoreSchema = optionsSchema<PostgresStoreOptions>()('PostgresStore', {
@@ -68,7 +117,28 @@ const postgresStoreSchema = optionsSchema<PostgresStoreOptions>()('PostgresStore
   notify: boolean({ default: true }),
   archive: boolean({ default: false }),
   preparedStatements: boolean({ default: true }),
+  connectTimeoutMs: integer({ min: 1, max: MAX_TIMER_MS, default: 10_000 }),
+  // PostgreSQL's statement_timeout is an int of milliseconds, the same bound as Node's timers.
+  statementTimeoutMs: integer({ min: 1, max: MAX_TIMER_MS, default: 30_000 }),
+  serverStatementTimeout: boolean({ default: true }),
 });
+
+/** Options of the store's own pool; the bounds and defaults of the CLI flags that set them. */
+export const postgresStoreOptionsSchema = postgresStoreSchema;
+
+/**
+ * How much longer than `statementTimeoutMs` the driver waits for an answer when the server was
+ * told to cancel at `statementTimeoutMs`. The server's cancel must come first: it stops the
+ * statement and rolls it back, where a driver that gives up first leaves it running (a claim
+ * would still lease its rows). The grace covers the cancel's way back on a busy server.
+ */
+const SERVER_CANCEL_GRACE_MS = 5000;
+
+/**
+ * Deadlines of the store's own pool. Given with a pool of the caller's they are refused, not
+ * ignored: a user who sets one expects a deadline, and that pool would not have it.
+ */
+const OWN_POOL_DEADLINES = ['connectTimeoutMs', 'statementTimeoutMs', 'serverStatementTimeout'] as const;
 
 function toMessage(row: Record<string, unknown>): OutboxMessage {
   return {
@@ -116,7 +186,8 @@ export class PostgresStore implements OutboxStore {
   readonly #pool: PgPool;
   readonly #ownsPool: boolean;
   readonly #sql: PostgresSql;
-  readonly #target: string | undefined;
+  /** The server and deadlines named in the errors the store explains. */
+  readonly #errorContext: DbErrorContext;
   #closed = false;
 
   constructor(options: PostgresStoreOptions) {
@@ -127,12 +198,25 @@ export class PostgresStore implements OutboxStore {
     this.preparedStatements = resolved.preparedStatements;
     this.#sql = postgresSql(this.schema, notifyChannel(this.schema));
     if (resolved.pool) {
+      const given = OWN_POOL_DEADLINES.filter((key) => options[key] !== undefined);
+      if (given.length > 0) {
+        throw new ConfigError(
+          given[0] as string,
+          `PostgresStore option${given.length > 1 ? 's' : ''} ${given.join(', ')} ` +
+            `appl${given.length > 1 ? 'y' : 'ies'} to the pool the store makes from connectionString, ` +
+            'and a pool was given: set connectionTimeoutMillis, statement_timeout and query_timeout ' +
+            'on your pool instead (new pg.Pool({ connectionTimeoutMillis: 10000, … }))',
+          { allowed: ['pool', 'schema', 'notify', 'archive', 'preparedStatements'] },
+        );
+      }
       this.#pool = resolved.pool;
       this.#ownsPool = false;
+      this.#errorContext = { schema: this.schema, ...describePool(resolved.pool) };
     } else if (resolved.connectionString !== undefined) {
-      this.#target = redactUrl(resolved.connectionString);
-      this.#pool = createPgPool(resolved.connectionString, resolved.poolSize);
+      const own = createPgPool(resolved.connectionString, resolved.poolSize, resolved);
+      this.#pool = own.pool;
       this.#ownsPool = true;
+      this.#errorContext = { schema: this.schema, ...own.context };
     } else {
       throw new ConfigError(
         'pool',
@@ -175,48 +259,65 @@ export class PostgresStore implements OutboxStore {
     return requirePostgresTransaction(executor, this.#sql.requireTransaction);
   }
 
-  #wrap(err: unknown): unknown {
-    return describeDbError(err, { schema: this.schema, ...(this.#target ? { target: this.#target } : {}) });
+  /** A driver error explained: which server, what probably went wrong, what to do. */
+  #wrap(err: unknown, phase: 'connect' | 'statement'): unknown {
+    return describeDbError(err, { ...this.#errorContext, phase });
   }
 
-  async #query(sql: string, params?: unknown[]) {
+  /** Checks a client out, with connect errors explained as such. */
+  async #connect(): Promise<PgPoolClient> {
     try {
-      return await this.#pool.query(sql, params);
+      return await this.#pool.connect();
     } catch (err) {
-      throw this.#wrap(err);
+      throw this.#wrap(err, 'connect');
     }
+  }
+
+  /** One statement on a client of its own (what `pool.query` does, with the errors told apart). */
+  #query(sql: string, params?: unknown[]): Promise<PgQueryResult> {
+    return this.#withClient((client) => client.query(sql, params));
   }
 
   /**
    * Runs `fn` on a client of its own. A checked-out client that loses its connection between
    * two queries emits 'error', which with no listener would crash the process; here the error
    * is kept, the failing query reports it, and the broken client is destroyed, not reused.
+   *
+   * After a failure that was not an answer from the server (a deadline, a broken socket) the
+   * connection may still be busy with the statement, so `fn`'s later statements (a ROLLBACK)
+   * fail at once with that error instead of queueing behind it, and the client is destroyed.
    */
   async #withClient<T>(
-    fn: (client: PgPoolClient, markBroken: (err: Error) => void) => Promise<T>,
+    fn: (client: PgQueryable, markBroken: (err: Error) => void) => Promise<T>,
   ): Promise<T> {
-    let client: PgPoolClient;
-    try {
-      client = await this.#pool.connect();
-    } catch (err) {
-      throw this.#wrap(err);
-    }
+    const client = await this.#connect();
     let broken: Error | undefined;
     const markBroken = (err: Error) => {
-      broken = err;
+      broken ??= err;
     };
     client.on('error', markBroken);
+    const guarded: PgQueryable = {
+      query: async (text, values) => {
+        if (broken) throw broken;
+        try {
+          return await client.query(text, values);
+        } catch (err) {
+          if (!isServerError(err)) markBroken(err instanceof Error ? err : new Error(String(err)));
+          throw err;
+        }
+      },
+    };
     try {
-      return await fn(client, markBroken);
+      return await fn(guarded, markBroken);
     } catch (err) {
-      throw this.#wrap(err);
+      throw this.#wrap(err, 'statement');
     } finally {
       client.removeListener('error', markBroken);
       client.release(broken ?? false);
     }
   }
 
-  #transaction<T>(fn: (client: PgPoolClient) => Promise<T>): Promise<T> {
+  #transaction<T>(fn: (client: PgQueryable) => Promise<T>): Promise<T> {
     return this.#withClient(async (client, markBroken) => {
       await client.query('BEGIN');
       try {
@@ -297,12 +398,7 @@ export class PostgresStore implements OutboxStore {
   }
 
   async subscribe(onWake: () => void, onError: (err: unknown) => void): Promise<Unsubscribe> {
-    let client: PgPoolClient;
-    try {
-      client = await this.#pool.connect();
-    } catch (err) {
-      throw this.#wrap(err);
-    }
+    const client = await this.#connect();
     const channel = this.#sql.channel;
     const onNotification = (msg: PgNotification) => {
       if (msg.channel === channel) onWake();
@@ -330,7 +426,7 @@ export class PostgresStore implements OutboxStore {
       done = true;
       cleanup();
       client.release(err as Error);
-      throw this.#wrap(err);
+      throw this.#wrap(err, 'statement');
     }
     return async () => {
       if (done) return;
@@ -347,13 +443,8 @@ export class PostgresStore implements OutboxStore {
   }
 
   async check(): Promise<void> {
-    let version: number;
-    try {
-      const res = await this.#pool.query(this.#sql.schemaVersion);
-      version = Number(res.rows[0]?.version ?? 0);
-    } catch (err) {
-      throw this.#wrap(err);
-    }
+    const res = await this.#query(this.#sql.schemaVersion);
+    const version = Number(res.rows[0]?.version ?? 0);
     const known = latestVersion();
     if (version < known) {
       throw new StoreError(
@@ -563,18 +654,85 @@ export async function loadPg(): Promise<PgModule> {
   }
 }
 
-function createPgPool(connectionString: string, max: number): PgPool {
+/** The deadlines of a pool made from a URL; see {@link PostgresStoreOptions}. */
+export type PgPoolDeadlines = Required<
+  Pick<PostgresStoreOptions, 'connectTimeoutMs' | 'statementTimeoutMs' | 'serverStatementTimeout'>
+>;
+
+/** A pool made from a URL, and what its errors are explained with (server, deadlines). */
+interface OwnPool {
+  pool: PgPool;
+  context: Omit<DbErrorContext, 'schema' | 'phase'>;
+}
+
+function createPgPool(connectionString: string, max: number, deadlines: PgPoolDeadlines): OwnPool {
   if (!pgModule) {
     throw new ConfigError(
       'connectionString',
       'call `await PostgresStore.connect({ connectionString })` (it loads `pg`), or pass a pool',
     );
   }
-  const pool = new pgModule.Pool({ connectionString, max });
+  const { connectTimeoutMs, statementTimeoutMs, serverStatementTimeout } = deadlines;
+  const readTimeoutMs = serverStatementTimeout
+    ? Math.min(MAX_TIMER_MS, statementTimeoutMs + SERVER_CANCEL_GRACE_MS)
+    : statementTimeoutMs;
+  const pool = new pgModule.Pool({
+    connectionString,
+    max,
+    // Also bounds the wait for a free connection when all `max` are in use.
+    connectionTimeoutMillis: connectTimeoutMs,
+    // Client side: the driver stops waiting, and the pool destroys that connection.
+    query_timeout: readTimeoutMs,
+    // Server side, sent in the startup packet: PostgreSQL cancels and rolls back the statement.
+    ...(serverStatementTimeout ? { statement_timeout: statementTimeoutMs } : {}),
+  });
   // An idle client's error (server restart, pg_terminate_backend) must not crash the process:
   // the pool drops that client and the next query gets a fresh one.
   pool.on?.('error', () => undefined);
-  return pool;
+  return {
+    pool,
+    context: {
+      target: redactUrl(connectionString),
+      connectTimeoutMs,
+      readTimeoutMs,
+      ...(serverStatementTimeout ? { statementTimeoutMs } : {}),
+    },
+  };
+}
+
+/**
+ * A `pg.Pool` for a PostgreSQL URL with the deadlines the store's own pool has (defaults as in
+ * {@link PostgresStoreOptions}), for code beside a store that needs connections of its own (the
+ * CLI's `send` runs a transaction on one). Loads `pg`. Explain its errors with
+ * `describeDbError(err, { schema, target: redactUrl(url), phase })`.
+ */
+export async function openPgPool(
+  connectionString: string,
+  options: { max?: number } & Partial<PgPoolDeadlines> = {},
+): Promise<PgPool> {
+  const resolved = openPgPoolSchema.resolve(options);
+  validatePostgresUrl('connectionString', connectionString);
+  await loadPg();
+  return createPgPool(connectionString, resolved.max, resolved).pool;
+}
+
+const openPgPoolSchema = optionsSchema<{ max?: number } & Partial<PgPoolDeadlines>>()('openPgPool', {
+  max: integer({ min: 1, default: 1 }),
+  connectTimeoutMs: postgresStoreSchema.fields.connectTimeoutMs,
+  statementTimeoutMs: postgresStoreSchema.fields.statementTimeoutMs,
+  serverStatementTimeout: postgresStoreSchema.fields.serverStatementTimeout,
+});
+
+/** Which server a pool the caller passed in connects to, as far as its settings tell. */
+function describePool(pool: PgPool): { target?: string } {
+  const settings = pool.options;
+  if (typeof settings?.connectionString === 'string') return { target: redactUrl(settings.connectionString) };
+  if (typeof settings?.host === 'string') {
+    const port =
+      typeof settings.port === 'number' || typeof settings.port === 'string' ? settings.port : 5432;
+    return { target: `${settings.host}:${port}` };
+  }
+  return {};
 }
 
 /** Validates a PostgreSQL URL, with an error that names it (password hidden). */
