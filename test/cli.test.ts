@@ -123,7 +123,7 @@ describe('mailroom command', () => {
   it('says the database is unreachable without printing the password', async () => {
     const r = await runCli(['migrate', '--database-url', 'postgres://me:hunter2@127.0.0.1:1/db']);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /cannot reach PostgreSQL at postgres:\/\/me:\*\*\*@127\.0\.0\.1:1\/db/);
+    assert.match(r.stderr, /cannot reach PostgreSQL at 127\.0\.0\.1:1: nothing accepts connections there/);
     assert.doesNotMatch(r.stderr, /hunter2/);
   });
 

@@ -4,7 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { Outbox } from '../src/core/index.js';
 import { isStoreError, type StoreError } from '../src/core/errors/index.js';
-import { PostgresStore } from '../src/stores/postgres/index.js';
+import { describeDbError, PostgresStore } from '../src/stores/postgres/index.js';
 import { TcpProxy } from '../src/testkit/tcp-proxy.js';
 import { createTestDb, DATABASE_URL, inTransaction, type TestDb } from './helpers/postgres.js';
 
@@ -224,6 +224,101 @@ describe('PostgreSQL store deadlines', () => {
       await strict.close();
       await lenient.close();
       await pooler.close();
+    }
+  });
+});
+
+describe('PostgreSQL driver errors explained', () => {
+  let db: TestDb;
+  before(async () => {
+    db = await createTestDb('explain');
+  });
+  after(async () => db.drop());
+
+  it('names the server by host and port, never its password, and keeps the driver error as the cause', () => {
+    const driverError = new Error('Connection terminated unexpectedly');
+    const target = 'postgres://app:***@db.internal:6379/orders';
+    const atConnect = storeError(
+      describeDbError(driverError, { schema: 'mailroom', target, phase: 'connect' }),
+      'handshake_failed',
+    );
+    assert.equal(
+      atConnect.message,
+      'db.internal:6379 closed the connection without answering as PostgreSQL: is db.internal:6379 a ' +
+        'PostgreSQL server? Redis listens on 6379 by default. A proxy or pooler in front of PostgreSQL ' +
+        'does this too when it cannot reach the server',
+    );
+    assert.equal(atConnect.cause, driverError);
+    assert.doesNotMatch(atConnect.message, /\*\*\*|app/, 'no user, no password placeholder: only host:port');
+
+    // The same words mid-statement mean a restart or a cut, not a wrong server.
+    const midStatement = storeError(
+      describeDbError(driverError, { schema: 'mailroom', target, phase: 'statement' }),
+      'connection_lost',
+    );
+    assert.match(
+      midStatement.message,
+      /^the connection to PostgreSQL at db\.internal:6379 was lost during a statement/,
+    );
+    assert.doesNotMatch(midStatement.message, /Redis/);
+
+    // What is not a known case passes through untouched.
+    const unique = Object.assign(new Error('duplicate key value violates unique constraint'), {
+      code: '23505',
+    });
+    assert.equal(describeDbError(unique, { schema: 'mailroom', target, phase: 'statement' }), unique);
+  });
+
+  it('says the connection was lost when the server ends the session in the middle of a statement', async () => {
+    const store = await PostgresStore.connect({ connectionString: DATABASE_URL, schema: db.schema });
+    const locker = await db.pool.connect();
+    try {
+      await locker.query('BEGIN');
+      await locker.query(`LOCK TABLE "${db.schema}".outbox IN ACCESS EXCLUSIVE MODE`);
+      const waiting = rejection(store.nextDueInMs());
+      // The store's backend is the one waiting for the lock the locker holds.
+      let pids: number[] = [];
+      while (pids.length === 0) {
+        const res = await db.pool.query<{ pid: number }>(
+          'SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))',
+          [(await locker.query('SELECT pg_backend_pid() AS pid')).rows[0].pid],
+        );
+        pids = res.rows.map((r) => r.pid);
+      }
+      await db.pool.query('SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid', [pids]);
+      const err = storeError(await waiting, 'connection_lost');
+      assert.match(
+        err.message,
+        /^the connection to PostgreSQL at 127\.0\.0\.1:5432 was lost during a statement \(terminating connection due to administrator command\): the server restarted or ended the session/,
+      );
+      await locker.query('ROLLBACK');
+      assert.equal(await store.nextDueInMs(), null, 'the next call opens a new connection');
+    } finally {
+      await locker.query('ROLLBACK').catch(() => undefined);
+      locker.release();
+      await store.close();
+    }
+  });
+
+  it('tells a host name that does not resolve from a port where nothing listens', async () => {
+    const noHost = await PostgresStore.connect({
+      connectionString: 'postgres://u:pw@no-such-host.invalid:5432/db',
+    });
+    const noListener = await PostgresStore.connect({ connectionString: 'postgres://u:pw@127.0.0.1:1/db' });
+    try {
+      const dns = storeError(await rejection(noHost.stats()), 'host_not_found');
+      assert.match(
+        dns.message,
+        /^the host name "no-such-host\.invalid" does not resolve \(ENOTFOUND|EAI_AGAIN\)/,
+      );
+      const refused = storeError(await rejection(noListener.stats()), 'unreachable');
+      assert.match(
+        refused.message,
+        /^cannot reach PostgreSQL at 127\.0\.0\.1:1: nothing accepts connections there \(ECONNREFUSED\)/,
+      );
+    } finally {
+      await noHost.close();
+      await noListener.close();
     }
   });
 });

@@ -1,5 +1,6 @@
 import { StoreError } from '../../core/errors/store-error.js';
 import { isMailroomError } from '../../core/errors/mailroom-error.js';
+import { portHint } from '../../core/well-known-ports.js';
 
 /**
  * SQLSTATEs and socket errors after which the same statement can succeed later: serialization
@@ -57,13 +58,24 @@ export function isRetryableDbError(err: unknown): boolean {
 }
 
 /**
- * True for an error PostgreSQL itself sent (an ErrorResponse: it has a severity and a SQLSTATE).
- * After one the connection is still in step with the server; after any other error (a deadline,
- * a broken socket, bytes that are not the PostgreSQL protocol) it may not be.
+ * SQLSTATEs PostgreSQL sends as it ends the session: connection exceptions, shutdown, a session
+ * or transaction idle too long. The socket closes right after, maybe after the client was
+ * handed back to a pool.
  */
-export function isServerError(err: unknown): boolean {
+const SESSION_ENDING = /^08|^57P0[1-5]$|^25P03$/;
+
+/**
+ * True for an error PostgreSQL itself sent about a statement (an ErrorResponse with a SQLSTATE,
+ * not one that ends the session): the connection is still in step with the server and usable.
+ * After any other error (a deadline, a broken socket, bytes that are not the PostgreSQL
+ * protocol, a FATAL) it may not be.
+ */
+export function isStatementError(err: unknown): boolean {
   const e = err as { severity?: unknown; code?: unknown } | null | undefined;
-  return typeof e?.severity === 'string' && typeof e.code === 'string' && /^[0-9A-Z]{5}$/.test(e.code);
+  if (typeof e?.severity !== 'string' || typeof e.code !== 'string') return false;
+  // The severity word is localized (lc_messages), so FATAL and PANIC are told by their SQLSTATE
+  // as well as by the English words.
+  return /^[0-9A-Z]{5}$/.test(e.code) && !SESSION_ENDING.test(e.code) && !/^(FATAL|PANIC)$/.test(e.severity);
 }
 
 /** Where and how a failing call ran, for the message that explains it. */
@@ -123,40 +135,51 @@ function isItPostgres(f: Facts): string {
   return `is ${f.endpoint} a PostgreSQL server?${f.hint ? ` ${f.hint}.` : ''}`;
 }
 
-/** " at <the target as given>", as these messages always named it. */
-function where(f: Facts): string {
-  return f.ctx.target === undefined ? '' : ` at ${f.ctx.target}`;
-}
-
 function within(ms: number | undefined, setting: string): string {
   return ms === undefined ? 'in time' : `within ${ms} ms (${setting})`;
 }
 
-/** Every failure the store explains, first match wins. */
+/**
+ * Every failure the store explains, first match wins. Connection-level errors come before the
+ * generic "connection lost" rows, which also match their messages.
+ */
 const CASES: readonly DbErrorCase[] = [
   {
     code: 'schema_missing',
     codes: ['42P01', '3F000', '42883'], // undefined_table, invalid_schema_name, undefined_function
     explain: (f) =>
-      `the Mailroom schema "${f.ctx.schema}" is missing or incomplete in the database${where(f)}: ` +
+      `the Mailroom schema "${f.ctx.schema}" is missing or incomplete in the database at ${f.endpoint}: ` +
       `run \`npx mailroom migrate --schema ${f.ctx.schema}\` (${f.message})`,
   },
   {
-    code: 'unreachable',
-    codes: ['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ETIMEDOUT'],
+    code: 'database_missing',
+    codes: ['3D000'], // invalid_catalog_name
     explain: (f) =>
-      `cannot reach PostgreSQL${where(f)} (${f.code}): check the host and port and that the server is running`,
+      `${f.database === undefined ? 'the database' : `database "${f.database}"`} does not exist on ` +
+      `PostgreSQL at ${f.endpoint}: create it${f.database === undefined ? '' : ` (createdb ${f.database})`} ` +
+      `or fix the database name in the URL (${f.message})`,
   },
   {
     code: 'auth_failed',
-    codes: ['28P01', '28000'],
-    explain: (f) => `PostgreSQL refused the login${where(f)}: check the user and password (${f.message})`,
+    codes: ['28P01', '28000'], // invalid_password, invalid_authorization_specification
+    explain: (f) =>
+      `PostgreSQL at ${f.endpoint} refused the login (${f.message}): check the user and password in ` +
+      'the URL (percent-encode special characters) and that pg_hba.conf lets this user in from this host',
   },
   {
-    code: 'database_missing',
-    codes: ['3D000'],
+    // The server asked for a password (SCRAM) and the URL has none.
+    code: 'auth_failed',
+    message: /client password must be a string/,
     explain: (f) =>
-      `the database${where(f)} does not exist: create it or fix the database name (${f.message})`,
+      `PostgreSQL at ${f.endpoint} asks for a password and the URL has none: put it in the URL ` +
+      '(postgres://user:password@host:5432/database) or in the PGPASSWORD environment variable',
+  },
+  {
+    code: 'too_many_connections',
+    codes: ['53300'],
+    explain: (f) =>
+      `PostgreSQL at ${f.endpoint} has no connection slot left (${f.message}): lower the pool sizes ` +
+      "of this and other clients, put a pooler in front, or raise the server's max_connections",
   },
   {
     // PgBouncer and managed poolers refuse startup parameters they cannot keep per client.
@@ -168,6 +191,28 @@ const CASES: readonly DbErrorCase[] = [
       'stands in front of PostgreSQL; add statement_timeout to its ignore_startup_parameters, or turn ' +
       'serverStatementTimeout off (--no-server-statement-timeout): statements keep their client-side ' +
       'deadline either way',
+  },
+  {
+    code: 'unreachable',
+    codes: ['ECONNREFUSED'],
+    explain: (f) =>
+      `cannot reach PostgreSQL at ${f.endpoint}: nothing accepts connections there (ECONNREFUSED); ` +
+      'check the host and port in the URL, and that PostgreSQL is running and listens there ' +
+      '(listen_addresses, port)',
+  },
+  {
+    code: 'host_not_found',
+    codes: ['ENOTFOUND', 'EAI_AGAIN'],
+    explain: (f) =>
+      `the host name ${JSON.stringify(f.host ?? f.endpoint)} does not resolve (${f.code}): check the ` +
+      'host in the URL, and DNS on this machine',
+  },
+  {
+    code: 'unreachable',
+    codes: ['EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT'],
+    explain: (f) =>
+      `cannot reach PostgreSQL at ${f.endpoint} over the network (${f.code}): check the host in the URL, the ` +
+      'route to it, and that no firewall drops the traffic',
   },
   {
     // pg-pool's deadline for a new connection (it keeps the driver's error as its cause), or the
@@ -188,6 +233,23 @@ const CASES: readonly DbErrorCase[] = [
       'every connection of the pool was in use; raise poolSize, or look for slow statements (pg_stat_activity)',
   },
   {
+    // Bytes that are not the PostgreSQL protocol: another kind of server answered.
+    code: 'not_postgres',
+    message:
+      /^Received unexpected \w+ message from backend|^received invalid response|^Unknown authenticationOk message type/,
+    explain: (f) =>
+      `${f.endpoint} did not answer as PostgreSQL (the driver read: ${f.message.replace(/\.$/, '')}): ${isItPostgres(f)}`,
+  },
+  {
+    code: 'handshake_failed',
+    phase: 'connect',
+    codes: ['ECONNRESET', 'EPIPE'],
+    message: /^Connection terminated( unexpectedly)?$/,
+    explain: (f) =>
+      `${f.endpoint} closed the connection without answering as PostgreSQL: ${isItPostgres(f)} A ` +
+      'proxy or pooler in front of PostgreSQL does this too when it cannot reach the server',
+  },
+  {
     code: 'statement_timeout',
     codes: ['57014'], // query_canceled; the message says whether by statement_timeout
     codeWhen: /statement timeout/,
@@ -205,6 +267,20 @@ const CASES: readonly DbErrorCase[] = [
       `PostgreSQL at ${f.endpoint} did not answer a statement ${within(f.ctx.readTimeoutMs, 'statementTimeoutMs and a grace period')}: ` +
       'the server or the network to it stopped answering; the connection was closed, and the next ' +
       'call opens a new one',
+  },
+  {
+    code: 'connection_lost',
+    codes: ['57P01', '57P02', 'ECONNRESET', 'EPIPE'], // admin_shutdown, crash_shutdown
+    message: /^Connection terminated( unexpectedly)?$|Client has encountered a connection error/,
+    explain: (f) =>
+      `the connection to PostgreSQL at ${f.endpoint} was lost${f.ctx.phase === 'statement' ? ' during a statement' : ''} ` +
+      `(${f.message}): the server restarted or ended the session (pg_terminate_backend), or a proxy ` +
+      'or pooler between cut the connection (idle timeout, failover)' +
+      (f.ctx.phase === undefined
+        ? `; if it happens on every connect, ${f.endpoint} is probably not a PostgreSQL server` +
+          (f.hint ? ` (${f.hint})` : '')
+        : '') +
+      '; the next call opens a new connection',
   },
 ];
 
@@ -266,7 +342,7 @@ export function describeDbError(err: unknown, ctx: DbErrorContext): unknown {
   const found = CASES.find((c) => matches(c, code, message, ctx.phase));
   if (!found) return err;
   const place = locate(ctx.target, err);
-  const facts: Facts = { ...place, message, code, ctx, hint: '' };
+  const facts: Facts = { ...place, message, code, ctx, hint: portHint(place.port, [5432]) };
   return new StoreError(found.code, found.explain(facts), {
     cause: err,
     details: {

@@ -33,7 +33,7 @@ import type {
   PgQueryResult,
   PostgresTransactionHandle,
 } from './postgres-driver.js';
-import { describeDbError, isServerError, type DbErrorContext } from './postgres-errors.js';
+import { describeDbError, isStatementError, type DbErrorContext } from './postgres-errors.js';
 import { postgresExecutor, requirePostgresTransaction } from './postgres-executor.js';
 import { postgresSql, MAX_ROWS_PER_INSERT, type PostgresSql } from './postgres-sql.js';
 import { latestVersion, migrate, type MigrationResult } from './migrate.js';
@@ -302,7 +302,7 @@ export class PostgresStore implements OutboxStore {
         try {
           return await client.query(text, values);
         } catch (err) {
-          if (!isServerError(err)) markBroken(err instanceof Error ? err : new Error(String(err)));
+          if (!isStatementError(err)) markBroken(err instanceof Error ? err : new Error(String(err)));
           throw err;
         }
       },
