@@ -9,6 +9,7 @@ import { isMailroomError } from '../../core/errors/mailroom-error.js';
 import { PermanentDeliveryError } from '../../core/errors/permanent-delivery-error.js';
 import { TransportError } from '../../core/errors/transport-error.js';
 import type { OutboxMessage } from '../../core/types.js';
+import { portHint } from '../../core/well-known-ports.js';
 import type { AmqpReturnedMessage } from './amqp-client.js';
 
 /** The message of an error, or the value itself as text. */
@@ -20,11 +21,42 @@ function messageDetails(message: OutboxMessage): Record<string, unknown> {
   return { messageId: message.id, topic: message.topic };
 }
 
+/** The broker's `host:port` in a (redacted) AMQP URL, the port defaulted by scheme. */
+function endpointOf(safeUrl: string): { endpoint: string; port: number | undefined } {
+  try {
+    const url = new URL(safeUrl);
+    const port = Number(url.port || (url.protocol === 'amqps:' ? 5671 : 5672));
+    return { endpoint: `${url.hostname}:${port}`, port };
+  } catch {
+    return { endpoint: safeUrl, port: undefined };
+  }
+}
+
+/** "is 127.0.0.1:5432 an AMQP broker (RabbitMQ)? PostgreSQL listens on 5432 by default." */
+function isItAmqp(safeUrl: string): string {
+  const { endpoint, port } = endpointOf(safeUrl);
+  const hint = portHint(port, [5672, 5671]);
+  return `is ${endpoint} an AMQP broker (RabbitMQ)?${hint ? ` ${hint}.` : ''}`;
+}
+
+/** What amqplib says when the bytes that came back are not AMQP: another kind of server. */
+const NOT_AMQP =
+  /^Invalid frame$|^Unknown frame type|^Frame size \d+ exceeds|^Expected ConnectionStart|^Frame on channel != 0 during handshake/;
+
+/**
+ * The peer hung up in the middle of the opening handshake: PostgreSQL and MySQL do on seeing
+ * the AMQP protocol header; so does a TLS port spoken to without TLS, or a broker stopping.
+ */
+const HANDSHAKE_CLOSED = /^Socket closed abruptly during opening handshake/;
+
 /** Turns a client's connect failure into an error that says what went wrong and what to do. */
-export function connectError(err: unknown, url: string, safeUrl: string): Error {
+export function connectError(err: unknown, url: string, safeUrl: string, connectTimeoutMs: number): Error {
   if (isMailroomError(err)) return err; // already explained (amqplib missing…)
   const message = describe(err);
   const details = { url: safeUrl };
+  // amqplib's own deadline (the socket timeout the transport sets to connectTimeoutMs), when it
+  // fires before the transport's.
+  if (message === 'connect ETIMEDOUT') return connectTimeoutError(safeUrl, connectTimeoutMs, err);
   if (/ACCESS[-_]REFUSED|\b403\b/.test(message)) {
     return new TransportError(
       'auth_failed',
@@ -47,6 +79,24 @@ export function connectError(err: unknown, url: string, safeUrl: string): Error 
       { cause: err, details: { ...details, vhost } },
     );
   }
+  const { endpoint } = endpointOf(safeUrl);
+  if (NOT_AMQP.test(message)) {
+    return new TransportError(
+      'not_amqp',
+      `cannot connect to RabbitMQ at ${safeUrl}: ${endpoint} did not answer as AMQP (${message}): ` +
+        `${isItAmqp(safeUrl)} If it is, check the scheme: amqps:// for a TLS port, amqp:// for a plain one`,
+      { cause: err, details },
+    );
+  }
+  if (HANDSHAKE_CLOSED.test(message)) {
+    return new TransportError(
+      'handshake_failed',
+      `cannot connect to RabbitMQ at ${safeUrl}: ${endpoint} closed the connection without answering ` +
+        `as AMQP: ${isItAmqp(safeUrl)} A TLS port spoken to with amqp:// instead of amqps://, or a ` +
+        'broker that is starting or stopping, does this too',
+      { cause: err, details },
+    );
+  }
   // Thrown synchronously by the client for a URL it cannot use; options validation should have
   // caught it, but a custom connect function may have stricter rules.
   if (/Expected amqp: or amqps:/.test(message)) {
@@ -65,12 +115,22 @@ export function connectError(err: unknown, url: string, safeUrl: string): Error 
   );
 }
 
-export function connectTimeoutError(safeUrl: string, connectTimeoutMs: number): TransportError {
+/**
+ * Nothing answered within `connectTimeoutMs`: a black-holed address, or a server of another kind
+ * that waits for input it understands (Redis does), so the URL's port is named with a hint.
+ */
+export function connectTimeoutError(
+  safeUrl: string,
+  connectTimeoutMs: number,
+  cause?: unknown,
+): TransportError {
+  const { endpoint } = endpointOf(safeUrl);
   return new TransportError(
     'unreachable',
-    `cannot connect to RabbitMQ at ${safeUrl}: no answer within ${connectTimeoutMs} ms; check that ` +
-      'the broker is running and reachable from this host (host, port, firewall, TLS)',
-    { details: { url: safeUrl, connectTimeoutMs } },
+    `cannot connect to RabbitMQ at ${safeUrl}: ${endpoint} did not answer as AMQP within ` +
+      `${connectTimeoutMs} ms (connectTimeoutMs): ${isItAmqp(safeUrl)} If it is, check that it is ` +
+      'reachable from this host (firewall, proxy) and the scheme (amqps:// for a TLS port)',
+    { ...(cause === undefined ? {} : { cause }), details: { url: safeUrl, connectTimeoutMs } },
   );
 }
 

@@ -259,7 +259,7 @@ export class SessionManager {
     try {
       connection = await connect(options.url, socketOptions);
     } catch (err) {
-      throw connectError(err, options.url, options.safeUrl);
+      throw connectError(err, options.url, options.safeUrl, options.connectTimeoutMs);
     }
 
     // Listeners go on before anything else can happen: an 'error' event without a listener
