@@ -43,7 +43,7 @@ export const CONNECTION_OPTIONS: readonly OptionSpec[] = [
 ];
 
 /** The store options a command's connection flags set; none when the command has no such flags. */
-function connectionSettings(config: ResolvedConfig) {
+export function connectionSettings(config: ResolvedConfig) {
   return {
     ...(config.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: Number(config.connectTimeoutMs) }),
     ...(config.statementTimeoutMs === undefined

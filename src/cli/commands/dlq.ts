@@ -5,7 +5,7 @@ import { DEFAULT_DEAD_LETTER_BATCH, type PostgresStore } from '../../stores/post
 import { UsageError } from '../cli-error.js';
 import type { Command, CommandContext } from '../command.js';
 import { confirm, requireConfirmable } from '../confirm.js';
-import { openStore } from '../connect.js';
+import { CONNECTION_OPTIONS, openStore } from '../connect.js';
 import { formatDuration, parseDuration } from '../duration.js';
 import { COMMON_OPTIONS, type FlagValue, type OptionSpec, type ResolvedConfig } from '../options.js';
 import { formatTable, truncate } from '../table.js';
@@ -22,6 +22,7 @@ const BATCH = DEFAULT_DEAD_LETTER_BATCH;
 
 const OPTIONS: OptionSpec[] = [
   ...COMMON_OPTIONS.filter((o) => o.key === 'databaseUrl' || o.key === 'schema'),
+  ...CONNECTION_OPTIONS,
   {
     key: 'topic',
     flag: 'topic',

@@ -5,17 +5,18 @@ import { Outbox } from '../../core/outbox.js';
 import { redactUrl } from '../../core/redact.js';
 import type { MessageInput } from '../../core/types.js';
 import { describeDbError } from '../../stores/postgres/postgres-errors.js';
-import { loadPg } from '../../stores/postgres/postgres-store.js';
+import { openPgPool } from '../../stores/postgres/postgres-store.js';
 import type { PgPoolClient } from '../../stores/postgres/postgres-driver.js';
 import { UsageError } from '../cli-error.js';
 import { compactJson } from '../json-text.js';
 import type { Command } from '../command.js';
-import { openStore } from '../connect.js';
+import { CONNECTION_OPTIONS, connectionSettings, openStore } from '../connect.js';
 import { parseDuration } from '../duration.js';
 import { COMMON_OPTIONS, type FlagValue, type OptionSpec, type ResolvedConfig } from '../options.js';
 
 const OPTIONS: OptionSpec[] = [
   ...COMMON_OPTIONS.filter((o) => o.key === 'databaseUrl' || o.key === 'schema'),
+  ...CONNECTION_OPTIONS,
   { key: 'topic', flag: 'topic', type: 'string', valueName: 'topic', description: 'topic of the message' },
   {
     key: 'key',
@@ -61,9 +62,6 @@ const OPTIONS: OptionSpec[] = [
     description: 'deliver no earlier than this from now: 30s, 10m, 2h',
   },
 ];
-
-/** Deadline of connecting and of each statement of the send transaction. */
-const SEND_TIMEOUT_MS = 10_000;
 
 /** The payload text from `--payload`, `--payload-file` or stdin, and where it came from. */
 async function readPayload(config: ResolvedConfig): Promise<{ text: string; source: string }> {
@@ -170,16 +168,9 @@ export const sendCommand: Command = {
       const url = String(config.databaseUrl);
       const describe = (err: unknown) =>
         describeDbError(err, { schema: store.schema, target: redactUrl(url) });
-      const { Pool } = await loadPg();
-      // The transaction needs a client of its own (the store keeps its pool to itself); the
-      // server just answered, and the deadlines keep a link that dies now from hanging `send`.
-      const pool = new Pool({
-        connectionString: url,
-        max: 1,
-        connectionTimeoutMillis: SEND_TIMEOUT_MS,
-        query_timeout: SEND_TIMEOUT_MS,
-      });
-      pool.on?.('error', () => undefined);
+      // The transaction needs a client of its own (the store keeps its pool to itself), with
+      // the store's deadlines, so a link that dies now cannot hang `send` either.
+      const pool = await openPgPool(url, { max: 1, ...connectionSettings(config) });
       let client: PgPoolClient | undefined;
       try {
         client = await pool.connect();

@@ -2,11 +2,11 @@ import type { OutboxStats } from '../../core/ports.js';
 import { redactUrl } from '../../core/redact.js';
 import { PostgresLedger } from '../../stores/postgres/ledger.js';
 import { describeDbError } from '../../stores/postgres/postgres-errors.js';
-import { loadPg } from '../../stores/postgres/postgres-store.js';
+import { openPgPool } from '../../stores/postgres/postgres-store.js';
 import { MAX_TOPICS, type StatsCount } from '../../stores/postgres/postgres-stats.js';
-import { CONNECTION_OPTIONS, openStore } from '../connect.js';
+import { CONNECTION_OPTIONS, connectionSettings, openStore } from '../connect.js';
 import { formatDuration } from '../duration.js';
-import { COMMON_OPTIONS, type OptionSpec } from '../options.js';
+import { COMMON_OPTIONS, type OptionSpec, type ResolvedConfig } from '../options.js';
 import { formatTable } from '../table.js';
 import type { Command } from '../command.js';
 
@@ -36,15 +36,9 @@ export interface StatusReport extends OutboxStats {
  * its pool to itself), opened only after the store answered, with deadlines so that a server
  * that stops answering now cannot hang `status`.
  */
-async function verifyLedgerOn(url: string, schema: string): Promise<boolean> {
-  const { Pool } = await loadPg();
-  const pool = new Pool({
-    connectionString: url,
-    max: 1,
-    connectionTimeoutMillis: LEDGER_QUERY_TIMEOUT_MS,
-    query_timeout: LEDGER_QUERY_TIMEOUT_MS,
-  });
-  pool.on?.('error', () => undefined);
+async function verifyLedgerOn(config: ResolvedConfig, schema: string): Promise<boolean> {
+  const url = String(config.databaseUrl);
+  const pool = await openPgPool(url, { max: 1, ...connectionSettings(config) });
   try {
     return await new PostgresLedger(pool, schema).enabled();
   } catch (err) {
@@ -53,9 +47,6 @@ async function verifyLedgerOn(url: string, schema: string): Promise<boolean> {
     await pool.end();
   }
 }
-
-/** Deadline of the ledger lookup: one catalog row, after the server just answered the stats. */
-const LEDGER_QUERY_TIMEOUT_MS = 10_000;
 
 function humanStatus(report: StatusReport): string {
   const age = report.oldestAgeMs === null ? '-' : formatDuration(report.oldestAgeMs);
@@ -129,7 +120,7 @@ export const statusCommand: Command = {
         approximate: stats.approximate,
         estimated: stats.estimated,
         topicsTruncated: stats.topicsTruncated,
-        verifyLedger: await verifyLedgerOn(String(config.databaseUrl), store.schema),
+        verifyLedger: await verifyLedgerOn(config, store.schema),
       };
       out(flags.get('json') === true ? JSON.stringify(report) : humanStatus(report));
       return 0;

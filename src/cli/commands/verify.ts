@@ -2,19 +2,20 @@ import { StoreError } from '../../core/errors/store-error.js';
 import { redactUrl } from '../../core/redact.js';
 import { describeDbError } from '../../stores/postgres/postgres-errors.js';
 import { PostgresLedger } from '../../stores/postgres/ledger.js';
-import { loadPg, validatePostgresUrl } from '../../stores/postgres/postgres-store.js';
+import { openPgPool, validatePostgresUrl } from '../../stores/postgres/postgres-store.js';
 import { RabbitMqCollector } from '../../verify/rabbitmq-collector.js';
 import { verifyDeliveries, type VerifyReport } from '../../verify/verify-report.js';
 import { quoteIdent } from '../../stores/sql-identifier.js';
 import type { PgQueryable } from '../../stores/postgres/postgres-driver.js';
 import { UsageError } from '../cli-error.js';
-import { openStore } from '../connect.js';
+import { CONNECTION_OPTIONS, connectionSettings, openStore } from '../connect.js';
 import { formatDuration } from '../duration.js';
 import { COMMON_OPTIONS, type OptionSpec, type ResolvedConfig } from '../options.js';
 import type { Command } from '../command.js';
 
 const OPTIONS: OptionSpec[] = [
   ...COMMON_OPTIONS.filter((o) => o.key === 'databaseUrl' || o.key === 'schema'),
+  ...CONNECTION_OPTIONS,
   {
     key: 'transport',
     flag: 'transport',
@@ -67,12 +68,6 @@ const OPTIONS: OptionSpec[] = [
   },
 ];
 
-/**
- * Deadline of connecting to PostgreSQL. Statements have none: reading a soak's ledger takes as
- * long as it takes, and a check is watched (it prints its progress).
- */
-const CONNECT_TIMEOUT_MS = 10_000;
-
 async function openPool(config: ResolvedConfig) {
   const url = String(config.databaseUrl);
   validatePostgresUrl('databaseUrl', url);
@@ -84,11 +79,9 @@ async function openPool(config: ResolvedConfig) {
   } finally {
     await store.close();
   }
-  const pg = await loadPg();
-  // The ledger needs a pool of its own (the store keeps its pool to itself).
-  const pool = new pg.Pool({ connectionString: url, max: 2, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
-  pool.on?.('error', () => undefined);
-  return pool;
+  // The ledger needs a pool of its own (the store keeps its pool to itself), with the same
+  // deadlines: reading a soak's ledger may need a larger --statement-timeout-ms.
+  return openPgPool(url, { max: 2, ...connectionSettings(config) });
 }
 
 function messages(n: number): string {
