@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { Outbox, type MessageInput } from '../src/core/index.js';
@@ -620,6 +621,38 @@ describe('mailroom status, dlq and send', () => {
       assert.match(r.stderr, /cannot reach PostgreSQL at 127\.0\.0\.1:1: nothing accepts connections there/);
       assert.doesNotMatch(r.stderr, /hunter2/);
       oneLine(r);
+    }
+  });
+
+  it('gives up within --connect-timeout-ms on a server that never answers, naming it, in every command', async () => {
+    // Accepts connections and says nothing: a black-holed link, or a port of something else.
+    const sockets = new Set<Socket>();
+    const silent = createServer((socket) => {
+      sockets.add(socket);
+      socket.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const { port } = silent.address() as AddressInfo;
+    const url = `postgres://me:hunter2@127.0.0.1:${port}/db`;
+    try {
+      for (const args of [
+        ['status'],
+        ['dlq', 'list'],
+        ['send', '--topic', 't', '--payload', '1'],
+        ['verify', 'check', '--transport', 'amqp://guest:guest@127.0.0.1:5672'],
+      ]) {
+        const r = await runCli([...args, '--database-url', url, '--connect-timeout-ms', '300'], {}, 15_000);
+        assert.equal(r.code, 1, `${args.join(' ')}: ${r.stderr}`);
+        assert.match(
+          r.stderr,
+          new RegExp(`127\\.0\\.0\\.1:${port} did not answer as PostgreSQL within 300 ms`),
+        );
+        assert.doesNotMatch(r.stderr, /hunter2/);
+        oneLine(r);
+      }
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
     }
   });
 
