@@ -264,15 +264,6 @@ export class PostgresStore implements OutboxStore {
     return describeDbError(err, { ...this.#errorContext, phase });
   }
 
-  /** Checks a client out, with connect errors explained as such. */
-  async #connect(): Promise<PgPoolClient> {
-    try {
-      return await this.#pool.connect();
-    } catch (err) {
-      throw this.#wrap(err, 'connect');
-    }
-  }
-
   /** One statement on a client of its own (what `pool.query` does, with the errors told apart). */
   #query(sql: string, params?: unknown[]): Promise<PgQueryResult> {
     return this.#withClient((client) => client.query(sql, params));
@@ -290,7 +281,12 @@ export class PostgresStore implements OutboxStore {
   async #withClient<T>(
     fn: (client: PgQueryable, markBroken: (err: Error) => void) => Promise<T>,
   ): Promise<T> {
-    const client = await this.#connect();
+    let client: PgPoolClient;
+    try {
+      client = await this.#pool.connect();
+    } catch (err) {
+      throw this.#wrap(err, 'connect');
+    }
     let broken: Error | undefined;
     const markBroken = (err: Error) => {
       broken ??= err;
@@ -398,7 +394,12 @@ export class PostgresStore implements OutboxStore {
   }
 
   async subscribe(onWake: () => void, onError: (err: unknown) => void): Promise<Unsubscribe> {
-    const client = await this.#connect();
+    let client: PgPoolClient;
+    try {
+      client = await this.#pool.connect();
+    } catch (err) {
+      throw this.#wrap(err, 'connect');
+    }
     const channel = this.#sql.channel;
     const onNotification = (msg: PgNotification) => {
       if (msg.channel === channel) onWake();
