@@ -156,7 +156,7 @@ describe('relay hardening fault scenarios', () => {
         while (writing) {
           const batch = Array.from({ length: 2 }, () => ({
             topic: 'orders.outage',
-            key: `k${n++ % 20}`,
+            key: `k${n++ % 200}`,
             payload: { n },
           }));
           const ids = await inTransaction(db.pool, (c) => outbox.enqueue(c, batch));
@@ -182,16 +182,25 @@ describe('relay hardening fault scenarios', () => {
       writing = false;
       await writer;
 
-      await waitUntil(
-        () => committed.every((id) => consumer.ids().has(id)),
-        'every committed message at the broker',
-        120_000,
-        250,
-      );
+      // The backlog of a long outage drains at a few thousand messages a second, after the next
+      // probe (at most probeMaxDelayMs, 30 s, away).
+      const drainStart = Date.now();
+      try {
+        await waitUntil(
+          () => committed.every((id) => consumer.ids().has(id)),
+          'every committed message at the broker',
+          Math.max(120_000, backlogAtEnd * 5),
+          250,
+        );
+      } catch (err) {
+        console.log(`# relay log (last 20 lines):\n${log.text().split('\n').slice(-20).join('\n')}`);
+        throw err;
+      }
+      const drainMs = Date.now() - drainStart;
       const final = await counts();
       console.log(
         `# outage ${OUTAGE_S}s: committed=${committed.length} backlogAtEnd=${backlogAtEnd} ` +
-          `received=${consumer.seen.length} dead=${final.dead} sampled=${JSON.stringify(sampled)}`,
+          `received=${consumer.seen.length} dead=${final.dead} drainMs=${drainMs} sampled=${JSON.stringify(sampled)}`,
       );
       await stopChild(relay);
       await consumer.close();
