@@ -174,10 +174,12 @@ describe('relay hardening', () => {
     await waitUntil(() => claims >= 2, 'a claim that hangs');
     let abandoned = -1;
     relay.on('relay:stopped', (e) => (abandoned = e.abandoned));
+    let guard: NodeJS.Timeout | undefined;
     const outcome = await Promise.race([
       relay.stop().then(() => 'stopped'),
-      new Promise((r) => setTimeout(() => r('still waiting'), 10_000)),
+      new Promise((r) => (guard = setTimeout(() => r('still waiting'), 10_000))),
     ]);
+    clearTimeout(guard);
     assert.equal(outcome, 'stopped', 'on 0.1, stop() waited for the claim forever');
     assert.equal(abandoned, 0);
   });
