@@ -89,11 +89,14 @@ export function connectError(err: unknown, url: string, safeUrl: string, connect
     );
   }
   if (HANDSHAKE_CLOSED.test(message)) {
+    // Code `unreachable`, as for silence: a proxy whose broker is down, or a broker restarting,
+    // hangs up the same way, and that is an outage to wait out, not a wrong URL.
     return new TransportError(
-      'handshake_failed',
+      'unreachable',
       `cannot connect to RabbitMQ at ${safeUrl}: ${endpoint} closed the connection without answering ` +
-        `as AMQP: ${isItAmqp(safeUrl)} A TLS port spoken to with amqp:// instead of amqps://, or a ` +
-        'broker that is starting or stopping, does this too',
+        `as AMQP: ${isItAmqp(safeUrl)} If it is, check that the broker is running (one that is ` +
+        'starting or stopping hangs up like this, and so does a proxy in front of one that is down) ' +
+        'and the scheme: amqps:// for a TLS port',
       { cause: err, details },
     );
   }
