@@ -1,9 +1,26 @@
+import type { Logger } from '../../core/logger.js';
 import { requireOrdered } from '../../core/options-schema.js';
+import type { OutboxStore, Transport } from '../../core/ports.js';
+import { redactUrl } from '../../core/redact.js';
 import { relayOptionsSchema } from '../../core/relay-options.js';
 import { Relay } from '../../core/relay.js';
 import { openStore, openTransport } from '../connect.js';
 import { bounds, COMMON_OPTIONS, printableConfig, type OptionSpec } from '../options.js';
+import { settlesWithin, ShutdownDeadline } from '../shutdown-deadline.js';
 import type { Command } from '../command.js';
+
+/**
+ * After `--shutdown-timeout-ms`, the time the transport and the store get to close before the
+ * process is ended anyway (exit code 3). Closing a healthy RabbitMQ connection and pool takes
+ * milliseconds; the RabbitMQ transport gives up on an unanswered close after 2 s.
+ */
+export const SHUTDOWN_CLOSE_MARGIN_MS = 5000;
+
+/**
+ * How long past its own deadline `relay.stop()` may take (unsubscribing from LISTEN) before the
+ * transport and the store are closed regardless.
+ */
+const RELAY_STOP_GRACE_MS = 1000;
 
 const OPTIONS: OptionSpec[] = [
   ...COMMON_OPTIONS,
@@ -135,9 +152,45 @@ const OPTIONS: OptionSpec[] = [
     env: 'MAILROOM_SHUTDOWN_TIMEOUT_MS',
     type: 'int',
     ...bounds(relayOptionsSchema.fields.shutdownTimeoutMs),
-    description: 'on SIGINT/SIGTERM, how long to wait for in-flight batches',
+    description: `on SIGINT/SIGTERM, how long to wait for in-flight batches; the process ends at most ${SHUTDOWN_CLOSE_MARGIN_MS / 1000} s later whatever the sockets do (exit code 3)`,
   },
 ];
+
+/** `host:port/database` of a PostgreSQL URL: where the relay reads, without user or password. */
+function databaseTarget(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.hostname || 'localhost'}:${u.port || '5432'}${u.pathname || '/'}`;
+  } catch {
+    return redactUrl(url);
+  }
+}
+
+/**
+ * Closes what was opened, in parallel (neither depends on the other), each as a named step of
+ * the shutdown deadline. Waits at most `ms`: what did not close by then is the deadline's to
+ * report. Resolves to false when the transport's close failed.
+ */
+async function closeAll(
+  deadline: ShutdownDeadline,
+  logger: Logger,
+  ms: number,
+  parts: { transport?: Transport | undefined; broker: string; store: OutboxStore; database: string },
+): Promise<boolean> {
+  let ok = true;
+  const closing = [
+    parts.transport &&
+      deadline.step(`transport (closing ${parts.broker})`, parts.transport.close()).catch((err: unknown) => {
+        ok = false;
+        logger.error('closing the transport failed', { error: String(err) });
+      }),
+    deadline
+      .step(`store (closing ${parts.database})`, parts.store.close())
+      .catch((err: unknown) => logger.warn('closing the store failed', { error: String(err) })),
+  ];
+  await settlesWithin(Promise.all(closing), ms);
+  return ok;
+}
 
 export const relayCommand: Command = {
   name: 'relay',
@@ -159,28 +212,72 @@ export const relayCommand: Command = {
       given: config[key] !== OPTIONS.find((o) => o.key === key)?.default,
     });
     requireOrdered(side('retryBaseMs', '--retry-base-ms'), side('retryMaxMs', '--retry-max-ms'));
-    const store = await openStore(config, {
-      archive: Boolean(config.archive),
-      poolSize: Number(config.concurrency) + 2,
-    });
-    const transport = await openTransport(config);
-    const relay = new Relay({
-      store,
-      transport,
+
+    const shutdownTimeoutMs = Number(config.shutdownTimeoutMs);
+    const database = databaseTarget(String(config.databaseUrl));
+    const broker = redactUrl(String(config.transport));
+    // Signals are ours from here on, also while connecting: a relay that cannot reach its
+    // database must still end on SIGTERM, by the same deadline.
+    const deadline = new ShutdownDeadline({
       logger,
-      batchSize: Number(config.batchSize),
-      concurrency: Number(config.concurrency),
-      leaseMs: Number(config.leaseMs),
-      wakeup: config.wakeup as 'notify' | 'poll',
-      ...(config.pollIntervalMs === undefined ? {} : { pollIntervalMs: Number(config.pollIntervalMs) }),
-      shutdownTimeoutMs: Number(config.shutdownTimeoutMs),
-      publishTimeoutMs: Number(config.publishTimeoutMs),
-      retry: {
-        maxAttempts: Number(config.maxAttempts),
-        baseDelayMs: Number(config.retryBaseMs),
-        maxDelayMs: Number(config.retryMaxMs),
-      },
+      deadlineMs: shutdownTimeoutMs + SHUTDOWN_CLOSE_MARGIN_MS,
     });
+    deadline.install();
+    void deadline.requested.then((signal) =>
+      logger.info('stopping: draining in-flight batches', { signal, shutdownTimeoutMs }),
+    );
+
+    const store = await deadline.unlessStopped(
+      `store (connecting to ${database})`,
+      openStore(config, { archive: Boolean(config.archive), poolSize: Number(config.concurrency) + 2 }),
+    );
+    if (!store) return 0;
+    let transport: Transport | undefined;
+    let relay: Relay;
+    let starting: Promise<void>;
+    let started: boolean;
+    try {
+      transport = await openTransport(config);
+      relay = new Relay({
+        store,
+        transport,
+        logger,
+        batchSize: Number(config.batchSize),
+        concurrency: Number(config.concurrency),
+        leaseMs: Number(config.leaseMs),
+        wakeup: config.wakeup as 'notify' | 'poll',
+        ...(config.pollIntervalMs === undefined ? {} : { pollIntervalMs: Number(config.pollIntervalMs) }),
+        shutdownTimeoutMs,
+        publishTimeoutMs: Number(config.publishTimeoutMs),
+        retry: {
+          maxAttempts: Number(config.maxAttempts),
+          baseDelayMs: Number(config.retryBaseMs),
+          maxDelayMs: Number(config.retryMaxMs),
+        },
+      });
+      starting = relay.start();
+      started =
+        (await deadline.unlessStopped(
+          `relay (starting: schema check, connecting to ${broker})`,
+          starting.then(() => true),
+        )) ?? false;
+    } catch (err) {
+      deadline.begin();
+      await closeAll(deadline, logger, SHUTDOWN_CLOSE_MARGIN_MS, { transport, broker, store, database });
+      throw err;
+    }
+    if (!started) {
+      // Stopped while connecting: nothing was claimed, so nothing needs draining. Closing the
+      // store and transport makes a start still under way fail; one that completes all the same
+      // is stopped at once.
+      starting.then(
+        () => void relay.stop(),
+        () => undefined,
+      );
+      await closeAll(deadline, logger, SHUTDOWN_CLOSE_MARGIN_MS, { transport, broker, store, database });
+      return 0;
+    }
+
     relay.on('relay:batch:settled', (e) =>
       logger.debug('batch settled', {
         count: e.count,
@@ -205,29 +302,6 @@ export const relayCommand: Command = {
     );
     let totals = 0;
     relay.on('relay:batch:settled', (e) => (totals += e.delivered));
-
-    let exitCode = 0;
-    const done = new Promise<void>((resolve) => {
-      let signals = 0;
-      const onSignal = (signal: NodeJS.Signals) => {
-        signals++;
-        if (signals > 1) {
-          logger.error('second signal: exiting without waiting for in-flight batches', { signal });
-          process.exit(130);
-        }
-        logger.info('stopping: draining in-flight batches', { signal });
-        resolve();
-      };
-      process.on('SIGINT', onSignal);
-      process.on('SIGTERM', onSignal);
-    });
-    try {
-      await relay.start();
-    } catch (err) {
-      await transport.close().catch(() => undefined);
-      await store.close().catch(() => undefined);
-      throw err;
-    }
     let pruneTimer: NodeJS.Timeout | undefined;
     if (config.archive) {
       const prune = () =>
@@ -238,15 +312,22 @@ export const relayCommand: Command = {
       pruneTimer = setInterval(prune, 60_000);
       void prune();
     }
-    await done;
+
+    await deadline.requested;
     clearInterval(pruneTimer);
-    await relay.stop();
-    await transport.close().catch((err: unknown) => {
-      exitCode = 1;
-      logger.error('closing the transport failed', { error: String(err) });
+    // relay.stop() keeps its own deadline for the batches; past it, only unsubscribing from
+    // LISTEN is left, which a silent database can hold up: close the rest regardless.
+    await settlesWithin(
+      deadline.step('relay (stopping)', relay.stop()),
+      shutdownTimeoutMs + RELAY_STOP_GRACE_MS,
+    );
+    const closed = await closeAll(deadline, logger, SHUTDOWN_CLOSE_MARGIN_MS - RELAY_STOP_GRACE_MS, {
+      transport,
+      broker,
+      store,
+      database,
     });
-    await store.close();
     logger.info('relay exited', { delivered: totals });
-    return exitCode;
+    return closed ? 0 : 1;
   },
 };

@@ -1,0 +1,230 @@
+/**
+ * `mailroom relay` as an operator runs it: the built command in a process of its own, against
+ * the real PostgreSQL and RabbitMQ, reached through a TcpProxy where a test needs to make a link
+ * go silent. What the process prints and how it ends are the behaviour under test.
+ */
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { Outbox } from '../src/core/index.js';
+import { TcpProxy } from '../src/testkit/tcp-proxy.js';
+import { AMQP_URL, bindConsumer } from './helpers/amqp.js';
+import { spawnCli } from './helpers/cli.js';
+import { createTestDb, DATABASE_URL, inTransaction, type TestDb } from './helpers/postgres.js';
+import { waitUntil } from './helpers/wait.js';
+
+/** Mirrors the command's SHUTDOWN_CLOSE_MARGIN_MS and EXIT_SHUTDOWN_DEADLINE (documented in docs/relay.md). */
+const CLOSE_MARGIN_MS = 5000;
+const EXIT_SHUTDOWN_DEADLINE = 3;
+const SHUTDOWN_TIMEOUT_MS = 1000;
+
+interface LogLine {
+  level: string;
+  msg: string;
+  [field: string]: unknown;
+}
+
+/** A running `mailroom relay`: its JSON log lines (stderr is not a terminal) and its exit. */
+interface RelayProcess {
+  child: ChildProcess;
+  lines(): LogLine[];
+  text(): string;
+  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+function startRelay(args: string[], env: NodeJS.ProcessEnv = {}): RelayProcess {
+  const child = spawnCli(['relay', ...args], env);
+  let text = '';
+  child.stderr?.on('data', (d: Buffer) => (text += d.toString()));
+  child.stdout?.on('data', (d: Buffer) => (text += d.toString()));
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
+  return {
+    child,
+    text: () => text,
+    lines: () =>
+      text
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as LogLine),
+    exit,
+  };
+}
+
+/**
+ * Waits for the process to end. The bound fails a process that does not end at all; it is the
+ * deadline under test plus a generous allowance for starting and scheduling processes, not a
+ * speed requirement.
+ */
+async function exited(relay: RelayProcess, boundMs: number) {
+  let timer: NodeJS.Timeout | undefined;
+  const gaveUp = new Promise<'hung'>((resolve) => (timer = setTimeout(() => resolve('hung'), boundMs)));
+  const result = await Promise.race([relay.exit, gaveUp]);
+  clearTimeout(timer);
+  if (result === 'hung') {
+    relay.child.kill('SIGKILL');
+    await relay.exit;
+    assert.fail(`mailroom relay was still running ${boundMs} ms after SIGTERM\n${relay.text()}`);
+  }
+  return result;
+}
+
+/** A URL like `url` that goes through `port` on 127.0.0.1 instead. */
+function through(url: string, port: number): string {
+  const u = new URL(url);
+  u.hostname = '127.0.0.1';
+  u.port = String(port);
+  return u.toString();
+}
+
+function target(url: string, defaultPort: number) {
+  const u = new URL(url);
+  return { targetHost: u.hostname, targetPort: Number(u.port || defaultPort) };
+}
+
+describe('mailroom relay', () => {
+  let db: TestDb;
+  let outbox: Outbox;
+  const running = new Set<RelayProcess>();
+
+  before(async () => {
+    db = await createTestDb('clirelay');
+    outbox = new Outbox({ store: db.store });
+  });
+  after(async () => {
+    for (const relay of running) {
+      if (relay.child.exitCode === null && relay.child.signalCode === null) relay.child.kill('SIGKILL');
+      await relay.exit;
+    }
+    await db.drop();
+  });
+
+  function relay(args: string[], env: NodeJS.ProcessEnv = {}): RelayProcess {
+    const r = startRelay(args, env);
+    running.add(r);
+    return r;
+  }
+
+  const enqueue = (topic: string, payload: unknown = {}) =>
+    inTransaction(db.pool, (c) => outbox.enqueue(c, { topic, payload }));
+
+  const started = (r: RelayProcess) =>
+    waitUntil(() => r.lines().some((l) => l.msg === 'relay started'), `the relay to start\n${r.text()}`);
+
+  describe('after SIGTERM', () => {
+    it('exits by its shutdown deadline while the database link is black-holed, saying what did not close', async (t) => {
+      const proxy = await TcpProxy.start(target(DATABASE_URL, 5432));
+      t.after(() => proxy.close());
+      const exchange = `mr_clirelay_${randomBytes(3).toString('hex')}`;
+      const consumer = await bindConsumer(exchange);
+      t.after(() => consumer.close());
+      const r = relay([
+        '--database-url',
+        through(DATABASE_URL, proxy.port),
+        '--schema',
+        db.schema,
+        '--transport',
+        AMQP_URL,
+        '--exchange',
+        exchange,
+        '--poll-interval-ms',
+        '50',
+        '--shutdown-timeout-ms',
+        String(SHUTDOWN_TIMEOUT_MS),
+      ]);
+      await started(r);
+      const id = await enqueue('clirelay.db');
+      await waitUntil(
+        () => consumer.received.some((m) => m.id === id),
+        `the relay to deliver through the proxy\n${r.text()}`,
+      );
+
+      // Every connection of the relay to PostgreSQL now goes silent: the LISTEN connection, the
+      // pool's idle clients and the next claim, as behind a firewall that drops packets.
+      proxy.blackhole();
+      await waitUntil(() => proxy.openConnections > 0 && true, 'connections to stay open');
+      r.child.kill('SIGTERM');
+      const { code } = await exited(r, SHUTDOWN_TIMEOUT_MS + CLOSE_MARGIN_MS + 10_000);
+
+      // The relay's sockets went with its process. Waiting for the proxy to see them close keeps
+      // proxy.close() from resetting sockets the peer is closing at that moment, which can leave a
+      // handle behind in Node.
+      await waitUntil(() => proxy.openConnections === 0, "the dead relay's connections to close");
+      assert.equal(code, EXIT_SHUTDOWN_DEADLINE, `exit code of a shutdown past its deadline\n${r.text()}`);
+      const last = r.lines().find((l) => l.msg.startsWith('shutdown deadline passed'));
+      assert.ok(last, `one line says the deadline passed\n${r.text()}`);
+      assert.equal(last.level, 'error');
+      assert.match(String(last.open), /store/, 'it names the store as not closed');
+      assert.doesNotMatch(String(last.open), /transport/, 'the transport did close');
+    });
+
+    it('exits by its shutdown deadline while the broker link is black-holed with a batch in flight', async (t) => {
+      const proxy = await TcpProxy.start(target(AMQP_URL, 5672));
+      t.after(() => proxy.close());
+      const exchange = `mr_clirelay_${randomBytes(3).toString('hex')}`;
+      const consumer = await bindConsumer(exchange);
+      t.after(() => consumer.close());
+      const r = relay([
+        '--database-url',
+        DATABASE_URL,
+        '--schema',
+        db.schema,
+        '--transport',
+        through(AMQP_URL, proxy.port),
+        '--exchange',
+        exchange,
+        '--shutdown-timeout-ms',
+        String(SHUTDOWN_TIMEOUT_MS),
+      ]);
+      await started(r);
+      proxy.blackhole();
+      await enqueue('clirelay.broker');
+      // Claimed and published into the silent link: the publish waits for a confirm that never
+      // comes (the publish deadline, 30 s by default, is far away).
+      await waitUntil(async () => (await db.store.stats()).inFlight > 0, 'the batch to be in flight');
+      r.child.kill('SIGTERM');
+      const { code, signal } = await exited(r, SHUTDOWN_TIMEOUT_MS + CLOSE_MARGIN_MS + 10_000);
+
+      assert.equal(signal, null);
+      assert.equal(
+        code,
+        0,
+        `the abandoned publish dropped its connection, so everything closed\n${r.text()}`,
+      );
+      const stopped = r.lines().find((l) => l.msg === 'relay stopped');
+      assert.equal(stopped?.abandoned, 1, `the batch in flight is abandoned to its lease\n${r.text()}`);
+      await waitUntil(() => proxy.openConnections === 0, "the dead relay's connections to close");
+    });
+
+    it('exits by its shutdown deadline when stopped while still connecting to a silent broker', async (t) => {
+      const proxy = await TcpProxy.start(target(AMQP_URL, 5672));
+      t.after(() => proxy.close());
+      // The TCP connect succeeds and the AMQP handshake is never answered: the relay is stuck in
+      // its start (connect timeout 10 s by default) when the signal comes.
+      proxy.blackhole();
+      const r = relay([
+        '--database-url',
+        DATABASE_URL,
+        '--schema',
+        db.schema,
+        '--transport',
+        through(AMQP_URL, proxy.port),
+        '--exchange',
+        `mr_clirelay_${randomBytes(3).toString('hex')}`,
+        '--shutdown-timeout-ms',
+        String(SHUTDOWN_TIMEOUT_MS),
+      ]);
+      await waitUntil(() => proxy.connections > 0, 'the relay to connect to the broker');
+      r.child.kill('SIGTERM');
+      const { code } = await exited(r, SHUTDOWN_TIMEOUT_MS + CLOSE_MARGIN_MS + 10_000);
+      await waitUntil(() => proxy.openConnections === 0, "the dead relay's connections to close");
+
+      assert.equal(code, EXIT_SHUTDOWN_DEADLINE, `exit code of a shutdown past its deadline\n${r.text()}`);
+      const last = r.lines().find((l) => l.msg.startsWith('shutdown deadline passed'));
+      assert.match(String(last?.open), /relay \(starting/, `it names the start under way\n${r.text()}`);
+      assert.ok(!r.lines().some((l) => l.msg === 'relay started'));
+    });
+  });
+});
