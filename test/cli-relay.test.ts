@@ -6,11 +6,12 @@
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { after, before, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
+import amqp from 'amqplib';
 import { Outbox } from '../src/core/index.js';
 import { TcpProxy } from '../src/testkit/tcp-proxy.js';
 import { AMQP_URL, bindConsumer } from './helpers/amqp.js';
-import { spawnCli } from './helpers/cli.js';
+import { runCli, spawnCli } from './helpers/cli.js';
 import { createTestDb, DATABASE_URL, inTransaction, type TestDb } from './helpers/postgres.js';
 import { waitUntil } from './helpers/wait.js';
 
@@ -71,6 +72,17 @@ async function exited(relay: RelayProcess, boundMs: number) {
   return result;
 }
 
+/** Removes an exchange a relay declared (the test's broker is shared). */
+async function deleteExchange(exchange: string): Promise<void> {
+  const conn = await amqp.connect(AMQP_URL);
+  try {
+    const ch = await conn.createChannel();
+    await ch.deleteExchange(exchange);
+  } finally {
+    await conn.close();
+  }
+}
+
 /** A URL like `url` that goes through `port` on 127.0.0.1 instead. */
 function through(url: string, port: number): string {
   const u = new URL(url);
@@ -99,6 +111,13 @@ describe('mailroom relay', () => {
       await relay.exit;
     }
     await db.drop();
+  });
+
+  // Tests share the schema: what one leaves (an abandoned batch, dead letters) must not reach the
+  // next one's relay.
+  afterEach(async () => {
+    await db.pool.query(`DELETE FROM "${db.schema}".outbox`);
+    await db.pool.query(`DELETE FROM "${db.schema}".dead_letter`);
   });
 
   function relay(args: string[], env: NodeJS.ProcessEnv = {}): RelayProcess {
@@ -225,6 +244,90 @@ describe('mailroom relay', () => {
       const last = r.lines().find((l) => l.msg.startsWith('shutdown deadline passed'));
       assert.match(String(last?.open), /relay \(starting/, `it names the start under way\n${r.text()}`);
       assert.ok(!r.lines().some((l) => l.msg === 'relay started'));
+    });
+  });
+  describe('messages no queue is bound to receive', () => {
+    it('dead-letters them by default, warning once per topic, and delivers them on dlq replay once a queue is bound', async (t) => {
+      const exchange = `mr_clirelay_${randomBytes(3).toString('hex')}`;
+      const [a, b] = ['unbound.a', 'unbound.b'];
+      const r = relay([
+        '--database-url',
+        DATABASE_URL,
+        '--schema',
+        db.schema,
+        '--transport',
+        AMQP_URL,
+        '--exchange',
+        exchange,
+      ]);
+      await started(r);
+      const ids = [await enqueue(a), await enqueue(a), await enqueue(a)];
+      await enqueue(b);
+      await waitUntil(async () => (await db.count('dead_letter')) === 4, `4 dead letters\n${r.text()}`);
+
+      const warnings = r.lines().filter((l) => l.level === 'warn');
+      assert.deepEqual(
+        warnings.map((l) => l.topic),
+        [a, b],
+        `one warning per topic, not per message\n${r.text()}`,
+      );
+      assert.match(warnings[0]?.msg ?? '', /dead-lettered.*mailroom dlq list --topic unbound\.a/);
+      assert.match(String(warnings[0]?.error), /no queue bound for topic "unbound\.a"/);
+
+      const list = await runCli(['dlq', 'list', '--topic', a, '--json', '--schema', db.schema], {
+        DATABASE_URL,
+      });
+      assert.equal(list.code, 0, list.stderr);
+      assert.deepEqual(
+        (JSON.parse(list.stdout) as Array<{ id: string }>).map((d) => d.id).sort(),
+        [...ids].sort(),
+      );
+
+      const consumer = await bindConsumer(exchange, 'unbound.#');
+      t.after(() => consumer.close());
+      const replay = await runCli(['dlq', 'replay', '--topic', a, '--yes', '--schema', db.schema], {
+        DATABASE_URL,
+      });
+      assert.equal(replay.code, 0, replay.stderr);
+      await waitUntil(
+        () => ids.every((id) => consumer.received.some((m) => m.id === id)),
+        `the replayed messages to arrive\n${r.text()}`,
+      );
+      await waitUntil(
+        () => r.lines().some((l) => l.topic === a && l.msg.includes('delivered again')),
+        `a line saying topic ${a} delivers again\n${r.text()}`,
+      );
+
+      r.child.kill('SIGTERM');
+      const { code } = await r.exit;
+      assert.equal(code, 0, r.text());
+      const exit = r.lines().find((l) => l.msg === 'relay exited');
+      assert.equal(exit?.dead, 4, 'the dead letters are counted');
+      assert.equal(exit?.delivered, 3);
+    });
+
+    it('can be told to let RabbitMQ drop them, and then says so when it starts', async (t) => {
+      const exchange = `mr_clirelay_${randomBytes(3).toString('hex')}`;
+      t.after(() => deleteExchange(exchange));
+      const common = ['--database-url', DATABASE_URL, '--transport', AMQP_URL, '--exchange', exchange];
+      const config = async (...flags: string[]) => {
+        const res = await runCli(['relay', '--print-config', ...common, ...flags]);
+        assert.equal(res.code, 0, res.stderr);
+        return JSON.parse(res.stdout).mandatory as boolean;
+      };
+      assert.equal(await config(), true);
+      assert.equal(await config('--no-mandatory'), false);
+      assert.equal(await config('--mandatory=false'), false);
+
+      const r = relay([...common, '--schema', db.schema, '--no-mandatory']);
+      await started(r);
+      r.child.kill('SIGTERM');
+      assert.equal((await r.exit).code, 0, r.text());
+      const warning = r.lines().find((l) => l.level === 'warn');
+      assert.match(
+        warning?.msg ?? '',
+        /^mandatory is off: RabbitMQ drops a message no queue is bound to receive/,
+      );
     });
   });
 });

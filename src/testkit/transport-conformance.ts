@@ -295,13 +295,17 @@ export function runTransportConformance(name: string, options: TransportConforma
     it('publishes again after close when started again', async () => {
       const topics = uniqueTopics(1);
       const transport = await options.create();
+      let consumer: ConformanceConsumer | undefined;
       try {
         await transport.start();
         await transport.close();
         await transport.start();
+        // A consumer makes the topic routable: a transport may refuse a message nobody receives.
+        consumer = consume ? await consume(transport, topics) : undefined;
         const outcomes = await transport.publish([testMessage({ topic: topics[0] as string })]);
         assertAllOk(outcomes, 1);
       } finally {
+        await consumer?.close();
         await transport.close();
       }
     });

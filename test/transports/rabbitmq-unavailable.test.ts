@@ -9,16 +9,30 @@ import type { PublishOutcome } from '../../src/core/ports.js';
 import { TcpProxy } from '../../src/testkit/tcp-proxy.js';
 import { testMessage } from '../../src/testkit/transport-conformance.js';
 import { RabbitMqTransport, type RabbitMqTransportOptions } from '../../src/transports/rabbitmq/index.js';
-import { recordingConnect, RABBITMQ_URL, TestBroker, uniqueName, until } from './rabbitmq-helpers.js';
+import {
+  recordingConnect,
+  RABBITMQ_URL,
+  TestBroker,
+  uniqueName,
+  until,
+  type TestConsumer,
+} from './rabbitmq-helpers.js';
 
 const exchange = uniqueName('mailroom-test-unavailable');
 let broker: TestBroker;
+let routed: TestConsumer;
 
 before(async () => {
   broker = await TestBroker.open();
+  // The messages these tests publish are routed to a queue: the transport publishes with
+  // `mandatory` by default, so an unroutable one would be a permanent outcome, and these tests
+  // are about the connection, not routing.
+  await broker.withChannel((ch) => ch.assertExchange(exchange, 'topic', { durable: true }));
+  routed = await broker.consume(exchange, [testMessage().topic]);
 });
 
 after(async () => {
+  await routed.close();
   await broker.deleteExchange(exchange).catch(() => {});
   await broker.close();
 });

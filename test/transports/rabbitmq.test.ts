@@ -22,17 +22,25 @@ import {
   RABBITMQ_URL,
   TestBroker,
   uniqueName,
+  type TestConsumer,
 } from './rabbitmq-helpers.js';
 
 const exchange = uniqueName('mailroom-test');
 let broker: TestBroker;
+let routed: TestConsumer;
 const extraExchanges: string[] = [];
 
 before(async () => {
   broker = await TestBroker.open();
+  // testMessage()'s topic is routed to a queue: the transport publishes with `mandatory` by
+  // default, so tests about connections and confirms that publish it expect `ok`, not the
+  // permanent outcome of an unroutable message (tested on topics of their own below).
+  await broker.withChannel((ch) => ch.assertExchange(exchange, 'topic', { durable: true }));
+  routed = await broker.consume(exchange, [testMessage().topic]);
 });
 
 after(async () => {
+  await routed.close();
   for (const name of [exchange, ...extraExchanges]) await broker.deleteExchange(name).catch(() => {});
   await broker.close();
 });
@@ -137,6 +145,18 @@ describe('rabbitmq transport', () => {
     }
   });
 
+  it('reports an unroutable message as permanent by default, so it becomes a dead letter instead of vanishing', async () => {
+    const [unrouted] = uniqueTopics(1) as [string];
+    const t = transport();
+    try {
+      const [outcome] = await t.publish([testMessage({ topic: unrouted })]);
+      assert.equal(outcome?.status, 'permanent');
+      assert.match(errorOf(outcome).message, /unroutable \(312 NO_ROUTE\)/);
+    } finally {
+      await t.close();
+    }
+  });
+
   it('reports an unroutable message as ok when mandatory is false', async () => {
     const [unrouted] = uniqueTopics(1) as [string];
     const t = transport({ mandatory: false });
@@ -227,7 +247,9 @@ describe('rabbitmq transport', () => {
       await closed;
       assert.equal(t.connected, false);
 
+      const consumer = await broker.consume(exchange, [topic]);
       assert.deepEqual(statuses(await t.publish([testMessage({ topic })])), ['ok']);
+      await consumer.close();
       assert.equal(connections.length, 2);
       assert.equal(t.connected, true);
     } finally {

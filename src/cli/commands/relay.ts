@@ -6,6 +6,7 @@ import { relayOptionsSchema } from '../../core/relay-options.js';
 import { Relay } from '../../core/relay.js';
 import { openStore, openTransport } from '../connect.js';
 import { bounds, COMMON_OPTIONS, printableConfig, type OptionSpec } from '../options.js';
+import { RelayActivityLog, relayLogger } from '../relay-activity.js';
 import { settlesWithin, ShutdownDeadline } from '../shutdown-deadline.js';
 import type { Command } from '../command.js';
 
@@ -45,8 +46,9 @@ const OPTIONS: OptionSpec[] = [
     flag: 'mandatory',
     env: 'MAILROOM_MANDATORY',
     type: 'bool',
-    default: false,
-    description: 'dead-letter messages no queue is bound to receive, instead of dropping them',
+    default: true,
+    description:
+      'dead-letter messages no queue is bound to receive (replay them once one is); --no-mandatory lets RabbitMQ drop them unseen',
   },
   {
     key: 'batchSize',
@@ -216,6 +218,15 @@ export const relayCommand: Command = {
     const shutdownTimeoutMs = Number(config.shutdownTimeoutMs);
     const database = databaseTarget(String(config.databaseUrl));
     const broker = redactUrl(String(config.transport));
+    const mandatory = Boolean(config.mandatory);
+    if (!mandatory) {
+      logger.warn(
+        'mandatory is off: RabbitMQ drops a message no queue is bound to receive and still confirms it, ' +
+          'so the relay counts it delivered and cannot warn about it',
+        { exchange: config.exchange },
+      );
+    }
+
     // Signals are ours from here on, also while connecting: a relay that cannot reach its
     // database must still end on SIGTERM, by the same deadline.
     const deadline = new ShutdownDeadline({
@@ -241,7 +252,7 @@ export const relayCommand: Command = {
       relay = new Relay({
         store,
         transport,
-        logger,
+        logger: relayLogger(logger),
         batchSize: Number(config.batchSize),
         concurrency: Number(config.concurrency),
         leaseMs: Number(config.leaseMs),
@@ -278,30 +289,12 @@ export const relayCommand: Command = {
       return 0;
     }
 
-    relay.on('relay:batch:settled', (e) =>
-      logger.debug('batch settled', {
-        count: e.count,
-        delivered: e.delivered,
-        released: e.released,
-        retried: e.retried,
-        dead: e.dead,
-        publishMs: Math.round(e.publishMs),
-      }),
-    );
-    relay.on('relay:message:retry', (e) =>
-      logger.warn('delivery failed; will retry', {
-        id: e.message.id,
-        topic: e.message.topic,
-        attempt: e.message.attempts,
-        delayMs: e.delayMs,
-        error: e.error.message,
-      }),
-    );
-    relay.on('relay:error', (e) =>
-      logger.warn(`${e.phase} error`, { error: (e.error as Error)?.message ?? String(e.error) }),
-    );
-    let totals = 0;
-    relay.on('relay:batch:settled', (e) => (totals += e.delivered));
+    const activity = new RelayActivityLog({
+      relay,
+      stats: () => store.stats(),
+      logger,
+    });
+    activity.start();
     let pruneTimer: NodeJS.Timeout | undefined;
     if (config.archive) {
       const prune = () =>
@@ -321,13 +314,14 @@ export const relayCommand: Command = {
       deadline.step('relay (stopping)', relay.stop()),
       shutdownTimeoutMs + RELAY_STOP_GRACE_MS,
     );
+    activity.stop();
     const closed = await closeAll(deadline, logger, SHUTDOWN_CLOSE_MARGIN_MS - RELAY_STOP_GRACE_MS, {
       transport,
       broker,
       store,
       database,
     });
-    logger.info('relay exited', { delivered: totals });
+    logger.info('relay exited', { ...activity.totals });
     return closed ? 0 : 1;
   },
 };

@@ -45,11 +45,16 @@ export interface RabbitMqTransportOptions {
    */
   declareExchange?: boolean;
   /**
-   * Publish with the `mandatory` flag. When true, a message that no queue is bound to receive
-   * is returned by the broker and becomes a `permanent` outcome (the relay dead-letters it),
-   * instead of being dropped silently while reporting `ok`.
+   * Publish with the `mandatory` flag: a message that no queue is bound to receive is returned
+   * by the broker and becomes a `permanent` outcome, so the relay dead-letters it, where it can
+   * be listed and, once a queue is bound, replayed with the same id. On by default because the
+   * alternative is silent: with `false` the broker drops such a message and still confirms it,
+   * the relay reports it delivered and nothing anywhere says it is gone (a topic published before
+   * its consumer declared a queue loses those messages). Turn it off only where "nobody listens
+   * yet" is normal and losing those messages is intended.
    *
-   * @default false
+   * @default true
+   * @example { mandatory: false } // fire-and-forget topics: unroutable messages are dropped
    */
   mandatory?: boolean;
   /**
@@ -145,7 +150,7 @@ const rabbitMqOptionsSchema = optionsSchema<RabbitMqTransportOptions>()(
       default: 'topic',
     }),
     declareExchange: boolean({ default: true }),
-    mandatory: boolean({ default: false }),
+    mandatory: boolean({ default: true }),
     confirmTimeoutMs: integer({ min: 1, max: MAX_TIMER_MS, default: 30_000 }),
     maxMessageBytes: integer({ min: 1, default: 128 * 1024 * 1024 }),
     connectTimeoutMs: integer({ min: 1, max: MAX_TIMER_MS, default: 10_000 }),
