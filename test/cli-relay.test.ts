@@ -106,16 +106,23 @@ describe('mailroom relay', () => {
     outbox = new Outbox({ store: db.store });
   });
   after(async () => {
-    for (const relay of running) {
-      if (relay.child.exitCode === null && relay.child.signalCode === null) relay.child.kill('SIGKILL');
-      await relay.exit;
-    }
+    await killAll();
     await db.drop();
   });
 
   // Tests share the schema: what one leaves (an abandoned batch, dead letters) must not reach the
   // next one's relay.
+  // A test that failed half-way leaves its relay running on the shared schema: it would take the
+  // next test's messages.
+  async function killAll() {
+    for (const relay of running) {
+      if (relay.child.exitCode === null && relay.child.signalCode === null) relay.child.kill('SIGKILL');
+      await relay.exit;
+    }
+    running.clear();
+  }
   afterEach(async () => {
+    await killAll();
     await db.pool.query(`DELETE FROM "${db.schema}".outbox`);
     await db.pool.query(`DELETE FROM "${db.schema}".dead_letter`);
   });
@@ -328,6 +335,164 @@ describe('mailroom relay', () => {
         warning?.msg ?? '',
         /^mandatory is off: RabbitMQ drops a message no queue is bound to receive/,
       );
+    });
+  });
+  describe('logs', () => {
+    it('names the database, the broker without its password, the exchange and the wake-up in one line at start', async (t) => {
+      const exchange = `mr_clirelay_${randomBytes(3).toString('hex')}`;
+      t.after(() => deleteExchange(exchange));
+      // PostgreSQL here trusts local connections: the password is there to be hidden.
+      const databaseUrl = new URL(DATABASE_URL);
+      databaseUrl.password = 'db-secret-1';
+      const r = relay(['--schema', db.schema, '--exchange', exchange, '--wakeup', 'poll'], {
+        DATABASE_URL: databaseUrl.toString(),
+        MAILROOM_TRANSPORT: AMQP_URL,
+      });
+      await started(r);
+      r.child.kill('SIGTERM');
+      assert.equal((await r.exit).code, 0, r.text());
+
+      const start = r.lines().find((l) => l.msg === 'relay starting');
+      assert.ok(start, r.text());
+      assert.equal(start.level, 'info');
+      assert.equal(
+        start.database,
+        `${databaseUrl.hostname}:${databaseUrl.port || '5432'}${databaseUrl.pathname}`,
+      );
+      assert.equal(start.schema, db.schema);
+      assert.equal(start.broker, AMQP_URL.replace(/:[^:@/]*@/, ':***@'));
+      assert.equal(start.exchange, exchange);
+      assert.equal(start.wakeup, 'poll');
+      assert.equal(start.mandatory, true);
+      const brokerPassword = new URL(AMQP_URL).password;
+      assert.doesNotMatch(r.text(), new RegExp(`db-secret-1|:${brokerPassword}@`));
+    });
+
+    it('reports a run of failing deliveries as one warning for the topic, progress lines, and one line when it delivers again', async (t) => {
+      const exchange = `mr_clirelay_${randomBytes(3).toString('hex')}`;
+      const topic = 'nacked.orders';
+      const consumer = await bindConsumer(exchange, topic);
+      t.after(() => consumer.close());
+      // A second queue bound to the topic that refuses everything: the broker nacks each
+      // message (a message-level failure), so every message is retried, again and again.
+      const conn = await amqp.connect(AMQP_URL);
+      const ch = await conn.createChannel();
+      const full = `${exchange}.full`;
+      await ch.assertQueue(full, { arguments: { 'x-max-length': 0, 'x-overflow': 'reject-publish' } });
+      await ch.bindQueue(full, exchange, topic);
+      t.after(async () => {
+        await ch.deleteQueue(full).catch(() => undefined);
+        await conn.close();
+      });
+
+      const r = relay([
+        '--database-url',
+        DATABASE_URL,
+        '--schema',
+        db.schema,
+        '--transport',
+        AMQP_URL,
+        '--exchange',
+        exchange,
+        '--retry-base-ms',
+        '20',
+        '--retry-max-ms',
+        '100',
+        // Every message keeps failing while the test looks: none may reach its last attempt.
+        '--max-attempts',
+        '1000',
+        '--progress-interval-ms',
+        '500',
+      ]);
+      await started(r);
+      const ids = await Promise.all(Array.from({ length: 10 }, () => enqueue(topic)));
+      const retried = () =>
+        r
+          .lines()
+          .filter((l) => l.msg === 'relay progress')
+          .reduce((n, l) => n + Number(l.retried), 0);
+      await waitUntil(() => retried() >= 50, `50 retries reported in progress lines\n${r.text()}`);
+
+      const warnings = r.lines().filter((l) => l.level === 'warn' || l.level === 'error');
+      assert.equal(warnings.length, 1, `one warning for ${retried()} retries\n${r.text()}`);
+      assert.equal(warnings[0]?.topic, topic);
+      assert.match(String(warnings[0]?.error), /nacked/);
+      const progress = r.lines().find((l) => l.msg === 'relay progress' && Number(l.retried) > 0);
+      assert.equal(progress?.level, 'info');
+      assert.match(String(progress?.lastError), /nacked/);
+      assert.equal(typeof progress?.backlog, 'number');
+
+      await ch.deleteQueue(full);
+      await waitUntil(
+        () => ids.every((id) => consumer.received.some((m) => m.id === id)),
+        `every message once the refusing queue is gone\n${r.text()}`,
+      );
+      await waitUntil(
+        () => r.lines().some((l) => l.msg.includes('delivered again') && l.topic === topic),
+        `a line saying the topic delivers again\n${r.text()}`,
+      );
+      // Once the work is done the progress lines stop: the last one shows an empty backlog.
+      await waitUntil(
+        () => r.lines().some((l) => l.msg === 'relay progress' && l.backlog === 0),
+        `a progress line with an empty backlog\n${r.text()}`,
+      );
+      // Silent when idle: give a late batch's line time to come, then no line for 4 intervals.
+      const progressLines = () => r.lines().filter((l) => l.msg === 'relay progress').length;
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      const idle = progressLines();
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+      assert.equal(progressLines(), idle, `no progress line while idle\n${r.text()}`);
+      r.child.kill('SIGTERM');
+      assert.equal((await r.exit).code, 0, r.text());
+      const exit = r.lines().find((l) => l.msg === 'relay exited');
+      assert.equal(exit?.delivered, 10);
+      assert.ok(Number(exit?.retried) >= retried(), 'the exit line counts every retry');
+    });
+
+    it('writes one line when the broker goes away and one when it is back, whatever the number of messages', async (t) => {
+      const proxy = await TcpProxy.start(target(AMQP_URL, 5672));
+      t.after(() => proxy.close());
+      const exchange = `mr_clirelay_${randomBytes(3).toString('hex')}`;
+      const consumer = await bindConsumer(exchange);
+      t.after(() => consumer.close());
+      const r = relay([
+        '--database-url',
+        DATABASE_URL,
+        '--schema',
+        db.schema,
+        '--transport',
+        through(AMQP_URL, proxy.port),
+        '--exchange',
+        exchange,
+        '--progress-interval-ms',
+        '500',
+      ]);
+      await started(r);
+      proxy.refuse();
+      proxy.cut();
+      const ids = await Promise.all(Array.from({ length: 10 }, (_, i) => enqueue(`outage.${i}`)));
+      await waitUntil(
+        () => r.lines().some((l) => l.msg === 'relay progress' && l.transport === 'unavailable'),
+        `a progress line during the outage\n${r.text()}`,
+      );
+      proxy.heal();
+      await waitUntil(
+        () => ids.every((id) => consumer.received.some((m) => m.id === id)),
+        `every message after the outage\n${r.text()}`,
+        40_000,
+      );
+      r.child.kill('SIGTERM');
+      assert.equal((await r.exit).code, 0, r.text());
+      await waitUntil(() => proxy.openConnections === 0, "the relay's connections to close");
+
+      const warnings = r.lines().filter((l) => l.level === 'warn' || l.level === 'error');
+      assert.deepEqual(
+        warnings.map((l) => l.msg),
+        ['transport unavailable; claims paused until a probe succeeds (no attempts are spent)'],
+        r.text(),
+      );
+      assert.equal(r.lines().filter((l) => l.msg.startsWith('transport available again')).length, 1);
+      assert.equal(r.lines().find((l) => l.msg === 'relay exited')?.retried, 0);
     });
   });
 });

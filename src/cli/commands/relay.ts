@@ -156,6 +156,17 @@ const OPTIONS: OptionSpec[] = [
     ...bounds(relayOptionsSchema.fields.shutdownTimeoutMs),
     description: `on SIGINT/SIGTERM, how long to wait for in-flight batches; the process ends at most ${SHUTDOWN_CLOSE_MARGIN_MS / 1000} s later whatever the sockets do (exit code 3)`,
   },
+  {
+    key: 'progressIntervalMs',
+    flag: 'progress-interval-ms',
+    env: 'MAILROOM_PROGRESS_INTERVAL_MS',
+    type: 'int',
+    min: 0,
+    max: 86_400_000,
+    default: 10_000,
+    description:
+      'interval of the progress line (delivered, retried, dead, backlog) while there is work; 0: none',
+  },
 ];
 
 /** `host:port/database` of a PostgreSQL URL: where the relay reads, without user or password. */
@@ -219,6 +230,16 @@ export const relayCommand: Command = {
     const database = databaseTarget(String(config.databaseUrl));
     const broker = redactUrl(String(config.transport));
     const mandatory = Boolean(config.mandatory);
+    // Where this relay reads and writes, before connecting: a connect that fails or hangs is
+    // then explained by the line above it.
+    logger.info('relay starting', {
+      database,
+      schema: config.schema,
+      broker,
+      exchange: config.exchange,
+      wakeup: config.wakeup,
+      mandatory,
+    });
     if (!mandatory) {
       logger.warn(
         'mandatory is off: RabbitMQ drops a message no queue is bound to receive and still confirms it, ' +
@@ -293,6 +314,7 @@ export const relayCommand: Command = {
       relay,
       stats: () => store.stats(),
       logger,
+      progressEveryMs: Number(config.progressIntervalMs),
     });
     activity.start();
     let pruneTimer: NodeJS.Timeout | undefined;
