@@ -182,14 +182,16 @@ describe('relay hardening fault scenarios', () => {
       writing = false;
       await writer;
 
-      // The backlog of a long outage drains at a few thousand messages a second, after the next
-      // probe (at most probeMaxDelayMs, 30 s, away).
+      // After the next probe (at most probeMaxDelayMs, 30 s, away) the backlog drains one message
+      // per key per round trip: a deep per-key backlog (an hour of outage) drains at a few
+      // hundred messages a second on this machine (issue 12's hot-key limit), so the deadline
+      // grows with the backlog.
       const drainStart = Date.now();
       try {
         await waitUntil(
           () => committed.every((id) => consumer.ids().has(id)),
           'every committed message at the broker',
-          Math.max(120_000, backlogAtEnd * 5),
+          Math.max(120_000, backlogAtEnd * 20),
           250,
         );
       } catch (err) {
