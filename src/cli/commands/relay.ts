@@ -188,18 +188,18 @@ async function closeAll(
   deadline: ShutdownDeadline,
   logger: Logger,
   ms: number,
-  parts: { transport?: Transport | undefined; broker: string; store: OutboxStore; database: string },
+  parts: { transport: Transport; broker: string; store: OutboxStore | undefined; database: string },
 ): Promise<boolean> {
   let ok = true;
   const closing = [
-    parts.transport &&
-      deadline.step(`transport (closing ${parts.broker})`, parts.transport.close()).catch((err: unknown) => {
-        ok = false;
-        logger.error('closing the transport failed', { error: String(err) });
-      }),
-    deadline
-      .step(`store (closing ${parts.database})`, parts.store.close())
-      .catch((err: unknown) => logger.warn('closing the store failed', { error: String(err) })),
+    deadline.step(`transport (closing ${parts.broker})`, parts.transport.close()).catch((err: unknown) => {
+      ok = false;
+      logger.error('closing the transport failed', { error: String(err) });
+    }),
+    parts.store &&
+      deadline
+        .step(`store (closing ${parts.database})`, parts.store.close())
+        .catch((err: unknown) => logger.warn('closing the store failed', { error: String(err) })),
   ];
   await settlesWithin(Promise.all(closing), ms);
   return ok;
@@ -229,24 +229,9 @@ export const relayCommand: Command = {
     const shutdownTimeoutMs = Number(config.shutdownTimeoutMs);
     const database = databaseTarget(String(config.databaseUrl));
     const broker = redactUrl(String(config.transport));
-    const mandatory = Boolean(config.mandatory);
-    // Where this relay reads and writes, before connecting: a connect that fails or hangs is
-    // then explained by the line above it.
-    logger.info('relay starting', {
-      database,
-      schema: config.schema,
-      broker,
-      exchange: config.exchange,
-      wakeup: config.wakeup,
-      mandatory,
-    });
-    if (!mandatory) {
-      logger.warn(
-        'mandatory is off: RabbitMQ drops a message no queue is bound to receive and still confirms it, ' +
-          'so the relay counts it delivered and cannot warn about it',
-        { exchange: config.exchange },
-      );
-    }
+    // Checks the broker URL and builds the transport, connecting nothing: a wrong URL is a
+    // one-line usage error before anything else is written.
+    const transport = await openTransport(config);
 
     // Signals are ours from here on, also while connecting: a relay that cannot reach its
     // database must still end on SIGTERM, by the same deadline.
@@ -263,13 +248,37 @@ export const relayCommand: Command = {
       `store (connecting to ${database})`,
       openStore(config, { archive: Boolean(config.archive), poolSize: Number(config.concurrency) + 2 }),
     );
-    if (!store) return 0;
-    let transport: Transport | undefined;
+    if (!store) {
+      await closeAll(deadline, logger, SHUTDOWN_CLOSE_MARGIN_MS, {
+        transport,
+        broker,
+        store: undefined,
+        database,
+      });
+      return 0;
+    }
+    const mandatory = Boolean(config.mandatory);
+    // Where this relay reads and writes, once the database answered and before the broker is
+    // connected: a broker connect that fails or hangs is explained by the line above it.
+    logger.info('relay starting', {
+      database,
+      schema: config.schema,
+      broker,
+      exchange: config.exchange,
+      wakeup: config.wakeup,
+      mandatory,
+    });
+    if (!mandatory) {
+      logger.warn(
+        'mandatory is off: RabbitMQ drops a message no queue is bound to receive and still confirms it, ' +
+          'so the relay counts it delivered and cannot warn about it',
+        { exchange: config.exchange },
+      );
+    }
     let relay: Relay;
     let starting: Promise<void>;
     let started: boolean;
     try {
-      transport = await openTransport(config);
       relay = new Relay({
         store,
         transport,
