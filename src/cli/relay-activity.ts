@@ -83,6 +83,7 @@ export class RelayActivityLog {
   #due = 0;
   #timer: NodeJS.Timeout | undefined;
   #reporting = false;
+  #statsPending = false;
 
   constructor(options: RelayActivityLogOptions) {
     this.#o = { progressEveryMs: 10_000, statsTimeoutMs: 2000, ...options };
@@ -193,7 +194,6 @@ export class RelayActivityLog {
   }
 
   async #progress(): Promise<void> {
-    // A stats call that hangs (a database gone silent) must not stack up behind the next tick.
     if (this.#reporting) return;
     const counts = this.#interval;
     const active = Object.values(counts).some((n) => n > 0);
@@ -203,9 +203,18 @@ export class RelayActivityLog {
     this.#errorPhasesLogged.clear();
     try {
       let stats: OutboxStats | undefined;
-      const read = this.#o.stats().then((s) => (stats = s));
-      const answered = await settlesWithin(read, this.#o.statsTimeoutMs);
-      read.catch(() => undefined);
+      let answered = false;
+      // A read that never answers (a database gone silent) is not joined by another one each
+      // tick: the lines go on without the backlog until it settles.
+      if (!this.#statsPending) {
+        this.#statsPending = true;
+        const read = this.#o
+          .stats()
+          .then((s) => (stats = s))
+          .finally(() => (this.#statsPending = false));
+        answered = await settlesWithin(read, this.#o.statsTimeoutMs);
+        read.catch(() => undefined);
+      }
       if (stats) {
         this.#due = stats.backlog - stats.scheduled;
         // Nothing happened and nothing is due: the work is done, stay quiet.
@@ -220,7 +229,7 @@ export class RelayActivityLog {
               oldestAgeMs: stats.oldestAgeMs,
               deadLetters: stats.deadLetters,
             }
-          : { backlog: answered ? 'unknown' : `no answer within ${this.#o.statsTimeoutMs} ms` }),
+          : { backlog: answered ? 'unknown (the read failed)' : 'unknown (the database did not answer)' }),
         ...(this.#o.relay.transportAvailable ? {} : { transport: 'unavailable' }),
         ...(counts.retried + counts.dead + counts.errors > 0 && this.#lastError
           ? { lastError: this.#lastError }
