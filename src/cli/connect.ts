@@ -57,7 +57,7 @@ export function connectionSettings(config: ResolvedConfig) {
 
 /**
  * Opens the store the database URL names. Only PostgreSQL for now; the scheme picks the store.
- * `poolSize` defaults to 4; the relay asks for one per batch in flight plus two (claim, leases).
+ * `poolSize` defaults to 4; the relay asks for two per batch in flight (a lease extension can run beside its settle) plus two (claim, LISTEN).
  * Connections have deadlines (see {@link CONNECTION_OPTIONS}) whether or not the command
  * declares the flags, so no command hangs on a server that does not answer.
  */

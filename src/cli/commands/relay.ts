@@ -4,7 +4,7 @@ import type { OutboxStore, Transport } from '../../core/ports.js';
 import { redactUrl } from '../../core/redact.js';
 import { relayOptionsSchema } from '../../core/relay-options.js';
 import { Relay } from '../../core/relay.js';
-import { openStore, openTransport } from '../connect.js';
+import { CONNECTION_OPTIONS, openStore, openTransport } from '../connect.js';
 import { bounds, COMMON_OPTIONS, printableConfig, type OptionSpec } from '../options.js';
 import { RelayActivityLog, relayLogger } from '../relay-activity.js';
 import { settlesWithin, ShutdownDeadline } from '../shutdown-deadline.js';
@@ -25,6 +25,7 @@ const RELAY_STOP_GRACE_MS = 1000;
 
 const OPTIONS: OptionSpec[] = [
   ...COMMON_OPTIONS,
+  ...CONNECTION_OPTIONS,
   {
     key: 'transport',
     flag: 'transport',
@@ -246,7 +247,12 @@ export const relayCommand: Command = {
 
     const store = await deadline.unlessStopped(
       `store (connecting to ${database})`,
-      openStore(config, { archive: Boolean(config.archive), poolSize: Number(config.concurrency) + 2 }),
+      openStore(config, {
+        archive: Boolean(config.archive),
+        // Each batch in flight may extend its lease while it settles (two connections), plus a
+        // claim and the LISTEN connection.
+        poolSize: Number(config.concurrency) * 2 + 2,
+      }),
     );
     if (!store) {
       await closeAll(deadline, logger, SHUTDOWN_CLOSE_MARGIN_MS, {
