@@ -97,7 +97,7 @@ describe('fault injection', () => {
       const ledger = new PostgresLedger(db.pool, db.schema);
       await ledger.setEnabled(true);
       // The verifier's queue only takes `orders.#`: `poison.*` messages are unroutable, and with
-      // --mandatory the relay dead-letters them (a poison message per key).
+      // mandatory publishing (the default) the relay dead-letters them (a poison message per key).
       const collector = new RabbitMqCollector({
         url: AMQP_URL,
         exchange,
@@ -132,7 +132,6 @@ describe('fault injection', () => {
         `amqp://guest:guest@127.0.0.1:${amqpProxy.port}`,
         '--exchange',
         exchange,
-        '--mandatory',
         // Retries, attempts and deadlines at their defaults: a setting that hides a defect (an
         // outage spending attempts hid behind --max-attempts 1000) must not be set here. The
         // short lease only compresses the wait for a killed relay's messages.
