@@ -103,6 +103,8 @@ export async function openTransport(config: ResolvedConfig): Promise<Transport> 
         url,
         exchange: String(config.exchange),
         mandatory: Boolean(config.mandatory),
+        ...(config.exchangeType === undefined ? {} : { exchangeType: String(config.exchangeType) }),
+        ...(config.declareExchange === undefined ? {} : { declareExchange: Boolean(config.declareExchange) }),
         ...(config.connectTimeoutMs === undefined
           ? {}
           : { connectTimeoutMs: Number(config.connectTimeoutMs) }),

@@ -40,7 +40,25 @@ const OPTIONS: OptionSpec[] = [
     env: 'MAILROOM_EXCHANGE',
     type: 'string',
     default: 'mailroom',
-    description: 'RabbitMQ exchange (durable, topic) messages are published to; topic = routing key',
+    description: 'RabbitMQ exchange (durable) messages are published to; topic = routing key',
+  },
+  {
+    key: 'exchangeType',
+    flag: 'exchange-type',
+    env: 'MAILROOM_EXCHANGE_TYPE',
+    type: 'enum',
+    values: ['topic', 'direct', 'fanout', 'headers'],
+    default: 'topic',
+    description: 'type of the exchange the relay declares (must match an existing exchange of that name)',
+  },
+  {
+    key: 'declareExchange',
+    flag: 'declare-exchange',
+    env: 'MAILROOM_DECLARE_EXCHANGE',
+    type: 'bool',
+    default: true,
+    description:
+      'declare the exchange at start; --no-declare-exchange for a user without configure permission (the exchange must exist)',
   },
   {
     key: 'mandatory',
