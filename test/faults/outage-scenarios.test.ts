@@ -14,10 +14,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import amqp from 'amqplib';
 import { Outbox } from '../../src/core/index.js';
 import { TcpProxy } from '../../src/testkit/tcp-proxy.js';
-import { AMQP_URL } from '../helpers/amqp.js';
+import { bindConsumer, type Received } from '../helpers/amqp.js';
 import { spawnCli } from '../helpers/cli.js';
 import { createTestDb, DATABASE_URL, inTransaction, type TestDb } from '../helpers/postgres.js';
 import { waitUntil } from '../helpers/wait.js';
@@ -25,45 +24,12 @@ import { waitUntil } from '../helpers/wait.js';
 const OUTAGE_S = Number(process.env.FAULT_OUTAGE_S ?? 40);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-interface Seen {
-  id: string;
-  key: string | null;
-  attempt: string | undefined;
-}
-
-/** A queue bound to `exchange` recording every delivery in arrival order. */
-async function consume(exchange: string) {
-  const conn = await amqp.connect(AMQP_URL);
-  conn.on('error', () => undefined);
-  const ch = await conn.createChannel();
-  await ch.assertExchange(exchange, 'topic', { durable: true });
-  const queue = `${exchange}.seen`;
-  await ch.assertQueue(queue, { durable: true });
-  await ch.bindQueue(queue, exchange, '#');
-  const seen: Seen[] = [];
-  await ch.consume(queue, (msg) => {
-    if (!msg) return;
-    const headers = msg.properties.headers ?? {};
-    seen.push({
-      id: String(msg.properties.messageId),
-      key: typeof headers['mailroom-key'] === 'string' ? headers['mailroom-key'] : null,
-      attempt: headers['mailroom-attempt'] === undefined ? undefined : String(headers['mailroom-attempt']),
-    });
-    ch.ack(msg);
-  });
-  return {
-    seen,
-    ids: () => new Set(seen.map((s) => s.id)),
-    async close() {
-      await ch.deleteQueue(queue).catch(() => undefined);
-      await ch.deleteExchange(exchange).catch(() => undefined);
-      await conn.close().catch(() => undefined);
-    },
-  };
-}
+/** The distinct message ids a consumer received. */
+const receivedIds = (consumer: { received: readonly Received[] }) =>
+  new Set(consumer.received.map((r) => r.id));
 
 /** Per key, the ids in the order they were first delivered. */
-function firstOrder(seen: readonly Seen[]): Map<string, string[]> {
+function firstOrder(seen: readonly Received[]): Map<string, string[]> {
   const done = new Set<string>();
   const byKey = new Map<string, string[]>();
   for (const s of seen) {
@@ -142,7 +108,7 @@ describe('relay hardening fault scenarios', () => {
       await clean();
       proxy.heal();
       const exchange = `mr_outage_${randomBytes(3).toString('hex')}`;
-      const consumer = await consume(exchange);
+      const consumer = await bindConsumer(exchange);
       const relay = spawnCli(relayArgs(db, proxy.port, exchange));
       children.add(relay);
       const log = output(relay);
@@ -165,7 +131,7 @@ describe('relay hardening fault scenarios', () => {
           await sleep(100);
         }
       })();
-      await waitUntil(() => consumer.seen.length >= 20, 'the first deliveries', 30_000);
+      await waitUntil(() => consumer.received.length >= 20, 'the first deliveries', 30_000);
 
       // The outage: every connection reset, every new one refused.
       proxy.refuse();
@@ -189,7 +155,7 @@ describe('relay hardening fault scenarios', () => {
       const drainStart = Date.now();
       try {
         await waitUntil(
-          () => committed.every((id) => consumer.ids().has(id)),
+          () => committed.every((id) => receivedIds(consumer).has(id)),
           'every committed message at the broker',
           Math.max(120_000, backlogAtEnd * 20),
           250,
@@ -202,7 +168,7 @@ describe('relay hardening fault scenarios', () => {
       const final = await counts();
       console.log(
         `# outage ${OUTAGE_S}s: committed=${committed.length} backlogAtEnd=${backlogAtEnd} ` +
-          `received=${consumer.seen.length} dead=${final.dead} drainMs=${drainMs} sampled=${JSON.stringify(sampled)}`,
+          `received=${consumer.received.length} dead=${final.dead} drainMs=${drainMs} sampled=${JSON.stringify(sampled)}`,
       );
       await stopChild(relay);
       await consumer.close();
@@ -211,7 +177,7 @@ describe('relay hardening fault scenarios', () => {
       assert.equal(sampled?.max_attempts, 0, 'no message spent an attempt during the outage');
       assert.equal(sampled?.leased, 0, 'no row stayed leased during the outage');
       assert.equal(final.dead, 0, 'no dead letters');
-      const order = firstOrder(consumer.seen);
+      const order = firstOrder(consumer.received);
       for (const [key, ids] of expected) assert.deepEqual(order.get(key), ids, `key ${key} in commit order`);
       const unavailableLines = log
         .text()
@@ -228,7 +194,7 @@ describe('relay hardening fault scenarios', () => {
       await clean();
       proxy.heal();
       const exchange = `mr_hung_${randomBytes(3).toString('hex')}`;
-      const consumer = await consume(exchange);
+      const consumer = await bindConsumer(exchange);
       const a = spawnCli(relayArgs(db, proxy.port, exchange));
       children.add(a);
       const logA = output(a);
@@ -239,7 +205,7 @@ describe('relay hardening fault scenarios', () => {
           Array.from({ length: 20 }, (_, i) => ({ topic: 'orders.hung', key: `k${i % 5}`, payload: i })),
         ),
       );
-      await waitUntil(() => first.every((id) => consumer.ids().has(id)), 'relay A to deliver', 30_000);
+      await waitUntil(() => first.every((id) => receivedIds(consumer).has(id)), 'relay A to deliver', 30_000);
 
       // The broker link goes silent: A's next batch is published into the void.
       proxy.blackhole();
@@ -266,7 +232,7 @@ describe('relay hardening fault scenarios', () => {
       const b = spawnCli(relayArgs(db, 5672, exchange));
       children.add(b);
       await waitUntil(
-        () => second.every((id) => consumer.ids().has(id)),
+        () => second.every((id) => receivedIds(consumer).has(id)),
         'relay B to deliver the batch A gave up on',
         120_000,
         250,
@@ -283,7 +249,7 @@ describe('relay hardening fault scenarios', () => {
         'A gave up on the silent broker at a deadline',
       );
       assert.equal(final.dead, 0);
-      const attempts = consumer.seen.filter((s) => second.includes(s.id)).map((s) => s.attempt);
+      const attempts = consumer.received.filter((s) => second.includes(s.id)).map((s) => s.attempt);
       assert.deepEqual(
         [...new Set(attempts)],
         ['1'],
@@ -299,7 +265,7 @@ describe('relay hardening fault scenarios', () => {
       await clean();
       proxy.heal();
       const exchange = `mr_killer_${randomBytes(3).toString('hex')}`;
-      const consumer = await consume(exchange);
+      const consumer = await bindConsumer(exchange);
       const outbox = new Outbox({ store: db.store });
       const [good, poison, after1, after2] = await inTransaction(db.pool, (c) =>
         outbox.enqueue(c, [
@@ -313,7 +279,7 @@ describe('relay hardening fault scenarios', () => {
       let kills = 0;
       // A supervisor: restart the relay whenever it dies, until the key has flowed past the poison.
       const deadline = Date.now() + 280_000;
-      while (!consumer.ids().has(after2 as string) && Date.now() < deadline) {
+      while (!receivedIds(consumer).has(after2 as string) && Date.now() < deadline) {
         const child = spawn(process.execPath, ['--import', 'tsx', fixture], {
           env: {
             ...process.env,
@@ -330,7 +296,7 @@ describe('relay hardening fault scenarios', () => {
           child.once('exit', (_code, signal) => r(signal)),
         );
         const done = waitUntil(
-          () => consumer.ids().has(after2 as string),
+          () => receivedIds(consumer).has(after2 as string),
           'the key to flow',
           280_000,
           100,
@@ -342,7 +308,7 @@ describe('relay hardening fault scenarios', () => {
         if (Date.now() > deadline) break;
       }
       const letters = await db.store.listDeadLetters();
-      console.log(`# killer: kills=${kills} dead=${letters.length} delivered=${consumer.seen.length}`);
+      console.log(`# killer: kills=${kills} dead=${letters.length} delivered=${consumer.received.length}`);
       await consumer.close();
 
       assert.equal(kills, 12, 'killed once per attempt, at the default maxAttempts of 12');
@@ -352,7 +318,7 @@ describe('relay hardening fault scenarios', () => {
       );
       assert.match(letters[0]?.lastError ?? '', /claimed 12 times/);
       assert.deepEqual(
-        [...new Set(consumer.seen.map((s) => s.id))],
+        [...new Set(consumer.received.map((s) => s.id))],
         [good, after1, after2],
         'the key went on in order past the poison',
       );

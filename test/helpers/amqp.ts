@@ -10,6 +10,8 @@ export interface Received {
   topic: string;
   payload: string;
   redelivered: boolean;
+  /** The `mailroom-attempt` header: the delivery attempt the relay counted. */
+  attempt: string | undefined;
 }
 
 /**
@@ -27,12 +29,14 @@ export async function bindConsumer(exchange: string, pattern = '#') {
   await ch.consume(queue, (msg) => {
     if (!msg) return;
     const key = msg.properties.headers?.['mailroom-key'];
+    const attempt = msg.properties.headers?.['mailroom-attempt'];
     received.push({
       id: String(msg.properties.messageId),
       key: typeof key === 'string' ? key : null,
       topic: msg.fields.routingKey,
       payload: msg.content.toString(),
       redelivered: msg.fields.redelivered,
+      attempt: attempt === undefined ? undefined : String(attempt),
     });
     ch.ack(msg);
   });
