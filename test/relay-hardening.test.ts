@@ -6,50 +6,25 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import {
-  Outbox,
-  Relay,
-  type OutboxStore,
-  type PublishOutcome,
-  type RelayOptions,
-  type Transport,
-} from '../src/core/index.js';
+import { Outbox, Relay, type OutboxStore, type PublishOutcome, type Transport } from '../src/core/index.js';
 import { MemoryTransport } from '../src/transports/memory/index.js';
 import { createTestDb, inTransaction, type TestDb } from './helpers/postgres.js';
+import { relayTestBed } from './helpers/relay-bed.js';
 import { wrapStore } from './helpers/store-wrapper.js';
 import { waitUntil } from './helpers/wait.js';
 
 describe('relay hardening', () => {
-  let db: TestDb;
-  const relays: Relay[] = [];
-  const start = async (options: Partial<RelayOptions> & { transport: Transport }) => {
-    const relay = new Relay({ store: db.store, ...options });
-    relays.push(relay);
-    await relay.start();
-    return relay;
-  };
-
-  before(async () => {
-    db = await createTestDb('hard');
-  });
-  after(async () => {
-    await Promise.all(relays.map((r) => r.stop()));
-    await db.drop();
-  });
-
-  async function clean() {
-    await Promise.all(relays.splice(0).map((r) => r.stop()));
-    await db.pool.query(`TRUNCATE "${db.schema}".outbox, "${db.schema}".dead_letter, "${db.schema}".archive`);
-  }
+  const bed = relayTestBed('hard');
+  const { start, clean } = bed;
 
   async function enqueue(messages: Array<{ topic: string; key?: string | null; payload: unknown }>) {
-    const outbox = new Outbox({ store: db.store });
-    return inTransaction(db.pool, (c) => outbox.enqueue(c, messages));
+    const outbox = new Outbox({ store: bed.db.store });
+    return inTransaction(bed.db.pool, (c) => outbox.enqueue(c, messages));
   }
 
   async function rows(): Promise<Array<{ id: string; attempts: number; lease_token: string | null }>> {
-    const res = await db.pool.query(
-      `SELECT id::text, attempts, lease_token::text FROM "${db.schema}".outbox ORDER BY seq`,
+    const res = await bed.db.pool.query(
+      `SELECT id::text, attempts, lease_token::text FROM "${bed.db.schema}".outbox ORDER BY seq`,
     );
     return res.rows;
   }
@@ -65,8 +40,8 @@ describe('relay hardening', () => {
     );
     const events: string[] = [];
     let claims = 0;
-    const relay = new Relay({ store: db.store, transport, retry });
-    relays.push(relay);
+    const relay = new Relay({ store: bed.db.store, transport, retry });
+    bed.track(relay);
     relay.on('relay:transport:unavailable', () => events.push('unavailable'));
     relay.on('relay:transport:available', () => events.push('available'));
     relay.on('relay:batch:claimed', () => claims++);
@@ -76,7 +51,7 @@ describe('relay hardening', () => {
     // budget.
     await waitUntil(() => transport.probeCalls >= 4, 'four failed probes', 20_000);
     assert.equal(relay.transportAvailable, false);
-    assert.equal(await db.count('dead_letter'), 0, 'no dead letters during the outage');
+    assert.equal(await bed.db.count('dead_letter'), 0, 'no dead letters during the outage');
     const during = await rows();
     assert.equal(during.length, 20);
     assert.deepEqual(
@@ -89,14 +64,14 @@ describe('relay hardening', () => {
 
     transport.unavailable = false;
     await transport.waitFor(20, 20_000);
-    await waitUntil(async () => (await db.count()) === 0, 'an empty outbox');
+    await waitUntil(async () => (await bed.db.count()) === 0, 'an empty outbox');
     assert.deepEqual(new Set(transport.messages.map((m) => m.id)), new Set(ids));
     assert.deepEqual(
       transport.messages.map((m) => m.attempts),
       ids.map(() => 1),
       'each delivered on its first counted attempt',
     );
-    assert.equal(await db.count('dead_letter'), 0);
+    assert.equal(await bed.db.count('dead_letter'), 0);
     assert.deepEqual(events, ['unavailable', 'available']);
   });
 
@@ -104,8 +79,8 @@ describe('relay hardening', () => {
     await clean();
     const transport = new MemoryTransport({ hang: true });
     const unavailable: Array<{ code?: unknown }> = [];
-    const relay = new Relay({ store: db.store, transport, publishTimeoutMs: 300 });
-    relays.push(relay);
+    const relay = new Relay({ store: bed.db.store, transport, publishTimeoutMs: 300 });
+    bed.track(relay);
     relay.on('relay:transport:unavailable', (e) => unavailable.push(e.error as { code?: unknown }));
     await relay.start();
     const ids = await enqueue([1, 2, 3].map((i) => ({ topic: 'hung', key: 'same', payload: i })));
@@ -139,7 +114,7 @@ describe('relay hardening', () => {
       publish: () => new Promise<PublishOutcome[]>(() => undefined),
     };
     let settles = 0;
-    const failing = wrapStore(db.store, {
+    const failing = wrapStore(bed.db.store, {
       settle: async () => {
         settles++;
         throw new Error('the database is gone with the process');
@@ -163,11 +138,11 @@ describe('relay hardening', () => {
   it('returns from stop() at its deadline while a claim never answers', async () => {
     await clean();
     let claims = 0;
-    const stuck = wrapStore(db.store, {
+    const stuck = wrapStore(bed.db.store, {
       claim: (request) => {
         claims++;
         // The first claim works; the next one meets a database that never answers.
-        return claims === 1 ? db.store.claim(request) : new Promise(() => undefined);
+        return claims === 1 ? bed.db.store.claim(request) : new Promise(() => undefined);
       },
     });
     const relay = await start({ store: stuck, transport: new MemoryTransport(), shutdownTimeoutMs: 200 });
@@ -189,21 +164,21 @@ describe('relay hardening', () => {
     const transport = new MemoryTransport();
     let failUntil = 0;
     let settleFailures = 0;
-    const blip = wrapStore(db.store, {
+    const blip = wrapStore(bed.db.store, {
       settle: async (settlement) => {
         failUntil ||= Date.now() + 2500;
         if (Date.now() < failUntil) {
           settleFailures++;
           throw new Error('connection terminated (injected blip)');
         }
-        await db.store.settle(settlement);
+        await bed.db.store.settle(settlement);
       },
     });
     // A lease shorter than the blip: without the heartbeat it would run out mid-settle and the
     // relay's own next claim would publish the batch again.
     await start({ store: blip, transport, leaseMs: 1000, pollIntervalMs: 100 });
     const ids = await enqueue([1, 2, 3].map((i) => ({ topic: 'blip', payload: i })));
-    await waitUntil(async () => (await db.count()) === 0, 'the settle to land after the blip', 15_000);
+    await waitUntil(async () => (await bed.db.count()) === 0, 'the settle to land after the blip', 15_000);
     assert.ok(settleFailures >= 2, `the settle failed during the blip (${settleFailures})`);
     assert.deepEqual(
       transport.messages.map((m) => m.id),
@@ -257,11 +232,11 @@ describe('relay hardening', () => {
     let subscribes = 0;
     let open = 0;
     let release: (() => void) | undefined;
-    const slowSecond = wrapStore(db.store, {
+    const slowSecond = wrapStore(bed.db.store, {
       subscribe: async (onWake, onError) => {
         subscribes++;
         if (subscribes === 2) await new Promise<void>((r) => (release = r));
-        const unsubscribe = await (db.store as Required<OutboxStore>).subscribe(onWake, onError);
+        const unsubscribe = await (bed.db.store as Required<OutboxStore>).subscribe(onWake, onError);
         open++;
         let closed = false;
         const close = async () => {
@@ -289,7 +264,10 @@ describe('relay hardening', () => {
     release?.();
     await stopped;
     assert.equal(open, 0, 'the subscription that completed after stop() was closed');
-    await waitUntil(() => db.pool.idleCount === db.pool.totalCount, 'every pool client back in the pool');
+    await waitUntil(
+      () => bed.db.pool.idleCount === bed.db.pool.totalCount,
+      'every pool client back in the pool',
+    );
   });
 });
 

@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { Outbox, Relay, type OutboxMessage, type RelayOptions, type Transport } from '../src/core/index.js';
+import { describe, it } from 'node:test';
+import { Outbox, type OutboxMessage, type Transport } from '../src/core/index.js';
 import { ManualClock } from '../src/testkit/manual-clock.js';
 import { MemoryTransport } from '../src/transports/memory/index.js';
-import { createTestDb, inTransaction, type TestDb } from './helpers/postgres.js';
+import { inTransaction } from './helpers/postgres.js';
+import { relayTestBed } from './helpers/relay-bed.js';
 import { wrapStore } from './helpers/store-wrapper.js';
 import { waitUntil } from './helpers/wait.js';
 
@@ -43,38 +44,19 @@ function firstDeliveries(messages: readonly OutboxMessage[]): Map<string, string
 // test/postgres-store.test.ts. These are the PostgreSQL-only cases: several connections and
 // relays at once, connection faults, lifecycle.
 describe('Relay with the PostgreSQL store', () => {
-  let db: TestDb;
-  const relays: Relay[] = [];
-  const start = async (options: Partial<RelayOptions> & { transport: Transport }) => {
-    const relay = new Relay({ store: db.store, pollIntervalMs: 100, leaseMs: 2000, ...options });
-    relays.push(relay);
-    await relay.start();
-    return relay;
-  };
-
-  before(async () => {
-    db = await createTestDb('relay');
-  });
-  after(async () => {
-    await Promise.all(relays.map((r) => r.stop()));
-    await db.drop();
-  });
-
-  async function clean() {
-    await Promise.all(relays.splice(0).map((r) => r.stop()));
-    await db.pool.query(`TRUNCATE "${db.schema}".outbox, "${db.schema}".dead_letter, "${db.schema}".archive`);
-  }
+  const bed = relayTestBed('relay', { pollIntervalMs: 100, leaseMs: 2000 });
+  const { start, clean } = bed;
 
   it('misses no message when concurrent transactions commit out of their insert order', async () => {
     await clean();
     const transport = new MemoryTransport();
-    const outbox = new Outbox({ store: db.store });
+    const outbox = new Outbox({ store: bed.db.store });
     await start({ transport });
     // Three transactions insert in order 1, 2, 3 and commit in order 3, 1 (2 rolls back): a
     // relay that tracked "the highest seq seen" would skip 1.
-    const c1 = await db.pool.connect();
-    const c2 = await db.pool.connect();
-    const c3 = await db.pool.connect();
+    const c1 = await bed.db.pool.connect();
+    const c2 = await bed.db.pool.connect();
+    const c3 = await bed.db.pool.connect();
     try {
       for (const c of [c1, c2, c3]) await c.query('BEGIN');
       const [id1] = await outbox.enqueue(c1, [{ topic: 'ooo', payload: 1, key: 'same' }]);
@@ -85,7 +67,7 @@ describe('Relay with the PostgreSQL store', () => {
       await c1.query('COMMIT');
       await c2.query('ROLLBACK');
       await transport.waitFor(2);
-      await waitUntil(async () => (await db.count()) === 0, 'outbox to drain');
+      await waitUntil(async () => (await bed.db.count()) === 0, 'outbox to drain');
       const ids = transport.messages.map((m) => m.id);
       assert.deepEqual(new Set(ids), new Set([id1, id3]));
       assert.ok(!ids.includes(id2 as string));
@@ -109,21 +91,21 @@ describe('Relay with the PostgreSQL store', () => {
 
   it('takes over the messages of a relay that died only once its lease has run out', async () => {
     await clean();
-    const outbox = new Outbox({ store: db.store });
-    await inTransaction(db.pool, (c) =>
+    const outbox = new Outbox({ store: bed.db.store });
+    await inTransaction(bed.db.pool, (c) =>
       outbox.enqueue(c, [
         { topic: 'lease', payload: 1, key: 'a' },
         { topic: 'lease', payload: 2 },
       ]),
     );
     // A relay claims and then dies without settling.
-    const dead = await db.store.claim({ owner: 'dead-relay', limit: 10, leaseMs: 1500 });
+    const dead = await bed.db.store.claim({ owner: 'dead-relay', limit: 10, leaseMs: 1500 });
     assert.equal(dead.messages.length, 2);
     // Both clocks below are the database's, in microseconds since the epoch: exact, and the
     // same clock the lease is kept on.
-    const leases = await db.pool.query<{ id: string; until: string }>(
+    const leases = await bed.db.pool.query<{ id: string; until: string }>(
       `SELECT id::text, (extract(epoch FROM lease_until) * 1000000)::bigint::text AS until
-         FROM "${db.schema}".outbox WHERE lease_token = $1`,
+         FROM "${bed.db.schema}".outbox WHERE lease_token = $1`,
       [dead.leaseToken],
     );
     const leaseUntil = new Map(leases.rows.map((r) => [r.id, BigInt(r.until)]));
@@ -131,7 +113,7 @@ describe('Relay with the PostgreSQL store', () => {
     const memory = new MemoryTransport();
     const publishedAt = new Map<string, bigint>();
     const transport = withPublishHook(memory, async (messages) => {
-      const res = await db.pool.query<{ now: string }>(
+      const res = await bed.db.pool.query<{ now: string }>(
         `SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint::text AS now`,
       );
       for (const m of messages) publishedAt.set(m.id, BigInt(res.rows[0]?.now ?? '0'));
@@ -154,7 +136,7 @@ describe('Relay with the PostgreSQL store', () => {
 
   it('never hands the same message to two relays at once', async () => {
     await clean();
-    const outbox = new Outbox({ store: db.store });
+    const outbox = new Outbox({ store: bed.db.store });
     const broker = new MemoryTransport({ latencyMs: 2 });
     for (let i = 0; i < 4; i++) await start({ transport: broker, batchSize: 50, owner: `r${i}` });
     const ids: string[] = [];
@@ -164,14 +146,14 @@ describe('Relay with the PostgreSQL store', () => {
         key: j % 3 === 0 ? `k${j % 30}` : null,
         payload: j,
       }));
-      ids.push(...(await inTransaction(db.pool, (c) => outbox.enqueue(c, batch))));
+      ids.push(...(await inTransaction(bed.db.pool, (c) => outbox.enqueue(c, batch))));
     }
     await waitUntil(
       () => new Set(broker.messages.map((m) => m.id)).size === ids.length,
       'all delivered',
       30_000,
     );
-    await waitUntil(async () => (await db.count()) === 0, 'an empty outbox');
+    await waitUntil(async () => (await bed.db.count()) === 0, 'an empty outbox');
     // No failures, no crashes, leases far longer than the run: every copy beyond one is a
     // double claim.
     assert.equal(broker.messages.length, ids.length, 'each message published exactly once');
@@ -179,7 +161,7 @@ describe('Relay with the PostgreSQL store', () => {
 
   it('keeps per-key order with two relays and injected publish failures', async () => {
     await clean();
-    const outbox = new Outbox({ store: db.store });
+    const outbox = new Outbox({ store: bed.db.store });
     let n = 0;
     // One "broker" shared by both relays records every accepted message in one global order;
     // about a quarter of publishes fail, deterministically.
@@ -202,7 +184,7 @@ describe('Relay with the PostgreSQL store', () => {
         ...keys.map((key) => ({ topic: 'order', key, payload: { round } })),
         { topic: 'order', payload: { round } },
       ];
-      const ids = await inTransaction(db.pool, (c) => outbox.enqueue(c, batch));
+      const ids = await inTransaction(bed.db.pool, (c) => outbox.enqueue(c, batch));
       keys.forEach((k, i) => expected.get(k)?.push(ids[i] as string));
     }
     const total = rounds * (keys.length + 1);
@@ -219,16 +201,16 @@ describe('Relay with the PostgreSQL store', () => {
   it('drains the batch in flight when stopped, and stops claiming', async () => {
     await clean();
     const transport = new MemoryTransport({ latencyMs: 400 });
-    const outbox = new Outbox({ store: db.store });
+    const outbox = new Outbox({ store: bed.db.store });
     const relay = await start({ transport });
     const claimed = new Promise<void>((resolve) => relay.once('relay:batch:claimed', () => resolve()));
-    await inTransaction(db.pool, (c) => outbox.enqueue(c, [{ topic: 'drain', payload: 1 }]));
+    await inTransaction(bed.db.pool, (c) => outbox.enqueue(c, [{ topic: 'drain', payload: 1 }]));
     await claimed;
     const stopped = relay.stop();
-    await inTransaction(db.pool, (c) => outbox.enqueue(c, [{ topic: 'after-stop', payload: 2 }]));
+    await inTransaction(bed.db.pool, (c) => outbox.enqueue(c, [{ topic: 'after-stop', payload: 2 }]));
     await stopped;
     assert.equal(transport.messagesFor('drain').length, 1, 'the in-flight batch was published');
-    assert.equal(await db.count(), 1, 'it was settled; the message enqueued after stop is left');
+    assert.equal(await bed.db.count(), 1, 'it was settled; the message enqueued after stop is left');
     assert.equal(transport.messagesFor('after-stop').length, 0);
     await relay.stop(); // idempotent
   });
@@ -258,8 +240,8 @@ describe('Relay with the PostgreSQL store', () => {
       const shutdownTimeoutMs = 4321;
       const relay = await start({ transport: hung, clock, shutdownTimeoutMs, leaseMs: 60_000 });
       const claimed = new Promise<void>((resolve) => relay.once('relay:batch:claimed', () => resolve()));
-      const outbox = new Outbox({ store: db.store });
-      await inTransaction(db.pool, (c) => outbox.enqueue(c, [{ topic: 'hung', payload: 1 }]));
+      const outbox = new Outbox({ store: bed.db.store });
+      await inTransaction(bed.db.pool, (c) => outbox.enqueue(c, [{ topic: 'hung', payload: 1 }]));
       await claimed;
       await waitUntil(() => publishes === 1, 'the publish to start');
       let abandoned = -1;
@@ -272,8 +254,8 @@ describe('Relay with the PostgreSQL store', () => {
       await clock.advance(1);
       await stopping;
       assert.equal(abandoned, 1, 'the hung batch was abandoned');
-      const rows = await db.pool.query<{ lease_owner: string | null; held: boolean }>(
-        `SELECT lease_owner, lease_until > now() AS held FROM "${db.schema}".outbox`,
+      const rows = await bed.db.pool.query<{ lease_owner: string | null; held: boolean }>(
+        `SELECT lease_owner, lease_until > now() AS held FROM "${bed.db.schema}".outbox`,
       );
       assert.deepEqual(
         rows.rows,
@@ -286,18 +268,20 @@ describe('Relay with the PostgreSQL store', () => {
 
   it('archives delivered messages when asked, and prunes the archive', async () => {
     await clean();
-    const store = db.makeStore({ archive: true });
+    const store = bed.db.makeStore({ archive: true });
     const transport = new MemoryTransport();
     const outbox = new Outbox({ store });
     await start({ transport, store });
-    const id = await inTransaction(db.pool, (c) => outbox.enqueue(c, { topic: 'arch', payload: 1 }));
+    const id = await inTransaction(bed.db.pool, (c) => outbox.enqueue(c, { topic: 'arch', payload: 1 }));
     await transport.waitFor(1);
-    await waitUntil(async () => (await db.count('archive')) === 1, 'the archived row');
-    const row = (await db.pool.query(`SELECT id::text FROM "${db.schema}".archive`)).rows[0];
+    await waitUntil(async () => (await bed.db.count('archive')) === 1, 'the archived row');
+    const row = (await bed.db.pool.query(`SELECT id::text FROM "${bed.db.schema}".archive`)).rows[0];
     assert.equal(row.id, id);
     assert.equal(await store.pruneArchive(60_000), 0, 'a fresh row is kept');
     // Aged on the database clock the archive is kept on, instead of waiting for it to age.
-    await db.pool.query(`UPDATE "${db.schema}".archive SET sent_at = sent_at - interval '61 seconds'`);
+    await bed.db.pool.query(
+      `UPDATE "${bed.db.schema}".archive SET sent_at = sent_at - interval '61 seconds'`,
+    );
     assert.equal(await store.pruneArchive(60_000), 1, 'a row older than the limit is pruned');
   });
 
@@ -307,13 +291,13 @@ describe('Relay with the PostgreSQL store', () => {
     const { PostgresStore } = await import('../src/stores/postgres/index.js');
     const pool = new pg.Pool({
       connectionString: (await import('./helpers/postgres.js')).DATABASE_URL,
-      application_name: `mr_term_${db.schema}`,
+      application_name: `mr_term_${bed.db.schema}`,
     });
     pool.on('error', () => undefined);
     // One log of what the relay does, in the order it happened: its wake-ups, the start of each
     // next-due lookup (the last step before it sleeps), its claims, and the test's enqueue.
     const log: string[] = [];
-    const real = new PostgresStore({ pool, schema: db.schema });
+    const real = new PostgresStore({ pool, schema: bed.db.schema });
     const store = wrapStore(real, {
       nextDueInMs: () => {
         log.push('next-due');
@@ -326,13 +310,13 @@ describe('Relay with the PostgreSQL store', () => {
     relay.on('relay:error', (e) => log.push(`error:${e.phase}`));
     relay.on('relay:wakeup', (e) => log.push(`wakeup:${e.source}`));
     relay.on('relay:batch:claimed', () => log.push('claimed'));
-    const outbox = new Outbox({ store: db.store });
+    const outbox = new Outbox({ store: bed.db.store });
     try {
-      await inTransaction(db.pool, (c) => outbox.enqueue(c, { topic: 'before', payload: 1 }));
+      await inTransaction(bed.db.pool, (c) => outbox.enqueue(c, { topic: 'before', payload: 1 }));
       await transport.waitFor(1);
-      const killed = await db.pool.query(
+      const killed = await bed.db.pool.query(
         `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`,
-        [`mr_term_${db.schema}`],
+        [`mr_term_${bed.db.schema}`],
       );
       assert.ok(killed.rowCount && killed.rowCount >= 1, 'the LISTEN connection at least was terminated');
       // Re-subscribed (it wakes itself then, for notifications missed meanwhile), then asleep:
@@ -344,7 +328,7 @@ describe('Relay with the PostgreSQL store', () => {
         return resubscribed >= 0 && log.indexOf('next-due', Math.max(resubscribed, lastWake)) >= 0;
       }, 'the relay to re-subscribe after the lost LISTEN connection and go back to sleep');
       const enqueuing = log.push('enqueue') - 1;
-      await inTransaction(db.pool, (c) => outbox.enqueue(c, { topic: 'after', payload: 2 }));
+      await inTransaction(bed.db.pool, (c) => outbox.enqueue(c, { topic: 'after', payload: 2 }));
       await transport.waitFor(2, 15_000);
       const since = log.slice(enqueuing + 1);
       assert.equal(since[0], 'wakeup:notify', `woken by NOTIFY first (${since.join(', ')})`);
