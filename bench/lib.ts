@@ -5,8 +5,18 @@ import { cpus, totalmem, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import amqp from 'amqplib';
 import pg from 'pg';
-import { Outbox } from '../src/core/index.js';
+import {
+  Outbox,
+  Relay,
+  type ClaimedBatch,
+  type ClaimRequest,
+  type OutboxMessage,
+  type RelayOptions,
+  type Transport,
+} from '../src/core/index.js';
+import { relayOptionsSchema } from '../src/core/relay-options.js';
 import { PostgresStore } from '../src/stores/postgres/index.js';
+import { RabbitMqTransport } from '../src/transports/rabbitmq/index.js';
 
 export const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 export const AMQP_URL = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
@@ -78,6 +88,18 @@ export async function prefill(
   n: number,
   keys: number,
 ): Promise<void> {
+  await prefillWith(db, n, (i) => (keys > 0 ? `k${i % keys}` : null));
+}
+
+/**
+ * Fills the outbox with `n` 256-byte messages, message `i` (in enqueue order, so in seq order)
+ * on key `keyOf(i)`, in big transactions.
+ */
+export async function prefillWith(
+  db: Awaited<ReturnType<typeof benchDb>>,
+  n: number,
+  keyOf: (i: number) => string | null,
+): Promise<void> {
   const client = await db.pool.connect();
   try {
     for (let i = 0; i < n; i += 4000) {
@@ -87,7 +109,7 @@ export async function prefill(
         client,
         Array.from({ length: count }, (_, j) => ({
           topic: 'bench.drain',
-          key: keys > 0 ? `k${(i + j) % keys}` : null,
+          key: keyOf(i + j),
           payload: payload256(i + j),
         })),
       );
@@ -279,4 +301,113 @@ export async function stopProcess(child: ChildProcess, signal: NodeJS.Signals = 
   const exited = new Promise((resolve) => child.once('exit', resolve));
   child.kill(signal);
   await exited;
+}
+
+/** `target` with some members replaced; every other method runs on `target` itself. */
+function overriding<T extends object>(target: T, overrides: Partial<T>): T {
+  return new Proxy(target, {
+    get(t, prop) {
+      if (Object.hasOwn(overrides, prop)) return overrides[prop as keyof T];
+      const value: unknown = Reflect.get(t, prop, t);
+      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(t) : value;
+    },
+  });
+}
+
+/** What a {@link startTimedRelay} relay has done so far. */
+export interface RelayTimings {
+  /** Duration in ms of each claim that returned messages, in the order they returned. */
+  claimMs: number[];
+  /** Claims that found nothing due. */
+  emptyClaims: number;
+  /** Messages claimed, over all claims. */
+  claimed: number;
+  /** Messages settled as delivered. */
+  delivered: number;
+  /** `performance.now()` when the first claim started, and when the last delivery settled. */
+  firstClaimAt: number;
+  lastDeliveredAt: number;
+}
+
+/**
+ * A relay in this process (the same `Relay`, `PostgresStore` and `RabbitMqTransport` that
+ * `mailroom relay` builds, with the CLI's pool size), whose store is wrapped to time every
+ * claim: the relay's own code is untouched, and the time is the claim as the relay sees it
+ * (round trip included). Relay options left unset are the relay's defaults.
+ */
+export async function startTimedRelay(o: {
+  schema: string;
+  exchange: string;
+  relay?: Omit<Partial<RelayOptions>, 'store' | 'transport'> & Record<string, unknown>;
+  /** Called with the messages the broker confirmed, at `performance.now()` of the confirm. */
+  onConfirmed?: (messages: readonly OutboxMessage[], at: number) => void;
+}) {
+  const concurrency = o.relay?.concurrency ?? Number(relayOptionsSchema.fields.concurrency.default);
+  const store = await PostgresStore.connect({
+    connectionString: DATABASE_URL,
+    schema: o.schema,
+    poolSize: concurrency * 2 + 2,
+  });
+  const timings: RelayTimings = {
+    claimMs: [],
+    emptyClaims: 0,
+    claimed: 0,
+    delivered: 0,
+    firstClaimAt: NaN,
+    lastDeliveredAt: NaN,
+  };
+  const timedStore = overriding(store, {
+    async claim(request: ClaimRequest): Promise<ClaimedBatch> {
+      const t0 = performance.now();
+      if (Number.isNaN(timings.firstClaimAt)) timings.firstClaimAt = t0;
+      const batch = await store.claim(request);
+      if (batch.messages.length === 0) timings.emptyClaims++;
+      else timings.claimMs.push(performance.now() - t0);
+      timings.claimed += batch.messages.length;
+      return batch;
+    },
+  });
+  const inner = new RabbitMqTransport({ url: AMQP_URL, exchange: o.exchange });
+  const onConfirmed = o.onConfirmed;
+  const transport = onConfirmed
+    ? overriding<Transport>(inner, {
+        async publish(messages, options) {
+          const outcomes = await inner.publish(messages, options);
+          const at = performance.now();
+          onConfirmed(
+            messages.filter((_, i) => outcomes[i]?.status === 'ok'),
+            at,
+          );
+          return outcomes;
+        },
+      })
+    : inner;
+  const relay = new Relay({ ...o.relay, store: timedStore, transport });
+  relay.on('relay:batch:settled', (e) => {
+    timings.delivered += e.delivered;
+    timings.lastDeliveredAt = performance.now();
+  });
+  await relay.start();
+  return {
+    relay,
+    timings,
+    /** Stops the relay and closes what it opened. */
+    async stop() {
+      await relay.stop();
+      await transport.close();
+      await store.close();
+    },
+  };
+}
+
+/** Per-claim time columns: p50, p99 and max of the claims that returned messages. */
+export function claimColumns(t: RelayTimings): Row {
+  const sorted = [...t.claimMs].sort((a, b) => a - b);
+  return {
+    claims: sorted.length,
+    'msgs/claim': round(t.claimed / Math.max(1, sorted.length), 1),
+    'claim p50 ms': round(percentile(sorted, 50)),
+    'claim p99 ms': round(percentile(sorted, 99)),
+    'claim max ms': round(sorted.at(-1) ?? NaN),
+  };
 }

@@ -7,8 +7,17 @@
  *             then pgbench for the database's own cost)
  *   peers     the same drain and latency by other designs, side by side: pg-transactional-outbox
  *             (polling and logical-replication listeners) and a naive one-at-a-time poller
+ *   keys      one in-process relay (each claim timed) draining 40k messages over 1k keys (the base),
+ *             100k over 100k distinct keys, 100k over 1k keys, and 150k distinct keys behind a
+ *             3k-message hot key; rate, ratio to the base, per-claim p50/p99/max
+ *   hotkey    20k messages on a single key beside the base, at default settings (and with
+ *             --max-per-key 1 when the relay has that option)
  *   rss       peak relay memory while draining 1M messages
- *   all       ceiling, drain, latency, writer, peers (not rss)
+ *   soak      SOAK_MINUTES (30) at SOAK_RATE (2000) msg/s with autovacuum on: table and index
+ *             size, dead tuples, rates and commit→confirm p50/p99 every minute
+ *   all       ceiling, drain, latency, writer, peers, keys, hotkey (not rss, not soak)
+ * BENCH_QUICK=1 makes every scenario smaller. Drains that outlast their cap (keys, hotkey) stop
+ * there and report the rate over what they delivered.
  * Prints a table per scenario and writes bench/results/<scenario>-<time>.json with machine info.
  * Figures from a 2-core shared machine are noisy: compare ratios from one run, not absolutes.
  */
@@ -18,14 +27,28 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { ceiling } from './scenarios/ceiling.js';
 import { drainOnce } from './scenarios/drain.js';
+import { hotkeyScenario } from './scenarios/hotkey.js';
+import { keysScenario } from './scenarios/keys.js';
 import { latencyOnce } from './scenarios/latency.js';
 import { naivePollerDrain } from './scenarios/naive-poller.js';
 import { ptoDrain, ptoLatency } from './scenarios/pg-transactional-outbox.js';
+import { soak } from './scenarios/soak.js';
 import { writerImpact } from './scenarios/writer-impact.js';
 import { writerPgbench } from './scenarios/writer-pgbench.js';
 import { DATABASE_URL, machineInfo, round, type Row } from './lib.js';
 
-const SCENARIOS = ['ceiling', 'drain', 'latency', 'writer', 'peers', 'rss', 'all'] as const;
+const SCENARIOS = [
+  'ceiling',
+  'drain',
+  'latency',
+  'writer',
+  'peers',
+  'keys',
+  'hotkey',
+  'rss',
+  'soak',
+  'all',
+] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 function table(rows: Row[]): string {
@@ -170,6 +193,20 @@ async function main() {
         await ptoLatency({ rate: 1000, seconds, listener: 'replication' }),
       ];
     });
+  }
+  let keysBase: Row | undefined;
+  if (arg === 'keys' || arg === 'all') {
+    await run('keys', async () => {
+      const rows = await keysScenario(quick);
+      keysBase = rows[0];
+      return rows;
+    });
+  }
+  if (arg === 'hotkey' || arg === 'all') {
+    await run('hotkey', () => hotkeyScenario(quick, keysBase));
+  }
+  if (arg === 'soak') {
+    await run('soak', () => soak(quick));
   }
   if (arg === 'rss') {
     await run('rss', async () => [
