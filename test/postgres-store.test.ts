@@ -140,12 +140,7 @@ describe('PostgreSQL store', () => {
       await assert.rejects(store.check(), { code: 'schema_outdated' });
       assert.deepEqual(
         (await store.migrate()).map((r) => [r.version, r.status]),
-        [
-          [1, 'already-applied'],
-          [2, 'already-applied'],
-          [3, 'applied'],
-          [4, 'applied'],
-        ],
+        loadMigrations(schema).map((m) => [m.version, m.version <= 2 ? 'already-applied' : 'applied']),
       );
       await store.check();
       await assert.rejects(db.pool.query(tooLong), /over the limit of 365 days/);

@@ -42,6 +42,15 @@ export interface ClaimRequest {
   limit: number;
   /** How long the lease lasts, on the database clock. */
   leaseMs: number;
+  /**
+   * Most messages of one key in the batch. 1 (the default): only each key's oldest message.
+   * More: after one message of every ready key, what is left of `limit` goes to runs: a key's
+   * next messages in order, while they are due and unleased. The relay asks for runs only from
+   * transports with `ordering`, which keep a call's order on the way to the broker.
+   *
+   * @default 1
+   */
+  maxPerKey?: number;
 }
 
 /** A claimed batch: the messages plus the token that proves the lease. */
@@ -232,6 +241,15 @@ export interface PublishOptions {
  */
 export interface Transport {
   readonly name: string;
+  /**
+   * True when `publish` hands one call's messages to the broker in array order over one
+   * connection, so that when the broker took a message it took every earlier one of the call
+   * first (unless it refused that one). The relay then batches runs of a key's messages (see
+   * `ClaimRequest.maxPerKey`); without it, one message per key per batch.
+   *
+   * @default false
+   */
+  readonly ordering?: boolean;
   /** Connect and declare what is needed. Idempotent. Throws a TransportError when unreachable. */
   start(): Promise<void>;
   /**

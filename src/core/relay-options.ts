@@ -38,6 +38,16 @@ export interface RelayOptions {
   wakeup?: 'notify' | 'poll';
   /** Poll interval, the backstop in `notify` mode. @default 1000 (notify), 250 (poll) */
   pollIntervalMs?: number;
+  /**
+   * Most messages of one key in a batch. With a transport that keeps a call's order
+   * (`transport.ordering`: RabbitMQ), a key with a backlog moves up to this many messages per
+   * claim → publish → confirm → settle round trip, in order, after every other ready key got
+   * one; 1 moves one message per key per round trip. Transports without `ordering` always use
+   * 1. Set 1 for RabbitMQ queues with `x-overflow: reject-publish`, where the broker can refuse a
+   * message and accept the next (see docs/design.md, "Runs"). @default batchSize (ordering
+   * transports), 1 (others)
+   */
+  maxPerKey?: number;
   /** Retry schedule and attempts before dead-lettering. */
   retry?: RetryPolicyOptions;
   /**
@@ -100,6 +110,11 @@ export const relayOptionsSchema = optionsSchema<RelayOptions>()(
       max: HOUR_MS,
       default: (o) => (o.wakeup === 'notify' ? 1000 : 250),
     }),
+    maxPerKey: integer({
+      min: 1,
+      max: 10_000,
+      default: (o) => ((o.transport as Transport).ordering === true ? (o.batchSize as number) : 1),
+    }),
     retry: retryPolicyField,
     publishTimeoutMs: integer({ min: 100, max: HOUR_MS, default: 30_000 }),
     probeMinDelayMs: integer({ min: 1, max: HOUR_MS, default: 500 }),
@@ -138,6 +153,15 @@ export function resolveRelayOptions(options: RelayOptions): ResolvedRelayOptions
       'transport',
       `Relay option transport: ${JSON.stringify(transport.name)} has no probe() method; transports written ` +
         'for Mailroom before 0.2 must add one (see the Transport port in the CHANGELOG)',
+    );
+  }
+  if (resolved.maxPerKey > 1 && transport.ordering !== true) {
+    throw new ConfigError(
+      'maxPerKey',
+      `Relay option maxPerKey is ${resolved.maxPerKey}, but the ${transport.name} transport does not keep a ` +
+        "batch's order (transport.ordering), so a key's messages could reach the broker out of order; " +
+        'leave maxPerKey out (1) for this transport',
+      { value: resolved.maxPerKey },
     );
   }
   if (resolved.wakeup === 'notify' && !canNotify(store)) {

@@ -204,6 +204,7 @@ export class Relay extends TypedEmitter<RelayEvents> {
           owner: this.options.owner,
           limit: this.options.batchSize,
           leaseMs: this.options.leaseMs,
+          maxPerKey: this.options.maxPerKey,
         }));
         claimFailures = 0;
       } catch (err) {
@@ -301,12 +302,23 @@ export class Relay extends TypedEmitter<RelayEvents> {
     const publishMs = this.#clock.now() - started;
     const stopping = this.#abort.signal.aborted;
     let answered = false;
+    // Runs (maxPerKey > 1): the keys whose message failed earlier in this batch, with that
+    // message's id. Their later messages wait behind it, as they would have in later batches.
+    const blocked = this.options.maxPerKey > 1 ? new Map<string, string>() : undefined;
     for (let i = 0; i < toPublish.length; i++) {
       const message = toPublish[i] as OutboxMessage;
       const outcome = outcomes[i] as PublishOutcome;
+      const blocker = blocked !== undefined && message.key !== null ? blocked.get(message.key) : undefined;
+      if (blocker !== undefined && outcome.status !== 'permanent') {
+        this.#settleBehind(settlement, message, outcome, blocker);
+        if (outcome.status !== 'unavailable') answered = true;
+        else if (!stopping) this.#health.markUnavailable(outcome.error);
+        continue;
+      }
       if (outcome.status === 'unavailable') {
         settlement.released.push({ message, error: outcome.error.message });
         if (!stopping) this.#health.markUnavailable(outcome.error);
+        if (blocked !== undefined && message.key !== null) blocked.set(message.key, message.id);
         continue;
       }
       answered = true;
@@ -328,6 +340,7 @@ export class Relay extends TypedEmitter<RelayEvents> {
         const delayMs = retryDelayMs(policy, message.attempts);
         settlement.retry.push({ message, delayMs, error: outcome.error.message });
         this.emit('relay:message:retry', { message, error: outcome.error, delayMs });
+        if (blocked !== undefined && message.key !== null) blocked.set(message.key, message.id);
       }
     }
     if (answered) this.#health.markHealthy();
@@ -343,6 +356,44 @@ export class Relay extends TypedEmitter<RelayEvents> {
     });
     // Settling may have unblocked the next message of each key: look again.
     this.wake('settled');
+  }
+
+  /**
+   * A message of a run whose key had an earlier message fail in the same batch (guarantee 4:
+   * a failing message blocks the later messages of its key). Not its own failure, so it spends
+   * no attempt: it is released, due now, and waits behind the failed one, which stays the key's
+   * head. If the broker took it anyway (it refused the earlier message and accepted this one,
+   * e.g. a RabbitMQ queue with `x-overflow: reject-publish`), it is delivered out of key order:
+   * settled as delivered, and said loudly, since only `maxPerKey: 1` avoids that.
+   */
+  #settleBehind(
+    settlement: Settlement,
+    message: OutboxMessage,
+    outcome: PublishOutcome,
+    blocker: string,
+  ): void {
+    if (outcome.status !== 'ok') {
+      settlement.released.push({
+        message,
+        error: `waiting behind message ${blocker} of key ${JSON.stringify(message.key)}, which failed in the same batch: ${outcome.error.message}`,
+      });
+      return;
+    }
+    settlement.delivered.push(message);
+    const error = new RelayStateError(
+      'key_order_broken',
+      `the ${this.#transport.name} broker refused message ${blocker} of key ${JSON.stringify(message.key)} and then ` +
+        `accepted the later message ${message.id} of the same key in the same batch, so it was delivered first. ` +
+        'Brokers do this when they refuse single messages (a RabbitMQ queue with x-overflow reject-publish); ' +
+        'set maxPerKey: 1 (--max-per-key 1) for such queues',
+      { details: { key: message.key, refused: blocker, delivered: message.id } },
+    );
+    this.emit('relay:error', { phase: 'publish', error });
+    this.logger.warn('key order broken by the broker', {
+      key: message.key,
+      refused: blocker,
+      delivered: message.id,
+    });
   }
 
   /**

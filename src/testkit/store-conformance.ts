@@ -536,6 +536,12 @@ export function runStoreConformance(name: string, options: StoreConformanceOptio
       );
       await transport.waitFor(2, timeoutMs);
       assert.equal(transport.messages[1]?.payload.toString(), '"after"', 'a poison message blocks nothing');
+      // Both may travel in one batch (a run), settled together after the publish.
+      await waitUntil(
+        async () => (await store.listDeadLetters({ topic: 'p' })).length === 1,
+        'the poison dead letter',
+        timeoutMs,
+      );
       const poison = await store.listDeadLetters({ topic: 'p' });
       assert.equal(poison[0]?.lastError, 'rejected');
       assert.equal(poison[0]?.attempts, 1);

@@ -59,10 +59,12 @@ export function postgresSql(schema: string, channel: string) {
     // anyway (ROW EXCLUSIVE until commit; INSERT privilege allows it), so it waits for nothing new.
     requireTransaction: `LOCK TABLE ONLY ${t} IN ROW EXCLUSIVE MODE`,
 
-    // Oldest first, at most one row per key; the rule and its two passes live in the
-    // <schema>.claim() function (sql/postgres/000001_outbox.sql), so PGlite runs the same code.
+    // Oldest first, a key's messages in order; the rule and its two passes live in the
+    // <schema>.claim() function (sql/postgres/000005_claim_runs.sql), so PGlite runs the same code.
+    // The last row is a cursor row (seq NULL) when the claim walked keys: its key is where the
+    // next claim's walk starts.
     claim: `SELECT seq::text AS seq, id::text AS id, topic, key, type, payload, content_type, headers, created_at, attempts
-FROM ${s}.claim($1::integer, $2::text, $3::uuid, $4::bigint)`,
+FROM ${s}.claim($1::integer, $2::text, $3::uuid, $4::bigint, $5::integer, $6::text)`,
 
     extendLease: `UPDATE ${t} SET lease_until = now() + $2::bigint * interval '1 millisecond' WHERE lease_token = $1::uuid`,
 

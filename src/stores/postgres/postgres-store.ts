@@ -186,6 +186,11 @@ export class PostgresStore implements OutboxStore {
   readonly #pool: PgPool;
   readonly #ownsPool: boolean;
   readonly #sql: PostgresSql;
+  /**
+   * Where the claim's bounded walk over the keys goes on from (see the claim function): each
+   * claim that walks keys walks the next slice, so every key is reached, however many there are.
+   */
+  #keyCursor: string | null = null;
   /** The server and deadlines named in the errors the store explains. */
   readonly #errorContext: DbErrorContext;
   #closed = false;
@@ -335,8 +340,17 @@ export class PostgresStore implements OutboxStore {
       request.owner,
       leaseToken,
       Math.ceil(request.leaseMs),
+      Math.max(1, Math.floor(request.maxPerKey ?? 1)),
+      this.#keyCursor,
     ]);
-    const messages = res.rows.map(toMessage).sort(compareSeq);
+    const rows = res.rows;
+    const last = rows[rows.length - 1];
+    if (last !== undefined && last.seq === null) {
+      // The cursor row: where this claim's walk over the keys stopped (null: start over).
+      this.#keyCursor = (last.key as string | null) ?? null;
+      rows.pop();
+    }
+    const messages = rows.map(toMessage).sort(compareSeq);
     return { leaseToken, messages };
   }
 

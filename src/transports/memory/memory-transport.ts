@@ -109,6 +109,11 @@ function copy(message: OutboxMessage): OutboxMessage {
  */
 export class MemoryTransport implements Transport {
   readonly name = 'memory';
+  /**
+   * Keeps one call's order, and stops a key within a call at its first failed message, as an
+   * ordered broker connection does: the relay batches runs of a key's messages.
+   */
+  readonly ordering = true;
 
   /** See {@link MemoryTransportOptions.failWith}. */
   failWith: MemoryFailure | undefined;
@@ -267,7 +272,26 @@ export class MemoryTransport implements Transport {
       );
       return messages.map(() => ({ status: 'unavailable', error }));
     }
-    const outcomes = batch.map((message) => this.#deliver(message));
+    // Like a broker that keeps a connection's order (`ordering`): once a message of a key fails
+    // (not permanently) in this call, the key's later messages in it are not taken either.
+    const stopped = new Map<string, string>();
+    const outcomes = batch.map((message): PublishOutcome => {
+      const failed = message.key === null ? undefined : stopped.get(message.key);
+      if (failed !== undefined) {
+        return {
+          status: 'retry',
+          error: new TransportError(
+            'key_stopped',
+            `MemoryTransport: message ${message.id} not taken: the earlier message ${failed} of its key failed in the same publish`,
+          ),
+        };
+      }
+      const outcome = this.#deliver(message);
+      if ((outcome.status === 'retry' || outcome.status === 'unavailable') && message.key !== null) {
+        stopped.set(message.key, message.id);
+      }
+      return outcome;
+    });
     this.#wake();
     return outcomes;
   }

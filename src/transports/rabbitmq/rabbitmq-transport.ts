@@ -32,6 +32,11 @@ export { ATTEMPT_HEADER, KEY_HEADER } from './rabbitmq-publish.js';
  */
 export class RabbitMqTransport implements Transport {
   readonly name = 'rabbitmq';
+  /**
+   * One confirm channel: a batch reaches the broker in order, so the relay batches runs of a
+   * key's messages (see docs/design.md, "Runs").
+   */
+  readonly ordering = true;
   // Private: the resolved URL holds the password, and public fields end up in logs.
   readonly #options: Readonly<ResolvedRabbitMqTransportOptions>;
   readonly #sessions: SessionManager;

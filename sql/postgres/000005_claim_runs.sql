@@ -1,0 +1,168 @@
+-- Mailroom schema, version 5: a claim whose cost does not grow with the number of keys, and
+-- that can take a key's run of messages in one batch. See docs/design.md, "Claiming".
+--
+-- claim(limit, owner, token, lease_ms, per_key, after_key) leases up to `limit` due messages:
+--
+-- Pass 1 looks at the oldest `window` due, unleased rows. For each key there, its first row is a
+-- candidate when no older row of the key is left (it is the key's head); keyless rows are all
+-- candidates. When the window is full and yields fewer than `limit` candidates, deep backlogs of
+-- blocked keys (a leased or retrying head) are hiding heads further back, and pass 2 walks at
+-- most `walk` distinct keys through the (key, seq) index, starting after `after_key`, plus the
+-- oldest due keyless rows. Version 1 walked every key here (seconds with 150k keys); now each
+-- claim walks a bounded slice and the caller passes where the last one stopped, so every key is
+-- reached after (keys / walk) claims, and a claim's cost is bounded by `window + walk` probes
+-- whatever the number of keys.
+--
+-- The heads are locked with FOR UPDATE SKIP LOCKED, oldest first. With per_key > 1, what is left
+-- of the limit goes to runs: for each head this claim locked, oldest first, the next rows of its
+-- key in seq order while they are due and unleased, up to per_key rows of the key in all. Every
+-- ready key gets one message before any key gets a second. A run row is only ever taken by the
+-- claim that holds its key's head, so two relays never split a run; a run is cut at the first
+-- row another claim holds.
+--
+-- The last row returned is a cursor row (seq IS NULL) when pass 2 ran: its key is where the walk
+-- stopped (NULL: it reached the last key, start from the first next time).
+--
+-- Version 1's claim(limit, owner, token, lease_ms) stays for relays of earlier versions.
+
+CREATE FUNCTION {{schema}}.claim(p_limit integer, p_owner text, p_token uuid, p_lease_ms bigint,
+                                 p_per_key integer, p_after_key text)
+RETURNS TABLE (seq bigint, id uuid, topic text, key text, type text, payload bytea, content_type text,
+               headers jsonb, created_at timestamptz, attempts integer)
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+  win integer := greatest(p_limit * 4, 1000);
+  walk integer := greatest(p_limit * 2, 500);
+  seen integer;
+  cand bigint[];
+  more bigint[];
+  heads bigint[];
+  runs bigint[] := '{}';
+  chunk bigint[];
+  got bigint[];
+  budget integer;
+  h_seq bigint;
+  h_key text;
+  first_key text;
+  walked integer;
+  last_key text;
+  walked_keys boolean := false;
+BEGIN
+  -- Pass 1. A key's later rows in the window are never heads (their predecessor is right there),
+  -- so only each key's first window row is probed.
+  SELECT count(*)::integer,
+         coalesce(array_agg(f.seq) FILTER (WHERE f.head), '{}')
+  INTO seen, cand
+  FROM (
+    SELECT w.seq,
+           CASE WHEN w.key IS NULL THEN true
+                WHEN w.seq <> w.key_first THEN false
+                ELSE NOT EXISTS (SELECT 1 FROM {{schema}}.outbox e WHERE e.key = w.key AND e.seq < w.seq)
+           END AS head
+    FROM (
+      SELECT d.seq, d.key, min(d.seq) OVER (PARTITION BY d.key) AS key_first
+      FROM (
+        SELECT o.seq, o.key FROM {{schema}}.outbox o
+        WHERE o.available_at <= now() AND (o.lease_until IS NULL OR o.lease_until <= now())
+        ORDER BY o.seq LIMIT win
+      ) d
+    ) w
+  ) f;
+
+  -- Pass 2, bounded: a slice of the keys after the cursor, and keyless rows past the window.
+  IF cardinality(cand) < p_limit AND seen >= win THEN
+    walked_keys := true;
+    IF p_after_key IS NULL THEN
+      SELECT k.key INTO first_key FROM {{schema}}.outbox k WHERE k.key IS NOT NULL ORDER BY k.key, k.seq LIMIT 1;
+    ELSE
+      SELECT k.key INTO first_key FROM {{schema}}.outbox k WHERE k.key > p_after_key ORDER BY k.key, k.seq LIMIT 1;
+    END IF;
+    IF first_key IS NOT NULL THEN
+      WITH RECURSIVE keys AS (
+        (SELECT k.key, k.seq, k.available_at, k.lease_until FROM {{schema}}.outbox k
+         WHERE k.key = first_key ORDER BY k.seq LIMIT 1)
+        UNION ALL
+        SELECT n.key, n.seq, n.available_at, n.lease_until FROM keys,
+          LATERAL (SELECT k2.key, k2.seq, k2.available_at, k2.lease_until FROM {{schema}}.outbox k2
+                   WHERE k2.key > keys.key ORDER BY k2.key, k2.seq LIMIT 1) n
+      ), slice AS (
+        SELECT * FROM keys LIMIT walk
+      )
+      SELECT count(*)::integer, max(s.key),
+             coalesce(array_agg(s.seq) FILTER (WHERE s.available_at <= now()
+                                               AND (s.lease_until IS NULL OR s.lease_until <= now())), '{}')
+      INTO walked, last_key, more
+      FROM slice s;
+      cand := cand || more;
+      -- A walk that ran out of keys before its budget starts from the first key next time.
+      IF walked < walk THEN
+        last_key := NULL;
+      END IF;
+    END IF;
+    SELECT coalesce(array_agg(f.seq), '{}') INTO more FROM (
+      SELECT f.seq FROM {{schema}}.outbox f
+      WHERE f.key IS NULL AND f.available_at <= now() AND (f.lease_until IS NULL OR f.lease_until <= now())
+      ORDER BY f.seq LIMIT p_limit
+    ) f;
+    cand := cand || more;
+  END IF;
+
+  -- The due and lease conditions again, on the locked rows: when another claim leased a row and
+  -- committed after our snapshot, PostgreSQL re-checks them on the row's new version, so the row
+  -- is not claimed twice.
+  SELECT coalesce(array_agg(l.seq), '{}') INTO heads FROM (
+    SELECT l.seq FROM {{schema}}.outbox l
+    WHERE l.seq = ANY(cand)
+      AND l.available_at <= now() AND (l.lease_until IS NULL OR l.lease_until <= now())
+    ORDER BY l.seq LIMIT p_limit
+    FOR UPDATE SKIP LOCKED
+  ) l;
+
+  -- Runs: every key held gets one message first (the heads above), then what is left of the
+  -- limit goes to runs, oldest key first: for each head, the next rows of its key while they are
+  -- due and unleased. The budget bounds the rows read: at most what is left of the limit, plus
+  -- one probe per head.
+  IF p_per_key > 1 AND cardinality(heads) < p_limit THEN
+    budget := p_limit - cardinality(heads);
+    FOR h_seq, h_key IN
+      SELECT o.seq, o.key FROM {{schema}}.outbox o WHERE o.seq = ANY(heads) AND o.key IS NOT NULL ORDER BY o.seq
+    LOOP
+      EXIT WHEN budget <= 0;
+      SELECT coalesce(array_agg(z.seq ORDER BY z.seq), '{}') INTO chunk FROM (
+        SELECT y.seq, bool_and(y.ready) OVER (ORDER BY y.seq) AS prefix FROM (
+          SELECT x.seq, (x.available_at <= now() AND (x.lease_until IS NULL OR x.lease_until <= now())) AS ready
+          FROM {{schema}}.outbox x
+          WHERE x.key = h_key AND x.seq > h_seq
+          ORDER BY x.seq LIMIT least(p_per_key - 1, budget)
+        ) y
+      ) z WHERE z.prefix;
+      CONTINUE WHEN cardinality(chunk) = 0;
+      SELECT coalesce(array_agg(l.seq), '{}') INTO got FROM (
+        SELECT l.seq FROM {{schema}}.outbox l
+        WHERE l.seq = ANY(chunk)
+          AND l.available_at <= now() AND (l.lease_until IS NULL OR l.lease_until <= now())
+        FOR UPDATE SKIP LOCKED
+      ) l;
+      -- Up to the first row another claim holds: never a gap in a run.
+      SELECT coalesce(array_agg(c.seq ORDER BY c.ord), '{}') INTO chunk FROM (
+        SELECT u.seq, u.ord, bool_and(u.seq = ANY(got)) OVER (ORDER BY u.ord) AS whole
+        FROM unnest(chunk) WITH ORDINALITY AS u(seq, ord)
+      ) c WHERE c.whole;
+      runs := runs || chunk;
+      budget := budget - cardinality(chunk);
+    END LOOP;
+  END IF;
+
+  RETURN QUERY
+  UPDATE {{schema}}.outbox o
+  SET lease_owner = p_owner, lease_token = p_token,
+      lease_until = now() + p_lease_ms * interval '1 millisecond', attempts = o.attempts + 1
+  WHERE o.seq = ANY(heads || runs)
+  RETURNING o.seq, o.id, o.topic, o.key, o.type, o.payload, o.content_type, o.headers, o.created_at, o.attempts;
+
+  IF walked_keys THEN
+    RETURN QUERY SELECT NULL::bigint, NULL::uuid, NULL::text, last_key, NULL::text, NULL::bytea, NULL::text,
+                        NULL::jsonb, NULL::timestamptz, NULL::integer;
+  END IF;
+END
+$$;
