@@ -78,6 +78,15 @@ const OPTIONS: OptionSpec[] = [
     description: 'messages claimed and published per batch',
   },
   {
+    key: 'maxPerKey',
+    flag: 'max-per-key',
+    env: 'MAILROOM_MAX_PER_KEY',
+    type: 'int',
+    ...bounds(relayOptionsSchema.fields.maxPerKey),
+    description:
+      'most messages of one key per batch, sent in order (default: the batch size); 1 for queues with x-overflow reject-publish',
+  },
+  {
     key: 'concurrency',
     flag: 'concurrency',
     env: 'MAILROOM_CONCURRENCY',
@@ -309,6 +318,7 @@ export const relayCommand: Command = {
         logger: relayLogger(logger),
         batchSize: Number(config.batchSize),
         concurrency: Number(config.concurrency),
+        ...(config.maxPerKey === undefined ? {} : { maxPerKey: Number(config.maxPerKey) }),
         leaseMs: Number(config.leaseMs),
         wakeup: config.wakeup as 'notify' | 'poll',
         ...(config.pollIntervalMs === undefined ? {} : { pollIntervalMs: Number(config.pollIntervalMs) }),
