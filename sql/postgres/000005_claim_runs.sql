@@ -13,12 +13,13 @@
 -- reached after (keys / walk) claims, and a claim's cost is bounded by `window + walk` probes
 -- whatever the number of keys.
 --
--- The heads are locked with FOR UPDATE SKIP LOCKED, oldest first. With per_key > 1, what is left
--- of the limit goes to runs: for each head this claim locked, oldest first, the next rows of its
--- key in seq order while they are due and unleased, up to per_key rows of the key in all. Every
--- ready key gets one message before any key gets a second. A run row is only ever taken by the
--- claim that holds its key's head, so two relays never split a run; a run is cut at the first
--- row another claim holds.
+-- Heads are taken oldest first. With per_key > 1 (runs), each head brings the next rows of its
+-- key in seq order while they are due and unleased, up to per_key rows of the key in all, and
+-- heads are taken until the limit is reached: a batch holds whole runs of a few keys rather than
+-- one message of many. A key is in one batch at a time, so a hot key fills at most one of a
+-- relay's concurrent batches and the others go to other keys. A run row is only ever locked by
+-- the claim that locked its key's head, so two relays never split a run; a run is cut at the
+-- first row another claim holds.
 --
 -- The last row returned is a cursor row (seq IS NULL) when pass 2 ran: its key is where the walk
 -- stopped (NULL: it reached the last key, start from the first next time).
@@ -38,9 +39,12 @@ DECLARE
   more bigint[];
   heads bigint[];
   runs bigint[] := '{}';
+  plan_heads bigint[] := '{}';
+  run_seq bigint[] := '{}';
+  run_head bigint[] := '{}';
   chunk bigint[];
   got bigint[];
-  budget integer;
+  used integer;
   h_seq bigint;
   h_key text;
   first_key text;
@@ -107,50 +111,67 @@ BEGIN
     cand := cand || more;
   END IF;
 
-  -- The due and lease conditions again, on the locked rows: when another claim leased a row and
-  -- committed after our snapshot, PostgreSQL re-checks them on the row's new version, so the row
-  -- is not claimed twice.
-  SELECT coalesce(array_agg(l.seq), '{}') INTO heads FROM (
-    SELECT l.seq FROM {{schema}}.outbox l
-    WHERE l.seq = ANY(cand)
-      AND l.available_at <= now() AND (l.lease_until IS NULL OR l.lease_until <= now())
-    ORDER BY l.seq LIMIT p_limit
-    FOR UPDATE SKIP LOCKED
-  ) l;
-
-  -- Runs: every key held gets one message first (the heads above), then what is left of the
-  -- limit goes to runs, oldest key first: for each head, the next rows of its key while they are
-  -- due and unleased. The budget bounds the rows read: at most what is left of the limit, plus
-  -- one probe per head.
-  IF p_per_key > 1 AND cardinality(heads) < p_limit THEN
-    budget := p_limit - cardinality(heads);
+  IF p_per_key <= 1 THEN
+    -- The due and lease conditions again, on the locked rows: when another claim leased a row
+    -- and committed after our snapshot, PostgreSQL re-checks them on the row's new version, so
+    -- the row is not claimed twice.
+    SELECT coalesce(array_agg(l.seq), '{}') INTO heads FROM (
+      SELECT l.seq FROM {{schema}}.outbox l
+      WHERE l.seq = ANY(cand)
+        AND l.available_at <= now() AND (l.lease_until IS NULL OR l.lease_until <= now())
+      ORDER BY l.seq LIMIT p_limit
+      FOR UPDATE SKIP LOCKED
+    ) l;
+  ELSE
+    -- Runs. Plan on the snapshot first, oldest head first: each head, then the next rows of its
+    -- key while they are due and unleased, until the limit is reached. Rows read: the limit,
+    -- plus one probe per head planned.
+    used := 0;
     FOR h_seq, h_key IN
-      SELECT o.seq, o.key FROM {{schema}}.outbox o WHERE o.seq = ANY(heads) AND o.key IS NOT NULL ORDER BY o.seq
+      SELECT o.seq, o.key FROM {{schema}}.outbox o
+      WHERE o.seq = ANY(cand)
+        AND o.available_at <= now() AND (o.lease_until IS NULL OR o.lease_until <= now())
+      ORDER BY o.seq
     LOOP
-      EXIT WHEN budget <= 0;
+      EXIT WHEN used >= p_limit;
+      plan_heads := plan_heads || h_seq;
+      used := used + 1;
+      CONTINUE WHEN h_key IS NULL OR used >= p_limit;
       SELECT coalesce(array_agg(z.seq ORDER BY z.seq), '{}') INTO chunk FROM (
         SELECT y.seq, bool_and(y.ready) OVER (ORDER BY y.seq) AS prefix FROM (
           SELECT x.seq, (x.available_at <= now() AND (x.lease_until IS NULL OR x.lease_until <= now())) AS ready
           FROM {{schema}}.outbox x
           WHERE x.key = h_key AND x.seq > h_seq
-          ORDER BY x.seq LIMIT least(p_per_key - 1, budget)
+          ORDER BY x.seq LIMIT least(p_per_key - 1, p_limit - used)
         ) y
       ) z WHERE z.prefix;
       CONTINUE WHEN cardinality(chunk) = 0;
+      run_seq := run_seq || chunk;
+      run_head := run_head || array_fill(h_seq, ARRAY[cardinality(chunk)]);
+      used := used + cardinality(chunk);
+    END LOOP;
+    -- Then lock: the heads (re-checked as above), then the runs of the heads this claim got. A
+    -- run's rows are only ever locked by the claim holding its head, so two relays never split a
+    -- run.
+    SELECT coalesce(array_agg(l.seq), '{}') INTO heads FROM (
+      SELECT l.seq FROM {{schema}}.outbox l
+      WHERE l.seq = ANY(plan_heads)
+        AND l.available_at <= now() AND (l.lease_until IS NULL OR l.lease_until <= now())
+      FOR UPDATE SKIP LOCKED
+    ) l;
+    IF cardinality(run_seq) > 0 THEN
       SELECT coalesce(array_agg(l.seq), '{}') INTO got FROM (
         SELECT l.seq FROM {{schema}}.outbox l
-        WHERE l.seq = ANY(chunk)
+        WHERE l.seq = ANY(ARRAY(SELECT u.seq FROM unnest(run_seq, run_head) AS u(seq, head) WHERE u.head = ANY(heads)))
           AND l.available_at <= now() AND (l.lease_until IS NULL OR l.lease_until <= now())
         FOR UPDATE SKIP LOCKED
       ) l;
-      -- Up to the first row another claim holds: never a gap in a run.
-      SELECT coalesce(array_agg(c.seq ORDER BY c.ord), '{}') INTO chunk FROM (
-        SELECT u.seq, u.ord, bool_and(u.seq = ANY(got)) OVER (ORDER BY u.ord) AS whole
-        FROM unnest(chunk) WITH ORDINALITY AS u(seq, ord)
-      ) c WHERE c.whole;
-      runs := runs || chunk;
-      budget := budget - cardinality(chunk);
-    END LOOP;
+      -- Each run up to its first row this claim could not lock: never a gap in a run.
+      SELECT coalesce(array_agg(r.seq), '{}') INTO runs FROM (
+        SELECT u.seq, bool_and(u.seq = ANY(got)) OVER (PARTITION BY u.head ORDER BY u.ord) AS whole
+        FROM unnest(run_seq, run_head) WITH ORDINALITY AS u(seq, head, ord)
+      ) r WHERE r.whole;
+    END IF;
   END IF;
 
   RETURN QUERY

@@ -44,8 +44,8 @@ export interface ClaimRequest {
   leaseMs: number;
   /**
    * Most messages of one key in the batch. 1 (the default): only each key's oldest message.
-   * More: after one message of every ready key, what is left of `limit` goes to runs: a key's
-   * next messages in order, while they are due and unleased. The relay asks for runs only from
+   * More: each key's oldest message brings a run, the key's next messages in order while they
+   * are due and unleased; keys are taken oldest first until `limit`. The relay asks for runs only from
    * transports with `ordering`, which keep a call's order on the way to the broker.
    *
    * @default 1

@@ -41,8 +41,8 @@ export interface RelayOptions {
   /**
    * Most messages of one key in a batch. With a transport that keeps a call's order
    * (`transport.ordering`: RabbitMQ), a key with a backlog moves up to this many messages per
-   * claim → publish → confirm → settle round trip, in order, after every other ready key got
-   * one; 1 moves one message per key per round trip. Transports without `ordering` always use
+   * claim → publish → confirm → settle round trip, in order; a key is in one batch at a time,
+   * so the relay's other batches go to other keys. 1 moves one message per key per round trip. Transports without `ordering` always use
    * 1. Set 1 for RabbitMQ queues with `x-overflow: reject-publish`, where the broker can refuse a
    * message and accept the next (see docs/design.md, "Runs"). @default batchSize (ordering
    * transports), 1 (others)
