@@ -47,6 +47,7 @@ DECLARE
   used integer;
   h_seq bigint;
   h_key text;
+  h_more boolean;
   first_key text;
   walked integer;
   last_key text;
@@ -127,8 +128,12 @@ BEGIN
     -- key while they are due and unleased, until the limit is reached. Rows read: the limit,
     -- plus one probe per head planned.
     used := 0;
-    FOR h_seq, h_key IN
-      SELECT o.seq, o.key FROM {{schema}}.outbox o
+    -- `more`: one index probe, so a key without a next row (most keys, when keys are many)
+    -- costs no run lookup. The loop's cursor computes it only for the rows it reaches.
+    FOR h_seq, h_key, h_more IN
+      SELECT o.seq, o.key,
+             o.key IS NOT NULL AND EXISTS (SELECT 1 FROM {{schema}}.outbox n WHERE n.key = o.key AND n.seq > o.seq)
+      FROM {{schema}}.outbox o
       WHERE o.seq = ANY(cand)
         AND o.available_at <= now() AND (o.lease_until IS NULL OR o.lease_until <= now())
       ORDER BY o.seq
@@ -136,7 +141,7 @@ BEGIN
       EXIT WHEN used >= p_limit;
       plan_heads := plan_heads || h_seq;
       used := used + 1;
-      CONTINUE WHEN h_key IS NULL OR used >= p_limit;
+      CONTINUE WHEN NOT h_more OR used >= p_limit;
       SELECT coalesce(array_agg(z.seq ORDER BY z.seq), '{}') INTO chunk FROM (
         SELECT y.seq, bool_and(y.ready) OVER (ORDER BY y.seq) AS prefix FROM (
           SELECT x.seq, (x.available_at <= now() AND (x.lease_until IS NULL OR x.lease_until <= now())) AS ready
