@@ -3,10 +3,12 @@
  * generator's own CPU does not decide the result the way a single Node process does.
  *
  * Every transaction inserts one business row; the variants add, in the same transaction:
- * nothing; a second business row (the cheapest second row there is: the reference for "one more
- * INSERT"); the outbox row exactly as `outbox.enqueue` writes it (the library's own statement)
- * with NOTIFY off and on, each without a relay and with a `mailroom relay` process delivering
- * to RabbitMQ meanwhile (polling when NOTIFY is off, notified when on). pgbench prepares every
+ * nothing; `SELECT 1` (the floor: one more statement round trip and nothing else); a second
+ * business row (the cheapest second row there is: the reference for "one more INSERT"); the
+ * outbox row exactly as `outbox.enqueue` writes it (the library's own statement) with NOTIFY
+ * off, on, and through the wake gate (NOTIFY only while a relay is idle: no relay idle, and
+ * the gate held all the time), each without a relay, and for off and on with a `mailroom relay`
+ * process delivering to RabbitMQ meanwhile (polling when NOTIFY is off, notified when on). pgbench prepares every
  * statement (`-M prepared`), as the library prepares its one-message enqueue.
  *
  * The variants run in turn, round after round, each from an empty outbox; a row gives the
@@ -58,7 +60,7 @@ function literal(value: unknown): string {
  * comes from the schema's uuid_generate_v7() (the library generates a UUIDv7 in Node), the key
  * from pgbench's `:c`.
  */
-function enqueueStatement(schema: string, channel: string, notify: boolean): string {
+function enqueueStatement(schema: string, channel: string, notify: boolean | 'idle'): string {
   const message = encodeMessage({ topic: 'bench.order', key: 'KEY', payload: payload256(1) });
   const { sql, params } = postgresSql(schema, channel).enqueue([message], notify);
   return sql.replace(/\$(\d+)/g, (_, n: string) => {
@@ -120,12 +122,20 @@ export async function writerPgbench(seconds: number, rounds = 3): Promise<Row[]>
       JSON.stringify(payload256(1)),
     )});`;
     const channel = db.store.channel;
-    const outbox = (notify: boolean) => `${business}\n${enqueueStatement(db.schema, channel, notify)};`;
-    const variants: { name: string; body: string; relay?: 'notify' | 'poll' }[] = [
+    const gateSql = postgresSql(db.schema, channel).wakeGate;
+    const outbox = (notify: boolean | 'idle') =>
+      `${business}\n${enqueueStatement(db.schema, channel, notify)};`;
+    const variants: { name: string; body: string; relay?: 'notify' | 'poll'; gate?: boolean }[] = [
       { name: 'business row only', body: business },
+      { name: '+ SELECT 1 (reference: one more round trip)', body: `${business}\nSELECT 1;` },
       { name: '+ a second business row (reference)', body: `${business}\n${business}` },
       { name: '+ outbox row, NOTIFY off, no relay', body: outbox(false) },
       { name: '+ outbox row, NOTIFY on, no relay', body: outbox(true) },
+      // The wake gate (postgresSql().wakeGate): NOTIFY only while a relay holds the gate. With
+      // no relay idle every writer skips it; with the gate held (what an idle relay does) every
+      // writer notifies: the two ends of what it costs.
+      { name: '+ outbox row, wake gate, no relay idle', body: outbox('idle') },
+      { name: '+ outbox row, wake gate, held by an idle relay', body: outbox('idle'), gate: true },
       { name: '+ outbox row, NOTIFY off, relay polling', body: outbox(false), relay: 'poll' },
       { name: '+ outbox row, NOTIFY on, relay notified', body: outbox(true), relay: 'notify' },
     ];
@@ -139,7 +149,9 @@ export async function writerPgbench(seconds: number, rounds = 3): Promise<Row[]>
         for (const [i, v] of variants.entries()) {
           await db.pool.query(`TRUNCATE "${db.schema}".outbox, "${db.schema}".orders`);
           const relay = v.relay ? await startRelay(db.schema, sink.exchange, v.relay) : undefined;
+          const gate = v.gate ? await db.pool.connect() : undefined;
           try {
+            if (gate) await gate.query(gateSql.arm);
             const args = ['-n', '-M', 'prepared', '-c', String(clients), '-j', '2'];
             args.push('-T', String(seconds), '-f', join(dir, `v${i}.sql`), DATABASE_URL);
             const { stdout } = await run(bin, args, { encoding: 'utf8' });
@@ -148,6 +160,10 @@ export async function writerPgbench(seconds: number, rounds = 3): Promise<Row[]>
             (tps[i] as number[]).push(value);
           } finally {
             if (relay) await stopProcess(relay);
+            if (gate) {
+              await gate.query(gateSql.disarm);
+              gate.release();
+            }
           }
           await sleep(300);
         }

@@ -13,12 +13,36 @@ export const MAX_ROWS_PER_INSERT = 4000;
 export function postgresSql(schema: string, channel: string) {
   const s = quoteIdent(schema);
   const t = `${s}.outbox`;
+  // The wake gate's advisory lock (see `wakeGate` below). hashtext() of a constant is folded
+  // when the statement is planned, so a prepared enqueue computes it once.
+  const gateKey = `hashtext(${quoteLiteral(`mailroom.wake.${schema}`)})`;
   return {
     channel,
     listen: `LISTEN ${quoteIdent(channel)}`,
     unlisten: `UNLISTEN ${quoteIdent(channel)}`,
 
-    enqueue(messages: readonly EncodedMessage[], notify: boolean, prepare = true): SqlStatement {
+    /**
+     * The wake gate: NOTIFY only while a relay is idle, without ever losing a wake-up
+     * (docs/design.md, "Wake-ups"). A relay that is about to sleep takes the session advisory
+     * lock `arm` on a connection of its own; PostgreSQL grants it only once every transaction
+     * holding the lock in shared mode has ended. An `enqueue(…, 'idle')` tries the shared lock
+     * for the rest of its transaction without waiting: when it gets it, no relay holds or waits
+     * for the gate and the writer skips the NOTIFY; when it cannot, it notifies. So a writer
+     * that skipped the NOTIFY is still running when a relay asks for the gate, the relay's
+     * `arm` returns only after that writer committed or rolled back, and the claim the relay
+     * makes after `arm` returns sees its row. Every later writer sees the gate taken and
+     * notifies. `disarm` (or the relay's session ending) opens the gate again.
+     */
+    wakeGate: {
+      arm: `SELECT pg_advisory_lock(${gateKey})`,
+      disarm: `SELECT pg_advisory_unlock(${gateKey}) AS released`,
+    },
+
+    /**
+     * The INSERT of `messages`, and the wake-up: `true` sends a NOTIFY (delivered at commit),
+     * `false` none (relays poll), `'idle'` one only while a relay holds the wake gate.
+     */
+    enqueue(messages: readonly EncodedMessage[], notify: boolean | 'idle', prepare = true): SqlStatement {
       const params: unknown[] = [];
       const rows: string[] = [];
       for (const m of messages) {
@@ -43,12 +67,23 @@ export function postgresSql(schema: string, channel: string) {
         `VALUES ${rows.join(', ')}`;
       // One message per transaction is the common case: give that text a name so drivers
       // prepare it once per connection.
-      const name = messages.length === 1 && prepare ? preparedEnqueueName(schema, notify) : undefined;
+      // The 'idle' name swaps the last letter of the NOTIFY-off one, so it is no longer than the
+      // names the schema-name length check measures.
+      const name =
+        messages.length === 1 && prepare
+          ? notify === 'idle'
+            ? `${preparedEnqueueName(schema, false).slice(0, -1)}i`
+            : preparedEnqueueName(schema, notify)
+          : undefined;
       const named = name ? { name } : {};
       if (!notify) return { sql: insert, params, ...named };
       // One round trip: the NOTIFY is queued in the caller's transaction and sent at commit.
+      const wake =
+        notify === 'idle'
+          ? `CASE WHEN pg_try_advisory_xact_lock_shared(${gateKey}) THEN NULL ELSE pg_notify(${quoteLiteral(channel)}, '') END`
+          : `pg_notify(${quoteLiteral(channel)}, '')`;
       return {
-        sql: `WITH ins AS (${insert} RETURNING 1) SELECT pg_notify(${quoteLiteral(channel)}, '') FROM (SELECT 1 FROM ins LIMIT 1) AS x`,
+        sql: `WITH ins AS (${insert} RETURNING 1) SELECT ${wake} FROM (SELECT 1 FROM ins LIMIT 1) AS x`,
         params,
         ...named,
       };
