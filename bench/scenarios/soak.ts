@@ -2,8 +2,9 @@
  * Soak: a steady offered load for a long time with autovacuum on (issue 12 part 7). A paced
  * writer commits a batch every 10 ms, one in-process relay drains to RabbitMQ, a consumer empties
  * the queue. Every minute: the outbox's table and index size, live and dead tuples, the last
- * autovacuum, the write and drain rates and commit→confirm p50/p99 of that minute. At the end:
- * did sizes plateau over the last 2/3 of the run, and did throughput and p99 hold.
+ * autovacuum, the write and drain rates, commit→confirm p50/p99 and per-claim p50/p99 of that
+ * minute. At the end: did sizes plateau over the last 2/3 of the run, and did throughput and p99
+ * hold.
  *
  * This machine's server runs with autovacuum off. Per-table settings cannot turn it on then, so
  * the scenario sets it server-wide for the run (`ALTER SYSTEM` + reload, no restart) and puts
@@ -168,9 +169,12 @@ export async function soak(quick: boolean): Promise<Row[]> {
       await Promise.race([sleep(Math.max(0, due - performance.now())), m === minutes ? writing : never]);
       const done = minute;
       minute = { written: 0, delivered: 0, latencies: [] };
+      const claims = relay.timings.claimMs.splice(0).sort((a, b) => a - b);
       const row: Row = {
         minute: m,
         ...rates(done, 60),
+        'claim p50 ms': round(percentile(claims, 50)),
+        'claim p99 ms': round(percentile(claims, 99)),
         ...(await tableStats(db.pool, db.schema)),
         backlog: committedAt.size,
       };
