@@ -12,6 +12,7 @@ import {
   latencyColumns,
   pacedWriters,
   payload256,
+  percentile,
   round,
   timedConsumer,
   type Row,
@@ -68,11 +69,25 @@ export async function latencyOnce(options: {
         db.outbox.enqueue(client, { topic: 'bench.latency', key: `k${i % 1000}`, payload: payload256(i) }),
       committedAt,
     );
+    const columns = await latencyColumns(committedAt, confirmedAt, consumer.receivedAt);
+    // The tail the issue asks for beside p99: one message in a thousand (10 s at 1,000 msg/s
+    // gives ten of them, so read it as a rough figure).
+    const toBroker: number[] = [];
+    for (const [id, c] of committedAt) {
+      const b = confirmedAt.get(id);
+      if (b !== undefined) toBroker.push(b - c);
+    }
+    toBroker.sort((a, b) => a - b);
+    const latency: Row = {};
+    for (const [column, value] of Object.entries(columns)) {
+      latency[column] = value;
+      if (column === 'p99 ms') latency['p99.9 ms'] = round(percentile(toBroker, 99.9));
+    }
     return {
       'offered msg/s': options.rate,
       'achieved msg/s': round(achieved, 0),
       wakeup: options.wakeup,
-      ...(await latencyColumns(committedAt, confirmedAt, consumer.receivedAt)),
+      ...latency,
     };
   } finally {
     await relay.stop();
