@@ -11,6 +11,11 @@ import type { OutboxMessage } from '../src/core/types.js';
 import { createTestDb, inTransaction, type TestDb } from './helpers/postgres.js';
 import { waitUntil } from './helpers/wait.js';
 
+/** The first `n` keys of {@link fill}, in key order. */
+function expected(n: number): string[] {
+  return Array.from({ length: n }, (_, i) => `k${String(i + 1).padStart(6, '0')}`);
+}
+
 /** Rows of a hot key first (lowest seqs), then one row each for `keys` other keys. */
 async function fill(db: TestDb, hot: number, keys: number): Promise<void> {
   const t = `"${db.schema}".outbox`;
@@ -78,19 +83,44 @@ describe('claim: bounded whatever the number of keys', () => {
   });
 
   it('reaches every key: each claim that walks keys goes on where the last one stopped', async () => {
-    const seen = new Set<string>();
+    const seen: string[] = [];
     for (let i = 0; i < 10; i++) {
-      // Small batches: 10 claims of 25 with a walk budget of 500 keys cover 5,000 keys.
+      // The window holds only the hot key's blocked rows, so every head comes from the walk,
+      // which stops once it has the 25 it needs and resumes there at the next claim.
       const batch = await db.store.claim({ owner: 'walker', limit: 25, leaseMs: 60_000 });
-      for (const m of batch.messages) seen.add(m.key as string);
+      seen.push(...batch.messages.map((m) => m.key as string));
     }
-    const sorted = [...seen].sort();
-    assert.equal(seen.size, 250);
-    assert.ok(!seen.has('hot'), 'the blocked hot key gives nothing');
-    // The walk moved on: keys far past the first slice were reached.
-    assert.ok(
-      (sorted[sorted.length - 1] as string) > 'k004000',
-      `last key reached ${sorted[sorted.length - 1]}`,
+    // Keys in walk order, none skipped, none twice, the blocked hot key not among them.
+    assert.deepEqual([...seen].sort(), expected(250));
+  });
+
+  it('starts the walk over from the first key once it has reached the last', async () => {
+    // 300 keys, fewer than one walk's budget (500). Lease every key but the first ten: the walk
+    // finds those ten, runs to the end of the keys looking for more, and the next claim walks
+    // from the start again.
+    const s = `"${db.schema}"`;
+    await db.pool.query(`DELETE FROM ${s}.outbox WHERE key > 'k000300' AND key <> 'hot'`);
+    await db.pool.query(
+      `UPDATE ${s}.outbox SET lease_token = NULL, lease_until = NULL WHERE key <> 'hot' OR seq > (SELECT min(seq) FROM ${s}.outbox)`,
+    );
+    await db.pool.query(
+      `UPDATE ${s}.outbox SET lease_token = gen_random_uuid(), lease_until = now() + interval '1 hour'
+       WHERE key > 'k000010' AND key <> 'hot'`,
+    );
+    const fresh = db.makeStore();
+    const first = await fresh.claim({ owner: 'w', limit: 25, leaseMs: 1 });
+    assert.deepEqual(
+      first.messages.map((m) => m.key),
+      expected(10),
+    );
+    await db.pool.query(
+      `UPDATE ${s}.outbox SET lease_until = now() - interval '1 second' WHERE lease_token IS NOT NULL AND key <= 'k000010' AND key <> 'hot'`,
+    );
+    const again = await fresh.claim({ owner: 'w', limit: 25, leaseMs: 60_000 });
+    assert.deepEqual(
+      again.messages.map((m) => m.key),
+      expected(10),
+      'the walk wrapped around to the first key',
     );
   });
 });

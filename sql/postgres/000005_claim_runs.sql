@@ -3,11 +3,13 @@
 --
 -- claim(limit, owner, token, lease_ms, per_key, after_key) leases up to `limit` due messages:
 --
--- Pass 1 looks at the oldest `window` due, unleased rows. For each key there, its first row is a
+-- Pass 1 looks at the oldest `window` due, unleased rows (4 x limit, at least 1000; with runs,
+-- `limit`). For each key there, its first row is a
 -- candidate when no older row of the key is left (it is the key's head); keyless rows are all
 -- candidates. When the window is full and yields fewer than `limit` candidates, deep backlogs of
 -- blocked keys (a leased or retrying head) are hiding heads further back, and pass 2 walks at
--- most `walk` distinct keys through the (key, seq) index, starting after `after_key`, plus the
+-- most `walk` distinct keys through the (key, seq) index, starting after `after_key` and stopping
+-- once it has found the heads it lacks, plus the
 -- oldest due keyless rows. Version 1 walked every key here (seconds with 150k keys); now each
 -- claim walks a bounded slice and the caller passes where the last one stopped, so every key is
 -- reached after (keys / walk) claims, and a claim's cost is bounded by `window + walk` probes
@@ -32,8 +34,12 @@ RETURNS TABLE (seq bigint, id uuid, topic text, key text, type text, payload byt
                headers jsonb, created_at timestamptz, attempts integer)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-  win integer := greatest(p_limit * 4, 1000);
+  -- With runs, the oldest `limit` rows are enough: their keys' runs fill the batch. One message
+  -- per key needs a wider window to find `limit` heads among keys with backlogs.
+  win integer := CASE WHEN p_per_key > 1 THEN p_limit ELSE greatest(p_limit * 4, 1000) END;
   walk integer := greatest(p_limit * 2, 500);
+  need integer;
+  found integer;
   seen integer;
   cand bigint[];
   more bigint[];
@@ -77,30 +83,37 @@ BEGIN
   -- Pass 2, bounded: a slice of the keys after the cursor, and keyless rows past the window.
   IF cardinality(cand) < p_limit AND seen >= win THEN
     walked_keys := true;
+    need := p_limit - cardinality(cand);
     IF p_after_key IS NULL THEN
       SELECT k.key INTO first_key FROM {{schema}}.outbox k WHERE k.key IS NOT NULL ORDER BY k.key, k.seq LIMIT 1;
     ELSE
       SELECT k.key INTO first_key FROM {{schema}}.outbox k WHERE k.key > p_after_key ORDER BY k.key, k.seq LIMIT 1;
     END IF;
     IF first_key IS NOT NULL THEN
+      -- Stops as soon as it has found enough ready heads (`n` counts them) or at the budget.
       WITH RECURSIVE keys AS (
-        (SELECT k.key, k.seq, k.available_at, k.lease_until FROM {{schema}}.outbox k
-         WHERE k.key = first_key ORDER BY k.seq LIMIT 1)
+        (SELECT k.key, k.seq, k.ready, k.ready::integer AS n FROM (
+           SELECT k0.key, k0.seq,
+                  (k0.available_at <= now() AND (k0.lease_until IS NULL OR k0.lease_until <= now())) AS ready
+           FROM {{schema}}.outbox k0 WHERE k0.key = first_key ORDER BY k0.seq LIMIT 1) k)
         UNION ALL
-        SELECT n.key, n.seq, n.available_at, n.lease_until FROM keys,
-          LATERAL (SELECT k2.key, k2.seq, k2.available_at, k2.lease_until FROM {{schema}}.outbox k2
-                   WHERE k2.key > keys.key ORDER BY k2.key, k2.seq LIMIT 1) n
+        SELECT x.key, x.seq, x.ready, keys.n + x.ready::integer FROM keys,
+          LATERAL (SELECT k2.key, k2.seq,
+                          (k2.available_at <= now() AND (k2.lease_until IS NULL OR k2.lease_until <= now())) AS ready
+                   FROM {{schema}}.outbox k2
+                   WHERE k2.key > keys.key ORDER BY k2.key, k2.seq LIMIT 1) x
+        WHERE keys.n < need
       ), slice AS (
         SELECT * FROM keys LIMIT walk
       )
-      SELECT count(*)::integer, max(s.key),
-             coalesce(array_agg(s.seq) FILTER (WHERE s.available_at <= now()
-                                               AND (s.lease_until IS NULL OR s.lease_until <= now())), '{}')
-      INTO walked, last_key, more
+      SELECT count(*)::integer, max(s.key), coalesce(max(s.n), 0),
+             coalesce(array_agg(s.seq) FILTER (WHERE s.ready), '{}')
+      INTO walked, last_key, found, more
       FROM slice s;
       cand := cand || more;
-      -- A walk that ran out of keys before its budget starts from the first key next time.
-      IF walked < walk THEN
+      -- A walk that ran out of keys (neither enough heads nor the budget stopped it) starts
+      -- from the first key next time.
+      IF walked < walk AND found < need THEN
         last_key := NULL;
       END IF;
     END IF;
