@@ -4,6 +4,7 @@
  * measured on their own.
  */
 import type { ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import {
   benchDb,
   brokerSink,
@@ -23,6 +24,30 @@ export interface DrainOptions {
   wakeup: 'notify' | 'poll';
   batchSize?: number;
   concurrency?: number;
+}
+
+/**
+ * CPU seconds used so far by every process of the database server and of the broker, from
+ * `/proc` (a backend that exits in between takes its share with it: a slight undercount). With
+ * the relays' own CPU this shows where a drain's work goes, and whether more relays make the
+ * servers work more per message — what decides how relays on other machines would scale.
+ */
+function serverCpuSeconds(): { postgres: number; rabbitmq: number } {
+  const total = { postgres: 0, rabbitmq: 0 };
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const side = comm === 'postgres' ? 'postgres' : comm === 'beam.smp' ? 'rabbitmq' : undefined;
+      if (side === undefined) continue;
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      total[side] += (Number(fields[11]) + Number(fields[12])) / 100;
+    } catch {
+      // exited while we read
+    }
+  }
+  return total;
 }
 
 export async function drainOnce(o: DrainOptions): Promise<Row> {
@@ -56,17 +81,22 @@ export async function drainOnce(o: DrainOptions): Promise<Row> {
       }
     };
     let started = 0;
+    let serversAtStart = serverCpuSeconds();
     for (;;) {
       if (relays.every((r) => r.exitCode !== null || r.signalCode !== null)) {
         throw new Error(`every relay exited before the outbox was empty (${await db.count()} left)`);
       }
       const left = await db.count();
-      if (!started && left < o.messages) started = performance.now();
+      if (!started && left < o.messages) {
+        started = performance.now();
+        serversAtStart = serverCpuSeconds();
+      }
       if (left === 0) break;
       sample();
       await sleep(20);
     }
     const seconds = (performance.now() - started) / 1000;
+    const serversAtEnd = serverCpuSeconds();
     sample();
     await Promise.all(relays.map((r) => stopProcess(r)));
     const stats = [...peaks.values()];
@@ -79,6 +109,14 @@ export async function drainOnce(o: DrainOptions): Promise<Row> {
       keys: o.keys,
       'msg/s': round(o.messages / seconds, 0),
       'relay CPU s / 10k': round((cpu / o.messages) * 10_000, 2),
+      'PostgreSQL CPU s / 10k': round(
+        ((serversAtEnd.postgres - serversAtStart.postgres) / o.messages) * 10_000,
+        2,
+      ),
+      'RabbitMQ CPU s / 10k': round(
+        ((serversAtEnd.rabbitmq - serversAtStart.rabbitmq) / o.messages) * 10_000,
+        2,
+      ),
       'peak RSS MiB (max)': round(Math.max(...stats.map((s) => s.peakRssMiB)), 0),
       'in queue': depth,
     };
