@@ -36,11 +36,16 @@ async function fill(db: TestDb, hot: number, keys: number): Promise<void> {
  * Entries a statement read from the outbox and its indexes (sequential reads of the table and
  * index reads, index-only scans included), counted by PostgreSQL in the same transaction.
  */
-async function rowsRead(db: TestDb, sql: string, params: unknown[]): Promise<number> {
+async function rowsRead(
+  db: TestDb,
+  sql: string,
+  params: unknown[],
+  claimed: Array<{ key: string | null }> = [],
+): Promise<number> {
   const client = await db.pool.connect();
   try {
     await client.query('BEGIN');
-    await client.query(sql, params);
+    claimed.push(...(await client.query<{ key: string | null }>(sql, params)).rows);
     const res = await client.query<{ n: string }>(
       `SELECT sum(pg_stat_get_xact_tuples_returned(c.oid))::text AS n FROM pg_class c
        WHERE c.oid = $1::regclass OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = $1::regclass)`,
@@ -70,13 +75,19 @@ describe('claim: bounded whatever the number of keys', () => {
 
   it('reads a bounded number of rows per claim with 30k keys behind a blocked hot key', async () => {
     const s = `"${db.schema}"`;
+    const claimed: Array<{ key: string | null }> = [];
     const bounded = await rowsRead(
       db,
       `SELECT * FROM ${s}.claim(250, 'r', gen_random_uuid(), 10000, 250, NULL)`,
       [],
+      claimed,
     );
-    // Window (1000) + a walk of 500 keys + keyless probe + runs: a few thousand rows at most.
+    // Window + a walk of 250 keys + keyless probe + runs: a few thousand rows at most.
     assert.ok(bounded < 6000, `the claim read ${bounded} rows`);
+    // The walk found a full batch behind the blocked hot key (the last row is the cursor row).
+    const keys = claimed.slice(0, -1).map((r) => r.key);
+    assert.equal(new Set(keys).size, 250);
+    assert.ok(!keys.includes('hot'));
     // Version 1's claim walks every key: the same backlog costs it every one of the 30k keys.
     const unbounded = await rowsRead(db, `SELECT * FROM ${s}.claim(250, 'r', gen_random_uuid(), 10000)`, []);
     assert.ok(unbounded > 30_000, `version 1 read ${unbounded} rows (the test must be able to fail)`);

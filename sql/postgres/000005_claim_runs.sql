@@ -58,6 +58,8 @@ DECLARE
   walked integer;
   last_key text;
   walked_keys boolean := false;
+  cur bigint[];
+  enough boolean;
 BEGIN
   -- Pass 1. A key's later rows in the window are never heads (their predecessor is right there),
   -- so only each key's first window row is probed.
@@ -80,10 +82,51 @@ BEGIN
     ) w
   ) f;
 
-  -- Pass 2, bounded: a slice of the keys after the cursor, and keyless rows past the window.
-  IF cardinality(cand) < p_limit AND seen >= win THEN
+  -- Plan. With runs: the heads oldest first, each with its run, until the limit. Without: the
+  -- candidate heads. Pass 2 only when that is not enough and the window was full.
+  used := 0;
+  cur := cand;
+  LOOP
+    IF p_per_key > 1 THEN
+      -- Plan on the snapshot, oldest head first: each head, then the next rows of its key while
+      -- they are due and unleased. Rows read: what is taken, plus one probe per head. `more`
+      -- is one index probe, so a key without a next row (most keys, when keys are many) costs
+      -- no run lookup; the loop's cursor computes it only for the rows it reaches.
+      FOR h_seq, h_key, h_more IN
+        SELECT o.seq, o.key,
+               o.key IS NOT NULL AND EXISTS (SELECT 1 FROM {{schema}}.outbox n WHERE n.key = o.key AND n.seq > o.seq)
+        FROM {{schema}}.outbox o
+        WHERE o.seq = ANY(cur) AND NOT o.seq = ANY(plan_heads)
+          AND o.available_at <= now() AND (o.lease_until IS NULL OR o.lease_until <= now())
+        ORDER BY o.seq
+      LOOP
+        EXIT WHEN used >= p_limit;
+        plan_heads := plan_heads || h_seq;
+        used := used + 1;
+        CONTINUE WHEN NOT h_more OR used >= p_limit;
+        SELECT coalesce(array_agg(z.seq ORDER BY z.seq), '{}') INTO chunk FROM (
+          SELECT y.seq, bool_and(y.ready) OVER (ORDER BY y.seq) AS prefix FROM (
+            SELECT x.seq, (x.available_at <= now() AND (x.lease_until IS NULL OR x.lease_until <= now())) AS ready
+            FROM {{schema}}.outbox x
+            WHERE x.key = h_key AND x.seq > h_seq
+            ORDER BY x.seq LIMIT least(p_per_key - 1, p_limit - used)
+          ) y
+        ) z WHERE z.prefix;
+        CONTINUE WHEN cardinality(chunk) = 0;
+        run_seq := run_seq || chunk;
+        run_head := run_head || array_fill(h_seq, ARRAY[cardinality(chunk)]);
+        used := used + cardinality(chunk);
+      END LOOP;
+      enough := used >= p_limit;
+    ELSE
+      enough := cardinality(cand) >= p_limit;
+    END IF;
+    EXIT WHEN enough OR seen < win OR walked_keys;
+
+    -- Pass 2, bounded: a slice of the keys after the cursor, and keyless rows past the window.
     walked_keys := true;
-    need := p_limit - cardinality(cand);
+    need := p_limit - CASE WHEN p_per_key > 1 THEN used ELSE cardinality(cand) END;
+    cur := '{}';
     IF p_after_key IS NULL THEN
       SELECT k.key INTO first_key FROM {{schema}}.outbox k WHERE k.key IS NOT NULL ORDER BY k.key, k.seq LIMIT 1;
     ELSE
@@ -108,9 +151,8 @@ BEGIN
       )
       SELECT count(*)::integer, max(s.key), coalesce(max(s.n), 0),
              coalesce(array_agg(s.seq) FILTER (WHERE s.ready), '{}')
-      INTO walked, last_key, found, more
+      INTO walked, last_key, found, cur
       FROM slice s;
-      cand := cand || more;
       -- A walk that ran out of keys (neither enough heads nor the budget stopped it) starts
       -- from the first key next time.
       IF walked < walk AND found < need THEN
@@ -122,8 +164,9 @@ BEGIN
       WHERE f.key IS NULL AND f.available_at <= now() AND (f.lease_until IS NULL OR f.lease_until <= now())
       ORDER BY f.seq LIMIT p_limit
     ) f;
-    cand := cand || more;
-  END IF;
+    cur := cur || more;
+    cand := cand || cur;
+  END LOOP;
 
   IF p_per_key <= 1 THEN
     -- The due and lease conditions again, on the locked rows: when another claim leased a row
@@ -137,40 +180,9 @@ BEGIN
       FOR UPDATE SKIP LOCKED
     ) l;
   ELSE
-    -- Runs. Plan on the snapshot first, oldest head first: each head, then the next rows of its
-    -- key while they are due and unleased, until the limit is reached. Rows read: the limit,
-    -- plus one probe per head planned.
-    used := 0;
-    -- `more`: one index probe, so a key without a next row (most keys, when keys are many)
-    -- costs no run lookup. The loop's cursor computes it only for the rows it reaches.
-    FOR h_seq, h_key, h_more IN
-      SELECT o.seq, o.key,
-             o.key IS NOT NULL AND EXISTS (SELECT 1 FROM {{schema}}.outbox n WHERE n.key = o.key AND n.seq > o.seq)
-      FROM {{schema}}.outbox o
-      WHERE o.seq = ANY(cand)
-        AND o.available_at <= now() AND (o.lease_until IS NULL OR o.lease_until <= now())
-      ORDER BY o.seq
-    LOOP
-      EXIT WHEN used >= p_limit;
-      plan_heads := plan_heads || h_seq;
-      used := used + 1;
-      CONTINUE WHEN NOT h_more OR used >= p_limit;
-      SELECT coalesce(array_agg(z.seq ORDER BY z.seq), '{}') INTO chunk FROM (
-        SELECT y.seq, bool_and(y.ready) OVER (ORDER BY y.seq) AS prefix FROM (
-          SELECT x.seq, (x.available_at <= now() AND (x.lease_until IS NULL OR x.lease_until <= now())) AS ready
-          FROM {{schema}}.outbox x
-          WHERE x.key = h_key AND x.seq > h_seq
-          ORDER BY x.seq LIMIT least(p_per_key - 1, p_limit - used)
-        ) y
-      ) z WHERE z.prefix;
-      CONTINUE WHEN cardinality(chunk) = 0;
-      run_seq := run_seq || chunk;
-      run_head := run_head || array_fill(h_seq, ARRAY[cardinality(chunk)]);
-      used := used + cardinality(chunk);
-    END LOOP;
-    -- Then lock: the heads (re-checked as above), then the runs of the heads this claim got. A
-    -- run's rows are only ever locked by the claim holding its head, so two relays never split a
-    -- run.
+    -- Lock the planned heads (re-checked as above), then the runs of the heads this claim got.
+    -- A run's rows are only ever locked by the claim holding its head, so two relays never split
+    -- a run.
     SELECT coalesce(array_agg(l.seq), '{}') INTO heads FROM (
       SELECT l.seq FROM {{schema}}.outbox l
       WHERE l.seq = ANY(plan_heads)
