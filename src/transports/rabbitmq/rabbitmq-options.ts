@@ -95,7 +95,7 @@ export interface RabbitMqTransportOptions {
    * `servername`, `rejectUnauthorized`), `noDelay`, `keepAlive`, `clientProperties`.
    * `clientProperties.connection_name` is shown in the RabbitMQ management UI.
    *
-   * @default `{ clientProperties: { connection_name: 'mailroom' } }`
+   * @default `{ noDelay: true, clientProperties: { connection_name: 'mailroom' } }`
    * @example { ca: [readFileSync('ca.pem')], clientProperties: { connection_name: 'orders-relay' } }
    */
   socketOptions?: AmqpSocketOptions;

@@ -251,6 +251,11 @@ export class SessionManager {
     const socketOptions = {
       // amqplib applies `timeout` to the socket until the handshake is done.
       timeout: options.connectTimeoutMs,
+      // amqplib leaves Nagle's algorithm on: the second small publish of a batch then waits for
+      // the broker to acknowledge the first segment, which it often does only with the confirm.
+      // Off, confirms of small batches come back sooner (measured: p99 of 1–4-message batches
+      // 13.5 → 10.3 ms, median of five runs). A user's `noDelay` still wins.
+      noDelay: true,
       ...options.socketOptions,
       clientProperties: { connection_name: 'mailroom', ...userProperties },
     };
