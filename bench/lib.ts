@@ -56,7 +56,7 @@ export function payload256(i: number): Record<string, unknown> {
 }
 
 /** A migrated schema of its own, dropped by `drop()`. */
-export async function benchDb(options: { notify?: boolean; poolMax?: number } = {}) {
+export async function benchDb(options: { notify?: boolean | 'idle'; poolMax?: number } = {}) {
   const schema = randomName('bench');
   const pool = new pg.Pool({ connectionString: DATABASE_URL, max: options.poolMax ?? 8 });
   pool.on('error', () => undefined);

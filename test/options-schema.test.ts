@@ -437,7 +437,7 @@ describe('PGliteStore options', () => {
   it('rejects a value of the wrong type, naming the key, the value and what is allowed, before opening PGlite', () => {
     assert.throws(
       () => new PGliteStore({ notify: 'yes' } as never),
-      configError('notify', /^PGliteStore option notify must be true or false, got "yes"$/),
+      configError('notify', /^PGliteStore option notify must be true, false or 'idle', got "yes"$/),
     );
     assert.throws(
       () => new PGliteStore({ db: pool } as never),

@@ -5,9 +5,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { PGlite } from '@electric-sql/pglite';
-import { Outbox } from '../src/core/index.js';
+import { Outbox, Relay } from '../src/core/index.js';
 import { PGliteStore, pglitePool } from '../src/stores/pglite/index.js';
 import { runStoreConformance } from '../src/testkit/store-conformance.js';
+import { MemoryTransport } from '../src/transports/memory/index.js';
 
 // Starting PGlite compiles PostgreSQL's WebAssembly, seconds on a slow machine: one instance
 // for the file, a schema per test.
@@ -48,6 +49,29 @@ describe('PGlite store', () => {
     assert.deepEqual(store.capabilities, { notify: true });
     assert.equal(store.schema, 'mailroom');
     assert.equal(store.db, db);
+  });
+
+  it('has no wake gate (one session): every enqueue notifies, the SQL API too, so a relay wakes at commit', async () => {
+    const schema = `gate_${randomBytes(4).toString('hex')}`;
+    const store = new PGliteStore({ db, schema, notify: 'idle' });
+    assert.equal(store.wakeGate(), undefined);
+    assert.equal(store.notify, true, "'idle' notifies at every commit on PGlite");
+    await store.migrate();
+    const transport = new MemoryTransport();
+    // A poll far longer than the test: only a wake-up at commit delivers.
+    const relay = new Relay({ store, transport, pollIntervalMs: 3_600_000 });
+    await relay.start();
+    try {
+      await db.query(`SELECT "${schema}".enqueue('sql.api', '1'::jsonb)`);
+      await transport.waitFor(1, 15_000);
+      await db.transaction((tx) => new Outbox({ store }).enqueue(tx, { topic: 'library', payload: 2 }));
+      await transport.waitFor(2, 15_000);
+    } finally {
+      await relay.stop();
+      await store.close();
+      await db.query(`RESET mailroom.notify`);
+      await db.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    }
   });
 
   it('rejects unknown options, db with dataDir, and SQL-looking schema names', () => {

@@ -459,7 +459,7 @@ describe('PostgreSQL store', () => {
         await outbox.enqueue(client, { topic: 'prepared', payload: i });
         await client.query('COMMIT');
       }
-      assert.deepEqual(await prepared(), [`mailroom_enqueue1_${db.schema}_n`]);
+      assert.deepEqual(await prepared(), [`mailroom_enqueue1_${db.schema}_i`]);
     } finally {
       await client.end();
     }
@@ -540,7 +540,8 @@ describe('PostgreSQL store', () => {
     assert.equal(MAX_SCHEMA_NAME_BYTES, 43);
     const schema = `l${Math.random().toString(16).slice(2, 10)}${'x'.repeat(34)}`;
     assert.equal(schema.length, 43);
-    const notifying = new PostgresStore({ pool: db.pool, schema });
+    const notifying = new PostgresStore({ pool: db.pool, schema, notify: true });
+    const idle = new PostgresStore({ pool: db.pool, schema });
     const quiet = new PostgresStore({ pool: db.pool, schema, notify: false });
     const pg = (await import('pg')).default;
     const client = new pg.Client({ connectionString: DATABASE_URL });
@@ -553,7 +554,7 @@ describe('PostgreSQL store', () => {
         () => undefined,
       );
       try {
-        for (const store of [notifying, quiet, notifying]) {
+        for (const store of [notifying, quiet, idle, notifying]) {
           await client.query('BEGIN');
           await new Outbox({ store }).enqueue(client, { topic: 'long.schema', payload: 1 });
           await client.query('COMMIT');
@@ -563,7 +564,7 @@ describe('PostgreSQL store', () => {
         );
         assert.deepEqual(
           prepared.rows.map((r) => r.name as string),
-          [`mailroom_enqueue1_${schema}_n`, `mailroom_enqueue1_${schema}_q`],
+          [`mailroom_enqueue1_${schema}_i`, `mailroom_enqueue1_${schema}_n`, `mailroom_enqueue1_${schema}_q`],
         );
         const deadline = Date.now() + 5000;
         while (wakes < 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
@@ -572,7 +573,7 @@ describe('PostgreSQL store', () => {
         await unsubscribe();
       }
       const n = await db.pool.query(`SELECT count(*)::int AS n FROM "${schema}".outbox`);
-      assert.equal(n.rows[0].n, 3);
+      assert.equal(n.rows[0].n, 4);
     } finally {
       await client.end();
       await db.pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);

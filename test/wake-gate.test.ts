@@ -1,6 +1,6 @@
-// The wake gate (postgresSql().wakeGate and enqueue(…, 'idle')): writers NOTIFY only while a
-// relay holds the gate, and a relay that claims after its `arm` returned never sleeps past a
-// committed message that did not notify. Real PostgreSQL: the property rests on how its lock
+// The wake gate (postgresSql().wakeGate, enqueue(…, 'idle') and the SQL API's enqueue() from
+// migration 000006): writers NOTIFY only while a relay holds the gate, and a relay that claims
+// after its `arm` returned never sleeps past a committed message that did not notify. Real PostgreSQL: the property rests on how its lock
 // manager orders a session lock after transaction-scoped shared holders.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -108,6 +108,48 @@ describe('wake gate: NOTIFY only while a relay is idle, no lost wake-up', () => 
     await enqueue(writer);
     await sleep(200);
     assert.equal(listen.count(), 3);
+  });
+
+  it('the SQL API enqueue() uses the same gate by default; mailroom.notify = on always notifies, off never', async () => {
+    const listen = await listener(channel);
+    clients.push(listen.client);
+    const [writer, gate] = [await open(), await open()];
+    const sqlEnqueue = (setting?: string) =>
+      (async () => {
+        await writer.query('BEGIN');
+        if (setting !== undefined)
+          await writer.query(`SELECT set_config('mailroom.notify', $1, true)`, [setting]);
+        await writer.query(`SELECT "${db.schema}".enqueue('sql.gate', '1'::jsonb)`);
+        await writer.query('COMMIT');
+        await sleep(150);
+        return listen.count();
+      })();
+    // Gate open (no relay idle): the default and 'idle' skip the NOTIFY, 'on' sends one.
+    assert.equal(await sqlEnqueue(), 0);
+    assert.equal(await sqlEnqueue('idle'), 0);
+    assert.equal(await sqlEnqueue('off'), 0);
+    assert.equal(await sqlEnqueue('on'), 1);
+    // Gate held: every mode but 'off' notifies.
+    await gate.query(sql.wakeGate.arm);
+    assert.equal(await sqlEnqueue(), 2);
+    assert.equal(await sqlEnqueue('idle'), 3);
+    assert.equal(await sqlEnqueue('off'), 3);
+    assert.equal(await sqlEnqueue('on'), 4);
+    await gate.query(sql.wakeGate.disarm);
+
+    // The same lock as the library's: a relay arming waits for an SQL-API writer that skipped.
+    await writer.query('BEGIN');
+    await writer.query(`SELECT "${db.schema}".enqueue('sql.gate', '1'::jsonb)`);
+    const arm = gate.query(sql.wakeGate.arm);
+    assert.equal(
+      await settlesWithin(arm, 300),
+      false,
+      'arm returned while an SQL-API writer that skipped was open',
+    );
+    await writer.query('COMMIT');
+    await arm;
+    await gate.query(sql.wakeGate.disarm);
+    assert.equal(listen.count(), 4);
   });
 
   it('a rolled-back savepoint gives the shared gate lock back with the row', async () => {

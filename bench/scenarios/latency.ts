@@ -41,10 +41,13 @@ export async function latencyOnce(options: {
   rate: number;
   seconds: number;
   wakeup: 'notify' | 'poll';
+  /** The writers' wake-up (PostgresStore `notify`): the default, `'idle'`, with `wakeup: 'notify'`. */
+  notify?: boolean | 'idle';
   batchSize?: number;
   concurrency?: number;
 }): Promise<Row> {
-  const db = await benchDb({ notify: options.wakeup === 'notify', poolMax: 16 });
+  const notify = options.notify ?? (options.wakeup === 'notify' ? 'idle' : false);
+  const db = await benchDb({ notify, poolMax: 16 });
   const sink = await brokerSink();
   const committedAt = new Map<string, number>();
   const confirmedAt = new Map<string, number>();
@@ -86,7 +89,10 @@ export async function latencyOnce(options: {
     return {
       'offered msg/s': options.rate,
       'achieved msg/s': round(achieved, 0),
-      wakeup: options.wakeup,
+      wakeup:
+        options.wakeup === 'notify' && notify !== 'idle'
+          ? `notify (writers: ${String(notify)})`
+          : options.wakeup,
       ...latency,
     };
   } finally {

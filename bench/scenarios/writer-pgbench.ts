@@ -7,8 +7,9 @@
  * business row (the cheapest second row there is: the reference for "one more INSERT"); the
  * outbox row exactly as `outbox.enqueue` writes it (the library's own statement) with NOTIFY
  * off, on, and through the wake gate (NOTIFY only while a relay is idle: no relay idle, and
- * the gate held all the time), each without a relay, and for off and on with a `mailroom relay`
- * process delivering to RabbitMQ meanwhile (polling when NOTIFY is off, notified when on). pgbench prepares every
+ * the gate held all the time), each without a relay, and for off, on and the gate with a
+ * `mailroom relay` process delivering to RabbitMQ meanwhile (polling when NOTIFY is off,
+ * notified when on, taking the gate when idle with the gate: the default). pgbench prepares every
  * statement (`-M prepared`), as the library prepares its one-message enqueue.
  *
  * The variants run in turn, round after round, each from an empty outbox; a row gives the
@@ -138,6 +139,8 @@ export async function writerPgbench(seconds: number, rounds = 3): Promise<Row[]>
       { name: '+ outbox row, wake gate, held by an idle relay', body: outbox('idle'), gate: true },
       { name: '+ outbox row, NOTIFY off, relay polling', body: outbox(false), relay: 'poll' },
       { name: '+ outbox row, NOTIFY on, relay notified', body: outbox(true), relay: 'notify' },
+      // The default end to end: writers through the gate, a relay that takes it when idle.
+      { name: '+ outbox row, wake gate (default), relay', body: outbox('idle'), relay: 'notify' },
     ];
     variants.forEach((v, i) =>
       writeFileSync(join(dir, `v${i}.sql`), `\\set c random(1, 1000)\nBEGIN;\n${v.body}\nCOMMIT;\n`),

@@ -13,6 +13,7 @@ export type {
   DeadLetterBatchOptions,
   StatsCount,
   Unsubscribe,
+  WakeGate,
   OutboxStore,
   PublishOutcome,
   PublishOptions,

@@ -144,6 +144,25 @@ export interface DeadLetterBatchOptions {
 export type Unsubscribe = () => Promise<void>;
 
 /**
+ * Lets writers skip the commit-time wake-up while relays are busy, without a wake-up ever being
+ * lost (docs/design.md, "Wake-ups"). A relay about to sleep calls `arm`; from that call on,
+ * writers send wake-ups, and `arm` resolves only once every writer that skipped its wake-up
+ * has committed or rolled back, so a claim made after `arm` resolved sees their messages. A
+ * relay that is busy again calls `disarm`, and writers stop sending wake-ups.
+ */
+export interface WakeGate {
+  /**
+   * Takes the gate. May wait as long as the longest transaction that skipped its wake-up, or
+   * while another relay holds the gate. Rejects when `signal` aborts or a deadline of the store
+   * passes; the gate is then not held. `onLost` is called at most once, if the hold ends
+   * without `disarm` (its connection was lost): writers skip wake-ups again from that moment.
+   */
+  arm(options: { signal: AbortSignal; onLost: (err: unknown) => void }): Promise<void>;
+  /** Gives the gate back. Idempotent, never rejects: a gate it cannot give back is dropped. */
+  disarm(): Promise<void>;
+}
+
+/**
  * A database the outbox lives in. One implementation per database (`stores/postgres`, …);
  * the relay is written once against this interface. Every store passes
  * `runStoreConformance()` from `mailroom/testkit`.
@@ -181,6 +200,12 @@ export interface OutboxStore<Tx = unknown> {
   nextDueInMs(): Promise<number | null>;
   /** Subscribe to commit-time wake-ups. Only when `capabilities.notify`. */
   subscribe?(onWake: () => void, onError: (err: unknown) => void): Promise<Unsubscribe>;
+  /**
+   * The wake gate of a store whose writers send a wake-up only while a relay is idle (see
+   * {@link WakeGate}): one per relay, used only with `subscribe`. Undefined (or a store without
+   * the method) when writers send a wake-up at every commit, so a relay need not take anything.
+   */
+  wakeGate?(): WakeGate | undefined;
   /** Check that the schema exists and is current; throws a {@link StoreError} that says what to run. */
   check(): Promise<void>;
   stats(): Promise<OutboxStats>;

@@ -11,7 +11,7 @@ import { retryDelayMs } from './retry-policy.js';
 import { TransportHealth } from './transport-health.js';
 import { TypedEmitter } from './typed-emitter.js';
 import type { OutboxMessage } from './types.js';
-import { NotifyListener, WakeUp, type WakeSource } from './wakeup.js';
+import { IdleGate, NotifyListener, WakeUp, type WakeSource } from './wakeup.js';
 
 export { resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './relay-options.js';
 export type { RelayEvents } from './relay-events.js';
@@ -58,6 +58,8 @@ export class Relay extends TypedEmitter<RelayEvents> {
   readonly #wakeup: WakeUp;
   readonly #health: TransportHealth;
   #listener: NotifyListener | undefined;
+  /** The store's wake gate, held while the loop is idle (stores whose writers notify only then). */
+  #gate: IdleGate | undefined;
   #loop: Promise<void> | undefined;
   #stopping: Promise<void> | undefined;
   #abort = new AbortController();
@@ -122,6 +124,16 @@ export class Relay extends TypedEmitter<RelayEvents> {
         emit: this.emit.bind(this) as typeof this.emit,
         onWake: () => this.wake('notify'),
       });
+      const gate = this.#store.wakeGate?.();
+      if (gate) {
+        this.#gate = new IdleGate({
+          gate,
+          clock: this.#clock,
+          logger: this.logger,
+          emit: this.emit.bind(this) as typeof this.emit,
+          onArmed: () => this.#wakeup.nudge(),
+        });
+      }
       await this.#listener.start();
     }
     this.#loop = this.#run();
@@ -170,7 +182,7 @@ export class Relay extends TypedEmitter<RelayEvents> {
         abandoned,
       });
     }
-    await this.#listener?.stop();
+    await Promise.all([this.#listener?.stop(), this.#gate?.stop()]);
     this.#stopped = true;
     this.logger.info('relay stopped', { owner: this.options.owner, abandoned });
     this.emit('relay:stopped', { owner: this.options.owner, abandoned });
@@ -196,6 +208,7 @@ export class Relay extends TypedEmitter<RelayEvents> {
         continue;
       }
       const wakesBefore = this.#wakeup.count;
+      const inFlightBefore = this.#batches.size;
       const claimedAt = this.#clock.now();
       let messages: OutboxMessage[];
       let leaseToken: string;
@@ -219,11 +232,24 @@ export class Relay extends TypedEmitter<RelayEvents> {
           this.emit('relay:batch:claimed', { count: messages.length, leaseToken });
         }
         this.#startBatch(messages, leaseToken, claimedAt);
-        // A full batch means there is probably more: claim again at once.
-        if (messages.length === this.options.batchSize) continue;
+        // A full batch means there is probably more: claim again at once. Busy: writers need
+        // not wake anyone, so the wake gate goes back.
+        if (messages.length === this.options.batchSize) {
+          this.#gate?.release();
+          continue;
+        }
+        // Work found while another batch was out: messages come faster than a batch's round
+        // trip, and each settle wakes the loop to claim again, so writers need not either.
+        if (inFlightBefore > 0) this.#gate?.release();
       }
       if (signal.aborted) break;
       if (this.#wakeup.count !== wakesBefore) continue;
+      // About to sleep with nothing in flight, so nothing but a writer will wake it: take the
+      // wake gate, so writers do. Taking it may wait for writers that skipped their NOTIFY; the
+      // sleep goes on meanwhile, and when the gate is taken the wake-up count moves, so the loop
+      // claims once more before sleeping for good: the claim that sees those writers' messages.
+      // With a batch in flight its settle wakes the loop (docs/design.md, "Wake-ups").
+      if (this.#gate && !this.#gate.armed && this.#batches.size === 0) this.#gate.request();
       await this.#idle(signal, wakesBefore);
     }
   }

@@ -1,6 +1,6 @@
 import type { Clock } from './clock.js';
 import type { Logger } from './logger.js';
-import type { OutboxStore, Unsubscribe } from './ports.js';
+import type { OutboxStore, Unsubscribe, WakeGate } from './ports.js';
 import type { RelayEmit, RelayEvents } from './relay-events.js';
 
 export type WakeSource = RelayEvents['relay:wakeup']['source'];
@@ -31,6 +31,12 @@ export class WakeUp {
   wake(source: WakeSource): void {
     this.#count++;
     if (this.#listens()) this.#emit('relay:wakeup', { source });
+    this.#cut?.abort();
+  }
+
+  /** As {@link wake}, for the relay's own bookkeeping (the wake gate was taken): no event. */
+  nudge(): void {
+    this.#count++;
     this.#cut?.abort();
   }
 
@@ -139,5 +145,142 @@ export class NotifyListener {
     this.#pending = this.#clock.sleep(delay, this.#stopped.signal).then((full) => {
       if (full) return this.#attempt();
     });
+  }
+}
+
+/** Whether an error is a deadline passing (statement_timeout, a driver's read timeout). */
+function isTimeout(err: unknown): boolean {
+  for (let e = err, depth = 0; e !== undefined && e !== null && depth < 5; depth++) {
+    if ((e as { code?: unknown }).code === '57014') return true;
+    const message = (e as { message?: unknown }).message;
+    if (typeof message === 'string' && /timeout/i.test(message)) return true;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return false;
+}
+
+/**
+ * Holds the store's {@link WakeGate} while the relay is idle and gives it back while it is
+ * busy, so writers send wake-ups only when a relay sleeps (docs/design.md, "Wake-ups").
+ *
+ * The loop calls {@link request} after a short claim, before it sleeps. Taking the gate may
+ * wait for writers that skipped their wake-up; the loop does not wait for it. It sleeps as
+ * usual (a NOTIFY, `stop()`, the poll end the sleep), and when the gate is taken `onArmed`
+ * wakes it, so it claims once more with the gate held before it sleeps for good. That last
+ * claim is what sees the messages of the writers the gate waited for. The loop calls
+ * {@link release} when a claim comes back full. A gate lost (its connection broke) is taken
+ * again at once; while a gate cannot be taken, the poll finds the work.
+ */
+export class IdleGate {
+  readonly #gate: WakeGate;
+  readonly #clock: Clock;
+  readonly #logger: Logger;
+  readonly #emit: RelayEmit;
+  readonly #onArmed: () => void;
+  readonly #stopped = new AbortController();
+  #state: 'open' | 'arming' | 'armed' | 'disarming' = 'open';
+  #want = false;
+  #driving: Promise<void> | undefined;
+  #failures = 0;
+
+  constructor(options: {
+    gate: WakeGate;
+    clock: Clock;
+    logger: Logger;
+    emit: RelayEmit;
+    onArmed: () => void;
+  }) {
+    this.#gate = options.gate;
+    this.#clock = options.clock;
+    this.#logger = options.logger;
+    this.#emit = options.emit;
+    this.#onArmed = options.onArmed;
+  }
+
+  /** True while the gate is held: writers send wake-ups. */
+  get armed(): boolean {
+    return this.#state === 'armed';
+  }
+
+  /** The relay is about to sleep: take the gate (in the background) unless it holds it. */
+  request(): void {
+    this.#want = true;
+    this.#drive();
+  }
+
+  /** The relay is busy: give the gate back, so writers stop sending wake-ups. */
+  release(): void {
+    if (!this.#want) return;
+    this.#want = false;
+    this.#drive();
+  }
+
+  /** Idempotent: stops taking the gate (an arm under way is aborted) and gives it back. */
+  async stop(): Promise<void> {
+    this.#want = false;
+    this.#stopped.abort();
+    await this.#driving;
+    if (this.#state === 'armed') {
+      this.#state = 'disarming';
+      await this.#gate.disarm();
+      this.#state = 'open';
+    }
+  }
+
+  #drive(): void {
+    if (this.#driving || this.#stopped.signal.aborted) return;
+    this.#driving = this.#run().finally(() => {
+      this.#driving = undefined;
+      // A request or release that came while the last step ran.
+      if (this.#want !== this.armed && !this.#stopped.signal.aborted) this.#drive();
+    });
+  }
+
+  async #run(): Promise<void> {
+    const stopped = this.#stopped.signal;
+    while (!stopped.aborted) {
+      if (this.#want && this.#state === 'open') {
+        this.#state = 'arming';
+        try {
+          await this.#gate.arm({ signal: stopped, onLost: (err) => this.#lost(err) });
+        } catch (err) {
+          this.#state = 'open';
+          if (stopped.aborted) return;
+          // A deadline of the store ended a long wait (writers with long transactions, or
+          // another relay holding the gate): ask again. Anything else: report, back off.
+          if (isTimeout(err)) continue;
+          this.#failures++;
+          this.#emit('relay:error', { phase: 'listen', error: err });
+          this.#logger.warn(
+            'cannot take the wake gate; writers may skip wake-ups, polling finds their messages',
+            {
+              error: String(err),
+            },
+          );
+          await this.#clock.sleep(Math.min(30_000, 250 * 2 ** Math.min(this.#failures, 8)), stopped);
+          continue;
+        }
+        this.#failures = 0;
+        this.#state = 'armed';
+        // The loop claims once more, now that every writer that skipped its wake-up has ended.
+        this.#onArmed();
+        continue;
+      }
+      if (!this.#want && this.#state === 'armed') {
+        this.#state = 'disarming';
+        await this.#gate.disarm();
+        this.#state = 'open';
+        continue;
+      }
+      return;
+    }
+  }
+
+  #lost(err: unknown): void {
+    if (this.#state !== 'armed') return;
+    this.#state = 'open';
+    this.#emit('relay:error', { phase: 'listen', error: err });
+    this.#logger.warn('wake gate connection lost; taking the gate again', { error: String(err) });
+    this.#drive();
   }
 }

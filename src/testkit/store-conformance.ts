@@ -443,6 +443,9 @@ export function runStoreConformance(name: string, options: StoreConformanceOptio
         () => wakes++,
         () => undefined,
       );
+      // A store whose writers notify only while a relay is idle: be that idle relay.
+      const gate = store.wakeGate?.();
+      await gate?.arm({ signal: new AbortController().signal, onLost: () => undefined });
       try {
         await assert.rejects(
           transaction(async (tx) => {
@@ -456,6 +459,7 @@ export function runStoreConformance(name: string, options: StoreConformanceOptio
         await waitUntil(() => wakes > 0, 'a wake-up at commit', timeoutMs);
       } finally {
         await unsubscribe();
+        await gate?.disarm();
       }
       const before = wakes;
       await transaction((tx) => outbox.enqueue(tx, { topic: 'after', payload: 1 }));

@@ -277,8 +277,8 @@ export const relayCommand: Command = {
       openStore(config, {
         archive: Boolean(config.archive),
         // Each batch in flight may extend its lease while it settles (two connections), plus a
-        // claim and the LISTEN connection.
-        poolSize: Number(config.concurrency) * 2 + 2,
+        // claim, the LISTEN connection and the wake gate's (held while the relay is idle).
+        poolSize: Number(config.concurrency) * 2 + 3,
       }),
     );
     if (!store) {

@@ -1,7 +1,7 @@
 import { ConfigError } from '../../core/errors/config-error.js';
 import { isStoreError, StoreError } from '../../core/errors/store-error.js';
 import { boolean, custom, hasMethods, optionsSchema, string } from '../../core/options-schema.js';
-import type { StoreCapabilities, Unsubscribe } from '../../core/ports.js';
+import type { StoreCapabilities, Unsubscribe, WakeGate } from '../../core/ports.js';
 import { describeDbError } from '../postgres/postgres-errors.js';
 import { PostgresStore } from '../postgres/postgres-store.js';
 import { validateSchemaName } from '../postgres/schema-name.js';
@@ -34,11 +34,12 @@ export interface PGliteStoreOptions {
   schema?: string;
   /**
    * Send a NOTIFY from the enqueueing transaction, so a relay on the same instance wakes at
-   * commit instead of at its next poll.
+   * commit instead of at its next poll. PGlite is one session, which cannot hold the wake gate
+   * against itself: `'idle'` (PostgresStore's default) notifies at every commit here, as `true`.
    *
    * @default true
    */
-  notify?: boolean;
+  notify?: boolean | 'idle';
   /**
    * Keep delivered messages in `<schema>.archive` instead of deleting them.
    *
@@ -53,7 +54,10 @@ const pgliteStoreSchema = optionsSchema<PGliteStoreOptions>()('PGliteStore', {
   // The type only; validateSchemaName applies PostgresStore's rules, before an instance is made.
   schema: string({ expected: 'a schema name' }),
   // Left out, PostgresStore's defaults apply; checked here so that a bad value leaves no instance open.
-  notify: boolean(),
+  notify: custom(
+    "true, false or 'idle'",
+    (v): v is boolean | 'idle' => typeof v === 'boolean' || v === 'idle',
+  ),
   archive: boolean(),
 });
 
@@ -124,7 +128,8 @@ export class PGliteStore extends PostgresStore {
       // PGlite's query() takes SQL text only; one connection has nothing to gain anyway.
       preparedStatements: false,
       ...(schema === undefined ? {} : { schema }),
-      ...(notify === undefined ? {} : { notify }),
+      // No wake gate on one session (see wakeGate below): every enqueue notifies, or none.
+      notify: notify !== false,
       ...(archive === undefined ? {} : { archive }),
     });
     this.db = db;
@@ -179,12 +184,26 @@ export class PGliteStore extends PostgresStore {
   }
 
   /**
+   * None: PGlite is one session, and a session's own advisory locks never block it, so writers
+   * would always find the gate open and skip the NOTIFY. Writers here notify at every commit,
+   * and {@link check} sets `mailroom.notify = on` for the SQL API's `enqueue()` too.
+   */
+  override wakeGate(): WakeGate | undefined {
+    return undefined;
+  }
+
+  /**
    * As the PostgreSQL store's check, but a schema to create or upgrade says to call
    * `store.migrate()`: the `mailroom migrate` command does not open PGlite databases.
    */
   override async check(): Promise<void> {
     try {
       await super.check();
+      // The SQL API's default is the wake gate, which one session cannot use (see wakeGate):
+      // notify at every commit, unless the application chose a mode for its session itself.
+      await this.db.query(
+        "SELECT set_config('mailroom.notify', 'on', false) WHERE coalesce(current_setting('mailroom.notify', true), '') = ''",
+      );
     } catch (err) {
       if (!isStoreError(err) || !err.message.includes('npx mailroom migrate')) throw err;
       throw new StoreError(

@@ -67,14 +67,7 @@ export function postgresSql(schema: string, channel: string) {
         `VALUES ${rows.join(', ')}`;
       // One message per transaction is the common case: give that text a name so drivers
       // prepare it once per connection.
-      // The 'idle' name swaps the last letter of the NOTIFY-off one, so it is no longer than the
-      // names the schema-name length check measures.
-      const name =
-        messages.length === 1 && prepare
-          ? notify === 'idle'
-            ? `${preparedEnqueueName(schema, false).slice(0, -1)}i`
-            : preparedEnqueueName(schema, notify)
-          : undefined;
+      const name = messages.length === 1 && prepare ? preparedEnqueueName(schema, notify) : undefined;
       const named = name ? { name } : {};
       if (!notify) return { sql: insert, params, ...named };
       // One round trip: the NOTIFY is queued in the caller's transaction and sent at commit.

@@ -13,6 +13,7 @@ import type {
   SqlStatement,
   StoreCapabilities,
   Unsubscribe,
+  WakeGate,
 } from '../../core/ports.js';
 import {
   boolean,
@@ -39,6 +40,7 @@ import { postgresSql, MAX_ROWS_PER_INSERT, type PostgresSql } from './postgres-s
 import { latestVersion, migrate, type MigrationResult } from './migrate.js';
 import { notifyChannel, validateSchemaName } from './schema-name.js';
 import { readStats, type PostgresStats } from './postgres-stats.js';
+import { PostgresWakeGate } from './wake-gate.js';
 
 /** Options of {@link PostgresStore}. */
 export interface PostgresStoreOptions {
@@ -58,11 +60,19 @@ export interface PostgresStoreOptions {
    */
   schema?: string;
   /**
-   * Send a NOTIFY from the enqueueing transaction, so relays wake at commit. Turn off to save
-   * the commit-time lock NOTIFY takes when writers are very many; relays then find work by
-   * polling. @default true
+   * How the enqueueing transaction wakes relays at commit.
+   *
+   * - `'idle'`: a NOTIFY only while a relay is idle (it holds the wake gate, docs/design.md,
+   *   "Wake-ups"). While relays are busy writers skip NOTIFY and the database-wide lock it
+   *   takes at commit, and no wake-up is lost. Needs relays of version 0.2 or later: an older
+   *   relay never takes the gate and finds messages by its poll.
+   * - `true`: a NOTIFY from every enqueueing transaction (as before 0.2; as
+   *   `SET mailroom.notify = on` for the SQL API).
+   * - `false`: none; relays find work by polling.
+   *
+   * @default 'idle'
    */
-  notify?: boolean;
+  notify?: boolean | 'idle';
   /** Keep delivered messages in `<schema>.archive` instead of deleting them. @default false */
   archive?: boolean;
   /**
@@ -114,7 +124,11 @@ const postgresStoreSchema = optionsSchema<PostgresStoreOptions>()('PostgresStore
   poolSize: integer({ min: 1, default: 4 }),
   // The type only; validateSchemaName applies the rules of schema names.
   schema: string({ expected: 'a schema name', default: 'mailroom' }),
-  notify: boolean({ default: true }),
+  notify: custom(
+    "true, false or 'idle'",
+    (v): v is boolean | 'idle' => typeof v === 'boolean' || v === 'idle',
+    { default: 'idle' },
+  ),
   archive: boolean({ default: false }),
   preparedStatements: boolean({ default: true }),
   connectTimeoutMs: integer({ min: 1, max: MAX_TIMER_MS, default: 10_000 }),
@@ -180,7 +194,7 @@ export class PostgresStore implements OutboxStore {
   readonly name: string = 'postgres';
   readonly capabilities: StoreCapabilities = { notify: true };
   readonly schema: string;
-  readonly notify: boolean;
+  readonly notify: boolean | 'idle';
   readonly archive: boolean;
   readonly preparedStatements: boolean;
   readonly #pool: PgPool;
@@ -405,6 +419,15 @@ export class PostgresStore implements OutboxStore {
     const res = await this.#query(this.#sql.nextDue);
     const ms = res.rows[0]?.ms;
     return ms === null || ms === undefined ? null : Math.max(0, Number(ms));
+  }
+
+  /**
+   * The wake gate a relay takes before it sleeps, so writers with `notify: 'idle'` (and the SQL
+   * API's default) send a NOTIFY only then. On a connection of its own, checked out of the pool
+   * only while the gate is held.
+   */
+  wakeGate(): WakeGate | undefined {
+    return new PostgresWakeGate(this.#pool, this.#sql.wakeGate, (err, phase) => this.#wrap(err, phase));
   }
 
   async subscribe(onWake: () => void, onError: (err: unknown) => void): Promise<Unsubscribe> {

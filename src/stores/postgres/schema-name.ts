@@ -16,10 +16,11 @@ export function notifyChannel(schema: string): string {
 
 /**
  * The name the one-message enqueue is prepared under. It covers everything the statement text
- * depends on (schema, with or without NOTIFY), since a name must always mean the same text.
+ * depends on (schema; NOTIFY always, none, or through the wake gate), since a name must always
+ * mean the same text.
  */
-export function preparedEnqueueName(schema: string, notify: boolean): string {
-  return `mailroom_enqueue1_${schema}_${notify ? 'n' : 'q'}`;
+export function preparedEnqueueName(schema: string, notify: boolean | 'idle'): string {
+  return `mailroom_enqueue1_${schema}_${notify === 'idle' ? 'i' : notify ? 'n' : 'q'}`;
 }
 
 /** Every name Mailroom derives from a schema name, with what it is, for the length check. */
@@ -28,6 +29,7 @@ function derivedNames(schema: string): Array<{ what: string; name: string }> {
     { what: 'the NOTIFY channel', name: notifyChannel(schema) },
     { what: 'the prepared enqueue statement', name: preparedEnqueueName(schema, true) },
     { what: 'the prepared enqueue statement', name: preparedEnqueueName(schema, false) },
+    { what: 'the prepared enqueue statement', name: preparedEnqueueName(schema, 'idle') },
   ];
 }
 
