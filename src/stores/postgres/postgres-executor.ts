@@ -3,13 +3,14 @@ import type { SqlExecutor } from '../../core/ports.js';
 import type {
   PgClientState,
   PgQueryable,
+  PgQueryResult,
   PostgresJsSql,
   PostgresTransactionHandle,
 } from './postgres-driver.js';
 
 /** node-postgres also takes a query config object; `name` makes it a prepared statement. */
-interface PgNamedQueryable {
-  query(config: { name: string; text: string; values: unknown[] }): Promise<{ rows: unknown[] }>;
+export interface PgNamedQueryable {
+  query(config: { name: string; text: string; values: unknown[] }): Promise<PgQueryResult>;
 }
 
 type Shape = Record<string, unknown>;

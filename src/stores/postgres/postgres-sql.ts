@@ -94,6 +94,18 @@ export function postgresSql(schema: string, channel: string) {
     claim: `SELECT seq::text AS seq, id::text AS id, topic, key, type, payload, content_type, headers, created_at, attempts
 FROM ${s}.claim($1::integer, $2::text, $3::uuid, $4::bigint, $5::integer, $6::text)`,
 
+    /**
+     * Names of the relay's per-batch statements, for drivers that prepare named statements once
+     * per connection (parsing and planning are then paid once, not once per batch). Derived
+     * from the schema, since two stores on different schemas may share a pool; shorter than the
+     * prepared enqueue's name, so the schema-name length check covers them.
+     */
+    names: {
+      extendLease: `mailroom_lease1_${schema}`,
+      deleteDelivered: `mailroom_del1_${schema}`,
+      archiveDelivered: `mailroom_arch1_${schema}`,
+    },
+
     extendLease: `UPDATE ${t} SET lease_until = now() + $2::bigint * interval '1 millisecond' WHERE lease_token = $1::uuid`,
 
     deleteDelivered: `DELETE FROM ${t} WHERE seq = ANY($1::bigint[])`,

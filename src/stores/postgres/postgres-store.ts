@@ -35,7 +35,7 @@ import type {
   PostgresTransactionHandle,
 } from './postgres-driver.js';
 import { describeDbError, isStatementError, type DbErrorContext } from './postgres-errors.js';
-import { postgresExecutor, requirePostgresTransaction } from './postgres-executor.js';
+import { postgresExecutor, requirePostgresTransaction, type PgNamedQueryable } from './postgres-executor.js';
 import { postgresSql, MAX_ROWS_PER_INSERT, type PostgresSql } from './postgres-sql.js';
 import { latestVersion, migrate, type MigrationResult } from './migrate.js';
 import { notifyChannel, validateSchemaName } from './schema-name.js';
@@ -78,8 +78,9 @@ export interface PostgresStoreOptions {
   /**
    * Let the driver prepare the one-message enqueue once per connection (node-postgres: a named
    * statement; postgres.js: `prepare`). Parsing and planning are most of that statement's cost.
-   * Turn off behind a pooler in transaction mode that cannot keep prepared statements (older
-   * PgBouncer). @default true
+   * The relay side also prepares its per-batch statements (deleting delivered messages,
+   * extending leases) on the store's pool. Turn off behind a pooler in transaction mode that
+   * cannot keep prepared statements (older PgBouncer). @default true
    */
   preparedStatements?: boolean;
   /**
@@ -167,6 +168,15 @@ function toMessage(row: Record<string, unknown>): OutboxMessage {
     createdAt: row.created_at as Date,
     attempts: Number(row.attempts),
   };
+}
+
+/** A statement node-postgres prepares once per connection under `name`. */
+type NamedQuery = { name: string; text: string; values: unknown[] };
+
+/** A checked-out client as the store's statements see it: plain or named statements. */
+interface StoreClient extends PgQueryable {
+  query(text: string, values?: unknown[]): Promise<PgQueryResult>;
+  query(config: NamedQuery): Promise<PgQueryResult>;
 }
 
 function compareSeq(a: OutboxMessage, b: OutboxMessage): number {
@@ -289,6 +299,15 @@ export class PostgresStore implements OutboxStore {
   }
 
   /**
+   * {@link #query} as a named statement, prepared once per connection, when
+   * `preparedStatements` is on (a pooler in transaction mode cannot keep them); else plain.
+   */
+  #queryPrepared(name: string, sql: string, params: unknown[]): Promise<PgQueryResult> {
+    if (!this.preparedStatements) return this.#query(sql, params);
+    return this.#withClient((client) => client.query({ name, text: sql, values: params }));
+  }
+
+  /**
    * Runs `fn` on a client of its own. A checked-out client that loses its connection between
    * two queries emits 'error', which with no listener would crash the process; here the error
    * is kept, the failing query reports it, and the broken client is destroyed, not reused.
@@ -298,7 +317,7 @@ export class PostgresStore implements OutboxStore {
    * fail at once with that error instead of queueing behind it, and the client is destroyed.
    */
   async #withClient<T>(
-    fn: (client: PgQueryable, markBroken: (err: Error) => void) => Promise<T>,
+    fn: (client: StoreClient, markBroken: (err: Error) => void) => Promise<T>,
   ): Promise<T> {
     let client: PgPoolClient;
     try {
@@ -311,11 +330,13 @@ export class PostgresStore implements OutboxStore {
       broken ??= err;
     };
     client.on('error', markBroken);
-    const guarded: PgQueryable = {
-      query: async (text, values) => {
+    const guarded: StoreClient = {
+      query: async (text: string | NamedQuery, values?: unknown[]) => {
         if (broken) throw broken;
         try {
-          return await client.query(text, values);
+          return await (typeof text === 'string'
+            ? client.query(text, values)
+            : (client as unknown as PgNamedQueryable).query(text));
         } catch (err) {
           if (!isStatementError(err)) markBroken(err instanceof Error ? err : new Error(String(err)));
           throw err;
@@ -369,16 +390,29 @@ export class PostgresStore implements OutboxStore {
   }
 
   async extendLease(leaseToken: string, leaseMs: number): Promise<void> {
-    await this.#query(this.#sql.extendLease, [leaseToken, Math.ceil(leaseMs)]);
+    await this.#queryPrepared(this.#sql.names.extendLease, this.#sql.extendLease, [
+      leaseToken,
+      Math.ceil(leaseMs),
+    ]);
   }
 
   async settle(settlement: Settlement): Promise<void> {
     const { delivered, released, retry, dead, leaseToken } = settlement;
     const statements: Array<[string, unknown[]]> = [];
+    // The common case, every message confirmed: one prepared statement, and the sequence
+    // numbers sent as one array literal (they are digits, from `seq::text`) instead of an array
+    // the driver escapes element by element.
+    if (delivered.length && !released.length && !retry.length && !dead.length) {
+      const [name, sql] = this.archive
+        ? [this.#sql.names.archiveDelivered, this.#sql.archiveDelivered]
+        : [this.#sql.names.deleteDelivered, this.#sql.deleteDelivered];
+      await this.#queryPrepared(name, sql, [seqArray(delivered)]);
+      return;
+    }
     if (delivered.length) {
       statements.push([
         this.archive ? this.#sql.archiveDelivered : this.#sql.deleteDelivered,
-        [delivered.map((m) => m.seq)],
+        [seqArray(delivered)],
       ]);
     }
     if (released.length) {
@@ -669,6 +703,14 @@ export const DEFAULT_DEAD_LETTER_BATCH = 1000;
 const MAX_DEAD_LETTER_BATCH = 10_000;
 
 export type { DeadLetterBatchOptions } from '../../core/ports.js';
+
+/**
+ * The sequence numbers of `messages` as one PostgreSQL array literal (`{1,2,3}`), for a
+ * `$n::bigint[]` parameter. `seq` is the decimal text of a bigint, so nothing needs quoting.
+ */
+function seqArray(messages: readonly { seq: string }[]): string {
+  return `{${messages.map((m) => m.seq).join(',')}}`;
+}
 
 function truncateError(error: string): string {
   return error.length > 4000 ? `${error.slice(0, 4000)}…` : error;
