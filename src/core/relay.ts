@@ -238,9 +238,14 @@ export class Relay extends TypedEmitter<RelayEvents> {
           this.#gate?.release();
           continue;
         }
-        // Work found while another batch was out: messages come faster than a batch's round
-        // trip, and each settle wakes the loop to claim again, so writers need not either.
-        if (inFlightBefore > 0) this.#gate?.release();
+        if (this.#gate) {
+          // Work found while another batch was out: messages come faster than a batch's round
+          // trip, and each settle wakes the loop to claim again, so writers need not either.
+          if (inFlightBefore > 0) this.#gate.release();
+          // Without the gate no writer wakes the loop: while claims find work, claim again at
+          // once (up to `concurrency` batches), as a NOTIFY would have had it do.
+          if (!this.#gate.armed) continue;
+        }
       }
       if (signal.aborted) break;
       if (this.#wakeup.count !== wakesBefore) continue;
