@@ -52,6 +52,9 @@ export class PostgresWakeGate implements WakeGate {
     const abort = () => arming.abort(signal.reason);
     signal.addEventListener('abort', abort, { once: true });
     let checkout: Checkout | undefined;
+    // The cancel request of an aborted arm: awaited before arm() settles, so no statement of
+    // this gate is still using a pool connection once the relay's stop() has returned.
+    let cancelling: Promise<void> | undefined;
     try {
       let client: PgPoolClient;
       try {
@@ -81,9 +84,12 @@ export class PostgresWakeGate implements WakeGate {
         const pid = (client as { processID?: unknown }).processID;
         if (typeof pid !== 'number') return drop();
         const timer = setTimeout(drop, CANCEL_WAIT_MS);
-        void this.#pool
+        cancelling = this.#pool
           .query('SELECT pg_cancel_backend($1)', [pid])
-          .catch(() => undefined)
+          .then(
+            () => undefined,
+            () => undefined,
+          )
           .finally(() => {
             clearTimeout(timer);
             drop();
@@ -105,6 +111,7 @@ export class PostgresWakeGate implements WakeGate {
       // Whatever happened, a session that may hold or wait for the lock does not go back to the
       // pool: ending it gives the lock up.
       checkout?.drop(err);
+      await cancelling;
       throw err;
     } finally {
       signal.removeEventListener('abort', abort);
