@@ -114,6 +114,26 @@ describe('Relay options', () => {
       { baseDelayMs: 1000, maxDelayMs: 300_000, maxAttempts: 12, jitter: 'full', random: 'function' },
     );
     assert.equal(resolveRelayOptions({ store, transport, wakeup: 'poll' }).pollIntervalMs, 250);
+    assert.equal(resolved.maxPerKey, 250, 'runs of up to a batch on a transport that keeps order');
+    assert.equal(resolveRelayOptions({ store, transport, batchSize: 40 }).maxPerKey, 40);
+  });
+
+  it('takes one message per key from a transport without ordering, and refuses runs there', () => {
+    const unordered = {
+      name: 'unordered',
+      start: async () => undefined,
+      publish: async () => [],
+      probe: async () => undefined,
+      close: async () => undefined,
+    };
+    assert.equal(resolveRelayOptions({ store, transport: unordered }).maxPerKey, 1);
+    assert.throws(
+      () => resolveRelayOptions({ store, transport: unordered, maxPerKey: 10 }),
+      configError(
+        'maxPerKey',
+        /^Relay option maxPerKey is 10, but the unordered transport does not keep a batch's order .*leave maxPerKey out \(1\)/,
+      ),
+    );
   });
 
   it('rejects an unknown key, suggesting the key it resembles and listing the allowed ones', () => {
@@ -121,7 +141,7 @@ describe('Relay options', () => {
       () => resolveRelayOptions(relay({ batchsize: 10 })),
       configError(
         'batchsize',
-        /^unknown Relay option "batchsize" \(did you mean batchSize\?\); allowed: store, transport, batchSize, concurrency, leaseMs, wakeup, pollIntervalMs, retry, publishTimeoutMs, probeMinDelayMs, probeMaxDelayMs, shutdownTimeoutMs, owner, signal, logger, clock/,
+        /^unknown Relay option "batchsize" \(did you mean batchSize\?\); allowed: store, transport, batchSize, concurrency, leaseMs, wakeup, pollIntervalMs, maxPerKey, retry, publishTimeoutMs, probeMinDelayMs, probeMaxDelayMs, shutdownTimeoutMs, owner, signal, logger, clock/,
       ),
     );
   });
