@@ -398,22 +398,16 @@ export class PostgresStore implements OutboxStore {
 
   async settle(settlement: Settlement): Promise<void> {
     const { delivered, released, retry, dead, leaseToken } = settlement;
-    const statements: Array<[string, unknown[]]> = [];
-    // The common case, every message confirmed: one prepared statement, and the sequence
-    // numbers sent as one array literal (they are digits, from `seq::text`) instead of an array
-    // the driver escapes element by element.
-    if (delivered.length && !released.length && !retry.length && !dead.length) {
-      const [name, sql] = this.archive
-        ? [this.#sql.names.archiveDelivered, this.#sql.archiveDelivered]
-        : [this.#sql.names.deleteDelivered, this.#sql.deleteDelivered];
-      await this.#queryPrepared(name, sql, [seqArray(delivered)]);
-      return;
-    }
+    // Each statement with the name it is prepared under, when it has one.
+    const statements: Array<[string, unknown[], string?]> = [];
     if (delivered.length) {
-      statements.push([
-        this.archive ? this.#sql.archiveDelivered : this.#sql.deleteDelivered,
-        [seqArray(delivered)],
-      ]);
+      // The sequence numbers as one array literal (they are digits, from `seq::text`) instead
+      // of an array the driver escapes element by element.
+      statements.push(
+        this.archive
+          ? [this.#sql.archiveDelivered, [seqArray(delivered)], this.#sql.names.archiveDelivered]
+          : [this.#sql.deleteDelivered, [seqArray(delivered)], this.#sql.names.deleteDelivered],
+      );
     }
     if (released.length) {
       statements.push([
@@ -440,8 +434,9 @@ export class PostgresStore implements OutboxStore {
     }
     if (statements.length === 0) return;
     if (statements.length === 1) {
-      const [sql, params] = statements[0] as [string, unknown[]];
-      await this.#query(sql, params);
+      // The common case, every message confirmed: one prepared statement.
+      const [sql, params, name] = statements[0] as [string, unknown[], string?];
+      await (name === undefined ? this.#query(sql, params) : this.#queryPrepared(name, sql, params));
       return;
     }
     await this.#transaction(async (client) => {
