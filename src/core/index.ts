@@ -1,5 +1,16 @@
 export * from './errors/index.js';
-export type { JsonValue, MessageInput, EncodedMessage, OutboxMessage, DeadLetter } from './types.js';
+export type {
+  JsonValue,
+  MessageInput,
+  EncodedMessage,
+  OutboxMessage,
+  DeadLetter,
+  AckRequest,
+  CallbackRequest,
+  DeliveryOptions,
+  ReceivedMessage,
+  AckReceipt,
+} from './types.js';
 export type {
   SqlExecutor,
   SqlStatement,
@@ -18,12 +29,24 @@ export type {
   PublishOutcome,
   PublishOptions,
   Transport,
+  MessageState,
+  MessageStatus,
+  AckOutcome,
+  AckRecord,
+  AckCounts,
+  InboxPort,
+  AckPort,
+  CallbackEvent,
+  CallbackPort,
 } from './ports.js';
+export type { WaitForOptions } from './wait-for.js';
 export {
   encodeMessage,
   validateTopic,
   DEFAULT_MAX_PAYLOAD_BYTES,
   MAX_DELAY_MS,
+  DEFAULT_ACK_TOPIC,
+  ACK_TO_HEADER,
   type MessageLimits,
 } from './message.js';
 export { uuidv7, isUuid } from './uuid.js';

@@ -1,14 +1,29 @@
 import { InvalidMessageError } from './errors/invalid-message-error.js';
 import { PayloadTooLargeError } from './errors/payload-too-large-error.js';
 import { showValue as show } from './show-value.js';
-import type { EncodedMessage, MessageInput } from './types.js';
+import type { AckRequest, DeliveryOptions, EncodedMessage, MessageInput } from './types.js';
 import { isUuid, uuidv7 } from './uuid.js';
 
 /** Limits applied to every message at enqueue. */
 export interface MessageLimits {
   /** Largest encoded payload accepted. @default 1048576 (1 MiB) */
   maxPayloadBytes?: number;
+  /**
+   * Where receivers send acknowledgements of messages with `ack` that name no `replyTo`.
+   * @default 'mailroom.ack'
+   */
+  ackTopic?: string;
 }
+
+/** The topic acknowledgements go to when neither the message nor the Outbox names one. */
+export const DEFAULT_ACK_TOPIC = 'mailroom.ack';
+/** The header that carries `ack.replyTo` to the receiver: its presence asks for an acknowledgement. */
+export const ACK_TO_HEADER = 'mailroom-ack-to';
+/** Bounds of `ack.timeoutMs`: a second (resending faster is a storm) to the longest delay. */
+export const MIN_ACK_TIMEOUT_MS = 1000;
+export const MAX_ACK_RESENDS = 1000;
+export const DEFAULT_ACK_RESENDS = 3;
+const MAX_CALLBACK_URL_BYTES = 2048;
 
 export const DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024;
 export const MAX_TOPIC_BYTES = 255;
@@ -36,7 +51,10 @@ const ALLOWED_MESSAGE_FIELDS = new Set([
   'contentType',
   'headers',
   'delayMs',
+  'ack',
+  'callback',
 ]);
+const ACK_FIELDS = new Set(['timeoutMs', 'maxResends', 'onExpire', 'replyTo']);
 
 // C0 controls, DEL and C1 controls.
 // eslint-disable-next-line no-control-regex
@@ -226,5 +244,97 @@ export function encodeMessage(input: MessageInput, limits: MessageLimits = {}): 
     delayMs = Math.round(input.delayMs);
   }
 
-  return { id, topic, key, type, payload, contentType, headers, delayMs };
+  let delivery: DeliveryOptions | null = null;
+  if (input.ack !== undefined) {
+    const ack = encodeAck(input.ack, limits);
+    delivery = { ack };
+    headers[ACK_TO_HEADER] = ack.replyTo;
+  } else if (Object.hasOwn(headers, ACK_TO_HEADER)) {
+    throw new InvalidMessageError(
+      `headers.${ACK_TO_HEADER}`,
+      `header ${ACK_TO_HEADER} is Mailroom's own (it asks the receiver for an acknowledgement); ` +
+        'use the message field ack: { timeoutMs, replyTo } instead',
+    );
+  }
+  if (input.callback !== undefined) {
+    delivery = { ...delivery, callback: { url: checkCallbackUrl(input.callback) } };
+  }
+
+  return { id, topic, key, type, payload, contentType, headers, delayMs, delivery };
+}
+
+function encodeAck(value: unknown, limits: MessageLimits): NonNullable<DeliveryOptions['ack']> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new InvalidMessageError(
+      'ack',
+      `ack must be an object such as { timeoutMs: 30000, maxResends: 3 }, got ${show(value)}`,
+    );
+  }
+  const ack = value as AckRequest;
+  for (const field of Object.keys(ack)) {
+    if (!ACK_FIELDS.has(field)) {
+      throw new InvalidMessageError(
+        `ack.${field}`,
+        `unknown ack field ${show(field)}; allowed: ${[...ACK_FIELDS].join(', ')}`,
+      );
+    }
+  }
+  const timeoutMs = ack.timeoutMs;
+  if (
+    typeof timeoutMs !== 'number' ||
+    !Number.isFinite(timeoutMs) ||
+    timeoutMs < MIN_ACK_TIMEOUT_MS ||
+    timeoutMs > MAX_DELAY_MS
+  ) {
+    throw new InvalidMessageError(
+      'ack.timeoutMs',
+      `ack.timeoutMs must be a number of milliseconds from ${MIN_ACK_TIMEOUT_MS} to ${MAX_DELAY_MS} (365 days), ` +
+        `got ${show(timeoutMs)}: how long the receiver has to acknowledge before the message is resent`,
+      { value: show(timeoutMs) },
+    );
+  }
+  const maxResends = ack.maxResends ?? DEFAULT_ACK_RESENDS;
+  if (!Number.isInteger(maxResends) || maxResends < 0 || maxResends > MAX_ACK_RESENDS) {
+    throw new InvalidMessageError(
+      'ack.maxResends',
+      `ack.maxResends must be a whole number from 0 to ${MAX_ACK_RESENDS}, got ${show(maxResends)}`,
+      { value: show(maxResends) },
+    );
+  }
+  const onExpire =
+    ack.onExpire === undefined || ack.onExpire === null
+      ? null
+      : checkText('ack.onExpire', ack.onExpire, MAX_TOPIC_BYTES, false);
+  const replyTo =
+    ack.replyTo === undefined
+      ? (limits.ackTopic ?? DEFAULT_ACK_TOPIC)
+      : checkText('ack.replyTo', ack.replyTo, MAX_TOPIC_BYTES, false);
+  return { timeoutMs: Math.round(timeoutMs), maxResends, onExpire, replyTo };
+}
+
+function checkCallbackUrl(value: unknown): string {
+  const url = typeof value === 'object' && value !== null ? (value as { url?: unknown }).url : undefined;
+  if (typeof value !== 'object' || value === null || Object.keys(value).some((k) => k !== 'url')) {
+    throw new InvalidMessageError(
+      'callback',
+      `callback must be an object { url: 'https://…' }, got ${show(value)}`,
+    );
+  }
+  const text = checkText('callback.url', url, MAX_CALLBACK_URL_BYTES, false);
+  let parsed: URL;
+  try {
+    parsed = new URL(text);
+  } catch {
+    throw new InvalidMessageError('callback.url', `callback.url is not a URL: ${show(text)}`, {
+      value: show(text),
+    });
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
+    throw new InvalidMessageError(
+      'callback.url',
+      `callback.url must be an http:// or https:// URL, got scheme ${show(parsed.protocol)}`,
+      { value: show(text) },
+    );
+  }
+  return text;
 }

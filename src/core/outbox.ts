@@ -1,8 +1,9 @@
 import { ConfigError } from './errors/config-error.js';
-import { encodeMessage, type MessageLimits } from './message.js';
-import { boolean, custom, hasMethods, integer, optionsSchema } from './options-schema.js';
-import type { OutboxStore, SqlExecutor } from './ports.js';
+import { encodeMessage, MAX_TOPIC_BYTES, type MessageLimits } from './message.js';
+import { boolean, custom, hasMethods, integer, optionsSchema, string } from './options-schema.js';
+import type { AckPort, MessageStatus, OutboxStore, SqlExecutor } from './ports.js';
 import type { EncodedMessage, MessageInput } from './types.js';
+import { waitForState, type WaitForOptions } from './wait-for.js';
 
 /** Options of {@link Outbox}. */
 export interface OutboxOptions<Tx = unknown> extends MessageLimits {
@@ -33,6 +34,8 @@ const outboxOptionsSchema = optionsSchema<OutboxOptions>()('Outbox', {
   // Left out, encodeMessage applies DEFAULT_MAX_PAYLOAD_BYTES.
   maxPayloadBytes: integer({ min: 1 }),
   requireTransaction: boolean({ default: false }),
+  // Left out, encodeMessage applies DEFAULT_ACK_TOPIC; checked as a topic there too.
+  ackTopic: string({ expected: `a topic of 1 to ${MAX_TOPIC_BYTES} bytes` }),
 });
 
 /** Most messages one INSERT carries; larger arrays are split into several statements. */
@@ -59,7 +62,7 @@ export class Outbox<Tx = unknown> {
   readonly #requireTransaction: ((executor: SqlExecutor) => Promise<void>) | undefined;
 
   constructor(options: OutboxOptions<Tx>) {
-    const { requireTransaction, maxPayloadBytes } = outboxOptionsSchema.resolve(options);
+    const { requireTransaction, maxPayloadBytes, ackTopic } = outboxOptionsSchema.resolve(options);
     const store = options.store;
     const check = store.requireTransaction;
     if (requireTransaction && typeof check !== 'function') {
@@ -72,7 +75,10 @@ export class Outbox<Tx = unknown> {
     this.#requireTransaction =
       requireTransaction && check ? (executor) => check.call(store, executor) : undefined;
     this.store = store;
-    this.#limits = maxPayloadBytes === undefined ? {} : { maxPayloadBytes };
+    this.#limits = {
+      ...(maxPayloadBytes === undefined ? {} : { maxPayloadBytes }),
+      ...(ackTopic === undefined ? {} : { ackTopic }),
+    };
   }
 
   /** Validates messages without writing them; returns them encoded. Throws on the first bad one. */
@@ -104,5 +110,54 @@ export class Outbox<Tx = unknown> {
     }
     const ids = encoded.map((m) => m.id);
     return Array.isArray(input) ? ids : (ids[0] as string);
+  }
+
+  /**
+   * Where a message is now: `pending`, `in-flight`, `awaiting-ack`, `acknowledged`, `expired`,
+   * `dead` or `unknown` (delivered and deleted, pruned, or never committed), with what the store
+   * knows (attempts, resends, the acknowledgement's consumer and result…).
+   *
+   * @example
+   * ```ts
+   * const { state, result } = await outbox.status(paymentId);
+   * ```
+   */
+  async status(id: string): Promise<MessageStatus> {
+    const [status] = await this.#ackPort('status').status([id]);
+    return status ?? { id, state: 'unknown' };
+  }
+
+  /**
+   * Resolves when message `id` was delivered (`until: 'delivered'`, the default) or
+   * acknowledged (`until: 'acknowledged'`, for messages sent with `ack`), with its status.
+   * Rejects with a {@link WaitError} when the message ends otherwise (`expired`, `dead`), when
+   * `timeoutMs` passes or `signal` aborts. Works from any process: it reads the database, and
+   * wakes at once on the store's notifications where it has them (PostgreSQL), else polls.
+   *
+   * A message without `ack` is deleted once delivered, so for it `delivered` means: seen
+   * pending or in flight, then gone. Call it before the message could be delivered (right after
+   * the enqueueing transaction commits); an id that is unknown from the start never resolves
+   * `delivered` and times out, since the database cannot tell delivered from never committed.
+   *
+   * @example
+   * ```ts
+   * const status = await outbox.waitFor(id, { until: 'acknowledged', timeoutMs: 60_000 });
+   * console.log(status.consumer, status.result);
+   * ```
+   */
+  waitFor(id: string, options: WaitForOptions = {}): Promise<MessageStatus> {
+    return waitForState(this.#ackPort('waitFor'), id, options);
+  }
+
+  #ackPort(method: string): AckPort & Pick<OutboxStore, 'subscribeState'> {
+    const store = this.store;
+    if (typeof store.status !== 'function') {
+      throw new ConfigError(
+        method,
+        `outbox.${method}() needs a store that tracks message states; the ${store.name} store does not ` +
+          '(PostgresStore and PGliteStore do)',
+      );
+    }
+    return store as unknown as AckPort & Pick<OutboxStore, 'subscribeState'>;
   }
 }

@@ -1,4 +1,4 @@
-import type { DeadLetter, EncodedMessage, OutboxMessage } from './types.js';
+import type { AckReceipt, DeadLetter, EncodedMessage, JsonValue, OutboxMessage } from './types.js';
 
 /**
  * The one method Mailroom needs from a caller's transaction: run a statement with positional
@@ -163,6 +163,157 @@ export interface WakeGate {
 }
 
 /**
+ * Where a message is, as `outbox.status(id)` tells it.
+ *
+ * - `pending`: in the outbox, waiting to be claimed (due, delayed or waiting for a retry).
+ * - `in-flight`: in the outbox, claimed by a relay right now.
+ * - `awaiting-ack`: delivered, waiting for the receiver's acknowledgement (messages with `ack`).
+ * - `acknowledged`: the receiver acknowledged it.
+ * - `expired`: no acknowledgement came after every resend.
+ * - `dead`: a dead letter.
+ * - `unknown`: not in any table: delivered and deleted (a message without `ack`), pruned, or
+ *   never committed.
+ */
+export type MessageState =
+  'pending' | 'in-flight' | 'awaiting-ack' | 'acknowledged' | 'expired' | 'dead' | 'unknown';
+
+/** A message's state and what the store knows about how it got there. */
+export interface MessageStatus {
+  id: string;
+  state: MessageState;
+  topic?: string;
+  /** Delivery attempts (outbox, dead letters). */
+  attempts?: number;
+  /** Resends so far (messages with `ack`). */
+  resends?: number;
+  /** When an acknowledged message's acknowledgement arrived (for `expired`: a late one). */
+  ackedAt?: Date;
+  /** The receiving service that acknowledged. */
+  consumer?: string;
+  /** The result the receiver sent with its acknowledgement. */
+  result?: JsonValue;
+  /** When it expired. */
+  expiredAt?: Date;
+  /** When an `awaiting-ack` message is resent or expires. */
+  ackDeadline?: Date;
+  /** The last delivery error (outbox, dead letters). */
+  lastError?: string;
+}
+
+/** What applying an acknowledgement did. */
+export type AckOutcome =
+  /** The message was awaiting it (or being resent): it is acknowledged now. */
+  | 'acknowledged'
+  /** Already acknowledged: nothing changed. */
+  | 'duplicate'
+  /** The message had expired: the acknowledgement is recorded, the message stays expired. */
+  | 'late'
+  /**
+   * Not awaiting yet: the acknowledgement came before the relay settled the delivery, or the
+   * id is not one of this outbox's. Recorded as acknowledged, so the settle that follows finds it.
+   */
+  | 'early';
+
+/** A message with `ack`, as `mailroom ack list` shows it. */
+export interface AckRecord {
+  id: string;
+  state: 'awaiting-ack' | 'resending' | 'acknowledged' | 'expired';
+  topic: string | null;
+  key: string | null;
+  resends: number;
+  maxResends: number | null;
+  /** When it is resent or expires (awaiting), null otherwise. */
+  deadline: Date | null;
+  sentAt: Date | null;
+  ackedAt: Date | null;
+  consumer: string | null;
+  result: JsonValue | null;
+  expiredAt: Date | null;
+}
+
+/** Counts of messages with `ack`, for `mailroom status` and metrics. */
+export interface AckCounts {
+  awaiting: number;
+  acknowledged: number;
+  expired: number;
+  /** Callbacks not yet delivered, and those that gave up. */
+  callbacksPending: number;
+  callbacksDead: number;
+}
+
+/**
+ * The receiving side of a store (`Inbox`): transactions the store opens itself, and the inbox
+ * table recording `(consumer, message id)`.
+ */
+export interface InboxPort<Tx = unknown> {
+  /**
+   * Runs `fn` in a new transaction on the store's database, with a handle `enqueue` accepts;
+   * commits when it resolves, rolls back and rethrows when it throws.
+   */
+  transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
+  /**
+   * The statement recording that `consumer` processed message `id`, run in the handler's
+   * transaction: one row when the record is new, none when it was there (a duplicate). A
+   * concurrent record of the same pair waits for the first transaction's outcome.
+   */
+  inboxRecordStatement(consumer: string, id: string): SqlStatement;
+  /** Deletes up to `limit` of `consumer`'s records older than `olderThanMs`; returns how many. */
+  pruneInbox(consumer: string, olderThanMs: number, limit: number): Promise<number>;
+}
+
+/** Acknowledged delivery in a store: see docs/acknowledged-delivery.md. */
+export interface AckPort {
+  /** The state of each id, in order. */
+  status(ids: readonly string[]): Promise<MessageStatus[]>;
+  /** Records an acknowledgement (in its own transaction); idempotent. */
+  applyAck(receipt: AckReceipt): Promise<AckOutcome>;
+  /**
+   * Resends (same id, back into the outbox) or expires up to `limit` messages whose
+   * acknowledgement deadline passed, in one transaction; an expiry enqueues its cancellation
+   * and callback in that transaction. Safe to run from several relays at once.
+   */
+  sweepAcks(limit: number): Promise<{ resent: number; expired: number }>;
+  /** Milliseconds until the next acknowledgement deadline, or null if nothing awaits one. */
+  nextAckDueInMs(): Promise<number | null>;
+  listAcks(filter?: { state?: AckRecord['state']; limit?: number }): Promise<AckRecord[]>;
+  ackCounts(): Promise<AckCounts>;
+  /** Deletes up to `limit` acknowledged and expired records older than `olderThanMs`. */
+  pruneAcks(olderThanMs: number, limit: number): Promise<number>;
+}
+
+/** One outcome to tell a callback URL. */
+export interface CallbackEvent {
+  /** The callback's own id (the `webhook-id`): the same on every attempt. */
+  id: string;
+  messageId: string;
+  topic: string;
+  event: 'delivered' | 'acknowledged' | 'expired' | 'dead';
+  url: string;
+  /** Attempts so far, this one included. */
+  attempts: number;
+  /** What the event carries beyond the ids: the ack's consumer and result, the dead letter's error. */
+  detail: Record<string, JsonValue>;
+  /** When the event happened, on the database clock. */
+  occurredAt: Date;
+}
+
+/** Callbacks in a store: a small outbox of their own, claimed and settled like messages. */
+export interface CallbackPort {
+  claimCallbacks(request: { owner: string; limit: number; leaseMs: number }): Promise<{
+    leaseToken: string;
+    callbacks: CallbackEvent[];
+  }>;
+  settleCallbacks(settlement: {
+    leaseToken: string;
+    delivered: string[];
+    retry: Array<{ id: string; delayMs: number; error: string }>;
+    dead: Array<{ id: string; error: string }>;
+  }): Promise<void>;
+  /** Milliseconds until the next callback is due, or null when none waits. */
+  nextCallbackDueInMs(): Promise<number | null>;
+}
+
+/**
  * A database the outbox lives in. One implementation per database (`stores/postgres`, …);
  * the relay is written once against this interface. Every store passes
  * `runStoreConformance()` from `mailroom/testkit`.
@@ -171,7 +322,8 @@ export interface WakeGate {
  *   `PostgresTransactionHandle`); `Outbox` infers it, so a handle that would autocommit (a pool)
  *   does not compile where the store's type can say so.
  */
-export interface OutboxStore<Tx = unknown> {
+export interface OutboxStore<Tx = unknown>
+  extends Partial<InboxPort<Tx>>, Partial<AckPort>, Partial<CallbackPort> {
   readonly name: string;
   readonly capabilities: StoreCapabilities;
   /** Statement that inserts these messages (and wakes relays, when configured). */
@@ -198,6 +350,11 @@ export interface OutboxStore<Tx = unknown> {
   settle(settlement: Settlement): Promise<void>;
   /** Milliseconds until the next delayed or leased message becomes due, or null if none. */
   nextDueInMs(): Promise<number | null>;
+  /**
+   * Calls `onChange(id)` when a message with `ack` or `callback` changes state (delivered,
+   * acknowledged, resent, expired); `outbox.waitFor` wakes on it. Stores without it are polled.
+   */
+  subscribeState?(onChange: (id: string) => void, onError: (err: unknown) => void): Promise<Unsubscribe>;
   /** Subscribe to commit-time wake-ups. Only when `capabilities.notify`. */
   subscribe?(onWake: () => void, onError: (err: unknown) => void): Promise<Unsubscribe>;
   /**

@@ -61,6 +61,57 @@ export interface MessageInput {
    * @example { topic: 'reminder', key: userId, payload, delayMs: 15 * 60_000 }
    */
   delayMs?: number;
+  /**
+   * Acknowledged delivery (docs/acknowledged-delivery.md): after the transport confirmed, the
+   * message waits for the receiving service to acknowledge it (from `inbox.handle`, or over
+   * HTTP), is resent with the same id when no acknowledgement comes in time, and expires after
+   * `maxResends` resends. `outbox.status(id)` and `outbox.waitFor(id)` follow it.
+   *
+   * @example { topic: 'payment.requested', key: orderId, payload, ack: { timeoutMs: 30_000, maxResends: 3, onExpire: 'payment.cancelled' } }
+   */
+  ack?: AckRequest;
+  /**
+   * Tell a URL the outcome of this message (`delivered`, `acknowledged`, `expired`, `dead`): the
+   * relay POSTs it there, signed with Standard Webhooks headers, with retries of its own that
+   * never hold up messages. The relay needs a signing secret (`callbacks.secret`).
+   *
+   * @example { callback: { url: 'https://orders.internal/hooks/mailroom' } }
+   */
+  callback?: CallbackRequest;
+}
+
+/** What `ack` on a message asks for. */
+export interface AckRequest {
+  /**
+   * How long after the transport confirmed a delivery the receiver has to acknowledge it before
+   * the message is resent (or expires). 1 s to 365 days.
+   */
+  timeoutMs: number;
+  /** Resends after the first delivery before the message expires; 0 to 1000. @default 3 */
+  maxResends?: number;
+  /**
+   * A topic: when the message expires, a cancellation message `{ id, topic, reason }` is
+   * enqueued to it in the same transaction that marks the message expired, so compensation goes
+   * through the outbox like any message. @default none
+   */
+  onExpire?: string;
+  /**
+   * The topic the receiver sends its acknowledgement to (the `mailroom-ack-to` header); the
+   * sender consumes it with an `AckReceiver`. @default the Outbox's `ackTopic` ('mailroom.ack')
+   */
+  replyTo?: string;
+}
+
+/** What `callback` on a message asks for. */
+export interface CallbackRequest {
+  /** An http:// or https:// URL the outcomes are POSTed to. */
+  url: string;
+}
+
+/** The delivery options of a message as stored (the `delivery` column), defaults applied. */
+export interface DeliveryOptions {
+  ack?: { timeoutMs: number; maxResends: number; onExpire: string | null; replyTo: string };
+  callback?: { url: string };
 }
 
 /** A validated message, payload encoded to bytes, ready for a store to write. */
@@ -74,6 +125,8 @@ export interface EncodedMessage {
   headers: Record<string, string>;
   /** Milliseconds after the database's `now()` at insert. */
   delayMs: number;
+  /** Acknowledgement and callback requests, or null for a plain message. */
+  delivery: DeliveryOptions | null;
 }
 
 /** A message read back from the outbox, as a transport receives it. */
@@ -90,6 +143,41 @@ export interface OutboxMessage {
   createdAt: Date;
   /** Delivery attempts so far, this one included. */
   attempts: number;
+}
+
+/**
+ * A message as a consumer receives it from a broker, decoded from Mailroom's wire format by a
+ * consumer (`RabbitMqConsumer`, …) and handed to `inbox.handle` and handlers.
+ */
+export interface ReceivedMessage {
+  /** The id the sender gave it: the same on every copy, which is what the inbox keys on. */
+  id: string;
+  topic: string;
+  key: string | null;
+  type: string | null;
+  /** The sender's headers, without the ones Mailroom adds (`mailroom-*`). */
+  headers: Record<string, string>;
+  contentType: string;
+  /** The payload as bytes, exactly as sent. */
+  body: Buffer;
+  /** The payload parsed from JSON when the content type is JSON; otherwise `body`. */
+  payload: unknown;
+  /** Where the sender wants the acknowledgement (the `mailroom-ack-to` header), or null. */
+  ackTo: string | null;
+  /** The sender's delivery attempt (`mailroom-attempt`), 1 when not given. */
+  attempt: number;
+  /** When the sender enqueued it, when the transport carries it. */
+  createdAt: Date | null;
+}
+
+/** What a receiver's acknowledgement says (the payload of an ack message, or an HTTP ack). */
+export interface AckReceipt {
+  /** The id of the message acknowledged. */
+  id: string;
+  /** The receiving service that acknowledged it (its inbox's `consumer`). */
+  consumer: string;
+  /** A small result the sender can read back with `outbox.status(id)`. */
+  result?: JsonValue;
 }
 
 /** A dead-lettered message, with why it died. */

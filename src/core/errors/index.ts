@@ -7,3 +7,9 @@ export { TransportError, isTransportError } from './transport-error.js';
 export { StoreError, isStoreError } from './store-error.js';
 export { RelayStateError, isRelayStateError } from './relay-state-error.js';
 export { NotATransactionError, isNotATransactionError } from './not-a-transaction-error.js';
+export {
+  WebhookVerificationError,
+  isWebhookVerificationError,
+  type WebhookVerificationCode,
+} from './webhook-verification-error.js';
+export { WaitError, isWaitError } from './wait-error.js';

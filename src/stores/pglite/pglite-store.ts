@@ -162,12 +162,24 @@ export class PGliteStore extends PostgresStore {
    * a pool client would hold PGlite's only connection for good.
    */
   override async subscribe(onWake: () => void, _onError: (err: unknown) => void): Promise<Unsubscribe> {
+    return this.#listen(this.channel, () => onWake());
+  }
+
+  /** State changes of messages with `ack` through PGlite's `listen()`, as {@link subscribe}. */
+  override async subscribeState(
+    onChange: (id: string) => void,
+    _onError: (err: unknown) => void,
+  ): Promise<Unsubscribe> {
+    return this.#listen(`${this.schema}_state`, onChange);
+  }
+
+  async #listen(channel: string, onPayload: (payload: string) => void): Promise<Unsubscribe> {
     let active = true;
     let unlisten: () => Promise<void>;
     try {
       // Quoted: PGlite sends the name as written, and a schema may have capitals.
-      unlisten = await this.db.listen(quoteIdent(this.channel), () => {
-        if (active) onWake();
+      unlisten = await this.db.listen(quoteIdent(channel), (payload) => {
+        if (active) onPayload(payload);
       });
     } catch (err) {
       throw describeDbError(err, { schema: this.schema });

@@ -45,6 +45,9 @@ export function postgresSql(schema: string, channel: string) {
     enqueue(messages: readonly EncodedMessage[], notify: boolean | 'idle', prepare = true): SqlStatement {
       const params: unknown[] = [];
       const rows: string[] = [];
+      // Messages with `ack` or `callback` carry a `delivery` column; plain ones leave it out, so
+      // the statement of the common case is the one it always was.
+      const tracked = messages.some((m) => m.delivery !== null);
       for (const m of messages) {
         const b = params.length;
         params.push(
@@ -57,17 +60,19 @@ export function postgresSql(schema: string, channel: string) {
           JSON.stringify(m.headers),
           m.delayMs,
         );
+        if (tracked) params.push(m.delivery === null ? null : JSON.stringify(m.delivery));
         rows.push(
           `($${b + 1}::uuid, $${b + 2}, $${b + 3}, $${b + 4}, $${b + 5}::bytea, $${b + 6}, $${b + 7}::text::jsonb, ` +
-            `now() + $${b + 8}::bigint * interval '1 millisecond')`,
+            `now() + $${b + 8}::bigint * interval '1 millisecond'${tracked ? `, $${b + 9}::text::jsonb` : ''})`,
         );
       }
       const insert =
-        `INSERT INTO ${t} (id, topic, key, type, payload, content_type, headers, available_at) ` +
+        `INSERT INTO ${t} (id, topic, key, type, payload, content_type, headers, available_at${tracked ? ', delivery' : ''}) ` +
         `VALUES ${rows.join(', ')}`;
       // One message per transaction is the common case: give that text a name so drivers
       // prepare it once per connection.
-      const name = messages.length === 1 && prepare ? preparedEnqueueName(schema, notify) : undefined;
+      const name =
+        messages.length === 1 && prepare && !tracked ? preparedEnqueueName(schema, notify) : undefined;
       const named = name ? { name } : {};
       if (!notify) return { sql: insert, params, ...named };
       // One round trip: the NOTIFY is queued in the caller's transaction and sent at commit.
@@ -108,12 +113,21 @@ FROM ${s}.claim($1::integer, $2::text, $3::uuid, $4::bigint, $5::integer, $6::te
 
     extendLease: `UPDATE ${t} SET lease_until = now() + $2::bigint * interval '1 millisecond' WHERE lease_token = $1::uuid`,
 
-    deleteDelivered: `DELETE FROM ${t} WHERE seq = ANY($1::bigint[])`,
+    // Plain messages only: one that asked for an acknowledgement or a callback (`delivery`) is
+    // left for settleTracked, which the store runs when fewer rows went than were delivered.
+    deleteDelivered: `DELETE FROM ${t} WHERE seq = ANY($1::bigint[]) AND delivery IS NULL`,
 
-    archiveDelivered: `WITH d AS (DELETE FROM ${t} WHERE seq = ANY($1::bigint[]) RETURNING *)
-INSERT INTO ${s}.archive (id, topic, key, type, payload, content_type, headers, created_at, attempts)
-SELECT id, topic, key, type, payload, content_type, headers, created_at, attempts FROM d
-ON CONFLICT (id) DO NOTHING`,
+    // The row count is the rows deleted (the CTE's), whatever the INSERT found already archived.
+    archiveDelivered: `WITH d AS (DELETE FROM ${t} WHERE seq = ANY($1::bigint[]) AND delivery IS NULL RETURNING *),
+a AS (
+  INSERT INTO ${s}.archive (id, topic, key, type, payload, content_type, headers, created_at, attempts)
+  SELECT id, topic, key, type, payload, content_type, headers, created_at, attempts FROM d
+  ON CONFLICT (id) DO NOTHING
+)
+SELECT 1 FROM d`,
+
+    /** Delivered messages with `delivery`: into `ack` and the callbacks (<schema>.settle_tracked). */
+    settleTracked: `SELECT ${s}.settle_tracked($1::bigint[], $2::boolean) AS n`,
 
     // The transport was unavailable: the claim's attempt is given back and the row is due now.
     release: `UPDATE ${t} o
@@ -132,10 +146,15 @@ WHERE o.seq = r.seq AND o.lease_token = $1::uuid`,
   DELETE FROM ${t} o USING unnest($2::bigint[], $3::text[]) AS r(seq, error)
   WHERE o.seq = r.seq AND o.lease_token = $1::uuid
   RETURNING o.*, r.error AS dead_error
+), cb AS (
+  INSERT INTO ${s}.callback (message_id, topic, event, url, detail)
+  SELECT id, topic, 'dead', delivery->'callback'->>'url', jsonb_build_object('error', dead_error)
+  FROM d WHERE d.delivery ? 'callback'
 )
-INSERT INTO ${s}.dead_letter (id, topic, key, type, payload, content_type, headers, created_at, attempts, last_error)
-SELECT id, topic, key, type, payload, content_type, headers, created_at, attempts, dead_error FROM d
-ON CONFLICT (id) DO UPDATE SET dead_at = now(), attempts = excluded.attempts, last_error = excluded.last_error`,
+INSERT INTO ${s}.dead_letter (id, topic, key, type, payload, content_type, headers, created_at, attempts, last_error, delivery)
+SELECT id, topic, key, type, payload, content_type, headers, created_at, attempts, dead_error, delivery FROM d
+ON CONFLICT (id) DO UPDATE SET dead_at = now(), attempts = excluded.attempts, last_error = excluded.last_error,
+  delivery = excluded.delivery`,
 
     // `available_at > created_at` matches the partial index outbox_delayed (a row due in the
     // future was necessarily delayed or retried).
@@ -145,6 +164,91 @@ WHERE available_at > now() AND available_at > created_at`,
     pruneArchive: `DELETE FROM ${s}.archive WHERE sent_at < now() - $1::bigint * interval '1 millisecond'`,
 
     schemaVersion: `SELECT max(version) AS version FROM ${s}.migrations`,
+
+    /** The channel `settle_tracked`, `apply_ack` and `ack_sweep` notify with a message id. */
+    stateChannel: `${schema}_state`,
+
+    // The inbox: one row back when the record is new. A second transaction recording the same
+    // pair waits on the primary key for the first one's outcome, then inserts (it rolled back)
+    // or finds the row (it committed).
+    inboxRecord: `INSERT INTO ${s}.inbox (consumer, id) VALUES ($1, $2::uuid) ON CONFLICT DO NOTHING RETURNING 1 AS new`,
+
+    pruneInbox: `DELETE FROM ${s}.inbox WHERE (consumer, id) IN (
+  SELECT i.consumer, i.id FROM ${s}.inbox i
+  WHERE i.consumer = $1 AND i.processed_at < now() - $2::bigint * interval '1 millisecond'
+  ORDER BY i.processed_at LIMIT $3)`,
+
+    /** Where each id is: outbox, acknowledgement table, dead letters (in that order). */
+    status: `SELECT q.id::text AS id,
+  CASE
+    WHEN o.id IS NOT NULL THEN CASE WHEN o.lease_until > now() THEN 'in-flight' ELSE 'pending' END
+    WHEN a.state IN ('acknowledged', 'expired') THEN a.state
+    WHEN d.id IS NOT NULL THEN 'dead'
+    WHEN a.state = 'awaiting' THEN 'awaiting-ack'
+    WHEN a.state = 'resending' THEN 'pending'
+    ELSE 'unknown'
+  END AS state,
+  coalesce(o.topic, a.topic, d.topic) AS topic, coalesce(o.attempts, d.attempts) AS attempts,
+  a.resends, a.acked_at, a.consumer, a.result, a.expired_at, a.deadline,
+  coalesce(o.last_error, d.last_error) AS last_error
+FROM unnest($1::uuid[]) WITH ORDINALITY AS q(id, n)
+LEFT JOIN ${t} o ON o.id = q.id
+LEFT JOIN ${s}.ack a ON a.id = q.id
+LEFT JOIN ${s}.dead_letter d ON d.id = q.id
+ORDER BY q.n`,
+
+    applyAck: `SELECT ${s}.apply_ack($1::uuid, $2::text, $3::text::jsonb) AS outcome`,
+
+    ackSweep: `SELECT resent, expired FROM ${s}.ack_sweep($1::integer)`,
+
+    nextAckDue: `SELECT extract(epoch FROM (min(deadline) - now())) * 1000 AS ms FROM ${s}.ack WHERE state = 'awaiting'`,
+
+    listAcks(withState: boolean): string {
+      return `SELECT id::text AS id, state, topic, key, resends, (delivery->'ack'->>'maxResends')::integer AS max_resends,
+  deadline, sent_at, acked_at, consumer, result, expired_at
+FROM ${s}.ack ${withState ? 'WHERE state = $2' : ''}
+ORDER BY updated_at DESC, id LIMIT $1`;
+    },
+
+    ackCounts: `SELECT
+  (SELECT count(*) FROM ${s}.ack WHERE state IN ('awaiting', 'resending'))::bigint AS awaiting,
+  (SELECT count(*) FROM ${s}.ack WHERE state = 'acknowledged')::bigint AS acknowledged,
+  (SELECT count(*) FROM ${s}.ack WHERE state = 'expired')::bigint AS expired,
+  (SELECT count(*) FROM ${s}.callback WHERE dead_at IS NULL)::bigint AS callbacks_pending,
+  (SELECT count(*) FROM ${s}.callback WHERE dead_at IS NOT NULL)::bigint AS callbacks_dead`,
+
+    pruneAcks: `DELETE FROM ${s}.ack WHERE id IN (
+  SELECT a.id FROM ${s}.ack a
+  WHERE a.state IN ('acknowledged', 'expired') AND a.updated_at < now() - $1::bigint * interval '1 millisecond'
+  ORDER BY a.updated_at LIMIT $2)`,
+
+    claimCallbacks: `WITH c AS (
+  SELECT k.id FROM ${s}.callback k
+  WHERE k.dead_at IS NULL AND k.available_at <= now() AND (k.lease_until IS NULL OR k.lease_until <= now())
+  ORDER BY k.available_at LIMIT $1
+  FOR UPDATE SKIP LOCKED
+)
+UPDATE ${s}.callback k
+SET lease_owner = $2, lease_token = $3::uuid, lease_until = now() + $4::bigint * interval '1 millisecond',
+    attempts = k.attempts + 1
+FROM c WHERE k.id = c.id
+RETURNING k.id::text AS id, k.message_id::text AS message_id, k.topic, k.event, k.url, k.attempts, k.detail, k.occurred_at`,
+
+    callbacksDelivered: `DELETE FROM ${s}.callback WHERE id = ANY($1::uuid[])`,
+
+    callbacksRetry: `UPDATE ${s}.callback k
+SET available_at = now() + r.delay_ms * interval '1 millisecond', last_error = r.error,
+    lease_owner = NULL, lease_token = NULL, lease_until = NULL
+FROM unnest($2::uuid[], $3::bigint[], $4::text[]) AS r(id, delay_ms, error)
+WHERE k.id = r.id AND k.lease_token = $1::uuid`,
+
+    callbacksDead: `UPDATE ${s}.callback k
+SET dead_at = now(), last_error = r.error, lease_owner = NULL, lease_token = NULL, lease_until = NULL
+FROM unnest($2::uuid[], $3::text[]) AS r(id, error)
+WHERE k.id = r.id AND k.lease_token = $1::uuid`,
+
+    nextCallbackDue: `SELECT extract(epoch FROM (min(greatest(available_at, coalesce(lease_until, available_at))) - now())) * 1000 AS ms
+FROM ${s}.callback WHERE dead_at IS NULL`,
 
     // What PostgreSQL already knows about the size of both tables, read from the catalog in
     // microseconds whatever the size: the live-row count the statistics system keeps up to date
@@ -259,8 +363,8 @@ SELECT 'd', topic, count(*)::bigint FROM ${s}.dead_letter ${d} GROUP BY topic`;
   DELETE FROM ${s}.dead_letter t USING pick WHERE t.id = pick.id
   RETURNING t.*
 ), ins AS (
-  INSERT INTO ${t} (id, topic, key, type, payload, content_type, headers, created_at)
-  SELECT id, topic, key, type, payload, content_type, headers, created_at FROM d ORDER BY dead_at, id
+  INSERT INTO ${t} (id, topic, key, type, payload, content_type, headers, created_at, delivery)
+  SELECT id, topic, key, type, payload, content_type, headers, created_at, delivery FROM d ORDER BY dead_at, id
   RETURNING id
 )
 SELECT pick.id::text AS id,

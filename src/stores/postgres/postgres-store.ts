@@ -2,11 +2,17 @@ import { randomUUID } from 'node:crypto';
 import { ConfigError } from '../../core/errors/config-error.js';
 import { StoreError } from '../../core/errors/store-error.js';
 import type {
+  AckCounts,
+  AckOutcome,
+  AckRecord,
+  CallbackEvent,
   ClaimRequest,
   ClaimedBatch,
   DeadLetterBatchOptions,
   DeadLetterFilter,
   DeadLetterOpResult,
+  MessageState,
+  MessageStatus,
   OutboxStore,
   Settlement,
   SqlExecutor,
@@ -25,13 +31,14 @@ import {
   string,
 } from '../../core/options-schema.js';
 import { redactUrl } from '../../core/redact.js';
-import type { DeadLetter, EncodedMessage, OutboxMessage } from '../../core/types.js';
+import type { AckReceipt, DeadLetter, EncodedMessage, JsonValue, OutboxMessage } from '../../core/types.js';
 import type {
   PgNotification,
   PgPool,
   PgPoolClient,
   PgQueryable,
   PgQueryResult,
+  PgTransactionClient,
   PostgresTransactionHandle,
 } from './postgres-driver.js';
 import { describeDbError, isStatementError, type DbErrorContext } from './postgres-errors.js';
@@ -39,6 +46,7 @@ import { postgresExecutor, requirePostgresTransaction, type PgNamedQueryable } f
 import { postgresSql, MAX_ROWS_PER_INSERT, type PostgresSql } from './postgres-sql.js';
 import { latestVersion, migrate, type MigrationResult } from './migrate.js';
 import { notifyChannel, validateSchemaName } from './schema-name.js';
+import { quoteIdent } from '../sql-identifier.js';
 import { readStats, type PostgresStats } from './postgres-stats.js';
 import { PostgresWakeGate } from './wake-gate.js';
 
@@ -436,9 +444,18 @@ export class PostgresStore implements OutboxStore {
     if (statements.length === 1) {
       // The common case, every message confirmed: one prepared statement.
       const [sql, params, name] = statements[0] as [string, unknown[], string?];
-      await (name === undefined ? this.#query(sql, params) : this.#queryPrepared(name, sql, params));
+      const res = await (name === undefined
+        ? this.#query(sql, params)
+        : this.#queryPrepared(name, sql, params));
+      // Fewer rows than delivered messages: some asked for an acknowledgement or a callback
+      // (the plain delete leaves those), or were settled already; settleTracked finds which.
+      if (delivered.length > 0 && (res.rowCount ?? 0) < delivered.length) {
+        await this.#query(this.#sql.settleTracked, [seqArray(delivered), this.archive]);
+      }
       return;
     }
+    if (delivered.length)
+      statements.splice(1, 0, [this.#sql.settleTracked, [seqArray(delivered), this.archive]]);
     await this.#transaction(async (client) => {
       for (const [sql, params] of statements) await client.query(sql, params);
     });
@@ -460,15 +477,23 @@ export class PostgresStore implements OutboxStore {
   }
 
   async subscribe(onWake: () => void, onError: (err: unknown) => void): Promise<Unsubscribe> {
+    return this.#listen(this.#sql.channel, () => onWake(), onError);
+  }
+
+  /** LISTEN on `channel` on a connection of its own, until the returned function is called. */
+  async #listen(
+    channel: string,
+    onPayload: (payload: string) => void,
+    onError: (err: unknown) => void,
+  ): Promise<Unsubscribe> {
     let client: PgPoolClient;
     try {
       client = await this.#pool.connect();
     } catch (err) {
       throw this.#wrap(err, 'connect');
     }
-    const channel = this.#sql.channel;
     const onNotification = (msg: PgNotification) => {
-      if (msg.channel === channel) onWake();
+      if (msg.channel === channel) onPayload(msg.payload ?? '');
     };
     let done = false;
     const onClientError = (err: Error) => {
@@ -488,7 +513,7 @@ export class PostgresStore implements OutboxStore {
     client.on('error', onClientError);
     client.on('end', onEnd);
     try {
-      await client.query(this.#sql.listen);
+      await client.query(`LISTEN ${quoteIdent(channel)}`);
     } catch (err) {
       done = true;
       cleanup();
@@ -499,7 +524,7 @@ export class PostgresStore implements OutboxStore {
       if (done) return;
       done = true;
       try {
-        await client.query(this.#sql.unlisten);
+        await client.query(`UNLISTEN ${quoteIdent(channel)}`);
         cleanup();
         client.release();
       } catch (err) {
@@ -680,6 +705,193 @@ export class PostgresStore implements OutboxStore {
     });
   }
 
+  /**
+   * Runs `fn` in a transaction on a connection of the store's pool, with that connection as the
+   * handle (what `outbox.enqueue` and your own statements take): commits when `fn` resolves,
+   * rolls back and rethrows when it throws. The inbox runs handlers in these.
+   */
+  async transaction<T>(fn: (tx: PostgresTransactionHandle) => Promise<T>): Promise<T> {
+    return this.#withClient(async (client, markBroken) => {
+      await client.query('BEGIN');
+      let result: T;
+      try {
+        result = await fn(client as PgTransactionClient);
+      } catch (err) {
+        await client.query('ROLLBACK').catch(markBroken);
+        throw new HandlerFailure(err);
+      }
+      await client.query('COMMIT');
+      return result;
+    }).catch((err: unknown) => {
+      // The handler's own error, as it threw it: not a database error to explain.
+      if (err instanceof HandlerFailure) throw err.error;
+      throw err;
+    });
+  }
+
+  inboxRecordStatement(consumer: string, id: string): SqlStatement {
+    return { sql: this.#sql.inboxRecord, params: [consumer, id] };
+  }
+
+  async pruneInbox(consumer: string, olderThanMs: number, limit: number): Promise<number> {
+    const res = await this.#query(this.#sql.pruneInbox, [consumer, Math.round(olderThanMs), limit]);
+    return res.rowCount ?? 0;
+  }
+
+  async status(ids: readonly string[]): Promise<MessageStatus[]> {
+    if (ids.length === 0) return [];
+    const res = await this.#query(this.#sql.status, [ids]);
+    return res.rows.map((r) => {
+      const status: MessageStatus = { id: String(r.id), state: r.state as MessageState };
+      if (r.topic !== null && r.topic !== undefined) status.topic = String(r.topic);
+      if (r.attempts !== null && r.attempts !== undefined) status.attempts = Number(r.attempts);
+      if (r.resends !== null && r.resends !== undefined) status.resends = Number(r.resends);
+      if (r.acked_at) status.ackedAt = r.acked_at as Date;
+      if (r.consumer !== null && r.consumer !== undefined) status.consumer = String(r.consumer);
+      if (r.result !== null && r.result !== undefined) status.result = r.result as JsonValue;
+      if (r.expired_at) status.expiredAt = r.expired_at as Date;
+      if (r.deadline) status.ackDeadline = r.deadline as Date;
+      if (r.last_error !== null && r.last_error !== undefined) status.lastError = String(r.last_error);
+      return status;
+    });
+  }
+
+  async applyAck(receipt: AckReceipt): Promise<AckOutcome> {
+    const res = await this.#query(this.#sql.applyAck, [
+      receipt.id,
+      receipt.consumer,
+      receipt.result === undefined ? null : JSON.stringify(receipt.result),
+    ]);
+    return res.rows[0]?.outcome as AckOutcome;
+  }
+
+  async sweepAcks(limit: number): Promise<{ resent: number; expired: number }> {
+    const res = await this.#query(this.#sql.ackSweep, [limit]);
+    const row = res.rows[0] ?? {};
+    return { resent: Number(row.resent ?? 0), expired: Number(row.expired ?? 0) };
+  }
+
+  async nextAckDueInMs(): Promise<number | null> {
+    const res = await this.#query(this.#sql.nextAckDue);
+    const ms = res.rows[0]?.ms;
+    return ms === null || ms === undefined ? null : Math.max(0, Number(ms));
+  }
+
+  async listAcks(filter: { state?: AckRecord['state']; limit?: number } = {}): Promise<AckRecord[]> {
+    const limit = filter.limit ?? 100;
+    if (!Number.isInteger(limit) || limit < 1) {
+      throw new ConfigError('limit', `limit must be a positive integer, got ${String(limit)}`);
+    }
+    const state = filter.state === 'awaiting-ack' ? 'awaiting' : filter.state;
+    const res = await this.#query(
+      this.#sql.listAcks(state !== undefined),
+      state !== undefined ? [limit, state] : [limit],
+    );
+    return res.rows.map((r) => ({
+      id: String(r.id),
+      state: r.state === 'awaiting' ? 'awaiting-ack' : (r.state as AckRecord['state']),
+      topic: (r.topic as string | null) ?? null,
+      key: (r.key as string | null) ?? null,
+      resends: Number(r.resends),
+      maxResends: r.max_resends === null || r.max_resends === undefined ? null : Number(r.max_resends),
+      deadline: (r.deadline as Date | null) ?? null,
+      sentAt: (r.sent_at as Date | null) ?? null,
+      ackedAt: (r.acked_at as Date | null) ?? null,
+      consumer: (r.consumer as string | null) ?? null,
+      result: (r.result as JsonValue | null) ?? null,
+      expiredAt: (r.expired_at as Date | null) ?? null,
+    }));
+  }
+
+  async ackCounts(): Promise<AckCounts> {
+    const row = (await this.#query(this.#sql.ackCounts)).rows[0] ?? {};
+    return {
+      awaiting: Number(row.awaiting ?? 0),
+      acknowledged: Number(row.acknowledged ?? 0),
+      expired: Number(row.expired ?? 0),
+      callbacksPending: Number(row.callbacks_pending ?? 0),
+      callbacksDead: Number(row.callbacks_dead ?? 0),
+    };
+  }
+
+  async pruneAcks(olderThanMs: number, limit: number): Promise<number> {
+    const res = await this.#query(this.#sql.pruneAcks, [Math.round(olderThanMs), limit]);
+    return res.rowCount ?? 0;
+  }
+
+  async claimCallbacks(request: { owner: string; limit: number; leaseMs: number }): Promise<{
+    leaseToken: string;
+    callbacks: CallbackEvent[];
+  }> {
+    const leaseToken = randomUUID();
+    const res = await this.#query(this.#sql.claimCallbacks, [
+      request.limit,
+      request.owner,
+      leaseToken,
+      Math.ceil(request.leaseMs),
+    ]);
+    const callbacks = res.rows.map((r): CallbackEvent => ({
+      id: String(r.id),
+      messageId: String(r.message_id),
+      topic: String(r.topic),
+      event: r.event as CallbackEvent['event'],
+      url: String(r.url),
+      attempts: Number(r.attempts),
+      detail: (r.detail as Record<string, JsonValue>) ?? {},
+      occurredAt: r.occurred_at as Date,
+    }));
+    return { leaseToken, callbacks };
+  }
+
+  async settleCallbacks(settlement: {
+    leaseToken: string;
+    delivered: string[];
+    retry: Array<{ id: string; delayMs: number; error: string }>;
+    dead: Array<{ id: string; error: string }>;
+  }): Promise<void> {
+    const { leaseToken, delivered, retry, dead } = settlement;
+    const statements: Array<[string, unknown[]]> = [];
+    if (delivered.length) statements.push([this.#sql.callbacksDelivered, [delivered]]);
+    if (retry.length) {
+      statements.push([
+        this.#sql.callbacksRetry,
+        [
+          leaseToken,
+          retry.map((r) => r.id),
+          retry.map((r) => Math.max(0, Math.round(r.delayMs))),
+          retry.map((r) => truncateError(r.error)),
+        ],
+      ]);
+    }
+    if (dead.length) {
+      statements.push([
+        this.#sql.callbacksDead,
+        [leaseToken, dead.map((d) => d.id), dead.map((d) => truncateError(d.error))],
+      ]);
+    }
+    if (statements.length === 0) return;
+    await this.#transaction(async (client) => {
+      for (const [sql, params] of statements) await client.query(sql, params);
+    });
+  }
+
+  async nextCallbackDueInMs(): Promise<number | null> {
+    const res = await this.#query(this.#sql.nextCallbackDue);
+    const ms = res.rows[0]?.ms;
+    return ms === null || ms === undefined ? null : Math.max(0, Number(ms));
+  }
+
+  /**
+   * Calls `onChange(id)` when a message with `ack` changes state (delivered, acknowledged,
+   * resent, expired), through LISTEN on a connection of its own; `outbox.waitFor` wakes on it.
+   */
+  async subscribeState(
+    onChange: (id: string) => void,
+    onError: (err: unknown) => void,
+  ): Promise<Unsubscribe> {
+    return this.#listen(this.#sql.stateChannel, (payload) => onChange(payload), onError);
+  }
+
   /** Deletes archived messages older than `retentionMs`; returns how many. */
   async pruneArchive(retentionMs: number): Promise<number> {
     const res = await this.#query(this.#sql.pruneArchive, [Math.round(retentionMs)]);
@@ -691,6 +903,11 @@ export class PostgresStore implements OutboxStore {
     this.#closed = true;
     if (this.#ownsPool) await this.#pool.end();
   }
+}
+
+/** Carries a handler's error through the store's error explaining, untouched. */
+class HandlerFailure {
+  constructor(readonly error: unknown) {}
 }
 
 /** Dead letters per statement of a replay or purge run. */
