@@ -40,6 +40,7 @@ export type {
   CallbackPort,
 } from './ports.js';
 export type { WaitForOptions } from './wait-for.js';
+export { toReceivedMessage, MAILROOM_HEADER_PREFIX } from './received-message.js';
 export {
   encodeMessage,
   validateTopic,

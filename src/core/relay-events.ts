@@ -24,9 +24,11 @@ export interface RelayEvents {
   'relay:transport:available': { downMs: number; probes: number };
   /** A probe of an unavailable transport failed; the next one follows after `nextProbeMs`. */
   'relay:transport:probe-failed': { error: Error; nextProbeMs: number };
+  /** Messages with `ack` whose deadline passed: resent (same id) or expired (cancellation enqueued). */
+  'relay:acks:swept': { resent: number; expired: number };
   'relay:wakeup': { source: 'notify' | 'poll' | 'settled' | 'due' | 'available' };
   'relay:error': {
-    phase: 'claim' | 'publish' | 'settle' | 'lease' | 'listen' | 'start';
+    phase: 'claim' | 'publish' | 'settle' | 'lease' | 'listen' | 'start' | 'ack' | 'callback';
     error: unknown;
   };
 }

@@ -69,6 +69,17 @@ export interface RelayOptions {
    * aborted, their leases no longer extended). @default 10000
    */
   shutdownTimeoutMs?: number;
+  /**
+   * How often the relay resends or expires messages whose acknowledgement deadline passed
+   * (messages sent with `ack`; docs/acknowledged-delivery.md): the resolution of `ack.timeoutMs`.
+   * Each tick is one cheap indexed statement, also with no such message. @default 1000
+   */
+  ackSweepIntervalMs?: number;
+  /**
+   * How long acknowledged and expired records are kept (for `outbox.status`, `mailroom ack
+   * list` and late acknowledgements) before the relay deletes them. @default 604800000 (7 days)
+   */
+  ackRetentionMs?: number;
   /** Name of this relay on leased rows and in logs. @default `${hostname}:${pid}:${random}` */
   owner?: string;
   /** Stops the relay when aborted. */
@@ -120,6 +131,8 @@ export const relayOptionsSchema = optionsSchema<RelayOptions>()(
     probeMinDelayMs: integer({ min: 1, max: HOUR_MS, default: 500 }),
     probeMaxDelayMs: integer({ min: 1, max: HOUR_MS, default: 30_000 }),
     shutdownTimeoutMs: integer({ min: 0, max: HOUR_MS, default: 10_000 }),
+    ackSweepIntervalMs: integer({ min: 100, max: HOUR_MS, default: 1000 }),
+    ackRetentionMs: integer({ min: HOUR_MS, default: 7 * 24 * HOUR_MS }),
     owner: string({ default: () => `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}` }),
     signal: custom('an AbortSignal', (v): v is AbortSignal => v instanceof AbortSignal),
     logger: custom(

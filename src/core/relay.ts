@@ -1,10 +1,11 @@
+import { AckSweeper } from './ack-sweeper.js';
 import type { Clock } from './clock.js';
 import { RelayStateError } from './errors/relay-state-error.js';
 import { isPermanentDeliveryError } from './errors/permanent-delivery-error.js';
 import { isTransportError, TransportError } from './errors/transport-error.js';
 import { LeaseHeartbeat } from './lease-heartbeat.js';
 import { silentLogger } from './logger.js';
-import type { OutboxStore, PublishOutcome, Settlement, Transport } from './ports.js';
+import type { AckPort, OutboxStore, PublishOutcome, Settlement, Transport } from './ports.js';
 import type { RelayEvents } from './relay-events.js';
 import { resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './relay-options.js';
 import { retryDelayMs } from './retry-policy.js';
@@ -60,6 +61,8 @@ export class Relay extends TypedEmitter<RelayEvents> {
   #listener: NotifyListener | undefined;
   /** The store's wake gate, held while the loop is idle (stores whose writers notify only then). */
   #gate: IdleGate | undefined;
+  /** Resends and expiries of messages with `ack`, on stores that track them. */
+  #ackSweeper: AckSweeper | undefined;
   #loop: Promise<void> | undefined;
   #stopping: Promise<void> | undefined;
   #abort = new AbortController();
@@ -136,6 +139,18 @@ export class Relay extends TypedEmitter<RelayEvents> {
       }
       await this.#listener.start();
     }
+    if (typeof this.#store.sweepAcks === 'function') {
+      this.#ackSweeper = new AckSweeper({
+        store: this.#store as unknown as AckPort,
+        clock: this.#clock,
+        emit: this.emit.bind(this) as typeof this.emit,
+        logger: this.logger,
+        intervalMs: this.options.ackSweepIntervalMs,
+        batchSize: this.options.batchSize,
+        retentionMs: this.options.ackRetentionMs,
+      });
+      this.#ackSweeper.start();
+    }
     this.#loop = this.#run();
     this.#externalSignal?.addEventListener('abort', this.#onExternalAbort, { once: true });
     if (this.#externalSignal?.aborted) void this.stop();
@@ -182,7 +197,7 @@ export class Relay extends TypedEmitter<RelayEvents> {
         abandoned,
       });
     }
-    await Promise.all([this.#listener?.stop(), this.#gate?.stop()]);
+    await Promise.all([this.#listener?.stop(), this.#gate?.stop(), this.#ackSweeper?.stop()]);
     this.#stopped = true;
     this.logger.info('relay stopped', { owner: this.options.owner, abandoned });
     this.emit('relay:stopped', { owner: this.options.owner, abandoned });
