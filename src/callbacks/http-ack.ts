@@ -1,0 +1,315 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { isWebhookVerificationError } from '../core/errors/webhook-verification-error.js';
+import { silentLogger, type Logger } from '../core/logger.js';
+import { custom, hasMethods, integer, optionsSchema } from '../core/options-schema.js';
+import type { AckOutcome, AckPort } from '../core/ports.js';
+import { showValue } from '../core/show-value.js';
+import type { AckReceipt, JsonValue } from '../core/types.js';
+import { isUuid } from '../core/uuid.js';
+import { secretField, type WebhookSecret } from './webhook-secret.js';
+import { verifyWebhookWithKeys } from './webhook-signature.js';
+
+/** Options of {@link createAckHandler}. */
+export interface AckHandlerOptions {
+  /** Where acknowledgements are recorded: the sender's store (`applyAck`). */
+  store: Pick<AckPort, 'applyAck'>;
+  /**
+   * The secret receivers sign their acknowledgements with (see `WebhookSecret`); an array accepts
+   * a signature made with any of them, for a key rotation.
+   */
+  secret: WebhookSecret;
+  /**
+   * Largest difference between a request's `webhook-timestamp` and this server's clock, either
+   * way, in seconds; outside it the request is refused (401) as a possible replay. @default 300
+   */
+  toleranceSec?: number;
+  /** Largest request body accepted; a larger one is answered 413. @default 65536 (64 KiB) */
+  maxBodyBytes?: number;
+  /**
+   * How many recently acknowledged `webhook-id`s are remembered: a replayed request inside the
+   * tolerance is answered `duplicate` without a store call. 0 turns this off (`applyAck` is
+   * idempotent anyway). @default 10000
+   */
+  replayCacheSize?: number;
+  /** Receives store failures (answered 500). @default silent */
+  logger?: Logger;
+}
+
+/** A Node request handler: mount it in `http.createServer`, express, or any Node HTTP server. */
+export type AckHandler = (req: IncomingMessage, res: ServerResponse) => void;
+
+/** The JSON body of an HTTP acknowledgement. */
+export interface HttpAckBody {
+  /** The id of the message acknowledged (a UUID). */
+  id: string;
+  /** The receiving service that acknowledges it: 1 to 255 bytes. */
+  consumer: string;
+  /** A small result the sender reads back with `outbox.status(id)`. */
+  result?: JsonValue;
+}
+
+const ackHandlerSchema = optionsSchema<AckHandlerOptions>()('createAckHandler', {
+  store: custom('an ack store (applyAck)', hasMethods<Pick<AckPort, 'applyAck'>>('applyAck'), {
+    required: true,
+  }),
+  secret: secretField(),
+  toleranceSec: integer({ min: 1, max: 86_400, default: 300 }),
+  maxBodyBytes: integer({ min: 256, max: 16 * 1024 * 1024, default: 64 * 1024 }),
+  replayCacheSize: integer({ min: 0, max: 1_000_000, default: 10_000 }),
+  logger: custom(
+    'a Logger (debug, info, warn, error)',
+    hasMethods<Logger>('debug', 'info', 'warn', 'error'),
+    {
+      default: silentLogger,
+    },
+  ),
+});
+
+const BODY_FIELDS = ['id', 'consumer', 'result'];
+/** What a client hears of a failure on this side: the cause goes to the logger only. */
+const STORE_FAILED = 'the acknowledgement could not be recorded; send it again later';
+const MAX_CONSUMER_BYTES = 255;
+
+/** A webhook-id's request was answered 200 and need not reach the store again. */
+class SeenIds {
+  readonly #ids = new Map<string, true>();
+  readonly #capacity: number;
+
+  constructor(capacity: number) {
+    this.#capacity = capacity;
+  }
+
+  has(id: string): boolean {
+    if (!this.#ids.has(id)) return false;
+    // Least recently used goes first: a hit moves the id to the young end.
+    this.#ids.delete(id);
+    this.#ids.set(id, true);
+    return true;
+  }
+
+  add(id: string): void {
+    if (this.#capacity === 0) return;
+    this.#ids.delete(id);
+    this.#ids.set(id, true);
+    if (this.#ids.size > this.#capacity) this.#ids.delete(this.#ids.keys().next().value as string);
+  }
+}
+
+/** An answer other than 200; `log` set for the ones the operator must hear of (500s). */
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly headers: Record<string, string> = {},
+    readonly log?: Record<string, unknown>,
+  ) {
+    super(message);
+  }
+}
+
+function send(res: ServerResponse, status: number, body: object, headers: Record<string, string> = {}): void {
+  if (res.headersSent) {
+    res.end();
+    return;
+  }
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': String(Buffer.byteLength(text)),
+    'cache-control': 'no-store',
+    ...headers,
+  });
+  res.end(text);
+}
+
+function isJson(contentType: string | undefined): boolean {
+  const type = contentType?.split(';')[0]?.trim().toLowerCase() ?? '';
+  return type === 'application/json' || (type.startsWith('application/') && type.endsWith('+json'));
+}
+
+function tooLarge(size: number | string, max: number): HttpError {
+  return new HttpError(
+    413,
+    'too_large',
+    `the body is ${size} bytes, over the limit of ${max}; an acknowledgement's result must be small`,
+    // The rest of the body is not read: the connection cannot be reused.
+    { connection: 'close' },
+  );
+}
+
+/** The raw body, within `max` bytes; also one a raw body parser (`express.raw`) already read. */
+async function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+  const parsed = (req as IncomingMessage & { body?: unknown }).body;
+  if (Buffer.isBuffer(parsed)) {
+    if (parsed.length > max) throw tooLarge(parsed.length, max);
+    return parsed;
+  }
+  if (req.readableEnded) {
+    const message =
+      'the request body was already read, by a body parser mounted before the ack handler; the ' +
+      'signature covers the raw bytes, so mount the handler before express.json() (or use express.raw())';
+    throw new HttpError(500, 'body_consumed', message, {}, { error: message });
+  }
+  const declared = Number(req.headers['content-length']);
+  if (Number.isFinite(declared) && declared > max) throw tooLarge(declared, max);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > max) throw tooLarge(`over ${max}`, max);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks, size);
+}
+
+function badRequest(message: string): HttpError {
+  return new HttpError(400, 'bad_request', message);
+}
+
+/** The acknowledgement a body carries, or a 400 naming the field and its value. */
+function parseHttpAckBody(body: Uint8Array): AckReceipt {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(body));
+  } catch (err) {
+    throw badRequest(
+      `the body is not JSON (${(err as Error).message}); send { "id": "<message id>", "consumer": "<name>" }`,
+    );
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw badRequest(`the body must be a JSON object { id, consumer, result? }, got ${showValue(parsed)}`);
+  }
+  const fields = parsed as Record<string, unknown>;
+  for (const key of Object.keys(fields)) {
+    if (!BODY_FIELDS.includes(key)) {
+      throw badRequest(`unknown field ${showValue(key)} in the body; allowed: ${BODY_FIELDS.join(', ')}`);
+    }
+  }
+  const { id, consumer } = fields;
+  if (!isUuid(id)) {
+    throw badRequest(`field id must be the acknowledged message's id (a UUID), got ${showValue(id)}`);
+  }
+  if (
+    typeof consumer !== 'string' ||
+    consumer === '' ||
+    Buffer.byteLength(consumer, 'utf8') > MAX_CONSUMER_BYTES
+  ) {
+    throw badRequest(
+      `field consumer must be the receiving service's name, 1 to ${MAX_CONSUMER_BYTES} bytes, got ${showValue(consumer)}`,
+    );
+  }
+  const receipt: AckReceipt = { id: id.toLowerCase(), consumer };
+  if (Object.hasOwn(fields, 'result')) receipt.result = fields.result as JsonValue;
+  return receipt;
+}
+
+/**
+ * An HTTP endpoint for acknowledgements from receivers that do not run Mailroom: a Node request
+ * handler, path-agnostic (mount it at any path, in any Node HTTP server).
+ *
+ * The request is a POST of JSON `{ id, consumer, result? }` with Standard Webhooks headers signed
+ * with the shared secret (what {@link sendHttpAck} sends). Answers:
+ * - 200 `{ outcome }`: what `applyAck` did (`acknowledged`, `duplicate`, `late`, `early`); a
+ *   replayed `webhook-id` within the tolerance is answered `duplicate` without a store call.
+ * - 400 malformed JSON or a bad field (the message names it), 401 a missing or bad signature or a
+ *   timestamp outside `toleranceSec`, 405 not a POST, 413 a body over `maxBodyBytes`, 415 not
+ *   JSON, 500 the store failed (the error goes to the logger, not to the client).
+ *
+ * Error bodies are `{ error, message }`. The signature covers the raw body, so no JSON body parser
+ * may run before it (`express.raw()` is fine).
+ *
+ * @example
+ * ```ts
+ * const acks = createAckHandler({ store, secret: process.env.MAILROOM_ACK_SECRET! });
+ * http.createServer((req, res) => {
+ *   if (req.url === '/mailroom/ack') return acks(req, res);
+ *   res.writeHead(404).end();
+ * }).listen(8080);
+ * // express: app.post('/mailroom/ack', acks);
+ * ```
+ */
+export function createAckHandler(options: AckHandlerOptions): AckHandler {
+  const {
+    store,
+    secret: keys,
+    toleranceSec,
+    maxBodyBytes,
+    replayCacheSize,
+    logger,
+  } = ackHandlerSchema.resolve(options);
+  const seen = new SeenIds(replayCacheSize);
+  /** Requests whose store call is under way, by webhook-id: a concurrent replay waits for it. */
+  const pending = new Map<string, Promise<unknown>>();
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (req.method !== 'POST') {
+      throw new HttpError(405, 'method_not_allowed', `use POST, not ${req.method ?? 'no method'}`, {
+        allow: 'POST',
+      });
+    }
+    if (!isJson(req.headers['content-type'])) {
+      throw new HttpError(
+        415,
+        'unsupported_media_type',
+        `the content-type must be application/json, got ${showValue(req.headers['content-type'] ?? 'none')}`,
+      );
+    }
+    const body = await readBody(req, maxBodyBytes);
+    let id: string;
+    try {
+      ({ id } = verifyWebhookWithKeys(keys, { headers: req.headers, body, toleranceSec }));
+    } catch (err) {
+      if (!isWebhookVerificationError(err)) throw err;
+      throw new HttpError(401, err.code, err.message);
+    }
+    if (seen.has(id)) return send(res, 200, { outcome: 'duplicate' satisfies AckOutcome });
+    const earlier = pending.get(id);
+    if (
+      earlier &&
+      (await earlier.then(
+        () => true,
+        () => false,
+      ))
+    ) {
+      return send(res, 200, { outcome: 'duplicate' satisfies AckOutcome });
+    }
+    const receipt = parseHttpAckBody(body);
+    const applying = store.applyAck(receipt);
+    pending.set(id, applying);
+    let outcome: AckOutcome;
+    try {
+      outcome = await applying;
+    } catch (err) {
+      throw new HttpError(
+        500,
+        'internal',
+        STORE_FAILED,
+        {},
+        {
+          error: String(err),
+          id: receipt.id,
+          consumer: receipt.consumer,
+        },
+      );
+    } finally {
+      if (pending.get(id) === applying) pending.delete(id);
+    }
+    seen.add(id);
+    send(res, 200, { outcome });
+  }
+
+  return (req, res) => {
+    handle(req, res).catch((err: unknown) => {
+      if (err instanceof HttpError) {
+        if (err.log) logger.error('http ack answered 500', { code: err.code, ...err.log });
+        send(res, err.status, { error: err.code, message: err.message }, err.headers);
+      } else {
+        logger.error('http ack answered 500', { code: 'internal', error: String(err) });
+        send(res, 500, { error: 'internal', message: STORE_FAILED });
+      }
+      // Whatever of the body is left unread is thrown away, so the response can go out.
+      if (!req.readableEnded) req.resume();
+    });
+  };
+}
