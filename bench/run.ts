@@ -12,6 +12,8 @@
  *             3k-message hot key; rate, ratio to the base, per-claim p50/p99/max
  *   hotkey    20k messages on a single key beside the base, at default settings (and with
  *             --max-per-key 1 when the relay has that option)
+ *   ack       acknowledged delivery: drains of plain, ack and ack+callback messages side by side
+ *             (alternating, two rounds), applyAck and sweep rates
  *   rss       peak relay memory while draining 1M messages
  *   soak      SOAK_MINUTES (30) at SOAK_RATE (2000) msg/s with autovacuum on: table and index
  *             size, dead tuples, rates and commit→confirm p50/p99 every minute
@@ -25,6 +27,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { ackScenario } from './scenarios/ack.js';
 import { ceiling } from './scenarios/ceiling.js';
 import { drainOnce } from './scenarios/drain.js';
 import { hotkeyScenario } from './scenarios/hotkey.js';
@@ -45,6 +48,7 @@ const SCENARIOS = [
   'peers',
   'keys',
   'hotkey',
+  'ack',
   'rss',
   'soak',
   'all',
@@ -237,6 +241,9 @@ async function main() {
   }
   if (arg === 'hotkey' || arg === 'all') {
     await run('hotkey', () => hotkeyScenario(quick, keysBase));
+  }
+  if (arg === 'ack') {
+    await run('ack', () => ackScenario(quick));
   }
   if (arg === 'soak') {
     await run('soak', () => soak(quick));
