@@ -185,6 +185,23 @@ const OPTIONS: OptionSpec[] = [
     description: `on SIGINT/SIGTERM, how long to wait for in-flight batches; the process ends at most ${SHUTDOWN_CLOSE_MARGIN_MS / 1000} s later whatever the sockets do (exit code 3)`,
   },
   {
+    key: 'ackSweepIntervalMs',
+    flag: 'ack-sweep-interval-ms',
+    env: 'MAILROOM_ACK_SWEEP_INTERVAL_MS',
+    type: 'int',
+    ...bounds(relayOptionsSchema.fields.ackSweepIntervalMs),
+    description:
+      'how often messages sent with ack are resent or expired once their acknowledgement deadline passed',
+  },
+  {
+    key: 'ackRetentionMs',
+    flag: 'ack-retention-ms',
+    env: 'MAILROOM_ACK_RETENTION_MS',
+    type: 'int',
+    ...bounds(relayOptionsSchema.fields.ackRetentionMs),
+    description: 'delete acknowledged and expired records older than this',
+  },
+  {
     key: 'progressIntervalMs',
     flag: 'progress-interval-ms',
     env: 'MAILROOM_PROGRESS_INTERVAL_MS',
@@ -324,6 +341,8 @@ export const relayCommand: Command = {
         ...(config.pollIntervalMs === undefined ? {} : { pollIntervalMs: Number(config.pollIntervalMs) }),
         shutdownTimeoutMs,
         publishTimeoutMs: Number(config.publishTimeoutMs),
+        ackSweepIntervalMs: Number(config.ackSweepIntervalMs),
+        ackRetentionMs: Number(config.ackRetentionMs),
         retry: {
           maxAttempts: Number(config.maxAttempts),
           baseDelayMs: Number(config.retryBaseMs),
