@@ -206,6 +206,32 @@ describe('Acknowledged delivery on PostgreSQL', () => {
     assert.equal(status.consumer, 'far');
   });
 
+  it('applies the effect once when a lost confirm makes the relay publish a message again (same id)', async () => {
+    let lost = 0;
+    memory = new MemoryTransport({ loseConfirm: (m) => m.topic === 'twice' && lost++ < 2 });
+    relay = new Relay({ store: db.store, transport: memory, pollIntervalMs: 50, retry: { baseDelayMs: 10 } });
+    await relay.start();
+    const id = await enqueue({ topic: 'twice', payload: {} });
+    await outbox.waitFor(id, { timeoutMs: 10_000 });
+    const copies = memory.messagesFor('twice');
+    assert.equal(copies.length, 3, 'the broker got the message three times');
+    assert.ok(copies.every((c) => c.id === id));
+    const inbox = new Inbox({ store: db.store, consumer: 'dedupe' });
+    let effects = 0;
+    const outcomes = [];
+    for (const copy of copies) {
+      outcomes.push(
+        (
+          await inbox.handle(toReceivedMessage(copy), async () => {
+            effects++;
+          })
+        ).status,
+      );
+    }
+    assert.deepEqual(outcomes, ['processed', 'duplicate', 'duplicate']);
+    assert.equal(effects, 1);
+  });
+
   it('refuses bad ack and callback requests at enqueue, writing nothing', async () => {
     const before = await db.count();
     const bad: Array<[MessageInput, RegExp]> = [
