@@ -54,8 +54,9 @@ export interface CallbackDispatcherOptions {
   /** The fetch used to POST (tests and proxies pass their own). @default globalThis.fetch */
   fetch?: typeof fetch;
   /**
-   * Deadline of one POST, until the response's status line and headers arrive; past it the
-   * attempt failed and is retried. At most 10 minutes. @default 10000
+   * Deadline of one POST, from connecting to the end of the answer (of which the first 300 bytes
+   * are read, for the error text); past it the attempt failed and is retried. At most 10
+   * minutes. @default 10000
    */
   timeoutMs?: number;
   /** Attempts of one callback, the first included, before it is dead. @default 10 */

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import type { Clock } from '../core/clock.js';
 import { RelayStateError } from '../core/errors/relay-state-error.js';
 import { silentLogger } from '../core/logger.js';
@@ -87,6 +88,8 @@ export class CallbackDispatcher extends TypedEmitter<CallbackDispatcherEvents> {
     this.#clock = resolved.clock;
     this.#externalSignal = signal;
     this.#maxAttempts = resolved.maxAttempts;
+    // Every POST in flight listens on it: up to `concurrency`, which may pass Node's default of 10.
+    setMaxListeners(resolved.concurrency + 10, this.#abortPosts.signal);
     this.#post = {
       // Looked up at construction, not import: a fetch patched by the application still counts.
       fetch: fetchFn ?? globalThis.fetch.bind(globalThis),

@@ -163,6 +163,13 @@ async function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
   return Buffer.concat(chunks, size);
 }
 
+function succeeded(promise: Promise<unknown>): Promise<boolean> {
+  return promise.then(
+    () => true,
+    () => false,
+  );
+}
+
 function badRequest(message: string): HttpError {
   return new HttpError(400, 'bad_request', message);
 }
@@ -217,7 +224,7 @@ function parseHttpAckBody(body: Uint8Array): AckReceipt {
  *   JSON, 500 the store failed (the error goes to the logger, not to the client).
  *
  * Error bodies are `{ error, message }`. The signature covers the raw body, so no JSON body parser
- * may run before it (`express.raw()` is fine).
+ * may run before it (`express.raw({ type: 'application/json' })` is fine: it reads `req.body`).
  *
  * @example
  * ```ts
@@ -264,16 +271,11 @@ export function createAckHandler(options: AckHandlerOptions): AckHandler {
       throw new HttpError(401, err.code, err.message);
     }
     if (seen.has(id)) return send(res, 200, { outcome: 'duplicate' satisfies AckOutcome });
+    // A copy of a request still at the store: answered once that one succeeded; if it failed,
+    // this copy tries the store itself.
     const earlier = pending.get(id);
-    if (
-      earlier &&
-      (await earlier.then(
-        () => true,
-        () => false,
-      ))
-    ) {
+    if (earlier && (await succeeded(earlier)))
       return send(res, 200, { outcome: 'duplicate' satisfies AckOutcome });
-    }
     const receipt = parseHttpAckBody(body);
     const applying = store.applyAck(receipt);
     pending.set(id, applying);
@@ -281,17 +283,8 @@ export function createAckHandler(options: AckHandlerOptions): AckHandler {
     try {
       outcome = await applying;
     } catch (err) {
-      throw new HttpError(
-        500,
-        'internal',
-        STORE_FAILED,
-        {},
-        {
-          error: String(err),
-          id: receipt.id,
-          consumer: receipt.consumer,
-        },
-      );
+      const log = { error: String(err), id: receipt.id, consumer: receipt.consumer };
+      throw new HttpError(500, 'internal', STORE_FAILED, {}, log);
     } finally {
       if (pending.get(id) === applying) pending.delete(id);
     }
