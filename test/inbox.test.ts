@@ -288,9 +288,9 @@ describe('Inbox on PGlite', () => {
       );
       assert.equal((await inbox.handle(m, effect)).status, 'processed');
       assert.equal((await inbox.handle(m, effect)).status, 'duplicate');
-      const n = await store.db.query<{ n: number }>('SELECT count(*)::int AS n FROM effects');
+      const n = await store.db.query('SELECT count(*)::int AS n FROM effects');
       assert.equal(n.rows[0]?.n, 1);
-      const acks = await store.db.query<{ n: number }>(
+      const acks = await store.db.query(
         "SELECT count(*)::int AS n FROM mailroom.outbox WHERE type = 'mailroom.ack'",
       );
       assert.equal(acks.rows[0]?.n, 1);

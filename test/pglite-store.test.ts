@@ -7,7 +7,8 @@ import { after, before, describe, it } from 'node:test';
 import { PGlite } from '@electric-sql/pglite';
 import { Outbox, Relay } from '../src/core/index.js';
 import { PGliteStore, pglitePool } from '../src/stores/pglite/index.js';
-import { runStoreConformance } from '../src/testkit/store-conformance.js';
+import { runReceivingConformance } from '../src/testkit/receiving-conformance.js';
+import { runStoreConformance, type StoreHarness } from '../src/testkit/store-conformance.js';
 import { MemoryTransport } from '../src/transports/memory/index.js';
 
 // Starting PGlite compiles PostgreSQL's WebAssembly, seconds on a slow machine: one instance
@@ -21,21 +22,21 @@ after(async () => {
   await shared?.close();
 });
 
-runStoreConformance('PGlite store', {
-  create: async () => {
-    const db = await sharedDb();
-    const store = new PGliteStore({ db, schema: `conf_${randomBytes(4).toString('hex')}` });
-    await store.migrate();
-    return {
-      store,
-      transaction: (fn) => db.transaction((tx) => fn(tx)),
-      close: async () => {
-        await store.close();
-        await db.query(`DROP SCHEMA IF EXISTS "${store.schema}" CASCADE`);
-      },
-    };
-  },
-});
+const harness = async (): Promise<StoreHarness> => {
+  const db = await sharedDb();
+  const store = new PGliteStore({ db, schema: `conf_${randomBytes(4).toString('hex')}` });
+  await store.migrate();
+  return {
+    store,
+    transaction: (fn) => db.transaction((tx) => fn(tx)),
+    close: async () => {
+      await store.close();
+      await db.query(`DROP SCHEMA IF EXISTS "${store.schema}" CASCADE`);
+    },
+  };
+};
+runStoreConformance('PGlite store', { create: harness });
+runReceivingConformance('PGlite store', { create: harness });
 
 describe('PGlite store', () => {
   let db: PGlite;

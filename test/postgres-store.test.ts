@@ -5,15 +5,16 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import postgres from 'postgres';
 import { Outbox } from '../src/core/index.js';
-import { runStoreConformance } from '../src/testkit/store-conformance.js';
+import { runReceivingConformance } from '../src/testkit/receiving-conformance.js';
+import { runStoreConformance, type StoreHarness } from '../src/testkit/store-conformance.js';
 import { createTestDb, DATABASE_URL, inTransaction, type TestDb } from './helpers/postgres.js';
 
-runStoreConformance('PostgreSQL store', {
-  create: async () => {
-    const db = await createTestDb('conf');
-    return { store: db.store, transaction: (fn) => inTransaction(db.pool, fn), close: () => db.drop() };
-  },
-});
+const harness = async (): Promise<StoreHarness> => {
+  const db = await createTestDb('conf');
+  return { store: db.store, transaction: (fn) => inTransaction(db.pool, fn), close: () => db.drop() };
+};
+runStoreConformance('PostgreSQL store', { create: harness });
+runReceivingConformance('PostgreSQL store', { create: harness });
 
 describe('PostgreSQL store', () => {
   let db: TestDb;

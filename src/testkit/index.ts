@@ -6,6 +6,7 @@
  * @module
  */
 export { runStoreConformance, type StoreHarness, type StoreConformanceOptions } from './store-conformance.js';
+export { runReceivingConformance } from './receiving-conformance.js';
 export {
   runTransportConformance,
   testMessage,
