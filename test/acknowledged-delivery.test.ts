@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, afterEach, before, describe, it } from 'node:test';
 import {
   AckReceiver,
@@ -13,6 +15,8 @@ import {
   type MessageInput,
   type OutboxStore,
 } from '../src/index.js';
+import { generateWebhookSecret, verifyWebhook } from '../src/callbacks/index.js';
+import { ConfigError } from '../src/core/errors/config-error.js';
 import { PGliteStore } from '../src/stores/pglite/index.js';
 import { MemoryTransport } from '../src/transports/memory/index.js';
 import { createTestDb, DATABASE_URL, inTransaction, type TestDb } from './helpers/postgres.js';
@@ -230,6 +234,70 @@ describe('Acknowledged delivery on PostgreSQL', () => {
     }
     assert.deepEqual(outcomes, ['processed', 'duplicate', 'duplicate']);
     assert.equal(effects, 1);
+  });
+
+  it('POSTs signed delivered and acknowledged callbacks from a relay given a secret', async () => {
+    const secret = generateWebhookSecret();
+    const received: Array<{ type: string; data: Record<string, unknown>; webhookId: string }> = [];
+    const server = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const body = Buffer.concat(chunks);
+        try {
+          const verified = verifyWebhook({ secret, headers: req.headers, body });
+          const event = JSON.parse(body.toString('utf8'));
+          received.push({ type: event.type, data: event.data, webhookId: verified.id });
+          res.writeHead(204).end();
+        } catch {
+          res.writeHead(401).end();
+        }
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks/mailroom`;
+    try {
+      memory = new MemoryTransport();
+      relay = new Relay({
+        store: db.store,
+        transport: memory,
+        pollIntervalMs: 50,
+        callbacks: { secret, pollIntervalMs: 50 },
+      });
+      await relay.start();
+      const id = await enqueue({
+        topic: 'billed',
+        payload: {},
+        ack: { timeoutMs: 60_000 },
+        callback: { url },
+      });
+      await outbox.waitFor(id, { timeoutMs: 10_000 });
+      await new AckReceiver({ store: db.store }).receive({
+        id: 'x',
+        payload: { id, consumer: 'billing', result: 3 },
+      });
+      await waitUntil(() => received.length >= 2, 'two callbacks');
+      assert.deepEqual(
+        received.map((r) => r.type),
+        ['message.delivered', 'message.acknowledged'],
+      );
+      assert.equal(received[1]?.data.id, id);
+      assert.equal(received[1]?.data.consumer, 'billing');
+      assert.equal(received[1]?.data.result, 3);
+      await waitUntil(
+        async () =>
+          (await db.pool.query(`SELECT 1 FROM "${db.schema}".callback WHERE message_id = $1`, [id]))
+            .rowCount === 0,
+        'both callbacks settled as delivered (deleted)',
+      );
+    } finally {
+      await relay.stop();
+      await new Promise((r) => server.close(r));
+    }
+    assert.throws(
+      () => new Relay({ store: db.store, transport: new MemoryTransport(), callbacks: { secret: 'short' } }),
+      ConfigError,
+    );
   });
 
   it('refuses bad ack and callback requests at enqueue, writing nothing', async () => {

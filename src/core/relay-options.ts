@@ -14,6 +14,16 @@ import {
   type ResolvedOptions,
 } from './options-schema.js';
 import { retryPolicyField, type RetryPolicyOptions } from './retry-policy.js';
+import type { CallbackDispatcherOptions } from '../callbacks/callback-dispatcher-options.js';
+
+/**
+ * The callback dispatcher a relay runs: every option of `CallbackDispatcher` except those the
+ * relay gives it (its store, owner, logger and clock).
+ */
+export type RelayCallbackOptions = Omit<
+  CallbackDispatcherOptions,
+  'store' | 'owner' | 'logger' | 'clock' | 'signal'
+>;
 
 /** Options of {@link Relay}. */
 export interface RelayOptions {
@@ -80,6 +90,16 @@ export interface RelayOptions {
    * list` and late acknowledgements) before the relay deletes them. @default 604800000 (7 days)
    */
   ackRetentionMs?: number;
+  /**
+   * POST the outcomes of messages sent with `callback: { url }` (`delivered`, `acknowledged`,
+   * `expired`, `dead`), signed with Standard Webhooks headers under `secret`, with retries of
+   * their own (docs/callbacks.md). Without it callbacks wait in the store for a relay that has
+   * it. `secret`: a `whsec_…` secret (see `generateWebhookSecret()`) or a string of 16 bytes or
+   * more, or several for rotation.
+   *
+   * @example { callbacks: { secret: process.env.MAILROOM_CALLBACK_SECRET! } }
+   */
+  callbacks?: RelayCallbackOptions;
   /** Name of this relay on leased rows and in logs. @default `${hostname}:${pid}:${random}` */
   owner?: string;
   /** Stops the relay when aborted. */
@@ -133,6 +153,11 @@ export const relayOptionsSchema = optionsSchema<RelayOptions>()(
     shutdownTimeoutMs: integer({ min: 0, max: HOUR_MS, default: 10_000 }),
     ackSweepIntervalMs: integer({ min: 100, max: HOUR_MS, default: 1000 }),
     ackRetentionMs: integer({ min: HOUR_MS, default: 7 * 24 * HOUR_MS }),
+    // The dispatcher checks each of its options (and the secret) when the relay makes it.
+    callbacks: custom(
+      'an object of callback options with a secret: { secret: "whsec_…" }',
+      (v): v is RelayCallbackOptions => typeof v === 'object' && v !== null && !Array.isArray(v),
+    ),
     owner: string({ default: () => `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}` }),
     signal: custom('an AbortSignal', (v): v is AbortSignal => v instanceof AbortSignal),
     logger: custom(
@@ -149,7 +174,7 @@ export const relayOptionsSchema = optionsSchema<RelayOptions>()(
 /** {@link RelayOptions} with every default applied; what the relay runs with. */
 export type ResolvedRelayOptions = Omit<
   ResolvedOptions<typeof relayOptionsSchema.fields>,
-  'store' | 'transport' | 'signal' | 'logger'
+  'store' | 'transport' | 'signal' | 'logger' | 'callbacks'
 >;
 
 /** All relay defaults and checks, in one place: the schema above, and the rules across options. */
@@ -159,6 +184,7 @@ export function resolveRelayOptions(options: RelayOptions): ResolvedRelayOptions
     transport,
     signal: _signal,
     logger: _logger,
+    callbacks,
     ...resolved
   } = relayOptionsSchema.resolve(options);
   if (typeof transport.probe !== 'function') {
@@ -175,6 +201,13 @@ export function resolveRelayOptions(options: RelayOptions): ResolvedRelayOptions
         "batch's order (transport.ordering), so a key's messages could reach the broker out of order; " +
         'leave maxPerKey out (1) for this transport',
       { value: resolved.maxPerKey },
+    );
+  }
+  if (callbacks !== undefined && typeof store.claimCallbacks !== 'function') {
+    throw new ConfigError(
+      'callbacks',
+      `Relay option callbacks: the ${store.name} store keeps no callbacks (no claimCallbacks()); ` +
+        'remove the option, or use a store that has them (PostgresStore, PGliteStore)',
     );
   }
   if (resolved.wakeup === 'notify' && !canNotify(store)) {

@@ -1,3 +1,4 @@
+import { CallbackDispatcher } from '../callbacks/callback-dispatcher.js';
 import { AckSweeper } from './ack-sweeper.js';
 import type { Clock } from './clock.js';
 import { RelayStateError } from './errors/relay-state-error.js';
@@ -5,7 +6,7 @@ import { isPermanentDeliveryError } from './errors/permanent-delivery-error.js';
 import { isTransportError, TransportError } from './errors/transport-error.js';
 import { LeaseHeartbeat } from './lease-heartbeat.js';
 import { silentLogger } from './logger.js';
-import type { AckPort, OutboxStore, PublishOutcome, Settlement, Transport } from './ports.js';
+import type { AckPort, CallbackPort, OutboxStore, PublishOutcome, Settlement, Transport } from './ports.js';
 import type { RelayEvents } from './relay-events.js';
 import { resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './relay-options.js';
 import { retryDelayMs } from './retry-policy.js';
@@ -63,6 +64,8 @@ export class Relay extends TypedEmitter<RelayEvents> {
   #gate: IdleGate | undefined;
   /** Resends and expiries of messages with `ack`, on stores that track them. */
   #ackSweeper: AckSweeper | undefined;
+  /** POSTs outcomes to callback URLs, when the relay was given `callbacks`. */
+  readonly #callbacks: CallbackDispatcher | undefined;
   #loop: Promise<void> | undefined;
   #stopping: Promise<void> | undefined;
   #abort = new AbortController();
@@ -89,6 +92,23 @@ export class Relay extends TypedEmitter<RelayEvents> {
       probeMaxDelayMs: this.options.probeMaxDelayMs,
       probeTimeoutMs: this.options.publishTimeoutMs,
     });
+    if (options.callbacks !== undefined) {
+      this.#callbacks = new CallbackDispatcher({
+        ...options.callbacks,
+        store: options.store as unknown as CallbackPort,
+        owner: `${this.options.owner}:callbacks`,
+        logger: this.logger,
+        clock: this.#clock,
+      });
+      this.#callbacks.on('callback:error', ({ error }) =>
+        this.emit('relay:error', { phase: 'callback', error }),
+      );
+    }
+  }
+
+  /** The relay's callback dispatcher (events `callback:*`), when it was given `callbacks`. */
+  get callbacks(): CallbackDispatcher | undefined {
+    return this.#callbacks;
   }
 
   /** True between `start()` and the end of `stop()`. */
@@ -151,6 +171,7 @@ export class Relay extends TypedEmitter<RelayEvents> {
       });
       this.#ackSweeper.start();
     }
+    this.#callbacks?.start();
     this.#loop = this.#run();
     this.#externalSignal?.addEventListener('abort', this.#onExternalAbort, { once: true });
     if (this.#externalSignal?.aborted) void this.stop();
@@ -197,7 +218,12 @@ export class Relay extends TypedEmitter<RelayEvents> {
         abandoned,
       });
     }
-    await Promise.all([this.#listener?.stop(), this.#gate?.stop(), this.#ackSweeper?.stop()]);
+    await Promise.all([
+      this.#listener?.stop(),
+      this.#gate?.stop(),
+      this.#ackSweeper?.stop(),
+      this.#callbacks?.stop(),
+    ]);
     this.#stopped = true;
     this.logger.info('relay stopped', { owner: this.options.owner, abandoned });
     this.emit('relay:stopped', { owner: this.options.owner, abandoned });
