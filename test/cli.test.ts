@@ -172,10 +172,16 @@ describe('mailroom command', () => {
         '--transport',
         'amqp://u:topsecret@h:5672',
       ],
-      { DATABASE_URL: 'postgres://u:dbsecret@h/db', MAILROOM_CONCURRENCY: '4' },
+      {
+        DATABASE_URL: 'postgres://u:dbsecret@h/db',
+        MAILROOM_CONCURRENCY: '4',
+        MAILROOM_CALLBACK_SECRET: 'whsec_c2lnbmluZy1zZWNyZXQtb2YtdGhlLXRlc3Q=',
+      },
     );
     assert.equal(r.code, 0, r.stderr);
     const config = JSON.parse(r.stdout);
+    assert.equal(config.callbackSecret, '***', 'a secret that is not a URL is not printed at all');
+    assert.doesNotMatch(r.stdout, /c2lnbmluZy1zZWNyZXQ/);
     assert.equal(config.batchSize, 7, 'file over default');
     assert.equal(config.concurrency, 4, 'environment over file');
     assert.equal(config.leaseMs, 6000, 'flag over file');

@@ -165,7 +165,7 @@ export function parseFlags(
 
 function coerce(spec: OptionSpec, raw: unknown, source: string): string | number | boolean {
   const where = `${source} ${source === 'flag' ? `--${spec.flag}` : source === 'environment' ? spec.env : spec.key}`;
-  const shown = spec.secret && typeof raw === 'string' ? redactUrl(raw) : JSON.stringify(raw);
+  const shown = spec.secret && typeof raw === 'string' ? redactSecret(spec, raw) : JSON.stringify(raw);
   switch (spec.type) {
     case 'int': {
       const n =
@@ -341,6 +341,11 @@ export function requireOption(config: ResolvedConfig, specs: readonly OptionSpec
   return String(value);
 }
 
+/** A secret option's value as printed: a URL without its password, any other secret not at all. */
+function redactSecret(spec: OptionSpec, value: string): string {
+  return spec.type === 'url' ? redactUrl(value) : '***';
+}
+
 /** The configuration as printable lines, secrets redacted. */
 export function printableConfig(
   config: ResolvedConfig,
@@ -349,7 +354,7 @@ export function printableConfig(
   const out: Record<string, unknown> = {};
   for (const spec of specs) {
     const v = config[spec.key];
-    out[spec.key] = spec.secret && typeof v === 'string' ? redactUrl(v) : v;
+    out[spec.key] = spec.secret && typeof v === 'string' ? redactSecret(spec, v) : v;
   }
   return out;
 }

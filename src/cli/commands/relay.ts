@@ -202,6 +202,15 @@ const OPTIONS: OptionSpec[] = [
     description: 'delete acknowledged and expired records older than this',
   },
   {
+    key: 'callbackSecret',
+    flag: 'callback-secret',
+    env: 'MAILROOM_CALLBACK_SECRET',
+    type: 'string',
+    secret: true,
+    description:
+      'sign and POST the outcomes of messages sent with callback: { url } (a whsec_… secret, or 16 bytes or more); never printed',
+  },
+  {
     key: 'progressIntervalMs',
     flag: 'progress-interval-ms',
     env: 'MAILROOM_PROGRESS_INTERVAL_MS',
@@ -343,6 +352,9 @@ export const relayCommand: Command = {
         publishTimeoutMs: Number(config.publishTimeoutMs),
         ackSweepIntervalMs: Number(config.ackSweepIntervalMs),
         ackRetentionMs: Number(config.ackRetentionMs),
+        ...(config.callbackSecret === undefined
+          ? {}
+          : { callbacks: { secret: String(config.callbackSecret) } }),
         retry: {
           maxAttempts: Number(config.maxAttempts),
           baseDelayMs: Number(config.retryBaseMs),
