@@ -154,6 +154,10 @@ describe('Acknowledged delivery on PostgreSQL', () => {
     const plain = await enqueue({ topic: 'plain', payload: {} });
     const delivered = await outbox.waitFor(plain, { timeoutMs: 10_000 });
     assert.equal(delivered.state, 'unknown', 'a plain message is deleted once delivered');
+    // Already delivered when the wait begins: resolves at once rather than waiting out the timeout.
+    const started = performance.now();
+    assert.equal((await outbox.waitFor(plain, { timeoutMs: 10_000 })).state, 'unknown');
+    assert.ok(performance.now() - started < 5_000);
     const id = await enqueue({
       topic: 'with.callback',
       payload: {},
@@ -325,6 +329,15 @@ describe('Acknowledged delivery on PostgreSQL', () => {
     await assert.rejects(
       new AckReceiver({ store: db.store }).receive({ id: 'x', payload: { id: 'nope', consumer: 'c' } }),
       InvalidMessageError,
+    );
+    await assert.rejects(
+      outbox.status('42'),
+      (err: unknown) => err instanceof InvalidMessageError && /"42"/.test(err.message),
+    );
+    await assert.rejects(outbox.waitFor('42'), InvalidMessageError);
+    await assert.rejects(
+      outbox.waitFor(await enqueue({ topic: 'x', payload: 1 }), { until: 'soon' as never }),
+      ConfigError,
     );
   });
 });

@@ -1,4 +1,6 @@
 import { ConfigError } from './errors/config-error.js';
+import { InvalidMessageError } from './errors/invalid-message-error.js';
+import { isUuid } from './uuid.js';
 import { encodeMessage, MAX_TOPIC_BYTES, type MessageLimits } from './message.js';
 import { boolean, custom, hasMethods, integer, optionsSchema, string } from './options-schema.js';
 import type { AckPort, MessageStatus, OutboxStore, SqlExecutor } from './ports.js';
@@ -123,6 +125,7 @@ export class Outbox<Tx = unknown> {
    * ```
    */
   async status(id: string): Promise<MessageStatus> {
+    checkId(id, 'status');
     const [status] = await this.#ackPort('status').status([id]);
     return status ?? { id, state: 'unknown' };
   }
@@ -134,10 +137,10 @@ export class Outbox<Tx = unknown> {
    * `timeoutMs` passes or `signal` aborts. Works from any process: it reads the database, and
    * wakes at once on the store's notifications where it has them (PostgreSQL), else polls.
    *
-   * A message without `ack` is deleted once delivered, so for it `delivered` means: seen
-   * pending or in flight, then gone. Call it before the message could be delivered (right after
-   * the enqueueing transaction commits); an id that is unknown from the start never resolves
-   * `delivered` and times out, since the database cannot tell delivered from never committed.
+   * A message without `ack` is deleted once delivered, so for it `delivered` means gone from the
+   * outbox and not a dead letter: the status then says `unknown`. Call it once the enqueueing
+   * transaction committed: the database cannot tell an id delivered and deleted from one never
+   * committed, and resolves both.
    *
    * @example
    * ```ts
@@ -145,7 +148,8 @@ export class Outbox<Tx = unknown> {
    * console.log(status.consumer, status.result);
    * ```
    */
-  waitFor(id: string, options: WaitForOptions = {}): Promise<MessageStatus> {
+  async waitFor(id: string, options: WaitForOptions = {}): Promise<MessageStatus> {
+    checkId(id, 'waitFor');
     return waitForState(this.#ackPort('waitFor'), id, options);
   }
 
@@ -159,5 +163,14 @@ export class Outbox<Tx = unknown> {
       );
     }
     return store as unknown as AckPort & Pick<OutboxStore, 'subscribeState'>;
+  }
+}
+
+function checkId(id: unknown, method: string): void {
+  if (typeof id !== 'string' || !isUuid(id)) {
+    throw new InvalidMessageError(
+      'id',
+      `outbox.${method}(id): id must be a message id (a UUID, as enqueue returned it), got ${JSON.stringify(id ?? null)}`,
+    );
   }
 }

@@ -41,7 +41,8 @@ const IN_OUTBOX: ReadonlySet<MessageState> = new Set(['pending', 'in-flight']);
 
 /**
  * What a status means for a waiter: resolve, reject, or go on waiting. `seen` is true once the
- * message was read in the outbox, so that its later absence means it was delivered.
+ * message was read in the outbox. A message without `ack` is deleted once delivered, so for
+ * `delivered` an unknown id counts as delivered (the caller waits for a message it committed).
  */
 function verdict(
   status: MessageStatus,
@@ -60,7 +61,7 @@ function verdict(
   }
   if (until === 'delivered') {
     if (state === 'awaiting-ack' || state === 'acknowledged' || state === 'expired') return 'resolve';
-    if (state === 'unknown' && seen) return 'resolve';
+    if (state === 'unknown') return 'resolve';
     return 'wait';
   }
   if (state === 'acknowledged') return 'resolve';

@@ -185,7 +185,6 @@ WHERE available_at > now() AND available_at > created_at`,
     WHEN a.state IN ('acknowledged', 'expired') THEN a.state
     WHEN d.id IS NOT NULL THEN 'dead'
     WHEN a.state = 'awaiting' THEN 'awaiting-ack'
-    WHEN a.state = 'resending' THEN 'pending'
     ELSE 'unknown'
   END AS state,
   coalesce(o.topic, a.topic, d.topic) AS topic, coalesce(o.attempts, d.attempts) AS attempts,
@@ -381,6 +380,9 @@ FROM pick LEFT JOIN ins ON ins.id = pick.id ORDER BY pick.dead_at, pick.id`;
   FOR UPDATE SKIP LOCKED
 ), d AS (
   DELETE FROM ${s}.dead_letter t USING pick WHERE t.id = pick.id RETURNING t.id
+), a AS (
+  -- A resend that died and is purged will never be delivered: its record would wait for ever.
+  DELETE FROM ${s}.ack k USING d WHERE k.id = d.id AND k.state = 'resending'
 )
 SELECT pick.id::text AS id,
   to_char(pick.dead_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS cursor_at,
