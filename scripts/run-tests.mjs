@@ -40,6 +40,9 @@ const concurrency = process.env.TEST_CONCURRENCY ?? (faults ? '1' : '2');
 // socket, child process or timer running. Not yet in the fault suite: that suite restarts
 // PostgreSQL and RabbitMQ, cannot run beside other work, and has not been tried with the guard.
 const preload = faults ? [] : ['--import', './test/helpers/leak-guard-register.ts'];
+// A test that hangs (a broken acknowledgement path can wait forever for a delivery) fails after
+// this long instead of holding CI to its limit.
+const timeoutMs = process.env.TEST_TIMEOUT_MS ?? (faults ? '1800000' : '600000');
 const child = spawn(
   process.execPath,
   [
@@ -48,6 +51,7 @@ const child = spawn(
     ...preload,
     '--test',
     `--test-concurrency=${concurrency}`,
+    `--test-timeout=${timeoutMs}`,
     '--test-reporter=spec',
     ...files.map((f) => relative(root, f)),
   ],

@@ -1,0 +1,445 @@
+import { ConfigError } from '../../core/errors/config-error.js';
+import type { Logger } from '../../core/logger.js';
+import { silentLogger } from '../../core/logger.js';
+import {
+  boolean,
+  custom,
+  func,
+  hasMethods,
+  integer,
+  MAX_TIMER_MS,
+  nested,
+  number,
+  oneOf,
+  optionsSchema,
+  string,
+  type ResolvedOptions,
+} from '../../core/options-schema.js';
+import { redactUrl } from '../../core/redact.js';
+import type { JsonValue, ReceivedMessage } from '../../core/types.js';
+import type { AmqpConsumerConnect } from './amqp-consumer-client.js';
+
+/**
+ * What a handler can do besides its effects: the same shape as the `InboxContext` that
+ * `Inbox.handle` passes on.
+ */
+export interface ConsumerContext {
+  readonly message: ReceivedMessage;
+  /**
+   * Acknowledges the message to its sender (with an optional small result), enqueued in the
+   * inbox transaction. Without an inbox it throws a ConfigError: an acknowledgement must commit
+   * with the effects it reports.
+   */
+  ack(result?: JsonValue): void;
+}
+
+/**
+ * The part of an `Inbox` the consumer calls (`Inbox` from `mailroom` satisfies it): records the
+ * message id in the handler's transaction, or reports a copy already processed as a duplicate.
+ */
+export interface ConsumerInbox<Tx> {
+  readonly consumer: string;
+  handle<T>(
+    message: ReceivedMessage,
+    handler: (tx: Tx, context: ConsumerContext) => Promise<T>,
+  ): Promise<{ status: 'processed'; value: T } | { status: 'duplicate' }>;
+  /**
+   * Deletes records past the inbox's retention, in bounded batches; returns how many. The
+   * consumer calls it every `pruneIntervalMs` when present.
+   */
+  prune?(): Promise<number>;
+}
+
+/**
+ * Handles one message. With an inbox, `tx` is the inbox transaction: write the effects with it
+ * (they commit with the inbox record, once). Without one, `tx` is `undefined`, and the handler
+ * must be idempotent itself. Throwing (or rejecting) retries the message; throwing a
+ * `PermanentDeliveryError` dead-letters it at once.
+ */
+export type ConsumerHandler<Tx> = (
+  message: ReceivedMessage,
+  tx: Tx,
+  context: ConsumerContext,
+) => Promise<unknown>;
+
+/** How a failing handler is retried before its message is dead-lettered. */
+export interface ConsumerRetryOptions {
+  /**
+   * Handler runs before the message is dead-lettered, the first included. Counted per message
+   * id in this process, across redeliveries, and seeded from a quorum queue's
+   * `x-delivery-count`.
+   *
+   * @default 8
+   */
+  maxAttempts?: number;
+  /** Ceiling of the first retry delay, in ms; each later one doubles it. @default 500 */
+  baseDelayMs?: number;
+  /**
+   * Largest delay between two runs, in ms. The message (and, with `serialByKey`, its key) waits
+   * in this process meanwhile, holding a prefetch slot.
+   *
+   * @default 30000
+   */
+  maxDelayMs?: number;
+  /** `full`: a random delay up to the ceiling; `none`: the ceiling itself. @default 'full' */
+  jitter?: 'full' | 'none';
+  /** Source of randomness in [0, 1), for tests. @default Math.random */
+  random?: () => number;
+}
+
+/**
+ * Options of {@link RabbitMqConsumer}; `url`, `queue`, `bindings` and `handler` are required.
+ * With `inbox`, `Tx` is its transaction type and the handler gets the transaction; without,
+ * the handler gets `undefined`.
+ */
+export type RabbitMqConsumerOptions<Tx = undefined> =
+  | (RabbitMqConsumerBaseOptions & {
+      /**
+       * Where handled message ids are recorded, in the handler's transaction: a copy of a
+       * message already processed is acknowledged to the broker without running the handler.
+       */
+      inbox: ConsumerInbox<Tx>;
+      /** Runs once per message id; write its effects with `tx`. */
+      handler: ConsumerHandler<Tx>;
+    })
+  | (RabbitMqConsumerBaseOptions & {
+      /** No inbox: the handler must be idempotent itself (as `AckReceiver` is). */
+      inbox?: undefined;
+      /** Runs for every delivery, copies included, with `tx` undefined. */
+      handler: ConsumerHandler<undefined>;
+    });
+
+/** The options of {@link RabbitMqConsumer} besides `inbox` and `handler`. */
+export interface RabbitMqConsumerBaseOptions {
+  /**
+   * Broker address, `amqp://` or `amqps://`, with credentials and virtual host. The password
+   * never appears in errors or logs.
+   *
+   * @example 'amqps://billing:s3cret@rabbit.internal:5671/orders'
+   */
+  url: string;
+  /**
+   * The queue to consume, declared durable on every connect (with `queueArguments`). Name it
+   * after the receiving service and what it does: every instance of the service shares it.
+   *
+   * @example 'billing.orders'
+   */
+  queue: string;
+  /**
+   * Routing-key patterns binding the queue to the exchange: Mailroom topics, with `*` for one
+   * word and `#` for any number of words. `[]` when the queue is bound elsewhere.
+   *
+   * @example ['order.*', 'payment.#']
+   */
+  bindings: string[];
+  /**
+   * The exchange the sender's relay publishes to, declared (durable) as the transport declares
+   * it. `''` (the default exchange) routes by queue name and takes no bindings.
+   *
+   * @default 'mailroom'
+   */
+  exchange?: string;
+  /** Type of the exchange when declaring it, as on the transport. @default 'topic' */
+  exchangeType?: string;
+  /**
+   * Declare the exchange, the queue, the dead-letter queue and the bindings on every connect.
+   * Turn off when they are managed elsewhere (definitions file, Terraform); they must exist.
+   *
+   * @default true
+   */
+  declare?: boolean;
+  /**
+   * Arguments of the queue when declaring it. A quorum queue (`{ 'x-queue-type': 'quorum' }`)
+   * counts redeliveries, which seeds the attempt count of messages redelivered after a crash.
+   *
+   * @default {}
+   * @example { 'x-queue-type': 'quorum' }
+   */
+  queueArguments?: Record<string, unknown>;
+  /**
+   * Handlers running at once (messages of one key still one at a time with `serialByKey`).
+   *
+   * @default 1
+   */
+  concurrency?: number;
+  /**
+   * Messages the broker hands over before they are acknowledged (`basic.qos`), at least
+   * `concurrency`: messages waiting behind a busy key or a retry hold one each.
+   *
+   * @default 2 × concurrency
+   */
+  prefetch?: number;
+  /**
+   * Never run two messages of one key at once, and run them in the order they arrived, also
+   * while one waits to be retried: the sender's per-key order holds on the receiving side too.
+   * Keyless messages are not ordered.
+   *
+   * @default true
+   */
+  serialByKey?: boolean;
+  /** Retries of a failing handler, then the dead-letter queue. */
+  retry?: ConsumerRetryOptions;
+  /**
+   * Where messages go that failed `retry.maxAttempts` times or cannot be decoded; declared
+   * durable, published to through the default exchange with confirms.
+   *
+   * @default `${queue}.dead`
+   */
+  deadLetterQueue?: string;
+  /** How long `stop()` waits for handlers running. @default 30000 */
+  stopTimeoutMs?: number;
+  /**
+   * How often the consumer calls `inbox.prune()` while running, the first time right after
+   * `start()`; `0` leaves pruning to you. Several consumers of one inbox may all prune: each
+   * batch deletes different rows or none.
+   *
+   * @default 900000 (15 minutes)
+   */
+  pruneIntervalMs?: number;
+  /** Limit for connecting, the AMQP handshake and declaring. @default 10000 */
+  connectTimeoutMs?: number;
+  /** Heartbeat interval to ask for, in seconds; `0` disables. @default the broker's (60) */
+  heartbeatSeconds?: number;
+  /**
+   * Socket and client options passed to the connect function (TLS, `clientProperties`).
+   *
+   * @default `{ noDelay: true, clientProperties: { connection_name: 'mailroom-consumer <queue>' } }`
+   */
+  socketOptions?: Record<string, unknown>;
+  /**
+   * Delay before the second reconnect attempt after the connection was lost (the first is
+   * immediate); doubled per failed attempt up to `maxReconnectDelayMs`, jittered.
+   *
+   * @default 100
+   */
+  reconnectDelayMs?: number;
+  /** Upper bound of the reconnect delay. @default 30000 */
+  maxReconnectDelayMs?: number;
+  /** Opens connections. @default amqplib's `connect` */
+  connect?: AmqpConsumerConnect;
+  logger?: Logger;
+}
+
+// AMQP names as the transport accepts exchange names: letters, digits, '-', '_', '.', ':'.
+const NAME_RE = /^[A-Za-z0-9_.:-]{1,255}$/;
+const EXCHANGE_NAME_RE = /^[A-Za-z0-9_.:-]{0,255}$/;
+const EXCHANGE_TYPE_RE = /^(direct|topic|fanout|headers|x-[A-Za-z0-9_.:-]+)$/;
+const QUEUE_EXPECTED =
+  "a queue name of 1 to 255 letters, digits, '-', '_', '.' or ':', not starting with 'amq.' (reserved by RabbitMQ)";
+
+const isQueueName = (v: unknown): v is string =>
+  typeof v === 'string' && NAME_RE.test(v) && !v.startsWith('amq.');
+
+const retrySchema = optionsSchema<ConsumerRetryOptions>()(
+  'RabbitMqConsumer',
+  {
+    maxAttempts: integer({ min: 1, max: 1000, default: 8 }),
+    baseDelayMs: number({ min: 0, max: MAX_TIMER_MS, default: 500 }),
+    maxDelayMs: number({ min: 0, max: MAX_TIMER_MS, default: 30_000 }),
+    jitter: oneOf(['full', 'none'], { default: 'full' }),
+    random: func<() => number>('a function returning a number in [0, 1)', { default: Math.random }),
+  },
+  { ordered: [['baseDelayMs', 'maxDelayMs']] },
+);
+
+/** Every key, as the schema checks them; `inbox` and `handler` are typed by the caller. */
+interface ConsumerOptionKeys extends RabbitMqConsumerBaseOptions {
+  inbox?: unknown;
+  handler: unknown;
+}
+
+const consumerSchema = optionsSchema<ConsumerOptionKeys>()(
+  'RabbitMqConsumer',
+  {
+    url: string({ expected: 'an amqp:// or amqps:// URL string', secret: true, required: true }),
+    queue: custom(QUEUE_EXPECTED, isQueueName, { required: true }),
+    bindings: custom(
+      "an array of routing-key patterns (strings) such as ['order.*', 'payment.#'], or [] when the queue is bound elsewhere",
+      (v): v is string[] => Array.isArray(v) && v.every((b) => typeof b === 'string'),
+      { required: true },
+    ),
+    exchange: string({
+      empty: true,
+      pattern: EXCHANGE_NAME_RE,
+      expected: "at most 255 letters, digits, '-', '_', '.' or ':'",
+      default: 'mailroom',
+    }),
+    exchangeType: string({
+      pattern: EXCHANGE_TYPE_RE,
+      expected: 'topic, direct, fanout, headers or a plugin type starting with x-',
+      default: 'topic',
+    }),
+    declare: boolean({ default: true }),
+    queueArguments: custom(
+      'an object of queue arguments',
+      (v): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v),
+      { default: () => ({}) },
+    ),
+    inbox: custom(
+      'an Inbox (an object with handle(message, handler))',
+      hasMethods<ConsumerInbox<unknown>>('handle'),
+    ),
+    handler: func<ConsumerHandler<never>>('an async function (message, tx, context) => …'),
+    concurrency: integer({ min: 1, max: 10_000, default: 1 }),
+    prefetch: integer({
+      min: 1,
+      max: 65_535,
+      default: (r) => Math.min(65_535, 2 * (r['concurrency'] as number)),
+    }),
+    serialByKey: boolean({ default: true }),
+    retry: nested(retrySchema),
+    deadLetterQueue: custom(QUEUE_EXPECTED, isQueueName, {
+      default: (r) => `${r['queue'] as string}.dead`,
+    }),
+    stopTimeoutMs: integer({ min: 0, max: MAX_TIMER_MS, default: 30_000 }),
+    pruneIntervalMs: integer({ min: 0, max: MAX_TIMER_MS, default: 900_000 }),
+    connectTimeoutMs: integer({ min: 1, max: MAX_TIMER_MS, default: 10_000 }),
+    heartbeatSeconds: integer({ min: 0, max: 65_535 }),
+    socketOptions: custom(
+      'an object',
+      (v): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v),
+      { default: () => ({}) },
+    ),
+    reconnectDelayMs: integer({ min: 0, max: MAX_TIMER_MS, default: 100 }),
+    maxReconnectDelayMs: integer({ min: 0, max: MAX_TIMER_MS, default: 30_000 }),
+    connect: func<AmqpConsumerConnect>('a function (url, socketOptions) => Promise<connection>'),
+    logger: custom(
+      'a logger (debug, info, warn, error)',
+      hasMethods<Logger>('debug', 'info', 'warn', 'error'),
+      {
+        default: silentLogger,
+      },
+    ),
+  },
+  {
+    ordered: [
+      ['concurrency', 'prefetch'],
+      ['reconnectDelayMs', 'maxReconnectDelayMs'],
+    ],
+  },
+);
+
+/** Options after defaults and validation. */
+export interface ResolvedRabbitMqConsumerOptions extends Omit<
+  ResolvedOptions<typeof consumerSchema.fields>,
+  'handler' | 'inbox'
+> {
+  /** The URL handed to the connect function (heartbeat applied). */
+  url: string;
+  /** The same URL with the password replaced by `***`. */
+  safeUrl: string;
+}
+
+/**
+ * Applies defaults and validates; throws a {@link ConfigError} naming the option at fault. The
+ * handler and inbox are checked here but kept by the caller, which knows their types.
+ */
+export function resolveRabbitMqConsumerOptions<Tx>(
+  options: RabbitMqConsumerOptions<Tx>,
+): ResolvedRabbitMqConsumerOptions {
+  const { handler, inbox: _inbox, ...resolved } = consumerSchema.resolve(options);
+  if (handler === undefined) {
+    throw new ConfigError(
+      'handler',
+      'RabbitMqConsumer option handler is missing; give an async function (message, tx, context) => …',
+    );
+  }
+  if (resolved.deadLetterQueue === resolved.queue) {
+    throw new ConfigError(
+      'deadLetterQueue',
+      `RabbitMqConsumer option deadLetterQueue must differ from queue (${JSON.stringify(resolved.queue)}): ` +
+        'dead letters put back on the queue they failed on would fail again forever',
+      { value: resolved.deadLetterQueue },
+    );
+  }
+  if (!isQueueName(resolved.deadLetterQueue)) {
+    throw new ConfigError(
+      'deadLetterQueue',
+      `RabbitMqConsumer default deadLetterQueue ${JSON.stringify(resolved.deadLetterQueue)} is too long; ` +
+        'give deadLetterQueue a name of at most 255 characters',
+      { value: resolved.deadLetterQueue },
+    );
+  }
+  checkBindings(resolved.bindings, resolved.exchange, resolved.exchangeType);
+  return { ...resolved, ...resolveUrl(resolved.url, resolved.heartbeatSeconds) };
+}
+
+/** Each binding is a routing-key pattern the exchange can use; says which one is wrong, and why. */
+function checkBindings(bindings: readonly string[], exchange: string, exchangeType: string): void {
+  if (exchange === '' && bindings.length > 0) {
+    throw new ConfigError(
+      'bindings',
+      "RabbitMqConsumer option bindings must be [] with exchange '' (the default exchange routes by " +
+        'queue name and cannot be bound); set exchange to the one your relay publishes to (default ' +
+        "'mailroom')",
+      { value: bindings },
+    );
+  }
+  bindings.forEach((binding, index) => {
+    const key = `bindings[${index}]`;
+    const fail = (why: string): never => {
+      throw new ConfigError(key, `RabbitMqConsumer option ${key} ${JSON.stringify(binding)} ${why}`, {
+        value: binding,
+      });
+    };
+    if (binding === '') fail("is empty; use '#' to receive every topic");
+    if (Buffer.byteLength(binding) > 255) fail('is longer than 255 bytes, the AMQP limit of a routing key');
+    if (exchangeType !== 'topic') return;
+    const words = binding.split('.');
+    if (words.some((w) => w === '')) {
+      fail("has an empty word (two dots in a row, or a dot at either end); topics are words joined by '.'");
+    }
+    if (words.some((w) => w !== '*' && w !== '#' && /[*#]/.test(w))) {
+      const meant = words
+        .map((w) =>
+          w === '*' || w === '#'
+            ? w
+            : w.replace(/([^*#])(?=[*#])/g, '$1.').replace(/([*#])(?=[^*#])/g, '$1.'),
+        )
+        .join('.');
+      fail(
+        "mixes a wildcard with letters in one word; '*' (one word) and '#' (any words) stand for whole " +
+          `words between dots, otherwise they match themselves only: did you mean ${JSON.stringify(meant)}?`,
+      );
+    }
+  });
+}
+
+/**
+ * Checks the URL and applies the heartbeat, as the transport does, with errors that name the
+ * consumer. Parsing here turns a typo into a ConfigError at construction.
+ */
+function resolveUrl(value: string, heartbeatSeconds: number | undefined): { url: string; safeUrl: string } {
+  const safe = redactUrl(value);
+  let parsed: URL;
+  try {
+    parsed = new URL(value);
+  } catch (err) {
+    throw new ConfigError(
+      'url',
+      `RabbitMqConsumer url ${JSON.stringify(safe)} is not a valid URL; expected ` +
+        'amqp://user:password@host:5672/vhost (percent-encode special characters in the password)',
+      { value: safe },
+      err,
+    );
+  }
+  if (parsed.protocol !== 'amqp:' && parsed.protocol !== 'amqps:') {
+    throw new ConfigError(
+      'url',
+      `RabbitMqConsumer url ${JSON.stringify(safe)} has scheme ${JSON.stringify(parsed.protocol.replace(/:$/, ''))}; ` +
+        'use amqp:// (plain) or amqps:// (TLS)',
+      { value: safe },
+    );
+  }
+  if (parsed.hostname === '') {
+    throw new ConfigError(
+      'url',
+      `RabbitMqConsumer url ${JSON.stringify(safe)} has no host; expected amqp://user:password@host:5672/vhost`,
+      { value: safe },
+    );
+  }
+  if (heartbeatSeconds === undefined) return { url: value, safeUrl: safe };
+  parsed.searchParams.set('heartbeat', String(heartbeatSeconds));
+  const url = parsed.toString();
+  return { url, safeUrl: redactUrl(url) };
+}
