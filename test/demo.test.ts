@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { auditDemo, auditPassed, percentile } from '../src/cli/demo/demo-audit.js';
+import { ackAuditPassed, auditAcks, auditDemo, auditPassed, percentile } from '../src/cli/demo/demo-audit.js';
 import { runCli } from './helpers/cli.js';
 
 // Runs the built command (npm run build first): PGlite in memory, no server needed.
@@ -23,6 +23,19 @@ describe('mailroom demo', () => {
     assert.match(r.stdout, /fault: relay #1 crashed/);
     assert.match(r.stdout, /relay #2 started/);
     assert.match(r.stdout, /fault: the receiver is down/);
+    // Acknowledged delivery: the request never answered is resent, expires and cancels its order.
+    assert.match(r.stdout, /ack: 1 payment request\(s\) not acknowledged in time, resent with the same id/);
+    assert.match(r.stdout, /cancellation enqueued to demo\.cancelled/);
+    assert.match(r.stdout, /the order service got the cancellation and cancelled order/);
+    const requested = Number(/^\s+requests committed\s+(\d+)/m.exec(r.stdout)?.[1]);
+    const acknowledged = Number(/^\s+acknowledged\s+(\d+)/m.exec(r.stdout)?.[1]);
+    assert.ok(requested >= 1, 'payment requests were committed');
+    assert.equal(acknowledged, requested - 1, 'all but the withheld one acknowledged');
+    assert.match(r.stdout, /^\s+payment rows\s+(\d+)\s+one per acknowledged request/m);
+    assert.match(r.stdout, /^\s+expired\s+1\s/m);
+    assert.match(r.stdout, /^\s+cancellations applied\s+1\s/m);
+    assert.match(r.stdout, /^\s+not as planned\s+0\s/m);
+    assert.match(r.stdout, /^\s+wrong cancellations\s+0\s/m);
     // Not a terminal: one progress line per second, no carriage returns.
     assert.doesNotMatch(r.stdout, /\r/);
     assert.match(r.stdout, /\[\s+1\.0s\] orders\s+placed \d+/);
@@ -88,5 +101,52 @@ describe('mailroom demo', () => {
     assert.equal(auditPassed(bad), false);
     assert.equal(auditPassed({ ...clean, orderRows: 4 }), false, 'an order row without its message');
     assert.equal(percentile([1, 2, 3, 4], 50), 2);
+  });
+
+  it('the acknowledgement audit fails a request not in its planned end state, a double payment or a wrong cancellation', () => {
+    const requests = [
+      { id: 'p1', orderId: 'o1', committed: true, withheld: false },
+      { id: 'p2', orderId: 'o2', committed: true, withheld: true },
+      { id: 'p3', orderId: 'o3', committed: false, withheld: false },
+    ];
+    const good = {
+      requests,
+      states: new Map([
+        ['p1', { state: 'acknowledged' }],
+        ['p2', { state: 'expired', resends: 1 }],
+      ]),
+      processed: new Set(['p1']),
+      cancellations: new Map([['p2', 'o2']]),
+      cancelledOrders: ['o2'],
+      paymentRows: 1,
+    };
+    const clean = auditAcks(good);
+    assert.deepEqual(
+      [
+        clean.requested,
+        clean.acknowledged,
+        clean.expired,
+        clean.resent,
+        clean.notAsPlanned,
+        clean.wrongCancellations,
+      ],
+      [2, 1, 1, 1, 0, 0],
+    );
+    assert.equal(ackAuditPassed(clean), true);
+    const stuck = auditAcks({ ...good, states: new Map([...good.states, ['p1', { state: 'awaiting' }]]) });
+    assert.equal(stuck.notAsPlanned, 1);
+    assert.equal(ackAuditPassed(stuck), false);
+    assert.equal(ackAuditPassed(auditAcks({ ...good, paymentRows: 2 })), false, 'paid twice');
+    assert.equal(ackAuditPassed(auditAcks({ ...good, processed: new Set(['p1', 'p3']) })), false, 'phantom');
+    assert.equal(
+      ackAuditPassed(auditAcks({ ...good, cancelledOrders: ['o2', 'o1'] })),
+      false,
+      'an order cancelled that was acknowledged',
+    );
+    assert.equal(
+      ackAuditPassed(auditAcks({ ...good, cancellations: new Map(), cancelledOrders: [] })),
+      false,
+      'the expired request did not cancel its order',
+    );
   });
 });

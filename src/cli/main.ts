@@ -3,6 +3,7 @@ import { isMailroomError } from '../core/errors/mailroom-error.js';
 import { createCliLogger } from './cli-logger.js';
 import { UsageError } from './cli-error.js';
 import type { Command } from './command.js';
+import { ackCommand } from './commands/ack.js';
 import { demoCommand } from './commands/demo.js';
 import { dlqCommand } from './commands/dlq.js';
 import { migrateCommand } from './commands/migrate.js';
@@ -24,6 +25,7 @@ const COMMANDS: Command[] = [
   relayCommand,
   statusCommand,
   dlqCommand,
+  ackCommand,
   sendCommand,
   verifyCommand,
   demoCommand,

@@ -1,6 +1,6 @@
 import { randomInt } from 'node:crypto';
 import type { Command } from '../command.js';
-import { auditPassed } from '../demo/demo-audit.js';
+import { ackAuditPassed, auditPassed } from '../demo/demo-audit.js';
 import { runDemo, type DemoProgress, type DemoReport } from '../demo/run-demo.js';
 import type { OptionSpec } from '../options.js';
 
@@ -50,7 +50,8 @@ function progressLine(p: DemoProgress): string {
     `[${seconds(p.elapsedMs)}] ${p.phase === 'draining' ? 'draining' : 'orders  '} ` +
     `placed ${p.placed}  committed ${p.committed}  rolled back ${p.rolledBack}  ` +
     `delivered ${p.delivered}  pending ${pending}  5xx ${p.receiverErrors}  ` +
-    `dups suppressed ${p.duplicatesSuppressed}  relay #${p.relay}`
+    `dups suppressed ${p.duplicatesSuppressed}  payments acked ${p.paymentsAcknowledged}/${p.paymentsRequested}  ` +
+    `relay #${p.relay}`
   );
 }
 
@@ -62,7 +63,8 @@ function auditLines(r: DemoReport, seed: number, durationS: number, rate: number
   const placedNote = achieved < rate * 0.9 ? `${Math.round(achieved)}/s of the ${rate}/s asked for` : '';
   const row = (label: string, value: string | number, note = '') =>
     `  ${label.padEnd(24)}${String(value).padStart(8)}${note ? `   ${note}` : ''}`;
-  const passed = auditPassed(a);
+  const k = r.acks;
+  const passed = auditPassed(a) && ackAuditPassed(k);
   return [
     '',
     'audit',
@@ -82,9 +84,23 @@ function auditLines(r: DemoReport, seed: number, durationS: number, rate: number
       ? `  ${'commit→delivery'.padEnd(24)}p50 ${ms(a.latency.p50)}   p99 ${ms(a.latency.p99)}   max ${ms(a.latency.max)}`
       : `  ${'commit→delivery'.padEnd(24)}no deliveries`,
     '',
+    'acknowledged delivery (payment.requested, sent with ack)',
+    row('requests committed', k.requested, 'each must end acknowledged, or expired if never answered'),
+    row('acknowledged', k.acknowledged, 'the payment service answered from its inbox transaction'),
+    row(
+      'payment rows',
+      k.paymentRows,
+      k.paymentRows === k.acknowledged ? 'one per acknowledged request' : 'MISMATCH',
+    ),
+    row('resent', k.resent, 'same id, after no acknowledgement in time'),
+    row('expired', k.expired, 'the request the payment service never answers'),
+    row('cancellations applied', k.cancellations, 'each cancels its order once, through the inbox'),
+    row('not as planned', k.notAsPlanned, 'must be 0'),
+    row('wrong cancellations', k.wrongCancellations, 'must be 0'),
+    '',
     passed
-      ? `OK: every committed order was delivered, no rolled-back order was (seed ${seed})`
-      : `FAILED: the audit found lost, phantom or out-of-order messages (seed ${seed}); please report it`,
+      ? `OK: every committed order was delivered, no rolled-back order was, every payment request was acknowledged or expired and cancelled as planned (seed ${seed})`
+      : `FAILED: the audit found lost, phantom or out-of-order messages, or a payment request not as planned (seed ${seed}); please report it`,
   ];
 }
 
@@ -98,8 +114,10 @@ export const demoCommand: Command = {
     'order and its message in one transaction on PGlite (PostgreSQL in WebAssembly, in memory);',
     'a relay delivers the messages to an HTTP receiver on 127.0.0.1. Meanwhile the receiver',
     'fails some requests and goes down for a while, the relay crashes between delivering and',
-    'settling and a new one takes over, and some orders roll back. The audit at the end must',
-    'show nothing lost and nothing phantom; the exit code is 1 otherwise.',
+    'settling and a new one takes over, and some orders roll back. Some orders also ask a payment',
+    'service with messages sent with ack; it never answers one, which is resent, expires and',
+    'cancels its order. The audit at the end must show nothing lost, nothing phantom and every',
+    'payment request acknowledged or expired as planned; the exit code is 1 otherwise.',
     '',
     'Needs the optional package @electric-sql/pglite (installed in a clone of the repository;',
     'elsewhere: npm install @electric-sql/pglite). Same as `npm start` in the repository.',
@@ -140,7 +158,7 @@ export const demoCommand: Command = {
     clearProgress();
     if (tty) out(progressLine({ ...lastProgress(report), relay: 2 }));
     for (const line of auditLines(report, seed, Number(config.duration), rate)) out(line);
-    return auditPassed(report.audit) && !report.drainTimedOut ? 0 : 1;
+    return auditPassed(report.audit) && ackAuditPassed(report.acks) && !report.drainTimedOut ? 0 : 1;
   },
 };
 
@@ -156,5 +174,7 @@ function lastProgress(r: DemoReport): DemoProgress {
     duplicatesSuppressed: r.audit.duplicatesSuppressed,
     receiverErrors: r.receiverErrors,
     relay: 2,
+    paymentsRequested: r.acks.requested,
+    paymentsAcknowledged: r.acks.acknowledged,
   };
 }

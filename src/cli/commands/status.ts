@@ -1,4 +1,5 @@
-import type { OutboxStats } from '../../core/ports.js';
+import { isStoreError } from '../../core/errors/store-error.js';
+import type { AckCounts, OutboxStats } from '../../core/ports.js';
 import { redactUrl } from '../../core/redact.js';
 import { PostgresLedger } from '../../stores/postgres/ledger.js';
 import { describeDbError } from '../../stores/postgres/postgres-errors.js';
@@ -29,6 +30,25 @@ export interface StatusReport extends OutboxStats {
    * to `<schema>.ledger` until `mailroom verify stop`.
    */
   verifyLedger: boolean;
+  /**
+   * Messages sent with `ack`: awaiting an acknowledgement (resends included), acknowledged,
+   * expired; callbacks not yet delivered and given up. Null on a schema older than version 8
+   * (no acknowledgement tables: `mailroom migrate` adds them).
+   */
+  acks: AckCounts | null;
+}
+
+/**
+ * The acknowledgement counts, or null when the schema predates them: `status` keeps working on
+ * a schema not migrated yet, which is when an operator most needs it.
+ */
+async function ackCounts(store: { ackCounts(): Promise<AckCounts> }): Promise<AckCounts | null> {
+  try {
+    return await store.ackCounts();
+  } catch (err) {
+    if (isStoreError(err) && err.code === 'schema_missing') return null;
+    throw err;
+  }
 }
 
 /**
@@ -48,6 +68,15 @@ async function verifyLedgerOn(config: ResolvedConfig, schema: string): Promise<b
   }
 }
 
+function ackLines(acks: AckCounts | null): string[] {
+  if (acks === null) return ['acks          -  (schema older than version 8: run `npx mailroom migrate`)'];
+  const expired = acks.expired > 0 ? '  (mailroom ack expired lists them)' : '';
+  return [
+    `acks          ${acks.awaiting} awaiting, ${acks.acknowledged} acknowledged, ${acks.expired} expired${expired}`,
+    `callbacks     ${acks.callbacksPending} pending, ${acks.callbacksDead} dead`,
+  ];
+}
+
 function humanStatus(report: StatusReport): string {
   const age = report.oldestAgeMs === null ? '-' : formatDuration(report.oldestAgeMs);
   // An estimate is marked with "~" (backlog, dead letters: about; in flight, scheduled: at least).
@@ -59,6 +88,7 @@ function humanStatus(report: StatusReport): string {
     `  scheduled   ${n('scheduled', report.scheduled)}  (waiting for a retry or a delay)`,
     `oldest        ${age}`,
     `dead letters  ${n('deadLetters', report.deadLetters)}`,
+    ...ackLines(report.acks),
     `verify ledger ${report.verifyLedger ? 'on  (every enqueue is recorded for mailroom verify; `mailroom verify stop` ends it)' : 'off'}`,
   ];
   if (report.topics.length > 0) {
@@ -87,7 +117,7 @@ function humanStatus(report: StatusReport): string {
 export const statusCommand: Command = {
   name: 'status',
   summary:
-    'show the backlog, messages in flight, the oldest message, dead letters per topic and the verify ledger',
+    'show the backlog, messages in flight, the oldest message, dead letters per topic, acknowledgements and the verify ledger',
   usage: 'mailroom status [--database-url URL] [--schema NAME] [--json]',
   options: OPTIONS,
   booleans: ['json'],
@@ -98,12 +128,16 @@ export const statusCommand: Command = {
     'undelivered message (the head of the outbox). Topics: the 50 with the largest backlog.',
     'Up to 100,000 rows a table is counted exactly; beyond, counts are estimates, marked ~.',
     '',
+    'acks: messages sent with ack, awaiting an acknowledgement (resends included), acknowledged',
+    'and expired (mailroom ack lists them); callbacks: outcomes not yet POSTed, and given up.',
+    '',
     'verify ledger: on while `mailroom verify` records every enqueue (one more row each).',
     '',
     '--json prints one object instead of the table:',
     '  { schema, backlog, inFlight, scheduled, oldestAgeMs, deadLetters,',
     '    topics: [{ topic, backlog, deadLetters }], approximate, estimated, topicsTruncated,',
-    '    verifyLedger }',
+    '    verifyLedger, acks: { awaiting, acknowledged, expired, callbacksPending,',
+    '    callbacksDead } or null on a schema older than version 8 }',
   ].join('\n'),
   async run({ config, flags, out }) {
     const store = await openStore(config);
@@ -121,6 +155,7 @@ export const statusCommand: Command = {
         estimated: stats.estimated,
         topicsTruncated: stats.topicsTruncated,
         verifyLedger: await verifyLedgerOn(config, store.schema),
+        acks: await ackCounts(store),
       };
       out(flags.get('json') === true ? JSON.stringify(report) : humanStatus(report));
       return 0;

@@ -84,3 +84,97 @@ export function auditDemo(input: {
 export function auditPassed(a: DemoAudit): boolean {
   return a.lost === 0 && a.phantom === 0 && a.outOfOrder === 0 && a.orderRows === a.committed;
 }
+
+/** A `payment.requested` message the order service wrote, sent with `ack`. */
+export interface PaymentRequestRecord {
+  id: string;
+  orderId: string;
+  /** False when its order rolled back: it must never reach the payment service. */
+  committed: boolean;
+  /** The one the payment service never answers: it must expire, and its order be cancelled. */
+  withheld: boolean;
+}
+
+/** The verdict on acknowledged delivery: each committed payment request ended as planned. */
+export interface DemoAckAudit {
+  /** Committed payment requests. */
+  requested: number;
+  /** Of them, acknowledged by the payment service. */
+  acknowledged: number;
+  /** Resends of all of them (same id, after no acknowledgement in time). */
+  resent: number;
+  /** Of them, expired. */
+  expired: number;
+  /** Expired requests whose cancellation the order service applied (once each). */
+  cancellations: number;
+  /** Payment rows written: one per acknowledged request (the inbox drops copies). */
+  paymentRows: number;
+  /** Committed requests not in their planned end state (acknowledged, or expired for the withheld one). Must be 0. */
+  notAsPlanned: number;
+  /** Requests of rolled-back orders that reached the payment service. Must be 0. */
+  phantom: number;
+  /** Orders cancelled other than those whose payment request was withheld, or withheld ones not cancelled. Must be 0. */
+  wrongCancellations: number;
+}
+
+export function auditAcks(input: {
+  requests: readonly PaymentRequestRecord[];
+  /** The final state of each committed request, by id (`outbox.status`). */
+  states: ReadonlyMap<string, { state: string; resends?: number }>;
+  /** Requests the payment service processed. */
+  processed: ReadonlySet<string>;
+  /** Cancellations the order service applied: expired message id → order id. */
+  cancellations: ReadonlyMap<string, string>;
+  /** Orders with `cancelled_at`. */
+  cancelledOrders: readonly string[];
+  paymentRows: number;
+}): DemoAckAudit {
+  const committed = input.requests.filter((r) => r.committed);
+  let acknowledged = 0;
+  let expired = 0;
+  let resent = 0;
+  let notAsPlanned = 0;
+  for (const r of committed) {
+    const status = input.states.get(r.id);
+    resent += status?.resends ?? 0;
+    if (status?.state === 'acknowledged') acknowledged++;
+    if (status?.state === 'expired') expired++;
+    if (status?.state !== (r.withheld ? 'expired' : 'acknowledged')) notAsPlanned++;
+  }
+  const committedIds = new Set(committed.map((r) => r.id));
+  let phantom = 0;
+  for (const id of input.processed) if (!committedIds.has(id)) phantom++;
+
+  // Exactly the withheld requests' orders are cancelled, each by its own request's cancellation.
+  const withheld = committed.filter((r) => r.withheld);
+  const expected = new Set(withheld.map((r) => r.orderId));
+  let wrongCancellations = 0;
+  for (const orderId of input.cancelledOrders) if (!expected.has(orderId)) wrongCancellations++;
+  for (const r of withheld) {
+    if (input.cancellations.get(r.id) !== r.orderId || !input.cancelledOrders.includes(r.orderId)) {
+      wrongCancellations++;
+    }
+  }
+  return {
+    requested: committed.length,
+    acknowledged,
+    resent,
+    expired,
+    cancellations: input.cancellations.size,
+    paymentRows: input.paymentRows,
+    notAsPlanned,
+    phantom,
+    wrongCancellations,
+  };
+}
+
+/** True when every payment request ended as planned, was paid once, and only the withheld one was cancelled. */
+export function ackAuditPassed(a: DemoAckAudit): boolean {
+  return (
+    a.notAsPlanned === 0 &&
+    a.phantom === 0 &&
+    a.wrongCancellations === 0 &&
+    a.cancellations === a.expired &&
+    a.paymentRows === a.acknowledged
+  );
+}

@@ -1,4 +1,5 @@
 import type {
+  AckPort,
   ClaimRequest,
   ClaimedBatch,
   DeadLetterBatchOptions,
@@ -93,6 +94,21 @@ export class FreezableStore implements OutboxStore {
       this.#subscriptions.delete(unsubscribe);
       await unsubscribe();
     };
+  }
+
+  /** The relay's acknowledgement sweep (resends and expiries) runs through here too. */
+  sweepAcks(limit: number): Promise<{ resent: number; expired: number }> {
+    return this.#call(() => this.#ackPort().sweepAcks(limit));
+  }
+
+  pruneAcks(olderThanMs: number, limit: number): Promise<number> {
+    return this.#call(() => this.#ackPort().pruneAcks(olderThanMs, limit));
+  }
+
+  #ackPort(): Pick<AckPort, 'sweepAcks' | 'pruneAcks'> {
+    const { sweepAcks, pruneAcks } = this.#inner;
+    if (!sweepAcks || !pruneAcks) throw new Error(`the ${this.name} store does not track acknowledgements`);
+    return { sweepAcks: sweepAcks.bind(this.#inner), pruneAcks: pruneAcks.bind(this.#inner) };
   }
 
   check(): Promise<void> {

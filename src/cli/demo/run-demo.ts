@@ -3,12 +3,16 @@ import type { PublishOutcome, Transport } from '../../core/ports.js';
 import { Relay } from '../../core/relay.js';
 import { TransportError } from '../../core/errors/transport-error.js';
 import type { OutboxMessage } from '../../core/types.js';
+import { Inbox } from '../../inbox/inbox.js';
 import { PGliteStore } from '../../stores/pglite/pglite-store.js';
-import { auditDemo, type DemoAudit } from './demo-audit.js';
+import type { PostgresTransactionHandle } from '../../stores/postgres/postgres-driver.js';
+import { auditDemo, type DemoAckAudit, type DemoAudit } from './demo-audit.js';
 import { DemoReceiver } from './demo-receiver.js';
+import { DemoRouter } from './demo-router.js';
 import { DemoHttpTransport } from './demo-transport.js';
 import { FreezableStore } from './freezable-store.js';
 import { OrderService, type PlacedOrder } from './order-service.js';
+import { PaymentFlow } from './payment-flow.js';
 import { seededRandom } from './random.js';
 
 export interface DemoOptions {
@@ -33,10 +37,15 @@ export interface DemoProgress {
   duplicatesSuppressed: number;
   receiverErrors: number;
   relay: number;
+  /** Payment requests sent with ack (committed), and acknowledgements applied. */
+  paymentsRequested: number;
+  paymentsAcknowledged: number;
 }
 
 export interface DemoReport {
   audit: DemoAudit;
+  /** Acknowledged delivery: the payment requests' end states against the plan. */
+  acks: DemoAckAudit;
   /** From start to the end of the drain. */
   elapsedMs: number;
   receiverErrors: number;
@@ -62,7 +71,9 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
  * message in one transaction; a relay delivers the messages to an HTTP receiver in this
  * process. On the way: the receiver fails some requests and loses some answers, goes down for
  * a while, the relay crashes with a batch published but not settled (a new relay takes over
- * when the leases expire), and some orders roll back. At the end, an audit.
+ * when the leases expire), and some orders roll back. Some orders also ask a payment service
+ * with messages sent with `ack` (see {@link PaymentFlow}); it never answers one of them, which
+ * is resent, expires and cancels its order. At the end, an audit.
  */
 export async function runDemo(options: DemoOptions): Promise<DemoReport> {
   const random = seededRandom(options.seed);
@@ -77,8 +88,23 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
   try {
     await store.migrate();
     const outbox = new Outbox({ store });
-    const service = new OrderService(store.db, outbox);
+    const service = new OrderService(
+      store,
+      outbox,
+      new Inbox<PostgresTransactionHandle>({ store, consumer: 'orders' }),
+    );
     await service.createSchema();
+    const payments = new PaymentFlow({
+      store,
+      orders: service,
+      random: seededRandom(options.seed ^ 0xac4),
+      event,
+    });
+    await payments.start();
+    cleanups.push(() => payments.stop());
+    // Orders go to the HTTP receiver, the rest to the payment and order services' broker.
+    const route = (http: Transport) =>
+      new DemoRouter({ http, broker: payments.broker, toHttp: (topic) => topic === 'order.created' });
 
     const receiver = new DemoReceiver(seededRandom(options.seed ^ 0x5eed), {
       failRate: 0.05,
@@ -95,6 +121,8 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
       concurrency: 2,
       shutdownTimeoutMs: 5000,
       retry: { baseDelayMs: 100, maxDelayMs: 1000, maxAttempts: 1000 },
+      // Acknowledgement deadlines are checked this often: the withheld request's 1 s shows.
+      ackSweepIntervalMs: 200,
     };
     let relayNumber = 1;
     let deadLetters = 0;
@@ -103,6 +131,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
     // transport that, once crashed, has lost its connections.
     const store1 = new FreezableStore(store);
     const http1 = new DemoHttpTransport(url);
+    const router1 = route(http1);
     const orphaned = new Set<string>();
     let crashRequested = false;
     let crashed = false;
@@ -123,17 +152,17 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
       );
     };
     const transport1: Transport = {
-      name: http1.name,
-      start: () => http1.start(),
-      close: () => http1.close(),
-      probe: () => http1.probe(),
+      name: router1.name,
+      start: () => router1.start(),
+      close: () => router1.close(),
+      probe: () => router1.probe(),
       async publish(messages) {
         if (crashed) {
           for (const m of messages) orphaned.add(m.id);
           const error = new TransportError('http_failed', 'connection reset: the relay process is gone');
           return messages.map((): PublishOutcome => ({ status: 'retry', error }));
         }
-        const outcomes = await http1.publish(messages);
+        const outcomes = await router1.publish(messages);
         // Crash between the receiver's 2xx and the relay's settle: the worst moment.
         if (crashRequested && outcomes.some((o) => o.status === 'ok')) await crash(messages);
         return outcomes;
@@ -141,6 +170,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
     };
     const relay1 = new Relay({ store: store1, transport: transport1, owner: 'relay-1', ...relayOptions });
     relay1.on('relay:message:dead', () => deadLetters++);
+    relay1.on('relay:acks:swept', (e) => payments.swept(e));
     await relay1.start();
 
     let relay2: Relay | undefined;
@@ -169,6 +199,8 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
         duplicatesSuppressed: receiver.duplicatesSuppressed,
         receiverErrors: receiver.errorsSent,
         relay: relayNumber,
+        paymentsRequested: payments.requests.filter((r) => r.committed).length,
+        paymentsAcknowledged: payments.acknowledged,
       });
     let phase: DemoProgress['phase'] = 'orders';
     const setupMs = performance.now() - started;
@@ -183,8 +215,9 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
     const startRelay2 = async () => {
       await sleep(300);
       relayNumber = 2;
-      relay2 = new Relay({ store, transport: http2, owner: 'relay-2', ...relayOptions });
+      relay2 = new Relay({ store, transport: route(http2), owner: 'relay-2', ...relayOptions });
       relay2.on('relay:message:dead', () => deadLetters++);
+      relay2.on('relay:acks:swept', (e) => payments.swept(e));
       relay2.on('relay:batch:settled', (e) => {
         for (const m of e.messages) if (orphaned.has(m.id)) takenOver++;
       });
@@ -214,7 +247,11 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
           const customer = `customer-${String(1 + Math.floor(random() * CUSTOMERS)).padStart(2, '0')}`;
           const totalCents = 500 + Math.floor(random() * 20_000);
           // About one order in ten fails its payment after writing: the transaction rolls back.
-          orders.push(await service.place(customer, totalCents, random() < 0.1));
+          const decline = random() < 0.1;
+          const payment = payments.plan(decline);
+          const order = await service.place(customer, totalCents, decline, payment);
+          orders.push(order);
+          payments.placed(order, payment);
           // PGlite answers through promises alone; without a turn of the event loop here, an
           // order service behind schedule would starve the timers and the relay's HTTP.
           await new Promise<void>((r) => setImmediate(r));
@@ -229,13 +266,29 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
       event('orders stopped; waiting for the outbox to drain');
       const drainStart = performance.now();
       let drainTimedOut = false;
-      // The outbox is empty once every committed message was delivered and settled (or died).
+      // Done once every committed message was delivered and settled (or died), no payment
+      // request awaits an acknowledgement, and the services handled all the broker took. The
+      // services' idleness is read before and after: a batch published and settled in between
+      // would otherwise go unseen.
       for (;;) {
+        const servicesIdle = payments.idle;
         const stats = await store.stats();
-        if (stats.backlog === 0 && (relay2?.inFlightBatches ?? 0) === 0) break;
+        const { awaiting } = await store.ackCounts();
+        if (
+          servicesIdle &&
+          stats.backlog === 0 &&
+          awaiting === 0 &&
+          (relay2?.inFlightBatches ?? 0) === 0 &&
+          payments.idle
+        ) {
+          break;
+        }
         if (performance.now() - drainStart > DRAIN_TIMEOUT_MS) {
           drainTimedOut = true;
-          event(`the outbox still holds ${stats.backlog} message(s) after ${DRAIN_TIMEOUT_MS / 1000} s`);
+          event(
+            `after ${DRAIN_TIMEOUT_MS / 1000} s the outbox still holds ${stats.backlog} message(s) and ` +
+              `${awaiting} payment request(s) await an acknowledgement`,
+          );
           break;
         }
         await sleep(50);
@@ -253,6 +306,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
       });
       return {
         audit,
+        acks: await payments.audit(store),
         elapsedMs: elapsed(),
         receiverErrors: receiver.errorsSent,
         deadLetters,
