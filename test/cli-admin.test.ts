@@ -158,7 +158,15 @@ describe('mailroom status, dlq and send', () => {
       'estimated',
       'topicsTruncated',
       'verifyLedger',
+      'acks',
     ]);
+    assert.deepEqual(status.acks, {
+      awaiting: 0,
+      acknowledged: 0,
+      expired: 0,
+      callbacksPending: 0,
+      callbacksDead: 0,
+    });
     assert.equal(status.approximate, false, 'a small outbox is counted exactly');
     assert.deepEqual(status.estimated, []);
     assert.equal(status.topicsTruncated, false);
