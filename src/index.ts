@@ -8,3 +8,4 @@
  */
 export * from './core/index.js';
 export * from './inbox/index.js';
+export * from './consumer/index.js';

@@ -4,8 +4,9 @@ import { retryDelayMs } from '../../core/retry-policy.js';
 import { TypedEmitter } from '../../core/typed-emitter.js';
 import type { ReceivedMessage } from '../../core/types.js';
 import type { AmqpDelivery } from './amqp-consumer-client.js';
-import { AttemptLedger } from './attempt-ledger.js';
-import { HandlerLanes } from './handler-lanes.js';
+import { AttemptLedger } from '../../consumer/attempt-ledger.js';
+import type { MessageConsumer } from '../../consumer/consumer.js';
+import { HandlerLanes } from '../../consumer/handler-lanes.js';
 import { ackNeedsInboxError, connectionLostError } from './rabbitmq-consumer-errors.js';
 import type { RabbitMqConsumerEvents } from './rabbitmq-consumer-events.js';
 import {
@@ -68,7 +69,10 @@ const CANCEL_TIMEOUT_MS = 2000;
  * await consumer.stop();
  * ```
  */
-export class RabbitMqConsumer<Tx = undefined> extends TypedEmitter<RabbitMqConsumerEvents> {
+export class RabbitMqConsumer<Tx = undefined>
+  extends TypedEmitter<RabbitMqConsumerEvents>
+  implements MessageConsumer
+{
   /** The queue consumed. */
   readonly queue: string;
   /** Where failed and undecodable messages go. */

@@ -1,0 +1,7 @@
+export type {
+  ConsumerContext,
+  ConsumerHandler,
+  ConsumerInbox,
+  ConsumerRetryOptions,
+  MessageConsumer,
+} from './consumer.js';
