@@ -53,6 +53,21 @@ export interface ClaimRequest {
   maxPerKey?: number;
 }
 
+/**
+ * Claims the named messages (`OutboxStore.claimIds`): a relay that learned from the database's
+ * transaction log which rows a transaction inserted asks for those rows instead of searching.
+ */
+export interface ClaimIdsRequest extends ClaimRequest {
+  /** Ids of the rows, in the order the log gave them. */
+  ids: readonly string[];
+  /**
+   * The inserting transaction's 32-bit id, from the log: the store waits (briefly) until that
+   * transaction is visible before reading, since the log reports a commit slightly before other
+   * sessions can see it. Omit to read as things are.
+   */
+  xid?: number;
+}
+
 /** A claimed batch: the messages plus the token that proves the lease. */
 export interface ClaimedBatch {
   /** Unique per claim; settle and extend use it to touch only rows this claim still holds. */
@@ -344,6 +359,13 @@ export interface OutboxStore<Tx = unknown>
    * rows other relays hold. Runs in its own short transaction.
    */
   claim(request: ClaimRequest): Promise<ClaimedBatch>;
+  /**
+   * Leases those of `request.ids` that {@link claim} could take now: due, unleased, and in key
+   * order (a row only with every older row of its key still in the table; at most `maxPerKey`
+   * of a key). Rows not taken stay for {@link claim}, which delivers them in order. Messages come
+   * back in seq order. Optional: stores that support log tailing have it.
+   */
+  claimIds?(request: ClaimIdsRequest): Promise<ClaimedBatch>;
   /** Push the lease of rows this claim still holds further out. */
   extendLease(leaseToken: string, leaseMs: number): Promise<void>;
   /** Apply the outcomes of a batch in one transaction. */

@@ -6,6 +6,7 @@ import type {
   AckOutcome,
   AckRecord,
   CallbackEvent,
+  ClaimIdsRequest,
   ClaimRequest,
   ClaimedBatch,
   DeadLetterBatchOptions,
@@ -395,6 +396,22 @@ export class PostgresStore implements OutboxStore {
     }
     const messages = rows.map(toMessage).sort(compareSeq);
     return { leaseToken, messages };
+  }
+
+  async claimIds(request: ClaimIdsRequest): Promise<ClaimedBatch> {
+    const leaseToken = randomUUID();
+    // Past the limit, ids are not claimed: their rows stay for the claim path.
+    const ids = request.ids.slice(0, request.limit);
+    if (ids.length === 0) return { leaseToken, messages: [] };
+    const res = await this.#query(this.#sql.claimIds, [
+      ids,
+      request.xid ?? null,
+      request.owner,
+      leaseToken,
+      Math.ceil(request.leaseMs),
+      Math.max(1, Math.floor(request.maxPerKey ?? 1)),
+    ]);
+    return { leaseToken, messages: res.rows.map(toMessage).sort(compareSeq) };
   }
 
   async extendLease(leaseToken: string, leaseMs: number): Promise<void> {
