@@ -15,7 +15,6 @@ import {
   string,
   type ResolvedOptions,
 } from '../../core/options-schema.js';
-import { redactUrl } from '../../core/redact.js';
 import type {
   ConsumerContext,
   ConsumerHandler,
@@ -23,6 +22,7 @@ import type {
   ConsumerRetryOptions,
 } from '../../consumer/consumer.js';
 import type { AmqpConsumerConnect } from './amqp-consumer-client.js';
+import { resolveAmqpUrl } from './rabbitmq-options.js';
 
 export type { ConsumerContext, ConsumerHandler, ConsumerInbox, ConsumerRetryOptions };
 
@@ -300,7 +300,7 @@ export function resolveRabbitMqConsumerOptions<Tx>(
     );
   }
   checkBindings(resolved.bindings, resolved.exchange, resolved.exchangeType);
-  return { ...resolved, ...resolveUrl(resolved.url, resolved.heartbeatSeconds) };
+  return { ...resolved, ...resolveAmqpUrl(resolved.url, resolved.heartbeatSeconds, 'RabbitMqConsumer') };
 }
 
 /** Each binding is a routing-key pattern the exchange can use; says which one is wrong, and why. */
@@ -342,43 +342,4 @@ function checkBindings(bindings: readonly string[], exchange: string, exchangeTy
       );
     }
   });
-}
-
-/**
- * Checks the URL and applies the heartbeat, as the transport does, with errors that name the
- * consumer. Parsing here turns a typo into a ConfigError at construction.
- */
-function resolveUrl(value: string, heartbeatSeconds: number | undefined): { url: string; safeUrl: string } {
-  const safe = redactUrl(value);
-  let parsed: URL;
-  try {
-    parsed = new URL(value);
-  } catch (err) {
-    throw new ConfigError(
-      'url',
-      `RabbitMqConsumer url ${JSON.stringify(safe)} is not a valid URL; expected ` +
-        'amqp://user:password@host:5672/vhost (percent-encode special characters in the password)',
-      { value: safe },
-      err,
-    );
-  }
-  if (parsed.protocol !== 'amqp:' && parsed.protocol !== 'amqps:') {
-    throw new ConfigError(
-      'url',
-      `RabbitMqConsumer url ${JSON.stringify(safe)} has scheme ${JSON.stringify(parsed.protocol.replace(/:$/, ''))}; ` +
-        'use amqp:// (plain) or amqps:// (TLS)',
-      { value: safe },
-    );
-  }
-  if (parsed.hostname === '') {
-    throw new ConfigError(
-      'url',
-      `RabbitMqConsumer url ${JSON.stringify(safe)} has no host; expected amqp://user:password@host:5672/vhost`,
-      { value: safe },
-    );
-  }
-  if (heartbeatSeconds === undefined) return { url: value, safeUrl: safe };
-  parsed.searchParams.set('heartbeat', String(heartbeatSeconds));
-  const url = parsed.toString();
-  return { url, safeUrl: redactUrl(url) };
 }

@@ -136,7 +136,7 @@ const EXCHANGE_TYPE_RE = /^(direct|topic|fanout|headers|x-[A-Za-z0-9_.:-]+)$/;
 const rabbitMqOptionsSchema = optionsSchema<RabbitMqTransportOptions>()(
   'RabbitMqTransport',
   {
-    // Only the type here; resolveUrl says what is wrong with the URL itself.
+    // Only the type here; resolveAmqpUrl says what is wrong with the URL itself.
     url: string({ expected: 'an amqp:// or amqps:// URL string', secret: true, required: true }),
     exchange: string({
       empty: true,
@@ -182,9 +182,14 @@ export interface ResolvedRabbitMqTransportOptions extends ResolvedOptions<
 /**
  * Checks the URL and returns it with the heartbeat applied. Parsing here, rather than leaving it
  * to the client, turns a typo into a ConfigError at construction instead of a vague connect
- * failure on the first publish.
+ * failure on the first publish. `owner` names the class in the messages (the transport, or the
+ * consumer, which shares this check).
  */
-function resolveUrl(value: string, heartbeatSeconds: number | undefined): { url: string; safeUrl: string } {
+export function resolveAmqpUrl(
+  value: string,
+  heartbeatSeconds: number | undefined,
+  owner = 'RabbitMqTransport',
+): { url: string; safeUrl: string } {
   const safe = redactUrl(value);
   let parsed: URL;
   try {
@@ -192,7 +197,7 @@ function resolveUrl(value: string, heartbeatSeconds: number | undefined): { url:
   } catch (err) {
     throw new ConfigError(
       'url',
-      `RabbitMqTransport url ${JSON.stringify(safe)} is not a valid URL; ` +
+      `${owner} url ${JSON.stringify(safe)} is not a valid URL; ` +
         'expected amqp://user:password@host:5672/vhost (percent-encode special characters in the password)',
       { value: safe },
       err,
@@ -201,7 +206,7 @@ function resolveUrl(value: string, heartbeatSeconds: number | undefined): { url:
   if (parsed.protocol !== 'amqp:' && parsed.protocol !== 'amqps:') {
     throw new ConfigError(
       'url',
-      `RabbitMqTransport url ${JSON.stringify(safe)} has scheme ${JSON.stringify(parsed.protocol.replace(/:$/, ''))}; ` +
+      `${owner} url ${JSON.stringify(safe)} has scheme ${JSON.stringify(parsed.protocol.replace(/:$/, ''))}; ` +
         'use amqp:// (plain) or amqps:// (TLS)',
       { value: safe },
     );
@@ -209,7 +214,7 @@ function resolveUrl(value: string, heartbeatSeconds: number | undefined): { url:
   if (parsed.hostname === '') {
     throw new ConfigError(
       'url',
-      `RabbitMqTransport url ${JSON.stringify(safe)} has no host; expected amqp://user:password@host:5672/vhost`,
+      `${owner} url ${JSON.stringify(safe)} has no host; expected amqp://user:password@host:5672/vhost`,
       { value: safe },
     );
   }
@@ -224,7 +229,7 @@ export function resolveRabbitMqOptions(options: RabbitMqTransportOptions): Resol
   const resolved = rabbitMqOptionsSchema.resolve(options);
   return {
     ...resolved,
-    ...resolveUrl(resolved.url, resolved.heartbeatSeconds),
+    ...resolveAmqpUrl(resolved.url, resolved.heartbeatSeconds),
     // The default exchange always exists and refuses declarations.
     declareExchange: resolved.declareExchange && resolved.exchange !== '',
   };
