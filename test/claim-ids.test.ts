@@ -122,7 +122,7 @@ describe('PostgresStore.claimIds', () => {
         ).rows[0]!.x,
       );
       const started = performance.now();
-      const claim = db.store.claimIds({ ids: [id], xid, owner, limit: 10, leaseMs: 10_000 });
+      const claim = db.store.claimIds({ ids: [id], xids: [xid], owner, limit: 10, leaseMs: 10_000 });
       await new Promise((r) => setTimeout(r, 150));
       await writer.query('COMMIT');
       const { messages } = await claim;
@@ -151,7 +151,13 @@ describe('PostgresStore.claimIds', () => {
         ).rows[0]!.x,
       );
       const started = performance.now();
-      const { messages } = await db.store.claimIds({ ids: [id], xid, owner, limit: 10, leaseMs: 10_000 });
+      const { messages } = await db.store.claimIds({
+        ids: [id],
+        xids: [xid],
+        owner,
+        limit: 10,
+        leaseMs: 10_000,
+      });
       const waitedMs = performance.now() - started;
       assert.deepEqual(messages, []);
       assert.ok(waitedMs >= 900 && waitedMs < 5000, `waited about 1 s (${Math.round(waitedMs)} ms)`);

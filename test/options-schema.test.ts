@@ -141,7 +141,7 @@ describe('Relay options', () => {
       () => resolveRelayOptions(relay({ batchsize: 10 })),
       configError(
         'batchsize',
-        /^unknown Relay option "batchsize" \(did you mean batchSize\?\); allowed: store, transport, batchSize, concurrency, leaseMs, wakeup, pollIntervalMs, maxPerKey, retry, publishTimeoutMs, probeMinDelayMs, probeMaxDelayMs, shutdownTimeoutMs, ackSweepIntervalMs, ackRetentionMs, callbacks, owner, signal, logger, clock/,
+        /^unknown Relay option "batchsize" \(did you mean batchSize\?\); allowed: store, transport, batchSize, concurrency, leaseMs, source, wakeup, pollIntervalMs, maxPerKey, retry, publishTimeoutMs, probeMinDelayMs, probeMaxDelayMs, shutdownTimeoutMs, ackSweepIntervalMs, ackRetentionMs, callbacks, owner, signal, logger, clock/,
       ),
     );
   });
@@ -153,7 +153,10 @@ describe('Relay options', () => {
     );
     assert.throws(
       () => resolveRelayOptions(relay({ wakeup: 'sometimes' })),
-      configError('wakeup', /^Relay option wakeup must be 'notify' or 'poll', got "sometimes"$/),
+      configError(
+        'wakeup',
+        /^Relay option wakeup must be 'notify', 'poll' or 'replication', got "sometimes"$/,
+      ),
     );
     assert.throws(
       () => resolveRelayOptions(relay({ logger: console.log })),

@@ -1,7 +1,7 @@
 -- Mailroom schema, version 9: claiming named rows, for relays that learn of new messages from the
 -- transaction log (`wakeup: 'replication'`). See docs/design.md, "Log tailing".
 --
--- claim_ids(ids, xid, owner, token, lease_ms, per_key) leases those of `ids` that a claim could
+-- claim_ids(ids, xids, owner, token, lease_ms, per_key) leases those of `ids` that a claim could
 -- take now: due, unleased, and in key order. A row with a key is taken only when every older row
 -- of its key still in the table is taken with it (so a key's head, or a run behind it, never a row
 -- behind a head that is leased, retrying or not named), and at most `per_key` rows of a key.
@@ -9,10 +9,10 @@
 -- this function does not take is never lost, only later.
 --
 -- The log says a transaction committed slightly before the transaction is visible to other
--- sessions' snapshots. With `xid` (the transaction's 32-bit id from the log), the function first
--- waits (up to 1 s, 1 ms steps) until that transaction is visible, so its rows are not missed for
--- being read too early; each statement after the wait takes a new snapshot. Without it (NULL),
--- rows are read as they are now.
+-- sessions' snapshots. With `xids` (the transactions' 32-bit ids from the log), the function
+-- first waits (up to 1 s, 1 ms steps) until those transactions are visible, so their rows are not
+-- missed for being read too early; each statement after the wait takes a new snapshot. Without
+-- them (NULL or empty), rows are read as they are now.
 
 CREATE FUNCTION {{schema}}.xid8_of(p_xid bigint) RETURNS xid8
 LANGUAGE sql STABLE AS $$
@@ -22,24 +22,23 @@ LANGUAGE sql STABLE AS $$
   FROM (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS x) s
 $$;
 
-CREATE FUNCTION {{schema}}.claim_ids(p_ids uuid[], p_xid bigint, p_owner text, p_token uuid,
+CREATE FUNCTION {{schema}}.claim_ids(p_ids uuid[], p_xids bigint[], p_owner text, p_token uuid,
                                      p_lease_ms bigint, p_per_key integer)
 RETURNS TABLE (seq bigint, id uuid, topic text, key text, type text, payload bytea, content_type text,
                headers jsonb, created_at timestamptz, attempts integer)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-  x xid8;
   waited integer := 0;
   cand bigint[];
   took bigint[];
 BEGIN
-  IF p_xid IS NOT NULL THEN
-    x := {{schema}}.xid8_of(p_xid);
-    WHILE NOT pg_visible_in_snapshot(x, pg_current_snapshot()) AND waited < 1000 LOOP
-      PERFORM pg_sleep(0.001);
-      waited := waited + 1;
-    END LOOP;
-  END IF;
+  WHILE waited < 1000 AND EXISTS (
+    SELECT 1 FROM unnest(coalesce(p_xids, '{}')) AS t(x)
+    WHERE NOT pg_visible_in_snapshot({{schema}}.xid8_of(t.x), pg_current_snapshot())
+  ) LOOP
+    PERFORM pg_sleep(0.001);
+    waited := waited + 1;
+  END LOOP;
 
   -- The named rows that are due and unleased now, locked (rows another claim holds are skipped).
   SELECT coalesce(array_agg(l.seq), '{}') INTO cand FROM (

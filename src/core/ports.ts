@@ -61,11 +61,11 @@ export interface ClaimIdsRequest extends ClaimRequest {
   /** Ids of the rows, in the order the log gave them. */
   ids: readonly string[];
   /**
-   * The inserting transaction's 32-bit id, from the log: the store waits (briefly) until that
-   * transaction is visible before reading, since the log reports a commit slightly before other
+   * The inserting transactions' 32-bit ids, from the log: the store waits (up to a second) until
+   * they are visible before reading, since the log reports a commit slightly before other
    * sessions can see it. Omit to read as things are.
    */
-  xid?: number;
+  xids?: readonly number[];
 }
 
 /** A claimed batch: the messages plus the token that proves the lease. */
@@ -73,6 +73,60 @@ export interface ClaimedBatch {
   /** Unique per claim; settle and extend use it to touch only rows this claim still holds. */
   leaseToken: string;
   messages: OutboxMessage[];
+}
+
+/**
+ * A batch a {@link MessageSource} claimed: leased like a claim's batch, and settled by the relay
+ * the same way (publish, then delivered / retry / dead / released in one settle).
+ */
+export interface SourceBatch extends ClaimedBatch {
+  /** When the rows were leased (`clock.now()`): the lease heartbeat counts from here. */
+  claimedAt: number;
+  /**
+   * Called once, after the relay settled the batch or gave up on it (the lease then expires):
+   * the source may move its position past the batch's messages.
+   */
+  done(): void;
+}
+
+/** What a {@link MessageSource} is told when it starts. */
+export interface SourceContext {
+  /** The relay's owner name, for leases. */
+  owner: string;
+  /** Largest batch to lease at once. */
+  batchSize: number;
+  leaseMs: number;
+  maxPerKey: number;
+  /** A batch can be taken now (call {@link MessageSource.take}). */
+  ready(): void;
+  /**
+   * Rows the source saw but did not lease (their key was held, they were leased or not visible
+   * yet): the relay claims from the table soon, which delivers them in order.
+   */
+  leftInTable(): void;
+  /** Something went wrong; the source carries on (reconnects) by itself. */
+  error(error: unknown): void;
+}
+
+/**
+ * Where a relay's batches come from besides its own claims: the transaction log (`wakeup:
+ * 'replication'`). A source leases the rows it learns of through the store (`claimIds`) and
+ * hands them over as batches; the relay publishes and settles them exactly as claimed batches,
+ * with the same retry policy, events and transport. The relay keeps claiming from the table as
+ * well, for retries, rows a source left there, and anything a source missed: the table stays the
+ * record of what is undelivered, so a source can only make delivery faster, never lose a message.
+ */
+export interface MessageSource {
+  /** For logs and events, e.g. `replication`. */
+  readonly name: string;
+  /** True while the source is reading (connected to the log). */
+  readonly connected: boolean;
+  /** Begins reading. Rejects when the source cannot work at all (misconfiguration). */
+  start(context: SourceContext): Promise<void>;
+  /** A batch ready to publish, or undefined. Never waits. */
+  take(): SourceBatch | undefined;
+  /** Stops reading and releases batches not taken. Never rejects. */
+  stop(): Promise<void>;
 }
 
 /** What to do with each message of a batch after publishing. */

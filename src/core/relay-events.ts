@@ -2,7 +2,7 @@ import type { OutboxMessage } from './types.js';
 
 /** Events a relay emits. Listeners that throw are logged and ignored. */
 export interface RelayEvents {
-  'relay:started': { owner: string; wakeup: 'notify' | 'poll' };
+  'relay:started': { owner: string; wakeup: 'notify' | 'poll' | 'replication' };
   'relay:stopped': { owner: string; abandoned: number };
   'relay:batch:claimed': { count: number; leaseToken: string };
   'relay:batch:settled': {
@@ -26,9 +26,13 @@ export interface RelayEvents {
   'relay:transport:probe-failed': { error: Error; nextProbeMs: number };
   /** Messages with `ack` whose deadline passed: resent (same id) or expired (cancellation enqueued). */
   'relay:acks:swept': { resent: number; expired: number };
-  'relay:wakeup': { source: 'notify' | 'poll' | 'settled' | 'due' | 'available' };
+  /**
+   * `log`: the message source (the transaction log) has a batch ready; `table`: it left rows in
+   * the table for a claim to deliver in order.
+   */
+  'relay:wakeup': { source: 'notify' | 'poll' | 'settled' | 'due' | 'available' | 'log' | 'table' };
   'relay:error': {
-    phase: 'claim' | 'publish' | 'settle' | 'lease' | 'listen' | 'start' | 'ack' | 'callback';
+    phase: 'claim' | 'publish' | 'settle' | 'lease' | 'listen' | 'start' | 'ack' | 'callback' | 'source';
     error: unknown;
   };
 }

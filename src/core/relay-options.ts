@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import { systemClock, type Clock } from './clock.js';
 import { ConfigError } from './errors/config-error.js';
 import type { Logger } from './logger.js';
-import type { OutboxStore, Transport } from './ports.js';
+import type { MessageSource, OutboxStore, Transport } from './ports.js';
 import {
   custom,
   hasMethods,
@@ -43,11 +43,24 @@ export interface RelayOptions {
   leaseMs?: number;
   /**
    * `notify`: wake at commit of every enqueueing transaction (PostgreSQL LISTEN/NOTIFY) and poll
-   * as a backstop. `poll`: poll only. @default 'notify' when the store supports it
+   * as a backstop. `poll`: poll only. `replication`: take new messages from `source` (the
+   * transaction log, in commit order) and claim from the table only for retries, rows the source
+   * left there, and as a backstop. @default 'replication' with a `source`, else 'notify' when the
+   * store supports it, else 'poll'
    */
-  wakeup?: 'notify' | 'poll';
-  /** Poll interval, the backstop in `notify` mode. @default 1000 (notify), 250 (poll) */
+  wakeup?: 'notify' | 'poll' | 'replication';
+  /**
+   * Poll interval: the backstop claim in `notify` and `replication` modes.
+   *
+   * @default 1000 (notify), 250 (poll), 5000 (replication; 1000 while the source is disconnected)
+   */
   pollIntervalMs?: number;
+  /**
+   * Where new messages come from besides the relay's claims: a log-tailing source such as
+   * `PostgresLogSource` from `mailroom/replication`. Implies `wakeup: 'replication'`; the store
+   * must have `claimIds`.
+   */
+  source?: MessageSource;
   /**
    * Most messages of one key in a batch. With a transport that keeps a call's order
    * (`transport.ordering`: RabbitMQ), a key with a backlog moves up to this many messages per
@@ -133,13 +146,18 @@ export const relayOptionsSchema = optionsSchema<RelayOptions>()(
     batchSize: integer({ min: 1, max: 10_000, default: 250 }),
     concurrency: integer({ min: 1, max: 64, default: 4 }),
     leaseMs: integer({ min: 1000, max: HOUR_MS, default: 10_000 }),
-    wakeup: oneOf(['notify', 'poll'], {
-      default: (o) => (canNotify(o.store as OutboxStore) ? 'notify' : 'poll'),
+    source: custom(
+      'a message source (PostgresLogSource…): an object with start, take and stop',
+      hasMethods<MessageSource>('start', 'take', 'stop'),
+    ),
+    wakeup: oneOf(['notify', 'poll', 'replication'], {
+      default: (o) =>
+        o.source !== undefined ? 'replication' : canNotify(o.store as OutboxStore) ? 'notify' : 'poll',
     }),
     pollIntervalMs: integer({
       min: 10,
       max: HOUR_MS,
-      default: (o) => (o.wakeup === 'notify' ? 1000 : 250),
+      default: (o) => (o.wakeup === 'notify' ? 1000 : o.wakeup === 'replication' ? 5000 : 250),
     }),
     maxPerKey: integer({
       min: 1,
@@ -174,7 +192,7 @@ export const relayOptionsSchema = optionsSchema<RelayOptions>()(
 /** {@link RelayOptions} with every default applied; what the relay runs with. */
 export type ResolvedRelayOptions = Omit<
   ResolvedOptions<typeof relayOptionsSchema.fields>,
-  'store' | 'transport' | 'signal' | 'logger' | 'callbacks'
+  'store' | 'transport' | 'signal' | 'logger' | 'callbacks' | 'source'
 >;
 
 /** All relay defaults and checks, in one place: the schema above, and the rules across options. */
@@ -185,8 +203,31 @@ export function resolveRelayOptions(options: RelayOptions): ResolvedRelayOptions
     signal: _signal,
     logger: _logger,
     callbacks,
+    source,
     ...resolved
   } = relayOptionsSchema.resolve(options);
+  if (resolved.wakeup === 'replication' && source === undefined) {
+    throw new ConfigError(
+      'wakeup',
+      "Relay option wakeup is 'replication', but no source was given: pass source: new PostgresLogSource({ … }) " +
+        "from 'mailroom/replication' (the CLI does this for --wakeup replication)",
+      { value: 'replication' },
+    );
+  }
+  if (source !== undefined && resolved.wakeup !== 'replication') {
+    throw new ConfigError(
+      'wakeup',
+      `Relay option wakeup is '${resolved.wakeup}', but a source was given; leave wakeup out (a source means 'replication')`,
+      { value: resolved.wakeup },
+    );
+  }
+  if (source !== undefined && typeof store.claimIds !== 'function') {
+    throw new ConfigError(
+      'source',
+      `Relay option source: the ${store.name} store cannot lease named rows (no claimIds()); ` +
+        'log tailing needs a store that has it (PostgresStore, schema version 9: run migrate)',
+    );
+  }
   if (typeof transport.probe !== 'function') {
     throw new ConfigError(
       'transport',

@@ -6,7 +6,16 @@ import { isPermanentDeliveryError } from './errors/permanent-delivery-error.js';
 import { isTransportError, TransportError } from './errors/transport-error.js';
 import { LeaseHeartbeat } from './lease-heartbeat.js';
 import { silentLogger } from './logger.js';
-import type { AckPort, CallbackPort, OutboxStore, PublishOutcome, Settlement, Transport } from './ports.js';
+import type {
+  AckPort,
+  CallbackPort,
+  MessageSource,
+  OutboxStore,
+  PublishOutcome,
+  Settlement,
+  SourceBatch,
+  Transport,
+} from './ports.js';
 import type { RelayEvents } from './relay-events.js';
 import { resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './relay-options.js';
 import { retryDelayMs } from './retry-policy.js';
@@ -66,6 +75,15 @@ export class Relay extends TypedEmitter<RelayEvents> {
   #ackSweeper: AckSweeper | undefined;
   /** POSTs outcomes to callback URLs, when the relay was given `callbacks`. */
   readonly #callbacks: CallbackDispatcher | undefined;
+  /** The transaction log, in `replication` mode: batches it leased, in commit order. */
+  readonly #source: MessageSource | undefined;
+  /**
+   * In `replication` mode, whether the table may hold work for a claim: set by wake-ups other
+   * than the source's and by idle timeouts, cleared by a claim that found less than a batch.
+   */
+  #claimWanted = true;
+  /** The source left rows in the table since the last claim that found less than a batch. */
+  #leftInTable = false;
   #loop: Promise<void> | undefined;
   #stopping: Promise<void> | undefined;
   #abort = new AbortController();
@@ -79,6 +97,7 @@ export class Relay extends TypedEmitter<RelayEvents> {
     this.options = resolveRelayOptions(options);
     this.#store = options.store;
     this.#transport = options.transport;
+    this.#source = options.source;
     this.#clock = this.options.clock;
     this.#externalSignal = options.signal;
     const emit = this.emit.bind(this) as typeof this.emit;
@@ -172,6 +191,20 @@ export class Relay extends TypedEmitter<RelayEvents> {
       this.#ackSweeper.start();
     }
     this.#callbacks?.start();
+    if (this.#source) {
+      await this.#source.start({
+        owner: this.options.owner,
+        batchSize: this.options.batchSize,
+        leaseMs: this.options.leaseMs,
+        maxPerKey: this.options.maxPerKey,
+        ready: () => this.wake('log'),
+        leftInTable: () => {
+          this.#leftInTable = true;
+          this.wake('table');
+        },
+        error: (error) => this.emit('relay:error', { phase: 'source', error }),
+      });
+    }
     this.#loop = this.#run();
     this.#externalSignal?.addEventListener('abort', this.#onExternalAbort, { once: true });
     if (this.#externalSignal?.aborted) void this.stop();
@@ -197,6 +230,8 @@ export class Relay extends TypedEmitter<RelayEvents> {
   async #shutdown(): Promise<void> {
     this.#externalSignal?.removeEventListener('abort', this.#onExternalAbort);
     this.#abort.abort();
+    // No new batches from the log; those it leased and the loop did not take are released.
+    await this.#source?.stop();
     // One deadline for everything: the loop's last claim (a database that does not answer must
     // not hold stop() forever) and the batches in flight.
     const finished = new AbortController();
@@ -231,6 +266,7 @@ export class Relay extends TypedEmitter<RelayEvents> {
 
   /** Wakes the relay to look for work now (also what a NOTIFY does). */
   wake(source: WakeSource = 'notify'): void {
+    if (source !== 'log') this.#claimWanted = true;
     this.#wakeup.wake(source);
   }
 
@@ -249,6 +285,25 @@ export class Relay extends TypedEmitter<RelayEvents> {
         continue;
       }
       const wakesBefore = this.#wakeup.count;
+      if (this.#source) {
+        // Replication: the log's batches first (commit order), claims only when the table may
+        // hold work (retries due, rows the source left, the backstop poll, a settle).
+        const ready = this.#source.take();
+        if (ready) {
+          if (this.listens('relay:batch:claimed')) {
+            this.emit('relay:batch:claimed', { count: ready.messages.length, leaseToken: ready.leaseToken });
+          }
+          this.#startBatch(ready.messages, ready.leaseToken, ready.claimedAt, ready);
+          continue;
+        }
+        if (!this.#claimWanted) {
+          if (signal.aborted) break;
+          if (this.#wakeup.count !== wakesBefore) continue;
+          await this.#idle(signal, wakesBefore);
+          continue;
+        }
+        this.#claimWanted = false;
+      }
       const inFlightBefore = this.#batches.size;
       const claimedAt = this.#clock.now();
       let messages: OutboxMessage[];
@@ -261,7 +316,12 @@ export class Relay extends TypedEmitter<RelayEvents> {
           maxPerKey: this.options.maxPerKey,
         }));
         claimFailures = 0;
+        if (this.#source) {
+          if (messages.length === this.options.batchSize) this.#claimWanted = true;
+          else this.#leftInTable = false;
+        }
       } catch (err) {
+        this.#claimWanted = true;
         claimFailures++;
         this.emit('relay:error', { phase: 'claim', error: err });
         this.logger.warn('claim failed; retrying', { error: String(err), failures: claimFailures });
@@ -272,7 +332,7 @@ export class Relay extends TypedEmitter<RelayEvents> {
         if (this.listens('relay:batch:claimed')) {
           this.emit('relay:batch:claimed', { count: messages.length, leaseToken });
         }
-        this.#startBatch(messages, leaseToken, claimedAt);
+        this.#startBatch(messages, leaseToken, claimedAt, undefined);
         // A full batch means there is probably more: claim again at once. Busy: writers need
         // not wake anyone, so the wake gate goes back.
         if (messages.length === this.options.batchSize) {
@@ -303,6 +363,8 @@ export class Relay extends TypedEmitter<RelayEvents> {
   /** Waits for a wake-up, a settled batch, the next due message or the poll interval. */
   async #idle(signal: AbortSignal, seen: number): Promise<void> {
     let wait = this.options.pollIntervalMs;
+    // With its source down, the relay leans on the table: claims at most a second apart.
+    if (this.#source && !this.#source.connected) wait = Math.min(wait, 1000);
     let source: 'poll' | 'due' = 'poll';
     if (this.#batches.size === 0) {
       try {
@@ -316,10 +378,17 @@ export class Relay extends TypedEmitter<RelayEvents> {
       }
     }
     const timedOut = await this.#wakeup.idle(wait, seen, signal);
+    if (timedOut) this.#claimWanted = true;
     if (timedOut && this.listens('relay:wakeup')) this.emit('relay:wakeup', { source });
   }
 
-  #startBatch(messages: OutboxMessage[], leaseToken: string, claimedAt: number): void {
+  /** `from`: the source's batch, told when it is settled (or given up on). */
+  #startBatch(
+    messages: OutboxMessage[],
+    leaseToken: string,
+    claimedAt: number,
+    from: SourceBatch | undefined,
+  ): void {
     const heartbeat = new LeaseHeartbeat(this.#store, leaseToken, {
       leaseMs: this.options.leaseMs,
       clock: this.#clock,
@@ -330,7 +399,7 @@ export class Relay extends TypedEmitter<RelayEvents> {
     // the broker confirmed does not let another relay publish the batch again.
     heartbeat.start();
     const batch: Batch = { abort: new AbortController(), heartbeat, done: Promise.resolve() };
-    batch.done = this.#process(messages, leaseToken, batch)
+    batch.done = this.#process(messages, leaseToken, batch, from !== undefined)
       .catch((err: unknown) => {
         // Not expected: #process reports its own failures. A batch must never reject, since the
         // loop races on it.
@@ -340,11 +409,17 @@ export class Relay extends TypedEmitter<RelayEvents> {
       .finally(() => {
         heartbeat.stop();
         this.#batches.delete(batch);
+        from?.done();
       });
     this.#batches.add(batch);
   }
 
-  async #process(messages: OutboxMessage[], leaseToken: string, batch: Batch): Promise<void> {
+  async #process(
+    messages: OutboxMessage[],
+    leaseToken: string,
+    batch: Batch,
+    fromSource: boolean,
+  ): Promise<void> {
     const started = this.#clock.now();
     const policy = this.options.retry;
     const settlement: Settlement = { leaseToken, delivered: [], released: [], retry: [], dead: [] };
@@ -426,8 +501,11 @@ export class Relay extends TypedEmitter<RelayEvents> {
       publishMs,
       messages: settlement.delivered,
     });
-    // Settling may have unblocked the next message of each key: look again.
-    this.wake('settled');
+    // Settling may have unblocked the next message of each key: look again. A batch from the
+    // log that was all delivered unblocks nothing in the table unless the source left rows there.
+    const clean = settlement.delivered.length === messages.length;
+    if (fromSource && clean && !this.#leftInTable) this.#wakeup.nudge();
+    else this.wake('settled');
   }
 
   /**

@@ -101,7 +101,7 @@ FROM ${s}.claim($1::integer, $2::text, $3::uuid, $4::bigint, $5::integer, $6::te
 
     /** Leases the named rows a claim could take now (sql/postgres/000009_claim_ids.sql). */
     claimIds: `SELECT seq::text AS seq, id::text AS id, topic, key, type, payload, content_type, headers, created_at, attempts
-FROM ${s}.claim_ids($1::uuid[], $2::bigint, $3::text, $4::uuid, $5::bigint, $6::integer)`,
+FROM ${s}.claim_ids($1::uuid[], $2::bigint[], $3::text, $4::uuid, $5::bigint, $6::integer)`,
 
     /**
      * Names of the relay's per-batch statements, for drivers that prepare named statements once

@@ -405,7 +405,7 @@ export class PostgresStore implements OutboxStore {
     if (ids.length === 0) return { leaseToken, messages: [] };
     const res = await this.#query(this.#sql.claimIds, [
       ids,
-      request.xid ?? null,
+      request.xids ?? null,
       request.owner,
       leaseToken,
       Math.ceil(request.leaseMs),

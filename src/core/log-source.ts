@@ -1,0 +1,315 @@
+/**
+ * The relay's message source for log tailing (`wakeup: 'replication'`), independent of the
+ * database: it reads committed transactions from a {@link LogStream}, leases their outbox rows
+ * through the store's `claimIds`, and hands the batches to the relay in commit order. The log
+ * position is confirmed only up to the last transaction whose batch the relay finished with, so
+ * a restart reads again from there (at least once).
+ *
+ * In table mode the table stays the record of what is undelivered: a row the source does not
+ * lease (its key is held by an earlier row, another claim has it, it was not visible in time)
+ * stays for the relay's claim, and a transaction the source never saw (a slot lost and recreated)
+ * is delivered by the claim's backstop. The log makes delivery immediate and ordered; it is never
+ * the only way a message gets out.
+ *
+ * @module
+ */
+import type { Clock } from './clock.js';
+import { systemClock } from './clock.js';
+import type { Logger } from './logger.js';
+import { silentLogger } from './logger.js';
+import type { ClaimedBatch, ClaimIdsRequest, MessageSource, SourceBatch, SourceContext } from './ports.js';
+
+/** One committed transaction as a {@link LogStream} reports it. */
+export interface LogTransaction {
+  /** The transaction's 32-bit id (for the visibility wait). */
+  xid: number;
+  /** The position just past the transaction's commit: confirming it means "done up to here". */
+  endLsn: string;
+  /** Outbox rows the transaction inserted, in insert order. */
+  inserts: ReadonlyArray<{ id: string }>;
+}
+
+/** The slice of a replication stream the source needs (`OutboxLogStream` is one). */
+export interface LogStream {
+  start(): Promise<void>;
+  /** The next committed transaction; null once stopped. Rejects when the connection is lost. */
+  next(signal: AbortSignal): Promise<LogTransaction | null>;
+  /** Moves the confirmed position (monotonic); the server may then drop the log before it. */
+  confirm(lsn: string): void;
+  stop(): Promise<void>;
+}
+
+/** The store calls the source makes. */
+export interface LogSourceStore {
+  claimIds(request: ClaimIdsRequest): Promise<ClaimedBatch>;
+  /** Gives leased rows back without spending their attempt (batches not taken at stop). */
+  settle(settlement: {
+    leaseToken: string;
+    delivered: [];
+    released: Array<{ message: ClaimedBatch['messages'][number]; error: string }>;
+    retry: [];
+    dead: [];
+  }): Promise<void>;
+}
+
+export interface LogSourceOptions {
+  /** Opens a stream; called again after a connection is lost. */
+  openStream: () => LogStream;
+  store: LogSourceStore;
+  /** For logs and events. @default 'replication' */
+  name?: string;
+  /** First reconnect delay, doubled per failure up to `maxReconnectDelayMs`. @default 200 */
+  reconnectDelayMs?: number;
+  /** @default 10000 */
+  maxReconnectDelayMs?: number;
+  /** Batches leased and waiting for the relay at most; reading pauses beyond. @default 4 */
+  maxReady?: number;
+  clock?: Clock;
+  logger?: Logger;
+}
+
+/** Transactions read but not yet claimed, and the ids they hold, at most (reading pauses). */
+const MAX_BUFFERED_IDS_FACTOR = 4;
+
+/** A group of transactions claimed together: confirmable once its batch (if any) is done. */
+interface Group {
+  endLsn: string;
+  pending: boolean;
+}
+
+/**
+ * {@link MessageSource} over a transaction log. Reads, claims and reconnects in the background;
+ * the relay takes the batches.
+ */
+export class LogSource implements MessageSource {
+  readonly name: string;
+  readonly #options: LogSourceOptions;
+  readonly #clock: Clock;
+  readonly #logger: Logger;
+  readonly #maxReady: number;
+  #context: SourceContext | undefined;
+  #stream: LogStream | undefined;
+  #connected = false;
+  #abort = new AbortController();
+  #reader: Promise<void> | undefined;
+  #claimer: Promise<void> | undefined;
+  /** Read, not yet claimed. */
+  readonly #buffered: LogTransaction[] = [];
+  #bufferedIds = 0;
+  /** Leased, not yet taken by the relay. */
+  readonly #ready: SourceBatch[] = [];
+  /** Groups in log order, not yet confirmed. */
+  readonly #groups: Group[] = [];
+  /** Wakes the claimer (something was read) or the reader (room in the buffer). */
+  #kick: (() => void) | undefined;
+  #readerKick: (() => void) | undefined;
+
+  constructor(options: LogSourceOptions) {
+    this.#options = options;
+    this.name = options.name ?? 'replication';
+    this.#clock = options.clock ?? systemClock;
+    this.#logger = options.logger ?? silentLogger;
+    this.#maxReady = options.maxReady ?? 4;
+  }
+
+  get connected(): boolean {
+    return this.#connected;
+  }
+
+  /** Transactions read and batches waiting, for status and tests. */
+  get backlog(): { transactions: number; ready: number; unconfirmed: number } {
+    return {
+      transactions: this.#buffered.length,
+      ready: this.#ready.length,
+      unconfirmed: this.#groups.length,
+    };
+  }
+
+  /**
+   * Opens the stream once (so a misconfiguration — wal_level, privilege, a slot in use — fails
+   * the relay's start with its message), then reads in the background.
+   */
+  async start(context: SourceContext): Promise<void> {
+    this.#context = context;
+    this.#abort = new AbortController();
+    const stream = this.#options.openStream();
+    await stream.start();
+    this.#stream = stream;
+    this.#connected = true;
+    this.#reader = this.#read();
+    this.#claimer = this.#claim();
+  }
+
+  take(): SourceBatch | undefined {
+    const batch = this.#ready.shift();
+    if (batch) this.#readerKick?.();
+    return batch;
+  }
+
+  async stop(): Promise<void> {
+    this.#abort.abort();
+    this.#kick?.();
+    this.#readerKick?.();
+    await Promise.allSettled([this.#reader, this.#claimer]);
+    // Leased for the relay but never taken: back to the table at once, no attempt spent.
+    for (const batch of this.#ready.splice(0)) {
+      try {
+        await this.#options.store.settle({
+          leaseToken: batch.leaseToken,
+          delivered: [],
+          released: batch.messages.map((message) => ({
+            message,
+            error: 'relay stopping: released unpublished',
+          })),
+          retry: [],
+          dead: [],
+        });
+      } catch (err) {
+        this.#logger.warn('could not release a batch at stop; its lease will expire', { error: String(err) });
+      }
+    }
+    await this.#stream?.stop().catch(() => undefined);
+    this.#stream = undefined;
+    this.#connected = false;
+  }
+
+  /** Reads transactions into the buffer, reconnecting after a loss. */
+  async #read(): Promise<void> {
+    const signal = this.#abort.signal;
+    const context = this.#context as SourceContext;
+    let failures = 0;
+    while (!signal.aborted) {
+      const stream = this.#stream;
+      if (!stream) {
+        // Reconnect: a new stream resumes from the confirmed position, so transactions not yet
+        // confirmed are read again (their rows are either gone, leased, or still to deliver).
+        const delay = Math.min(
+          this.#options.maxReconnectDelayMs ?? 10_000,
+          (this.#options.reconnectDelayMs ?? 200) * 2 ** Math.min(failures, 10),
+        );
+        if (failures > 0 && !(await this.#clock.sleep(delay, signal))) return;
+        const next = this.#options.openStream();
+        try {
+          await next.start();
+        } catch (err) {
+          failures++;
+          context.error(err);
+          this.#logger.warn('log stream reconnect failed; the relay claims from the table meanwhile', {
+            error: String(err),
+            failures,
+          });
+          await next.stop().catch(() => undefined);
+          continue;
+        }
+        // Whatever was read before the loss is read again from the confirmed position.
+        this.#buffered.length = 0;
+        this.#bufferedIds = 0;
+        this.#groups.length = 0;
+        this.#stream = next;
+        this.#connected = true;
+        failures = 0;
+        this.#logger.info('log stream reconnected', { source: this.name });
+        continue;
+      }
+      if (this.#bufferedIds >= context.batchSize * MAX_BUFFERED_IDS_FACTOR) {
+        await new Promise<void>((resolve) => (this.#readerKick = resolve));
+        this.#readerKick = undefined;
+        continue;
+      }
+      let tx: LogTransaction | null;
+      try {
+        tx = await stream.next(signal);
+      } catch (err) {
+        if (signal.aborted) return;
+        failures++;
+        this.#connected = false;
+        this.#stream = undefined;
+        context.error(err);
+        this.#logger.warn('log stream lost; reconnecting, and claiming from the table meanwhile', {
+          error: String(err),
+        });
+        // The table has everything: a claim now picks up what the lost stream would have named.
+        context.leftInTable();
+        await stream.stop().catch(() => undefined);
+        continue;
+      }
+      if (tx === null) return;
+      this.#buffered.push(tx);
+      this.#bufferedIds += tx.inserts.length;
+      this.#kick?.();
+    }
+  }
+
+  /** Claims buffered transactions, up to a batch of ids at a time, in log order. */
+  async #claim(): Promise<void> {
+    const signal = this.#abort.signal;
+    const context = this.#context as SourceContext;
+    while (!signal.aborted) {
+      if (this.#buffered.length === 0 || this.#ready.length >= this.#maxReady) {
+        await new Promise<void>((resolve) => (this.#kick = resolve));
+        this.#kick = undefined;
+        continue;
+      }
+      // Whole transactions while they fit (one at least, split below when it is larger).
+      const group: LogTransaction[] = [];
+      let ids = 0;
+      while (this.#buffered.length > 0) {
+        const tx = this.#buffered[0] as LogTransaction;
+        if (group.length > 0 && ids + tx.inserts.length > context.batchSize) break;
+        group.push(tx);
+        ids += tx.inserts.length;
+        this.#buffered.shift();
+      }
+      this.#bufferedIds -= ids;
+      this.#readerKick?.();
+      const endLsn = (group[group.length - 1] as LogTransaction).endLsn;
+      const allIds = group.flatMap((tx) => tx.inserts.map((i) => i.id));
+      const xids = [...new Set(group.map((tx) => tx.xid))];
+      let claimed = 0;
+      if (allIds.length === 0) this.#groups.push({ endLsn, pending: false });
+      for (let i = 0; i < allIds.length; i += context.batchSize) {
+        const chunk = allIds.slice(i, i + context.batchSize);
+        const entry: Group = { endLsn, pending: false };
+        this.#groups.push(entry);
+        let batch: ClaimedBatch;
+        try {
+          batch = await this.#options.store.claimIds({
+            ids: chunk,
+            xids,
+            owner: context.owner,
+            limit: context.batchSize,
+            leaseMs: context.leaseMs,
+            maxPerKey: context.maxPerKey,
+          });
+        } catch (err) {
+          // The rows stay in the table; the relay's claim delivers them.
+          context.error(err);
+          continue;
+        }
+        claimed += batch.messages.length;
+        if (batch.messages.length === 0) continue;
+        entry.pending = true;
+        this.#ready.push({
+          ...batch,
+          claimedAt: this.#clock.now(),
+          done: () => {
+            entry.pending = false;
+            this.#confirm();
+          },
+        });
+        context.ready();
+      }
+      if (claimed < allIds.length) context.leftInTable();
+      this.#confirm();
+    }
+  }
+
+  /** Confirms the position past the longest prefix of groups that is done. */
+  #confirm(): void {
+    let last: string | undefined;
+    while (this.#groups.length > 0 && !(this.#groups[0] as Group).pending) {
+      last = (this.#groups.shift() as Group).endLsn;
+    }
+    if (last !== undefined) this.#stream?.confirm(last);
+  }
+}

@@ -1,0 +1,209 @@
+/**
+ * The relay in `replication` mode with a LogSource over a scripted log (the transactions a real
+ * stream would report, fed by the test) and the real PostgreSQL store: the log's batches are
+ * leased through claimIds and settled like claims, a key with a message in the retry path holds
+ * its later messages, a transaction the log never reports is still delivered from the table, and
+ * the log position is confirmed only past batches the relay finished with.
+ * test/replication/ runs the same relay against the real replication stream.
+ */
+import assert from 'node:assert/strict';
+import { after, before, beforeEach, describe, it } from 'node:test';
+import { ConfigError, Outbox, Relay } from '../src/core/index.js';
+import { LogSource, type LogStream, type LogTransaction } from '../src/core/log-source.js';
+import { MemoryTransport } from '../src/transports/memory/index.js';
+import { createTestDb, type TestDb } from './helpers/postgres.js';
+import { waitUntil } from './helpers/wait.js';
+
+/** A log the test writes to: `report()` what a transaction inserted, read `confirmed`. */
+class ScriptedLog implements LogStream {
+  readonly confirmed: string[] = [];
+  readonly #queue: LogTransaction[] = [];
+  #waiter: ((tx: LogTransaction | null) => void) | undefined;
+  #stopped = false;
+  starts = 0;
+
+  report(tx: LogTransaction): void {
+    const waiter = this.#waiter;
+    this.#waiter = undefined;
+    if (waiter) waiter(tx);
+    else this.#queue.push(tx);
+  }
+
+  async start(): Promise<void> {
+    this.starts++;
+    this.#stopped = false;
+  }
+
+  next(signal: AbortSignal): Promise<LogTransaction | null> {
+    if (this.#stopped) return Promise.resolve(null);
+    const queued = this.#queue.shift();
+    if (queued) return Promise.resolve(queued);
+    return new Promise((resolve) => {
+      this.#waiter = resolve;
+      signal.addEventListener('abort', () => resolve(null), { once: true });
+    });
+  }
+
+  confirm(lsn: string): void {
+    this.confirmed.push(lsn);
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#waiter?.(null);
+    this.#waiter = undefined;
+  }
+}
+
+describe('Relay with a log source (replication mode)', () => {
+  let db: TestDb;
+  let outbox: Outbox;
+  let lsn = 0;
+  const relays: Relay[] = [];
+
+  before(async () => {
+    db = await createTestDb('logsrc');
+    outbox = new Outbox({ store: db.store });
+  });
+  after(async () => {
+    await db.drop();
+  });
+  beforeEach(async () => {
+    for (const r of relays.splice(0)) await r.stop();
+    await db.pool.query(`DELETE FROM "${db.schema}".outbox`);
+  });
+
+  /** Commits one transaction with these keys; returns what the log would report for it. */
+  async function commit(keys: Array<string | null>): Promise<LogTransaction & { ids: string[] }> {
+    const client = await db.pool.connect();
+    try {
+      await client.query('BEGIN');
+      const ids = await outbox.enqueue(
+        client,
+        keys.map((key, i) => ({ topic: 'log.test', key, payload: { i } })),
+      );
+      const xid = Number(
+        (
+          await client.query<{ x: string }>(
+            `SELECT (pg_current_xact_id()::text::bigint & 4294967295)::text AS x`,
+          )
+        ).rows[0]!.x,
+      );
+      await client.query('COMMIT');
+      lsn += 16;
+      return { xid, endLsn: `0/${lsn.toString(16).toUpperCase()}`, inserts: ids.map((id) => ({ id })), ids };
+    } finally {
+      client.release();
+    }
+  }
+
+  function relay(log: ScriptedLog, transport: MemoryTransport, options: Record<string, unknown> = {}): Relay {
+    const r = new Relay({
+      store: db.store,
+      transport,
+      source: new LogSource({ openStream: () => log, store: db.store }),
+      retry: { baseDelayMs: 50, maxDelayMs: 100 },
+      ...options,
+    });
+    relays.push(r);
+    return r;
+  }
+
+  it('delivers what the log reports through claimIds, and confirms a position only once its batch settled', async () => {
+    const log = new ScriptedLog();
+    const transport = new MemoryTransport({ latencyMs: 300 });
+    const r = relay(log, transport);
+    const claims: number[] = [];
+    const claim = db.store.claim.bind(db.store);
+    db.store.claim = async (request) => {
+      claims.push(Date.now());
+      return claim(request);
+    };
+    try {
+      await r.start();
+      assert.equal(r.options.wakeup, 'replication');
+      assert.equal(r.options.pollIntervalMs, 5000);
+      const tx = await commit(['a', 'b', null]);
+      log.report(tx);
+      // In flight (the transport takes 300 ms): nothing confirmed yet.
+      await waitUntil(async () => r.inFlightBatches === 1, 'the batch in flight');
+      assert.deepEqual(log.confirmed, []);
+      await transport.waitFor(3);
+      await waitUntil(async () => log.confirmed.length === 1, 'the position confirmed');
+      assert.deepEqual(log.confirmed, [tx.endLsn]);
+      assert.deepEqual(
+        transport.messages.map((m) => m.id),
+        tx.ids,
+      );
+      assert.equal(await db.count(), 0, 'delivered rows deleted');
+      // Idle: no claims beyond the one at start and the backstop (5 s).
+      const before = claims.length;
+      await new Promise((res) => setTimeout(res, 1000));
+      assert.ok(claims.length - before <= 1, `${claims.length - before} claims in a quiet second`);
+    } finally {
+      db.store.claim = claim;
+    }
+  });
+
+  it('keeps a key behind its message in the retry path while other keys flow, then delivers it in order', async () => {
+    const log = new ScriptedLog();
+    let failing = true;
+    const transport = new MemoryTransport({
+      failWith: (m) => (failing && m.key === 'poison' ? 'retry' : undefined),
+    });
+    const r = relay(log, transport);
+    await r.start();
+    const first = await commit(['poison']);
+    log.report(first);
+    await waitUntil(async () => {
+      const res = await db.pool.query(`SELECT attempts FROM "${db.schema}".outbox WHERE id = $1`, [
+        first.ids[0],
+      ]);
+      return (res.rows[0]?.attempts ?? 0) >= 2;
+    }, 'the poison message retried');
+    const second = await commit(['poison', 'fine']);
+    log.report(second);
+    await waitUntil(async () => transport.messages.some((m) => m.key === 'fine'), 'the other key delivered');
+    assert.ok(!transport.messages.some((m) => m.key === 'poison'), 'poison key held');
+    failing = false;
+    await waitUntil(
+      async () => transport.messages.filter((m) => m.key === 'poison').length === 2,
+      'poison key drained',
+    );
+    assert.deepEqual(
+      transport.messages.filter((m) => m.key === 'poison').map((m) => m.id),
+      [first.ids[0], second.ids[0]],
+      'in order',
+    );
+    await waitUntil(async () => log.confirmed.includes(second.endLsn), 'position confirmed past both');
+  });
+
+  it('delivers a transaction the log never reports, from the table (a lost slot loses nothing)', async () => {
+    const log = new ScriptedLog();
+    const transport = new MemoryTransport();
+    const r = relay(log, transport, { pollIntervalMs: 200 });
+    await r.start();
+    const missed = await commit(['x', null]);
+    await transport.waitFor(2, 3000);
+    assert.deepEqual(transport.messages.map((m) => m.id).sort(), [...missed.ids].sort());
+  });
+
+  it('refuses replication without a source, and a source with another wakeup', () => {
+    const transport = new MemoryTransport();
+    assert.throws(
+      () => new Relay({ store: db.store, transport, wakeup: 'replication' }),
+      (e: unknown) => e instanceof ConfigError && /no source was given/.test(e.message),
+    );
+    const log = new ScriptedLog();
+    assert.throws(
+      () =>
+        new Relay({
+          store: db.store,
+          transport,
+          wakeup: 'notify',
+          source: new LogSource({ openStream: () => log, store: db.store }),
+        }),
+      (e: unknown) => e instanceof ConfigError && /a source was given/.test(e.message),
+    );
+  });
+});
