@@ -29,8 +29,15 @@ class ScriptedLog implements LogStream {
     else this.#queue.push(tx);
   }
 
+  /** Starts that fail as if another relay held the slot. */
+  busyStarts = 0;
+
   async start(): Promise<void> {
     this.starts++;
+    if (this.busyStarts > 0) {
+      this.busyStarts--;
+      throw Object.assign(new Error('replication slot "s" is active for PID 4242'), { code: 'slot_in_use' });
+    }
     this.#stopped = false;
   }
 
@@ -186,6 +193,49 @@ describe('Relay with a log source (replication mode)', () => {
     const missed = await commit(['x', null]);
     await transport.waitFor(2, 3000);
     assert.deepEqual(transport.messages.map((m) => m.id).sort(), [...missed.ids].sort());
+  });
+
+  it('waits as a hot standby while another relay holds the log, claiming from the table, then takes the log over', async () => {
+    const log = new ScriptedLog();
+    log.busyStarts = 3;
+    const transport = new MemoryTransport();
+    const source = new LogSource({
+      openStream: () => log,
+      store: db.store,
+      isStandbyError: (e) => (e as { code?: string }).code === 'slot_in_use',
+      standbyRetryMs: 200,
+    });
+    const r = new Relay({ store: db.store, transport, source });
+    relays.push(r);
+    await r.start();
+    assert.equal(source.standby, true);
+    assert.equal(source.connected, false);
+    // Meanwhile the table path delivers (claims at most a second apart while the log is not read).
+    const meanwhile = await commit(['s1']);
+    await transport.waitFor(1, 3000);
+    assert.deepEqual(
+      transport.messages.map((m) => m.id),
+      meanwhile.ids,
+    );
+    await waitUntil(async () => source.connected, 'the log taken over', 5000);
+    assert.equal(source.standby, false);
+    assert.equal(log.starts, 4);
+    const after = await commit(['s2']);
+    log.report(after);
+    await transport.waitFor(2, 3000);
+    await waitUntil(async () => log.confirmed.includes(after.endLsn), 'confirmed after takeover');
+  });
+
+  it('a start error that is not a standby one fails the relay start', async () => {
+    const log = new ScriptedLog();
+    log.busyStarts = 1;
+    const r = new Relay({
+      store: db.store,
+      transport: new MemoryTransport(),
+      source: new LogSource({ openStream: () => log, store: db.store }),
+    });
+    await assert.rejects(r.start(), /is active for PID 4242/);
+    await r.stop();
   });
 
   it('refuses replication without a source, and a source with another wakeup', () => {

@@ -64,6 +64,14 @@ export interface LogSourceOptions {
   maxReconnectDelayMs?: number;
   /** Batches leased and waiting for the relay at most; reading pauses beyond. @default 4 */
   maxReady?: number;
+  /**
+   * True for an error opening the stream that means another relay reads the log now (its slot
+   * is in use). This relay then waits as a hot standby — claiming from the table meanwhile —
+   * and tries again every `standbyRetryMs`, taking the log over once the other lets go.
+   */
+  isStandbyError?: (error: unknown) => boolean;
+  /** @default 1000 */
+  standbyRetryMs?: number;
   clock?: Clock;
   logger?: Logger;
 }
@@ -90,6 +98,7 @@ export class LogSource implements MessageSource {
   #context: SourceContext | undefined;
   #stream: LogStream | undefined;
   #connected = false;
+  #standby = false;
   #abort = new AbortController();
   #reader: Promise<void> | undefined;
   #claimer: Promise<void> | undefined;
@@ -116,6 +125,11 @@ export class LogSource implements MessageSource {
     return this.#connected;
   }
 
+  /** True while another relay holds the log and this one waits to take it over. */
+  get standby(): boolean {
+    return this.#standby;
+  }
+
   /** Transactions read and batches waiting, for status and tests. */
   get backlog(): { transactions: number; ready: number; unconfirmed: number } {
     return {
@@ -133,9 +147,15 @@ export class LogSource implements MessageSource {
     this.#context = context;
     this.#abort = new AbortController();
     const stream = this.#options.openStream();
-    await stream.start();
-    this.#stream = stream;
-    this.#connected = true;
+    try {
+      await stream.start();
+      this.#stream = stream;
+      this.#connected = true;
+    } catch (err) {
+      await stream.stop().catch(() => undefined);
+      if (this.#options.isStandbyError?.(err) !== true) throw err;
+      this.#enterStandby(err);
+    }
     this.#reader = this.#read();
     this.#claimer = this.#claim();
   }
@@ -173,6 +193,15 @@ export class LogSource implements MessageSource {
     this.#connected = false;
   }
 
+  #enterStandby(error: unknown): void {
+    this.#standby = true;
+    this.#connected = false;
+    this.#logger.warn(
+      'another relay reads the log; this one is a hot standby: it claims from the table and takes the log over when it is free',
+      { source: this.name, error: String(error) },
+    );
+  }
+
   /** Reads transactions into the buffer, reconnecting after a loss. */
   async #read(): Promise<void> {
     const signal = this.#abort.signal;
@@ -183,23 +212,33 @@ export class LogSource implements MessageSource {
       if (!stream) {
         // Reconnect: a new stream resumes from the confirmed position, so transactions not yet
         // confirmed are read again (their rows are either gone, leased, or still to deliver).
-        const delay = Math.min(
-          this.#options.maxReconnectDelayMs ?? 10_000,
-          (this.#options.reconnectDelayMs ?? 200) * 2 ** Math.min(failures, 10),
-        );
-        if (failures > 0 && !(await this.#clock.sleep(delay, signal))) return;
+        const delay = this.#standby
+          ? (this.#options.standbyRetryMs ?? 1000)
+          : Math.min(
+              this.#options.maxReconnectDelayMs ?? 10_000,
+              (this.#options.reconnectDelayMs ?? 200) * 2 ** Math.min(failures, 10),
+            );
+        if ((failures > 0 || this.#standby) && !(await this.#clock.sleep(delay, signal))) return;
         const next = this.#options.openStream();
         try {
           await next.start();
         } catch (err) {
+          await next.stop().catch(() => undefined);
+          if (this.#options.isStandbyError?.(err) === true) {
+            if (!this.#standby) this.#enterStandby(err);
+            continue;
+          }
           failures++;
           context.error(err);
           this.#logger.warn('log stream reconnect failed; the relay claims from the table meanwhile', {
             error: String(err),
             failures,
           });
-          await next.stop().catch(() => undefined);
           continue;
+        }
+        if (this.#standby) {
+          this.#standby = false;
+          this.#logger.warn('took the log over: the relay that held it let go', { source: this.name });
         }
         // Whatever was read before the loss is read again from the confirmed position.
         this.#buffered.length = 0;

@@ -158,6 +158,27 @@ export class Relay extends TypedEmitter<RelayEvents> {
     await this.#transport.start();
     if (this.#loop) return;
     this.#loop = Promise.resolve(); // mark started before awaits below
+    // The source first: a log it cannot read (wal_level, privilege) fails the start, with nothing
+    // else started yet.
+    if (this.#source) {
+      await this.#source
+        .start({
+          owner: this.options.owner,
+          batchSize: this.options.batchSize,
+          leaseMs: this.options.leaseMs,
+          maxPerKey: this.options.maxPerKey,
+          ready: () => this.wake('log'),
+          leftInTable: () => {
+            this.#leftInTable = true;
+            this.wake('table');
+          },
+          error: (error) => this.emit('relay:error', { phase: 'source', error }),
+        })
+        .catch((err: unknown) => {
+          this.#loop = undefined;
+          throw err;
+        });
+    }
     if (this.options.wakeup === 'notify') {
       this.#listener = new NotifyListener({
         store: this.#store,
@@ -191,20 +212,6 @@ export class Relay extends TypedEmitter<RelayEvents> {
       this.#ackSweeper.start();
     }
     this.#callbacks?.start();
-    if (this.#source) {
-      await this.#source.start({
-        owner: this.options.owner,
-        batchSize: this.options.batchSize,
-        leaseMs: this.options.leaseMs,
-        maxPerKey: this.options.maxPerKey,
-        ready: () => this.wake('log'),
-        leftInTable: () => {
-          this.#leftInTable = true;
-          this.wake('table');
-        },
-        error: (error) => this.emit('relay:error', { phase: 'source', error }),
-      });
-    }
     this.#loop = this.#run();
     this.#externalSignal?.addEventListener('abort', this.#onExternalAbort, { once: true });
     if (this.#externalSignal?.aborted) void this.stop();
