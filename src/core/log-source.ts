@@ -14,6 +14,7 @@
  * @module
  */
 import type { Clock } from './clock.js';
+import { RelayStateError } from './errors/relay-state-error.js';
 import { systemClock } from './clock.js';
 import type { Logger } from './logger.js';
 import { silentLogger } from './logger.js';
@@ -31,7 +32,11 @@ export interface LogTransaction {
 
 /** The slice of a replication stream the source needs (`OutboxLogStream` is one). */
 export interface LogStream {
-  start(): Promise<void>;
+  /**
+   * Connects and starts reading after the confirmed position. `slotCreated: true` when the slot
+   * did not exist and was made by this start: the log holds nothing from before it.
+   */
+  start(): Promise<{ slotCreated?: boolean } | void>;
   /** The next committed transaction; null once stopped. Rejects when the connection is lost. */
   next(signal: AbortSignal): Promise<LogTransaction | null>;
   /** Moves the confirmed position (monotonic); the server may then drop the log before it. */
@@ -148,9 +153,15 @@ export class LogSource implements MessageSource {
     this.#abort = new AbortController();
     const stream = this.#options.openStream();
     try {
-      await stream.start();
+      const started = await stream.start();
       this.#stream = stream;
       this.#connected = true;
+      if (started?.slotCreated === true) {
+        this.#logger.info('log slot created: messages already in the table are delivered by claims', {
+          source: this.name,
+        });
+        context.leftInTable();
+      }
     } catch (err) {
       await stream.stop().catch(() => undefined);
       if (this.#options.isStandbyError?.(err) !== true) throw err;
@@ -220,8 +231,9 @@ export class LogSource implements MessageSource {
             );
         if ((failures > 0 || this.#standby) && !(await this.#clock.sleep(delay, signal))) return;
         const next = this.#options.openStream();
+        let started: { slotCreated?: boolean } | void;
         try {
-          await next.start();
+          started = await next.start();
         } catch (err) {
           await next.stop().catch(() => undefined);
           if (this.#options.isStandbyError?.(err) === true) {
@@ -239,6 +251,24 @@ export class LogSource implements MessageSource {
         if (this.#standby) {
           this.#standby = false;
           this.#logger.warn('took the log over: the relay that held it let go', { source: this.name });
+        }
+        if (started?.slotCreated === true) {
+          // The slot was dropped behind our back (an operator, a failover that lost it): the log
+          // between the last confirmed position and now is gone. The table still holds every
+          // undelivered message of that gap; claim them now, and say so.
+          this.#logger.error(
+            'the log slot was missing and has been created again: transactions committed while it was gone are not in the log; the relay delivers them from the table',
+            { source: this.name },
+          );
+          context.error(
+            new RelayStateError(
+              'log_gap',
+              `the ${this.name} source's slot was missing and was created again; transactions committed while it ` +
+                'was gone are not in the log and are delivered from the table. Find out who dropped the slot ' +
+                '(or which failover lost it: PostgreSQL 17 failover slots keep it on the standby)',
+            ),
+          );
+          context.leftInTable();
         }
         // Whatever was read before the loss is read again from the confirmed position.
         this.#buffered.length = 0;

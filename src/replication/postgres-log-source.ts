@@ -48,7 +48,8 @@ export class PostgresLogSource extends LogSource {
   readonly slot: string;
 
   constructor(options: PostgresLogSourceOptions) {
-    const { store, standbyRetryMs, reconnectDelayMs, maxReconnectDelayMs, clock, logger, ...stream } = options;
+    const { store, standbyRetryMs, reconnectDelayMs, maxReconnectDelayMs, clock, logger, ...stream } =
+      options;
     // Checked now (names, connection settings), so a bad slot name is a ConfigError at once.
     const first = new OutboxLogStream({ ...stream, ...(logger ? { logger } : {}) });
     let opened = false;
