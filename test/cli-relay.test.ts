@@ -337,6 +337,86 @@ describe('mailroom relay', () => {
       );
     });
   });
+  describe('--wakeup replication', () => {
+    it('delivers from the log, SIGKILLed mid-stream loses nothing, and a bad slot name or a stray --slot is a usage error', async (t) => {
+      const exchange = `mr_clirelay_${randomBytes(3).toString('hex')}`;
+      const slot = `mr_cli_${randomBytes(3).toString('hex')}`;
+      const consumer = await bindConsumer(exchange);
+      t.after(() => consumer.close());
+      t.after(async () => {
+        await waitUntil(
+          async () =>
+            (
+              await db.pool.query(
+                `SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = $1 AND active`,
+                [slot],
+              )
+            ).rows[0].n === 0,
+          'the slot released',
+        );
+        await db.pool.query(`SELECT pg_drop_replication_slot($1)`, [slot]).catch(() => undefined);
+        await db.pool.query(`DROP PUBLICATION IF EXISTS "${db.schema}_outbox"`);
+      });
+      const args = [
+        '--database-url',
+        DATABASE_URL,
+        '--schema',
+        db.schema,
+        '--transport',
+        AMQP_URL,
+        '--exchange',
+        exchange,
+        '--wakeup',
+        'replication',
+        '--slot',
+        slot,
+        '--lease-ms',
+        '2000',
+      ];
+      const first = relay(args);
+      await started(first);
+      const start = first.lines().find((l) => l.msg === 'relay starting');
+      assert.equal(start?.wakeup, 'replication');
+      const ids: string[] = [];
+      for (let i = 0; i < 20; i++) ids.push(await enqueue('clirelay.log', { i }));
+      await waitUntil(() => ids.every((id) => consumer.received.some((m) => m.id === id)), 'delivered');
+
+      // Killed while writers go on; the next relay resumes from the confirmed position.
+      const more: string[] = [];
+      const writing = (async () => {
+        for (let i = 0; i < 40; i++) more.push(await enqueue('clirelay.log', { more: i }));
+      })();
+      await new Promise((r) => setTimeout(r, 50));
+      first.child.kill('SIGKILL');
+      await first.exit;
+      await writing;
+      const second = relay(args);
+      await started(second);
+      await waitUntil(
+        () => more.every((id) => consumer.received.some((m) => m.id === id)),
+        `everything delivered after the restart\n${second.text()}`,
+      );
+      second.child.kill('SIGTERM');
+      assert.equal((await second.exit).code, 0, second.text());
+
+      const bad = relay([...args.slice(0, -2), '--slot', 'Bad-Slot!']);
+      assert.equal((await bad.exit).code, 2, bad.text());
+      assert.match(bad.text(), /slot/);
+      const stray = relay([
+        '--database-url',
+        DATABASE_URL,
+        '--schema',
+        db.schema,
+        '--transport',
+        AMQP_URL,
+        '--slot',
+        slot,
+      ]);
+      assert.equal((await stray.exit).code, 2, stray.text());
+      assert.match(stray.text(), /--slot needs --wakeup replication/);
+    });
+  });
+
   describe('logs', () => {
     it('names the database, the broker without its password, the exchange and the wake-up in one line at start', async (t) => {
       const exchange = `mr_clirelay_${randomBytes(3).toString('hex')}`;

@@ -5,6 +5,8 @@ import { redactUrl } from '../../core/redact.js';
 import { relayOptionsSchema } from '../../core/relay-options.js';
 import { Relay } from '../../core/relay.js';
 import { CONNECTION_OPTIONS, openStore, openTransport } from '../connect.js';
+import { PostgresLogSource } from '../../replication/postgres-log-source.js';
+import { ConfigError } from '../../core/errors/config-error.js';
 import { bounds, COMMON_OPTIONS, printableConfig, type OptionSpec } from '../options.js';
 import { RelayActivityLog, relayLogger } from '../relay-activity.js';
 import { settlesWithin, ShutdownDeadline } from '../shutdown-deadline.js';
@@ -107,9 +109,26 @@ const OPTIONS: OptionSpec[] = [
     flag: 'wakeup',
     env: 'MAILROOM_WAKEUP',
     type: 'enum',
-    values: ['notify', 'poll'],
+    values: ['notify', 'poll', 'replication'],
     default: 'notify',
-    description: 'notify: LISTEN/NOTIFY plus a poll backstop; poll: polling only',
+    description:
+      'notify: LISTEN/NOTIFY plus a poll backstop; poll: polling only; replication: tail the outbox inserts in the log (logical replication slot), claims for retries and a 5 s backstop',
+  },
+  {
+    key: 'slot',
+    flag: 'slot',
+    env: 'MAILROOM_SLOT',
+    type: 'string',
+    description:
+      'with --wakeup replication: the logical replication slot, created when missing (default <schema>_relay); relays sharing it are hot standbys',
+  },
+  {
+    key: 'publication',
+    flag: 'publication',
+    env: 'MAILROOM_PUBLICATION',
+    type: 'string',
+    description:
+      'with --wakeup replication: the publication of <schema>.outbox (inserts), created when missing (default <schema>_outbox)',
   },
   {
     key: 'pollIntervalMs',
@@ -117,7 +136,7 @@ const OPTIONS: OptionSpec[] = [
     env: 'MAILROOM_POLL_INTERVAL_MS',
     type: 'int',
     ...bounds(relayOptionsSchema.fields.pollIntervalMs),
-    description: 'poll interval (default 1000 with notify, 250 with poll)',
+    description: 'poll interval (default 1000 with notify, 250 with poll, 5000 with replication)',
   },
   {
     key: 'maxAttempts',
@@ -279,6 +298,20 @@ export const relayCommand: Command = {
       given: config[key] !== OPTIONS.find((o) => o.key === key)?.default,
     });
     requireOrdered(side('retryBaseMs', '--retry-base-ms'), side('retryMaxMs', '--retry-max-ms'));
+    const replication = config.wakeup === 'replication';
+    if (!replication) {
+      for (const [key, flag] of [
+        ['slot', '--slot'],
+        ['publication', '--publication'],
+      ] as const) {
+        if (config[key] !== undefined) {
+          throw new ConfigError(
+            key,
+            `${flag} needs --wakeup replication (it names what the log is read through)`,
+          );
+        }
+      }
+    }
 
     const shutdownTimeoutMs = Number(config.shutdownTimeoutMs);
     const database = databaseTarget(String(config.databaseUrl));
@@ -303,7 +336,8 @@ export const relayCommand: Command = {
       openStore(config, {
         archive: Boolean(config.archive),
         // Each batch in flight may extend its lease while it settles (two connections), plus a
-        // claim, the LISTEN connection and the wake gate's (held while the relay is idle).
+        // claim, the LISTEN connection and the wake gate's (held while the relay is idle); the
+        // log source's claimIds in replication mode.
         poolSize: Number(config.concurrency) * 2 + 3,
       }),
     );
@@ -346,7 +380,18 @@ export const relayCommand: Command = {
         concurrency: Number(config.concurrency),
         ...(config.maxPerKey === undefined ? {} : { maxPerKey: Number(config.maxPerKey) }),
         leaseMs: Number(config.leaseMs),
-        wakeup: config.wakeup as 'notify' | 'poll',
+        ...(replication
+          ? {
+              source: new PostgresLogSource({
+                connectionString: String(config.databaseUrl),
+                schema: String(config.schema),
+                store,
+                logger: relayLogger(logger),
+                ...(config.slot === undefined ? {} : { slot: String(config.slot) }),
+                ...(config.publication === undefined ? {} : { publication: String(config.publication) }),
+              }),
+            }
+          : { wakeup: config.wakeup as 'notify' | 'poll' }),
         ...(config.pollIntervalMs === undefined ? {} : { pollIntervalMs: Number(config.pollIntervalMs) }),
         shutdownTimeoutMs,
         publishTimeoutMs: Number(config.publishTimeoutMs),
