@@ -59,8 +59,13 @@ export interface TypeMessage {
   name: string;
 }
 
-/** One column of a row: `null`, a text value, or `undefined` for an unchanged TOASTed value. */
-export type TupleValue = string | null | undefined;
+/**
+ * One column of a row: `null`, the bytes of its text form, or `undefined` for an unchanged
+ * TOASTed value. The bytes are a view into the received chunk, valid only while the message is
+ * handled: read the columns you need (`toString('utf8')`) and let the rest go, so that a large
+ * payload column is never copied.
+ */
+export type TupleValue = Buffer | null | undefined;
 
 export interface InsertMessage {
   tag: 'insert';
@@ -165,6 +170,13 @@ class Reader {
     this.offset = end + 1;
     return s;
   }
+  /** The next `n` bytes without copying them. */
+  view(n: number): Buffer {
+    this.need(n);
+    const out = this.buf.subarray(this.offset, this.offset + n);
+    this.offset += n;
+    return out;
+  }
   bytes(n: number): Buffer {
     this.need(n);
     // A copy: the chunk belongs to the socket's buffer, which the driver reuses.
@@ -197,7 +209,7 @@ function tuple(r: Reader): TupleValue[] {
         values.push(undefined);
         break;
       case 't':
-        values.push(r.bytes(r.int32()).toString('utf8'));
+        values.push(r.view(r.int32()));
         break;
       default:
         throw new PgoutputDecodeError(

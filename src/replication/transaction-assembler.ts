@@ -1,4 +1,4 @@
-import { lsnFromBigInt, lsnToBigInt, type Lsn } from './lsn.js';
+import { lsnToBigInt, type Lsn } from './lsn.js';
 import type { PgoutputMessage, RelationMessage } from './pgoutput-decoder.js';
 
 /** One row inserted into the outbox table, as the log carries it. */
@@ -13,7 +13,7 @@ export interface OutboxInsert {
 
 /** A logical decoding message (`pg_logical_emit_message`) with the stream's prefix. */
 export interface OutboxLogMessage {
-  /** Where the message sits in the WAL. */
+  /** Where the message's WAL record ends (what pgoutput reports for a message). */
   lsn: Lsn;
   prefix: string;
   content: Buffer;
@@ -28,8 +28,8 @@ export interface OutboxLogMessage {
  * Positions: `commitLsn` is where the commit record starts, `endLsn` where it ends. Confirming
  * `endLsn` tells the server this transaction and everything before it is done: after a restart
  * it streams only transactions that commit at or after the confirmed position. A
- * non-transactional message is its own pseudo-transaction: `xid` 0, no `beginLsn`, `commitLsn`
- * is its LSN and `endLsn` one byte past it.
+ * non-transactional message is its own pseudo-transaction: `xid` 0, no `beginLsn`, and
+ * `commitLsn` = `endLsn` = its LSN (which PostgreSQL reports as the end of the message's record).
  */
 export interface OutboxTransaction {
   /** The 32-bit transaction id (0 for a non-transactional message); see `xid8Of`. */
@@ -128,18 +128,17 @@ export class TransactionAssembler {
         if (!this.open)
           throw new ProtocolViolation(`Insert into ${relation.qualifiedName} outside a transaction`);
         const { id, seq, key } = relation.outbox;
+        // Only these three columns are read; the payload's bytes are never copied.
         const idValue = msg.values[id];
         const seqValue = msg.values[seq];
         const keyValue = msg.values[key];
-        if (typeof idValue !== 'string' || typeof seqValue !== 'string') {
-          throw new ProtocolViolation(
-            `Insert into ${relation.qualifiedName} without id or seq (got ${JSON.stringify(idValue)}, ${JSON.stringify(seqValue)})`,
-          );
+        if (!idValue || !seqValue) {
+          throw new ProtocolViolation(`Insert into ${relation.qualifiedName} without a value for id or seq`);
         }
         this.open.inserts.push({
-          id: idValue,
-          seq: seqValue,
-          key: typeof keyValue === 'string' ? keyValue : null,
+          id: idValue.toString('utf8'),
+          seq: seqValue.toString('utf8'),
+          key: keyValue ? keyValue.toString('utf8') : null,
         });
         return;
       }
@@ -157,10 +156,20 @@ export class TransactionAssembler {
           this.open.messages.push(kept);
           return;
         }
-        // Decoded the moment its record is read, not at a commit: it stands alone.
-        const endLsn = lsnFromBigInt(lsnToBigInt(msg.lsn) + 1n);
-        this.lastEndLsn = endLsn;
-        this.emit({ xid: 0, commitLsn: msg.lsn, endLsn, commitTime: sentAt, inserts: [], messages: [kept] });
+        // Decoded the moment its record is read, not at a commit: it stands alone. The LSN
+        // PostgreSQL gives a message is the END of its WAL record, which is where the next record
+        // starts; that is exactly the position to confirm. One byte more would make a restarted
+        // slot skip a record starting there, such as the COMMIT of an outbox transaction (a
+        // restart skips every commit record that starts before the confirmed position).
+        this.lastEndLsn = msg.lsn;
+        this.emit({
+          xid: 0,
+          commitLsn: msg.lsn,
+          endLsn: msg.lsn,
+          commitTime: sentAt,
+          inserts: [],
+          messages: [kept],
+        });
         return;
       }
       case 'commit': {

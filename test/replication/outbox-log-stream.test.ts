@@ -184,6 +184,18 @@ describe('OutboxLogStream on PostgreSQL', () => {
       const tx = await nextTx(stream);
       assert.deepEqual(ids(tx), [committed]);
       assert.ok(!ids(tx).includes(rolledBack));
+
+      // A rolled-back savepoint inside a committed transaction: its row is not in the stream either.
+      await client.query('BEGIN');
+      const kept1 = await insertRow(client);
+      await client.query('SAVEPOINT s');
+      const undone = await insertRow(client);
+      await client.query('ROLLBACK TO SAVEPOINT s');
+      const kept2 = await insertRow(client);
+      await client.query('COMMIT');
+      const withSavepoint = await nextTx(stream);
+      assert.deepEqual(ids(withSavepoint), [kept1, kept2]);
+      assert.ok(!ids(withSavepoint).includes(undone));
       await assertNothingWithin(stream, 500);
     } finally {
       client.release();
@@ -380,7 +392,9 @@ describe('OutboxLogStream on PostgreSQL', () => {
       return rowId;
     });
     await db.pool.query(`SELECT pg_logical_emit_message(true, 'other', 'ignored too')`);
-    await db.pool.query(`SELECT pg_logical_emit_message(false, 'mailroom', 'outside')`);
+    const emitted = await db.pool.query<{ lsn: string }>(
+      `SELECT pg_logical_emit_message(false, 'mailroom', 'outside')::text AS lsn`,
+    );
 
     const tx = await nextTx(stream);
     assert.deepEqual(ids(tx), [id]);
@@ -398,9 +412,66 @@ describe('OutboxLogStream on PostgreSQL', () => {
       loose.messages.map((m) => [m.prefix, m.content.toString('utf8'), m.transactional]),
       [['mailroom', 'outside', false]],
     );
+    assert.equal(loose.messages[0]?.lsn, emitted.rows[0]?.lsn, 'the LSN pg_logical_emit_message returned');
     assert.equal(loose.commitLsn, loose.messages[0]?.lsn);
-    assert.equal(lsnToBigInt(loose.endLsn), lsnToBigInt(loose.commitLsn) + 1n);
+    assert.equal(loose.endLsn, loose.commitLsn);
     await assertNothingWithin(stream, 300);
+
+    // Confirming the loose message's endLsn marks it (and all before it) done for the next stream,
+    // and nothing after it: the next record may start exactly there.
+    stream.confirm(loose.endLsn);
+    await stream.stop();
+    await db.pool.query(`SELECT pg_logical_emit_message(false, 'mailroom', 'later')`);
+    // A non-transactional message is not flushed by its own statement (PostgreSQL 15 has no
+    // flush argument); a commit after it flushes it, so the walsender can send it.
+    await db.pool.query(`SELECT pg_logical_emit_message(true, 'other', 'flush')`);
+    const resumed = openStream('messages');
+    await resumed.start();
+    const later = await nextTx(resumed);
+    assert.deepEqual(
+      later.messages.map((m) => m.content.toString('utf8')),
+      ['later'],
+    );
+    await assertNothingWithin(resumed, 300);
+  });
+
+  it('confirming a loose message never skips a transaction whose commit record starts right after it', async () => {
+    // The edge is exercised when nothing else writes WAL between the message and the commit; on
+    // a busy server that may take a few tries. The transaction must come back in every try.
+    let exercised = 0;
+    for (let attempt = 0; attempt < 8 && exercised < 2; attempt++) {
+      const stream = openStream('edge');
+      await stream.start();
+      const writer = await db.pool.connect();
+      let id: string;
+      try {
+        await writer.query('BEGIN');
+        id = await insertRow(writer);
+        await db.pool.query(`SELECT pg_logical_emit_message(false, 'mailroom', 'edge')`);
+        await writer.query('COMMIT');
+      } finally {
+        writer.release();
+      }
+      const loose = await nextTx(stream);
+      assert.equal(loose.xid, 0);
+      const committed = await nextTx(stream);
+      assert.deepEqual(ids(committed), [id]);
+      if (committed.commitLsn === loose.endLsn) exercised++;
+      stream.confirm(loose.endLsn);
+      await stream.stop();
+
+      const again = openStream('edge');
+      await again.start();
+      const replayed = await nextTx(again);
+      assert.deepEqual(
+        ids(replayed),
+        [id],
+        `attempt ${attempt}: the transaction after the confirmed message is streamed again`,
+      );
+      again.confirm(replayed.endLsn);
+      await again.stop();
+    }
+    assert.ok(exercised > 0, 'at least one commit record started exactly at the message end');
   });
 
   it('gives the xid that xid8Of and XID_VISIBLE_SQL turn into a visibility check', async () => {
@@ -525,13 +596,14 @@ describe('OutboxLogStream on PostgreSQL', () => {
   it('a lost connection rejects the pending next() with connection_lost; stop() then returns at once', async () => {
     const stream = openStream('lost');
     const { pid } = await stream.start();
-    const pending = stream.next();
-    await db.pool.query(`SELECT pg_terminate_backend($1)`, [pid]);
-    await assert.rejects(pending, (err: unknown) => {
+    // The expectation is attached before the connection is cut, so the rejection is never unhandled.
+    const pending = assert.rejects(stream.next(), (err: unknown) => {
       assert.ok(isReplicationError(err));
       assert.equal(err.code, 'connection_lost');
       return true;
     });
+    await db.pool.query(`SELECT pg_terminate_backend($1)`, [pid]);
+    await pending;
     assert.equal(stream.running, false);
     await assert.rejects(stream.next(), { code: 'connection_lost' });
     const t0 = Date.now();

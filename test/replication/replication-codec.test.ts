@@ -206,12 +206,12 @@ describe('pgoutput decoder and transaction assembler', () => {
     assert.equal(assembler.inTransaction, false);
   });
 
-  it('yields a non-transactional message on its own, one byte past its LSN as end', () => {
+  it('yields a non-transactional message on its own, its LSN (the end of its record) as end', () => {
     const { out } = feed([message(false, 0x500n, 'mailroom', 'now')]);
     assert.equal(out.length, 1);
     assert.equal(out[0]?.xid, 0);
     assert.equal(out[0]?.commitLsn, '0/500');
-    assert.equal(out[0]?.endLsn, '0/501');
+    assert.equal(out[0]?.endLsn, '0/500');
     assert.equal('beginLsn' in (out[0] ?? {}), false);
   });
 
