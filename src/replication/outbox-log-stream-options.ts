@@ -47,7 +47,10 @@ export interface OutboxLogStreamOptions {
   publication?: string;
   /**
    * Logical decoding messages (`pg_logical_emit_message`) with this prefix are yielded too;
-   * others are ignored.
+   * others are ignored. Prefer transactional ones (`pg_logical_emit_message(true, …)`): they
+   * arrive with their transaction's commit. A non-transactional message is not flushed to the
+   * WAL by its own statement (PostgreSQL before 17 has no `flush` argument), so it reaches the
+   * stream only with the server's next WAL flush (another commit, or the WAL writer).
    * @default 'mailroom'
    */
   messagePrefix?: string;

@@ -14,6 +14,7 @@ import {
   type OutboxLogStreamOptions,
   type OutboxTransaction,
 } from '../../src/replication/index.js';
+import { TcpProxy } from '../../src/testkit/tcp-proxy.js';
 import { createTestDb, DATABASE_URL, inTransaction, type TestDb } from '../helpers/postgres.js';
 
 /**
@@ -609,6 +610,34 @@ describe('OutboxLogStream on PostgreSQL', () => {
     const t0 = Date.now();
     await stream.stop();
     assert.ok(Date.now() - t0 < 2000);
+  });
+
+  it('a server gone silent (network black hole) fails the stream after timeoutMs, and stop() keeps its deadline', async () => {
+    const proxy = await TcpProxy.start({ targetPort: 5432 });
+    try {
+      const url = new URL(DATABASE_URL);
+      url.port = String(proxy.port);
+      const stream = openStream('silent', {
+        connectionString: url.toString(),
+        statusIntervalMs: 100,
+        timeoutMs: 800,
+        stopTimeoutMs: 500,
+      });
+      await stream.start();
+      const pending = assert.rejects(stream.next(), (err: unknown) => {
+        assert.ok(isReplicationError(err));
+        assert.equal(err.code, 'connection_lost');
+        assert.match(err.message, /sent nothing .* for \d+ ms/);
+        return true;
+      });
+      proxy.blackhole();
+      await pending;
+      const t0 = Date.now();
+      await stream.stop();
+      assert.ok(Date.now() - t0 < 1500, `stop() took ${Date.now() - t0} ms`);
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('stop() resolves a pending next() with null, releases the slot, and is idempotent', async () => {
