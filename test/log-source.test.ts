@@ -55,6 +55,13 @@ class ScriptedLog implements LogStream {
     this.confirmed.push(lsn);
   }
 
+  /** What idleLsn() answers (the server's position past other tables' traffic). */
+  serverLsn: string | null = null;
+
+  idleLsn(): string | null {
+    return this.serverLsn;
+  }
+
   async stop(): Promise<void> {
     this.#stopped = true;
     this.#waiter?.(null);
@@ -236,6 +243,27 @@ describe('Relay with a log source (replication mode)', () => {
     });
     await assert.rejects(r.start(), /is active for PID 4242/);
     await r.stop();
+  });
+
+  it("moves the position to the server's while nothing is pending, never while a batch is out", async () => {
+    const log = new ScriptedLog();
+    const transport = new MemoryTransport({ latencyMs: 400 });
+    const r = new Relay({
+      store: db.store,
+      transport,
+      source: new LogSource({ openStream: () => log, store: db.store, idleConfirmMs: 100 }),
+    });
+    relays.push(r);
+    await r.start();
+    const tx = await commit(['i']);
+    log.serverLsn = '0/FFFF0000';
+    log.report(tx);
+    await waitUntil(async () => r.inFlightBatches === 1, 'in flight');
+    await new Promise((res) => setTimeout(res, 250));
+    assert.deepEqual(log.confirmed, [], 'nothing confirmed while the batch is out');
+    await transport.waitFor(1);
+    await waitUntil(async () => log.confirmed.includes('0/FFFF0000'), 'the idle position confirmed');
+    assert.equal(log.confirmed[0], tx.endLsn);
   });
 
   it('refuses replication without a source, and a source with another wakeup', () => {

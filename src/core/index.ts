@@ -16,7 +16,11 @@ export type {
   SqlStatement,
   StoreCapabilities,
   ClaimRequest,
+  ClaimIdsRequest,
   ClaimedBatch,
+  MessageSource,
+  SourceBatch,
+  SourceContext,
   Settlement,
   OutboxStats,
   DeadLetterFilter,
@@ -51,6 +55,13 @@ export {
   type MessageLimits,
 } from './message.js';
 export { uuidv7, isUuid } from './uuid.js';
+export {
+  LogSource,
+  type LogSourceOptions,
+  type LogSourceStore,
+  type LogStream,
+  type LogTransaction,
+} from './log-source.js';
 export { Outbox, type OutboxOptions } from './outbox.js';
 export {
   Relay,

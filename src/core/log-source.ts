@@ -41,6 +41,12 @@ export interface LogStream {
   next(signal: AbortSignal): Promise<LogTransaction | null>;
   /** Moves the confirmed position (monotonic); the server may then drop the log before it. */
   confirm(lsn: string): void;
+  /**
+   * The server's position when the stream holds nothing not yet handed out (other tables'
+   * traffic after the last outbox transaction), or null. Confirming it while the source has
+   * nothing pending lets the server release that WAL.
+   */
+  idleLsn?(): string | null;
   stop(): Promise<void>;
 }
 
@@ -69,6 +75,11 @@ export interface LogSourceOptions {
   maxReconnectDelayMs?: number;
   /** Batches leased and waiting for the relay at most; reading pauses beyond. @default 4 */
   maxReady?: number;
+  /**
+   * While nothing is pending, how often the position is moved to the server's (see
+   * `LogStream.idleLsn`), so busy other tables do not make the server keep WAL. @default 5000
+   */
+  idleConfirmMs?: number;
   /**
    * True for an error opening the stream that means another relay reads the log now (its slot
    * is in use). This relay then waits as a hot standby — claiming from the table meanwhile —
@@ -117,6 +128,7 @@ export class LogSource implements MessageSource {
   /** Wakes the claimer (something was read) or the reader (room in the buffer). */
   #kick: (() => void) | undefined;
   #readerKick: (() => void) | undefined;
+  #idleTimer: ReturnType<typeof setInterval> | undefined;
 
   constructor(options: LogSourceOptions) {
     this.#options = options;
@@ -169,6 +181,8 @@ export class LogSource implements MessageSource {
     }
     this.#reader = this.#read();
     this.#claimer = this.#claim();
+    this.#idleTimer = setInterval(() => this.#confirm(), this.#options.idleConfirmMs ?? 5000);
+    this.#idleTimer.unref();
   }
 
   take(): SourceBatch | undefined {
@@ -178,6 +192,7 @@ export class LogSource implements MessageSource {
   }
 
   async stop(): Promise<void> {
+    clearInterval(this.#idleTimer);
     this.#abort.abort();
     this.#kick?.();
     this.#readerKick?.();
@@ -373,12 +388,25 @@ export class LogSource implements MessageSource {
     }
   }
 
-  /** Confirms the position past the longest prefix of groups that is done. */
+  /**
+   * Confirms the position past the longest prefix of groups that is done; with nothing pending
+   * at all, the server's own position (other tables' WAL since the last outbox transaction).
+   */
   #confirm(): void {
+    const stream = this.#stream;
+    if (!stream) return;
     let last: string | undefined;
     while (this.#groups.length > 0 && !(this.#groups[0] as Group).pending) {
       last = (this.#groups.shift() as Group).endLsn;
     }
-    if (last !== undefined) this.#stream?.confirm(last);
+    try {
+      if (last !== undefined) stream.confirm(last);
+      if (this.#groups.length === 0 && this.#buffered.length === 0) {
+        const idle = stream.idleLsn?.();
+        if (idle) stream.confirm(idle);
+      }
+    } catch (err) {
+      this.#context?.error(err);
+    }
   }
 }

@@ -2,6 +2,7 @@
  * Logical replication building blocks: the outbox log stream (committed outbox transactions
  * from a `pgoutput` slot), LSN and xid helpers, and its error type.
  */
+export { PostgresLogSource, type PostgresLogSourceOptions } from './postgres-log-source.js';
 export { OutboxLogStream, type OutboxLogStreamStart } from './outbox-log-stream.js';
 export type { OutboxLogStreamOptions, ReplicationConnectionConfig } from './outbox-log-stream-options.js';
 export type { OutboxInsert, OutboxLogMessage, OutboxTransaction } from './transaction-assembler.js';

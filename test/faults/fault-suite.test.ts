@@ -6,6 +6,9 @@
  *
  *   npm run test:faults                      short run (CI), FAULT_DURATION_S=60 by default
  *   FAULT_DURATION_S=1800 npm run test:faults  the soak
+ *   FAULT_WAKEUP=replication node scripts/run-tests.mjs --faults test/faults/fault-suite.test.ts
+ *                                            the same with relays tailing the log (one slot: one
+ *                                            relay reads it, the others are hot standbys)
  */
 import assert from 'node:assert/strict';
 import { execFile, type ChildProcess } from 'node:child_process';
@@ -28,6 +31,8 @@ import { waitUntil } from '../helpers/wait.js';
 const run = promisify(execFile);
 const DURATION_S = Number(process.env.FAULT_DURATION_S ?? 60);
 const RELAYS = 3;
+/** How the relays learn of new messages: notify (the default), poll or replication. */
+const WAKEUP = process.env.FAULT_WAKEUP ?? 'notify';
 const KEYS = 200;
 
 function pgVersion(): string {
@@ -77,6 +82,7 @@ describe('fault injection', () => {
   let amqpProxy: TcpProxy;
   const exchange = `mr_faults_${randomBytes(3).toString('hex')}`;
   const appName = `mailroom_fault_${randomBytes(3).toString('hex')}`;
+  const slot = `mr_faults_${randomBytes(3).toString('hex')}`;
 
   before(async () => {
     db = await createTestDb('faults');
@@ -87,11 +93,24 @@ describe('fault injection', () => {
     await pgProxy.close();
     await amqpProxy.close();
     await waitForPostgres();
+    if (WAKEUP === 'replication') {
+      // The relays are gone (their walsenders with them, soon): drop the slot, or it would keep
+      // WAL on this machine for ever.
+      await waitUntil(async () => {
+        const res = await db.pool.query(
+          `SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = $1 AND active`,
+          [slot],
+        );
+        return res.rows[0].n === 0;
+      }, 'the slot released').catch(() => undefined);
+      await db.pool.query(`SELECT pg_drop_replication_slot($1)`, [slot]).catch(() => undefined);
+      await db.pool.query(`DROP PUBLICATION IF EXISTS "${db.schema}_outbox"`).catch(() => undefined);
+    }
     await db.drop().catch(() => undefined);
   });
 
   it(
-    `loses nothing, invents nothing and keeps per-key order under ${DURATION_S}s of faults`,
+    `loses nothing, invents nothing and keeps per-key order under ${DURATION_S}s of faults (wakeup ${WAKEUP})`,
     { timeout: (DURATION_S + 1800) * 1000 },
     async () => {
       const ledger = new PostgresLedger(db.pool, db.schema);
@@ -139,6 +158,9 @@ describe('fault injection', () => {
         '2000',
         '--batch-size',
         '100',
+        '--wakeup',
+        WAKEUP,
+        ...(WAKEUP === 'replication' ? ['--slot', slot] : []),
         '--log-level',
         'error',
       ];
@@ -336,7 +358,7 @@ describe('fault injection', () => {
       );
       const faultTotal = Object.values(counts).reduce((a, b) => a + b, 0);
       console.log(
-        `# fault run: ${DURATION_S}s, messages committed=${report.committed} delivered=${report.delivered} ` +
+        `# fault run (wakeup ${WAKEUP}): ${DURATION_S}s, messages committed=${report.committed} delivered=${report.delivered} ` +
           `received=${report.received} rolledBack=${rolledBack} writeErrors=${writeErrors} faults=${faultTotal} ` +
           `lost=${report.lost.length} phantom=${report.phantom.length} orderViolations=${report.orderViolations.length} ` +
           `duplicates=${report.duplicates} deadLettered=${report.deadLettered.length} pending=${report.pending.length} ` +

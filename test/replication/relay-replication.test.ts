@@ -138,7 +138,9 @@ describe('Relay with wakeup replication (PostgreSQL log)', () => {
       rolled.release();
       await commit(a);
       const shorts: string[] = [];
-      for (let i = 0; i < 20; i++) shorts.push(...(await oneTx(`s${i % 3}`)));
+      // Keys of their own: a key with a batch still out would be left to the table path, which
+      // keeps its order but not the order across keys.
+      for (let i = 0; i < 20; i++) shorts.push(...(await oneTx(i % 2 === 0 ? `s${i}` : null)));
       await commit(long);
       const expected = [...b1, ...a1, ...a2, ...shorts, ...l1];
       await transport.waitFor(expected.length, 10_000);
@@ -174,9 +176,10 @@ describe('Relay with wakeup replication (PostgreSQL log)', () => {
     const [p2] = await oneTx('poison');
     const others = [...(await oneTx('a')), ...(await oneTx('b')), ...(await oneTx(null))];
     await transport.waitFor(3, 5000);
+    // Different keys: batches in flight side by side may reach the broker in either order.
     assert.deepEqual(
-      transport.messages.map((m) => m.id),
-      others,
+      transport.messages.map((m) => m.id).sort(),
+      [...others].sort(),
       'other keys flowed past the poison key',
     );
     failing = false;
