@@ -123,10 +123,33 @@ describe('Relay with a log source (replication mode)', () => {
     return r;
   }
 
-  it('delivers what the log reports through claimIds, and confirms a position only once its batch settled', async () => {
+  it("delivers what the log reports through claimIds, and confirms a position once its rows are leased (they are in the table's retry path)", async () => {
     const log = new ScriptedLog();
     const transport = new MemoryTransport({ latencyMs: 300 });
     const r = relay(log, transport);
+    await r.start();
+    const tx = await commit(['a', null]);
+    log.report(tx);
+    await waitUntil(async () => r.inFlightBatches === 1, 'the batch in flight');
+    await waitUntil(async () => log.confirmed.includes(tx.endLsn), 'confirmed while the batch is out');
+    await transport.waitFor(2);
+    await waitUntil(async () => (await db.count()) === 0, 'settled');
+    // A crash now would leave the rows leased in the table: a claim takes them after the lease.
+    assert.deepEqual(
+      transport.messages.map((m) => m.id),
+      tx.ids,
+    );
+  });
+
+  it("with confirmAfter 'settle', confirms a position only once its batch settled", async () => {
+    const log = new ScriptedLog();
+    const transport = new MemoryTransport({ latencyMs: 300 });
+    const r = new Relay({
+      store: db.store,
+      transport,
+      source: new LogSource({ openStream: () => log, store: db.store, confirmAfter: 'settle' }),
+    });
+    relays.push(r);
     const claims: number[] = [];
     const claim = db.store.claim.bind(db.store);
     db.store.claim = async (request) => {
@@ -251,7 +274,12 @@ describe('Relay with a log source (replication mode)', () => {
     const r = new Relay({
       store: db.store,
       transport,
-      source: new LogSource({ openStream: () => log, store: db.store, idleConfirmMs: 100 }),
+      source: new LogSource({
+        openStream: () => log,
+        store: db.store,
+        idleConfirmMs: 100,
+        confirmAfter: 'settle',
+      }),
     });
     relays.push(r);
     await r.start();

@@ -1,9 +1,15 @@
 /**
  * The relay's message source for log tailing (`wakeup: 'replication'`), independent of the
  * database: it reads committed transactions from a {@link LogStream}, leases their outbox rows
- * through the store's `claimIds`, and hands the batches to the relay in commit order. The log
- * position is confirmed only up to the last transaction whose batch the relay finished with, so
- * a restart reads again from there (at least once).
+ * through the store's `claimIds`, and hands the batches to the relay in commit order.
+ *
+ * The log position is confirmed past a transaction once its rows were leased or left in the table
+ * (`confirmAfter: 'claim'`, the default): from then on each of its messages is in the table's
+ * retry path, which is what makes confirming safe, and a crash costs a lease expiry as with a
+ * claim. Holding the position until batches settle (`'settle'`, for sources whose messages are
+ * not in a table) would also hang a PostgreSQL shutdown: a logical walsender waits at shutdown
+ * until its client confirms everything sent, and the batches cannot settle while the database
+ * is going down.
  *
  * In table mode the table stays the record of what is undelivered: a row the source does not
  * lease (its key is held by an earlier row, another claim has it, it was not visible in time)
@@ -77,9 +83,16 @@ export interface LogSourceOptions {
   maxReady?: number;
   /**
    * While nothing is pending, how often the position is moved to the server's (see
-   * `LogStream.idleLsn`), so busy other tables do not make the server keep WAL. @default 5000
+   * `LogStream.idleLsn`), so busy other tables do not make the server keep WAL, and a server
+   * shutting down (it waits for its log clients to confirm) is not held up. @default 1000
    */
   idleConfirmMs?: number;
+  /**
+   * When a transaction's position may be confirmed: once its rows were leased or left in the
+   * table (`claim`: they are in the table's retry path), or once the relay settled its batches
+   * (`settle`). @default 'claim'
+   */
+  confirmAfter?: 'claim' | 'settle';
   /**
    * True for an error opening the stream that means another relay reads the log now (its slot
    * is in use). This relay then waits as a hot standby — claiming from the table meanwhile —
@@ -181,7 +194,7 @@ export class LogSource implements MessageSource {
     }
     this.#reader = this.#read();
     this.#claimer = this.#claim();
-    this.#idleTimer = setInterval(() => this.#confirm(), this.#options.idleConfirmMs ?? 5000);
+    this.#idleTimer = setInterval(() => this.#confirm(), this.#options.idleConfirmMs ?? 1000);
     this.#idleTimer.unref();
   }
 
@@ -372,7 +385,11 @@ export class LogSource implements MessageSource {
         }
         claimed += batch.messages.length;
         if (batch.messages.length === 0) continue;
-        entry.pending = true;
+        // The log's order (commit order, then insert order), not the store's seq order: a group
+        // of transactions can hold a long one's early rows behind later short ones.
+        const position = new Map(chunk.map((id, i) => [id, i]));
+        batch.messages.sort((a, b) => (position.get(a.id) ?? 0) - (position.get(b.id) ?? 0));
+        entry.pending = this.#options.confirmAfter === 'settle';
         this.#ready.push({
           ...batch,
           claimedAt: this.#clock.now(),

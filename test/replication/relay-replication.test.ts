@@ -245,6 +245,7 @@ describe('Relay with wakeup replication (PostgreSQL log)', () => {
     const stoppedAt = Date.now();
     await waitUntil(async () => standbySource.connected, 'the standby took the log over', 10_000);
     const tookOverMs = Date.now() - stoppedAt;
+    console.log(`# standby took the log over ${tookOverMs} ms after the reader stopped`);
     assert.ok(tookOverMs < 5000, `took over in ${tookOverMs} ms`);
     const late = await oneTx('t', 2);
     await transport.waitFor(4, 5000);
