@@ -123,7 +123,7 @@ describe('Relay with a log source (replication mode)', () => {
     return r;
   }
 
-  it("delivers what the log reports through claimIds, and confirms a position once its rows are leased (they are in the table's retry path)", async () => {
+  it("delivers what the log reports through claimIds, and confirms a transaction's position once read (its rows are in the table's retry path)", async () => {
     const log = new ScriptedLog();
     const transport = new MemoryTransport({ latencyMs: 300 });
     const r = relay(log, transport);

@@ -3,13 +3,14 @@
  * database: it reads committed transactions from a {@link LogStream}, leases their outbox rows
  * through the store's `claimIds`, and hands the batches to the relay in commit order.
  *
- * The log position is confirmed past a transaction once its rows were leased or left in the table
- * (`confirmAfter: 'claim'`, the default): from then on each of its messages is in the table's
- * retry path, which is what makes confirming safe, and a crash costs a lease expiry as with a
- * claim. Holding the position until batches settle (`'settle'`, for sources whose messages are
- * not in a table) would also hang a PostgreSQL shutdown: a logical walsender waits at shutdown
- * until its client confirms everything sent, and the batches cannot settle while the database
- * is going down.
+ * The log position is confirmed past a transaction as soon as it is read (`confirmAfter: 'read'`,
+ * the default, for outboxes with a table): every message of a committed transaction is in the
+ * table from its commit on, in the table's retry path, which is what makes confirming safe. A
+ * transaction read but not yet delivered when the relay dies is delivered by a claim (at start,
+ * or after its lease). Holding the position any longer would hang a PostgreSQL shutdown: a
+ * logical walsender waits at shutdown until its client confirms everything sent, while the relay
+ * waits for the database to lease and settle. `'settle'` (sources whose messages are in no table)
+ * holds it until the relay settled every batch up to it.
  *
  * In table mode the table stays the record of what is undelivered: a row the source does not
  * lease (its key is held by an earlier row, another claim has it, it was not visible in time)
@@ -88,11 +89,11 @@ export interface LogSourceOptions {
    */
   idleConfirmMs?: number;
   /**
-   * When a transaction's position may be confirmed: once its rows were leased or left in the
-   * table (`claim`: they are in the table's retry path), or once the relay settled its batches
-   * (`settle`). @default 'claim'
+   * When a transaction's position may be confirmed: as soon as it is read (`read`: its rows are
+   * in the table, the retry path, from its commit on), or once the relay settled its batches
+   * (`settle`: for messages that are in no table). @default 'read'
    */
-  confirmAfter?: 'claim' | 'settle';
+  confirmAfter?: 'read' | 'settle';
   /**
    * True for an error opening the stream that means another relay reads the log now (its slot
    * is in use). This relay then waits as a hot standby — claiming from the table meanwhile —
@@ -142,6 +143,7 @@ export class LogSource implements MessageSource {
   #kick: (() => void) | undefined;
   #readerKick: (() => void) | undefined;
   #idleTimer: ReturnType<typeof setInterval> | undefined;
+  readonly #confirmOnRead: boolean;
 
   constructor(options: LogSourceOptions) {
     this.#options = options;
@@ -149,6 +151,16 @@ export class LogSource implements MessageSource {
     this.#clock = options.clock ?? systemClock;
     this.#logger = options.logger ?? silentLogger;
     this.#maxReady = options.maxReady ?? 4;
+    this.#confirmOnRead = (options.confirmAfter ?? 'read') === 'read';
+  }
+
+  #confirmRead(lsn: string | null): void {
+    if (lsn === null) return;
+    try {
+      this.#stream?.confirm(lsn);
+    } catch (err) {
+      this.#context?.error(err);
+    }
   }
 
   get connected(): boolean {
@@ -185,8 +197,10 @@ export class LogSource implements MessageSource {
         this.#logger.info('log slot created: messages already in the table are delivered by claims', {
           source: this.name,
         });
-        context.leftInTable();
       }
+      // What was committed before (a backlog, what a previous relay read but did not deliver) is
+      // in the table: a claim now.
+      context.leftInTable();
     } catch (err) {
       await stream.stop().catch(() => undefined);
       if (this.#options.isStandbyError?.(err) !== true) throw err;
@@ -306,9 +320,11 @@ export class LogSource implements MessageSource {
         this.#connected = true;
         failures = 0;
         this.#logger.info('log stream reconnected', { source: this.name });
+        context.leftInTable();
         continue;
       }
-      if (this.#bufferedIds >= context.batchSize * MAX_BUFFERED_IDS_FACTOR) {
+      const full = this.#bufferedIds >= context.batchSize * MAX_BUFFERED_IDS_FACTOR;
+      if (full && !this.#confirmOnRead) {
         await new Promise<void>((resolve) => (this.#readerKick = resolve));
         this.#readerKick = undefined;
         continue;
@@ -331,6 +347,15 @@ export class LogSource implements MessageSource {
         continue;
       }
       if (tx === null) return;
+      if (this.#confirmOnRead) {
+        this.#confirmRead(tx.endLsn);
+        if (full) {
+          // The relay is behind (the database slow or away): the rows are in the table, the
+          // claims deliver them. Reading on keeps the server's log client answered.
+          context.leftInTable();
+          continue;
+        }
+      }
       this.#buffered.push(tx);
       this.#bufferedIds += tx.inserts.length;
       this.#kick?.();
@@ -363,11 +388,12 @@ export class LogSource implements MessageSource {
       const allIds = group.flatMap((tx) => tx.inserts.map((i) => i.id));
       const xids = [...new Set(group.map((tx) => tx.xid))];
       let claimed = 0;
-      if (allIds.length === 0) this.#groups.push({ endLsn, pending: false });
+      const track = !this.#confirmOnRead;
+      if (allIds.length === 0 && track) this.#groups.push({ endLsn, pending: false });
       for (let i = 0; i < allIds.length; i += context.batchSize) {
         const chunk = allIds.slice(i, i + context.batchSize);
         const entry: Group = { endLsn, pending: false };
-        this.#groups.push(entry);
+        if (track) this.#groups.push(entry);
         let batch: ClaimedBatch;
         try {
           batch = await this.#options.store.claimIds({
@@ -389,7 +415,7 @@ export class LogSource implements MessageSource {
         // of transactions can hold a long one's early rows behind later short ones.
         const position = new Map(chunk.map((id, i) => [id, i]));
         batch.messages.sort((a, b) => (position.get(a.id) ?? 0) - (position.get(b.id) ?? 0));
-        entry.pending = this.#options.confirmAfter === 'settle';
+        entry.pending = track;
         this.#ready.push({
           ...batch,
           claimedAt: this.#clock.now(),
@@ -412,6 +438,12 @@ export class LogSource implements MessageSource {
   #confirm(): void {
     const stream = this.#stream;
     if (!stream) return;
+    if (this.#confirmOnRead) {
+      // Everything read is confirmed already; past it, the server's position when the stream
+      // holds nothing more (other tables' WAL, a shutdown's last records).
+      this.#confirmRead(stream.idleLsn?.() ?? null);
+      return;
+    }
     let last: string | undefined;
     while (this.#groups.length > 0 && !(this.#groups[0] as Group).pending) {
       last = (this.#groups.shift() as Group).endLsn;
