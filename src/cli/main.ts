@@ -9,6 +9,7 @@ import { dlqCommand } from './commands/dlq.js';
 import { migrateCommand } from './commands/migrate.js';
 import { relayCommand } from './commands/relay.js';
 import { sendCommand } from './commands/send.js';
+import { slotCommand } from './commands/slot.js';
 import { statusCommand } from './commands/status.js';
 import { verifyCommand } from './commands/verify.js';
 import {
@@ -26,6 +27,7 @@ const COMMANDS: Command[] = [
   statusCommand,
   dlqCommand,
   ackCommand,
+  slotCommand,
   sendCommand,
   verifyCommand,
   demoCommand,

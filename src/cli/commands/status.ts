@@ -8,12 +8,33 @@ import { MAX_TOPICS, type StatsCount } from '../../stores/postgres/postgres-stat
 import { CONNECTION_OPTIONS, connectionSettings, openStore } from '../connect.js';
 import { formatDuration } from '../duration.js';
 import { COMMON_OPTIONS, type OptionSpec, type ResolvedConfig } from '../options.js';
+import {
+  closeSlotClient,
+  describeSlotError,
+  formatBytes,
+  formatLagSeconds,
+  openSlotClient,
+  readSlotHealth,
+  SLOT_NAME,
+  SLOT_WARN_OPTION,
+  validateSlotName,
+  type SlotHealth,
+} from '../slot-health.js';
 import { formatTable } from '../table.js';
 import type { Command } from '../command.js';
 
 const OPTIONS: OptionSpec[] = [
   ...COMMON_OPTIONS.filter((o) => o.key === 'databaseUrl' || o.key === 'schema'),
   ...CONNECTION_OPTIONS,
+  {
+    key: 'slot',
+    flag: 'slot',
+    env: 'MAILROOM_SLOT',
+    type: 'string',
+    valueName: 'name',
+    description: "the relay's logical replication slot to show (default <schema>_relay)",
+  },
+  SLOT_WARN_OPTION,
 ];
 
 /** What `mailroom status --json` prints. Fields are only ever added, never renamed. */
@@ -36,6 +57,45 @@ export interface StatusReport extends OutboxStats {
    * (no acknowledgement tables: `mailroom migrate` adds them).
    */
   acks: AckCounts | null;
+  /**
+   * The relay's replication slot (`--slot`, default `<schema>_relay`): positions, lag in bytes
+   * and seconds, WAL kept, warnings. Null when there is no such slot (relays use notify or poll).
+   */
+  slot: SlotHealth | null;
+}
+
+/** The slot `status` looks for: `--slot`, or `<schema>_relay` as the relay names it by default. */
+function slotName(config: ResolvedConfig, schema: string): string {
+  return config.slot === undefined ? `${schema}_relay` : validateSlotName(String(config.slot), '--slot');
+}
+
+/** Reads the slot's health on a connection of its own, with the command's deadlines. */
+async function slotHealth(config: ResolvedConfig, name: string): Promise<SlotHealth | null> {
+  const client = await openSlotClient(config);
+  try {
+    return await readSlotHealth(client, name, Number(config.slotWarnBytes));
+  } catch (err) {
+    throw describeSlotError(err, config);
+  } finally {
+    await closeSlotClient(client);
+  }
+}
+
+function slotLines(slot: SlotHealth | null, name: string): string[] {
+  if (slot === null) {
+    const why = SLOT_NAME.test(name)
+      ? `no slot ${name}: relays use notify or poll`
+      : `"${name}" cannot be a slot name: pass --slot`;
+    return [`slot          -  (${why})`];
+  }
+  const bytes = (n: number | null) => (n === null ? '-' : formatBytes(n));
+  return [
+    `slot          ${slot.slot}  ${slot.active ? `active (pid ${slot.activePid ?? '?'})` : 'inactive'}`,
+    `  confirmed   ${slot.confirmedFlushLsn ?? '-'}`,
+    `  lag         ${bytes(slot.lagBytes)}, ${formatLagSeconds(slot.lagSeconds)}`,
+    `  retained    ${bytes(slot.retainedWalBytes)} of WAL  (wal_status ${slot.walStatus ?? '-'})`,
+    ...slot.warnings.map((w) => `warning       ${w}`),
+  ];
 }
 
 /**
@@ -77,7 +137,7 @@ function ackLines(acks: AckCounts | null): string[] {
   ];
 }
 
-function humanStatus(report: StatusReport): string {
+function humanStatus(report: StatusReport, slotLooked: string): string {
   const age = report.oldestAgeMs === null ? '-' : formatDuration(report.oldestAgeMs);
   // An estimate is marked with "~" (backlog, dead letters: about; in flight, scheduled: at least).
   const n = (field: StatsCount, value: number) => `${report.estimated.includes(field) ? '~' : ''}${value}`;
@@ -90,6 +150,7 @@ function humanStatus(report: StatusReport): string {
     `dead letters  ${n('deadLetters', report.deadLetters)}`,
     ...ackLines(report.acks),
     `verify ledger ${report.verifyLedger ? 'on  (every enqueue is recorded for mailroom verify; `mailroom verify stop` ends it)' : 'off'}`,
+    ...slotLines(report.slot, slotLooked),
   ];
   if (report.topics.length > 0) {
     const notes = [
@@ -117,8 +178,8 @@ function humanStatus(report: StatusReport): string {
 export const statusCommand: Command = {
   name: 'status',
   summary:
-    'show the backlog, messages in flight, the oldest message, dead letters per topic, acknowledgements and the verify ledger',
-  usage: 'mailroom status [--database-url URL] [--schema NAME] [--json]',
+    'show the backlog, messages in flight, the oldest message, dead letters per topic, acknowledgements, the verify ledger and the replication slot',
+  usage: 'mailroom status [--database-url URL] [--schema NAME] [--slot NAME] [--slot-warn-bytes N] [--json]',
   options: OPTIONS,
   booleans: ['json'],
   required: ['databaseUrl'],
@@ -133,13 +194,23 @@ export const statusCommand: Command = {
     '',
     'verify ledger: on while `mailroom verify` records every enqueue (one more row each).',
     '',
+    'slot: the replication slot of relays started with --wakeup replication (--slot, default',
+    '<schema>_relay), when it exists: active and by which pid, the confirmed position, the lag',
+    '(bytes of WAL since the confirmed position, and the time when the server measures it),',
+    'the WAL the server keeps for it and wal_status. A warning when it keeps more than',
+    '--slot-warn-bytes or nobody reads it (mailroom slot drop removes a slot left behind).',
+    '',
     '--json prints one object instead of the table:',
     '  { schema, backlog, inFlight, scheduled, oldestAgeMs, deadLetters,',
     '    topics: [{ topic, backlog, deadLetters }], approximate, estimated, topicsTruncated,',
     '    verifyLedger, acks: { awaiting, acknowledged, expired, callbacksPending,',
-    '    callbacksDead } or null on a schema older than version 8 }',
+    '    callbacksDead } or null on a schema older than version 8,',
+    '    slot: { slot, plugin, active, activePid, confirmedFlushLsn, restartLsn, walStatus,',
+    '    currentLsn, retainedWalBytes, lagBytes, lagSeconds, warnings } or null without a slot }',
   ].join('\n'),
   async run({ config, flags, out }) {
+    // A bad --slot is a usage error before anything connects.
+    const slotLooked = slotName(config, String(config.schema));
     const store = await openStore(config);
     try {
       const stats = await store.stats();
@@ -156,8 +227,9 @@ export const statusCommand: Command = {
         topicsTruncated: stats.topicsTruncated,
         verifyLedger: await verifyLedgerOn(config, store.schema),
         acks: await ackCounts(store),
+        slot: SLOT_NAME.test(slotLooked) ? await slotHealth(config, slotLooked) : null,
       };
-      out(flags.get('json') === true ? JSON.stringify(report) : humanStatus(report));
+      out(flags.get('json') === true ? JSON.stringify(report) : humanStatus(report, slotLooked));
       return 0;
     } finally {
       await store.close();
