@@ -159,7 +159,9 @@ describe('mailroom status, dlq and send', () => {
       'topicsTruncated',
       'verifyLedger',
       'acks',
+      'slot',
     ]);
+    assert.equal(status.slot, null, 'no replication slot on this schema');
     assert.deepEqual(status.acks, {
       awaiting: 0,
       acknowledged: 0,

@@ -294,6 +294,40 @@ describe('Relay with a log source (replication mode)', () => {
     assert.equal(log.confirmed[0], tx.endLsn);
   });
 
+  it('leases nothing while the transport is unavailable, gives back what it leased ahead, and delivers it after the outage', async () => {
+    const log = new ScriptedLog();
+    const transport = new MemoryTransport({ unavailable: true });
+    const r = new Relay({
+      store: db.store,
+      transport,
+      source: new LogSource({ openStream: () => log, store: db.store }),
+      probeMinDelayMs: 50,
+      probeMaxDelayMs: 100,
+    });
+    relays.push(r);
+    await r.start();
+    // The first batch finds the broker down: the relay pauses the source.
+    const first = await commit(['o1']);
+    log.report(first);
+    await waitUntil(async () => !r.transportAvailable, 'the outage noticed');
+    const during: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const tx = await commit([`o${i}`, null]);
+      log.report(tx);
+      during.push(...tx.ids);
+    }
+    await new Promise((res) => setTimeout(res, 500));
+    const rows = await db.pool.query(
+      `SELECT count(*)::int AS n, coalesce(max(attempts), 0)::int AS max_attempts,
+              count(*) FILTER (WHERE lease_token IS NOT NULL)::int AS leased
+       FROM "${db.schema}".outbox`,
+    );
+    assert.deepEqual(rows.rows[0], { n: 11, max_attempts: 0, leased: 0 }, 'no attempt spent, nothing leased');
+    transport.unavailable = false;
+    await transport.waitFor(11, 10_000);
+    assert.deepEqual(new Set(transport.messages.map((m) => m.id)), new Set([...first.ids, ...during]));
+  });
+
   it('refuses replication without a source, and a source with another wakeup', () => {
     const transport = new MemoryTransport();
     assert.throws(

@@ -143,6 +143,8 @@ export class LogSource implements MessageSource {
   #kick: (() => void) | undefined;
   #readerKick: (() => void) | undefined;
   #idleTimer: ReturnType<typeof setInterval> | undefined;
+  /** The relay cannot publish: lease nothing (see {@link pause}). */
+  #paused = false;
   readonly #confirmOnRead: boolean;
 
   constructor(options: LogSourceOptions) {
@@ -213,9 +215,58 @@ export class LogSource implements MessageSource {
   }
 
   take(): SourceBatch | undefined {
-    const batch = this.#ready.shift();
-    if (batch) this.#readerKick?.();
-    return batch;
+    const leaseMs = this.#context?.leaseMs ?? Infinity;
+    for (;;) {
+      const batch = this.#ready.shift();
+      if (!batch) return undefined;
+      this.#readerKick?.();
+      this.#kick?.();
+      // Waited too long to be taken (the relay was busy): its lease may be gone before the
+      // relay's heartbeat would extend it. Back to the table; a claim delivers it.
+      if (this.#clock.now() - batch.claimedAt > leaseMs / 2) {
+        void this.#release([batch], 'leased by the log source too long ago to publish safely');
+        continue;
+      }
+      return batch;
+    }
+  }
+
+  async pause(): Promise<void> {
+    if (this.#paused) return;
+    this.#paused = true;
+    // Read and not leased: the rows are in the table, where claims find them after the outage.
+    if (this.#confirmOnRead && this.#buffered.length > 0) {
+      this.#buffered.length = 0;
+      this.#bufferedIds = 0;
+      this.#context?.leftInTable();
+      this.#readerKick?.();
+    }
+    await this.#release(this.#ready.splice(0), 'transport unavailable: released unpublished');
+  }
+
+  resume(): void {
+    if (!this.#paused) return;
+    this.#paused = false;
+    this.#kick?.();
+  }
+
+  /** Gives leased batches back to the table without spending their attempt. */
+  async #release(batches: SourceBatch[], why: string): Promise<void> {
+    for (const batch of batches) {
+      batch.done();
+      try {
+        await this.#options.store.settle({
+          leaseToken: batch.leaseToken,
+          delivered: [],
+          released: batch.messages.map((message) => ({ message, error: why })),
+          retry: [],
+          dead: [],
+        });
+      } catch (err) {
+        this.#logger.warn('could not release a leased batch; its lease will expire', { error: String(err) });
+      }
+    }
+    if (batches.length > 0) this.#context?.leftInTable();
   }
 
   async stop(): Promise<void> {
@@ -225,22 +276,7 @@ export class LogSource implements MessageSource {
     this.#readerKick?.();
     await Promise.allSettled([this.#reader, this.#claimer]);
     // Leased for the relay but never taken: back to the table at once, no attempt spent.
-    for (const batch of this.#ready.splice(0)) {
-      try {
-        await this.#options.store.settle({
-          leaseToken: batch.leaseToken,
-          delivered: [],
-          released: batch.messages.map((message) => ({
-            message,
-            error: 'relay stopping: released unpublished',
-          })),
-          retry: [],
-          dead: [],
-        });
-      } catch (err) {
-        this.#logger.warn('could not release a batch at stop; its lease will expire', { error: String(err) });
-      }
-    }
+    await this.#release(this.#ready.splice(0), 'relay stopping: released unpublished');
     await this.#stream?.stop().catch(() => undefined);
     this.#stream = undefined;
     this.#connected = false;
@@ -367,7 +403,7 @@ export class LogSource implements MessageSource {
     const signal = this.#abort.signal;
     const context = this.#context as SourceContext;
     while (!signal.aborted) {
-      if (this.#buffered.length === 0 || this.#ready.length >= this.#maxReady) {
+      if (this.#paused || this.#buffered.length === 0 || this.#ready.length >= this.#maxReady) {
         await new Promise<void>((resolve) => (this.#kick = resolve));
         this.#kick = undefined;
         continue;
@@ -395,6 +431,8 @@ export class LogSource implements MessageSource {
         const entry: Group = { endLsn, pending: false };
         if (track) this.#groups.push(entry);
         let batch: ClaimedBatch;
+        // The lease starts during the call: count its age from before it.
+        const leasedAt = this.#clock.now();
         try {
           batch = await this.#options.store.claimIds({
             ids: chunk,
@@ -416,14 +454,20 @@ export class LogSource implements MessageSource {
         const position = new Map(chunk.map((id, i) => [id, i]));
         batch.messages.sort((a, b) => (position.get(a.id) ?? 0) - (position.get(b.id) ?? 0));
         entry.pending = track;
-        this.#ready.push({
+        const ready: SourceBatch = {
           ...batch,
-          claimedAt: this.#clock.now(),
+          claimedAt: leasedAt,
           done: () => {
             entry.pending = false;
             this.#confirm();
           },
-        });
+        };
+        if (this.#paused) {
+          // The transport went down while this claim ran: give it back at once.
+          await this.#release([ready], 'transport unavailable: released unpublished');
+          continue;
+        }
+        this.#ready.push(ready);
         context.ready();
       }
       if (claimed < allIds.length) context.leftInTable();

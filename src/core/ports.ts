@@ -125,6 +125,14 @@ export interface MessageSource {
   start(context: SourceContext): Promise<void>;
   /** A batch ready to publish, or undefined. Never waits. */
   take(): SourceBatch | undefined;
+  /**
+   * The relay cannot publish (its transport is unavailable): lease nothing more, and give back
+   * batches leased and not taken, so no message spends an attempt or stays leased in an outage
+   * (guarantee 7). Until {@link resume}.
+   */
+  pause?(): Promise<void>;
+  /** The relay can publish again. */
+  resume?(): void;
   /** Stops reading and releases batches not taken. Never rejects. */
   stop(): Promise<void>;
 }

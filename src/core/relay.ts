@@ -283,8 +283,12 @@ export class Relay extends TypedEmitter<RelayEvents> {
     while (!signal.aborted) {
       if (!this.#health.available) {
         // Guarantee 7: nothing is claimed while the transport is down, so nothing spends an
-        // attempt and no row stays leased; batches already out come back as released.
-        if (await this.#health.waitUntilAvailable(signal)) this.wake('available');
+        // attempt and no row stays leased; batches already out come back as released. The
+        // source leases nothing either, and gives back what it leased ahead.
+        await this.#source?.pause?.();
+        const back = await this.#health.waitUntilAvailable(signal);
+        this.#source?.resume?.();
+        if (back) this.wake('available');
         continue;
       }
       if (this.#batches.size >= this.options.concurrency) {

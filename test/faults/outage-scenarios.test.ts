@@ -8,6 +8,8 @@
  * - a message that kills the relay: dead-lettered after maxAttempts, its key flows on.
  *
  *   FAULT_OUTAGE_S=3900 npm run test:faults   an outage of 65 minutes (default 40 s)
+ *   FAULT_WAKEUP=replication node scripts/run-tests.mjs --faults test/faults/outage-scenarios.test.ts
+ *                                            the same with relays tailing the log (one slot)
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -22,6 +24,10 @@ import { createTestDb, DATABASE_URL, inTransaction, type TestDb } from '../helpe
 import { waitUntil } from '../helpers/wait.js';
 
 const OUTAGE_S = Number(process.env.FAULT_OUTAGE_S ?? 40);
+/** How the relays learn of new messages: notify (the default), poll or replication. */
+const WAKEUP = process.env.FAULT_WAKEUP ?? 'notify';
+/** The slot relays share with --wakeup replication (one reads the log, the others stand by). */
+const SLOT = `mr_outage_${randomBytes(3).toString('hex')}`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The distinct message ids a consumer received. */
@@ -52,6 +58,9 @@ function relayArgs(db: TestDb, amqpPort: number, exchange: string): string[] {
     `amqp://guest:guest@127.0.0.1:${amqpPort}`,
     '--exchange',
     exchange,
+    '--wakeup',
+    WAKEUP,
+    ...(WAKEUP === 'replication' ? ['--slot', SLOT] : []),
     '--log-level',
     'info',
   ];
@@ -84,6 +93,18 @@ describe('relay hardening fault scenarios', () => {
   after(async () => {
     await Promise.all([...children].map(stopChild));
     await proxy.close();
+    if (WAKEUP === 'replication') {
+      // A slot left behind keeps WAL on this machine for ever.
+      await waitUntil(async () => {
+        const res = await db.pool.query(
+          `SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = $1 AND active`,
+          [SLOT],
+        );
+        return res.rows[0].n === 0;
+      }, 'the slot released').catch(() => undefined);
+      await db.pool.query(`SELECT pg_drop_replication_slot($1)`, [SLOT]).catch(() => undefined);
+      await db.pool.query(`DROP PUBLICATION IF EXISTS "${db.schema}_outbox"`).catch(() => undefined);
+    }
     await db.drop();
   });
 
