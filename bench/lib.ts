@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { cpus, totalmem, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import amqp from 'amqplib';
@@ -9,12 +9,14 @@ import {
   Outbox,
   Relay,
   type ClaimedBatch,
+  type ClaimIdsRequest,
   type ClaimRequest,
   type OutboxMessage,
   type RelayOptions,
   type Transport,
 } from '../src/core/index.js';
 import { relayOptionsSchema } from '../src/core/relay-options.js';
+import { PostgresLogSource } from '../src/replication/postgres-log-source.js';
 import { PostgresStore } from '../src/stores/postgres/index.js';
 import { RabbitMqTransport } from '../src/transports/rabbitmq/index.js';
 
@@ -153,6 +155,93 @@ export function procStats(pid: number): { cpuSeconds: number; peakRssMiB: number
   return { cpuSeconds: ticks / 100, peakRssMiB: hwm ? Number(hwm[1]) / 1024 : 0 };
 }
 
+/**
+ * CPU seconds used so far by every process of the database server and of the broker, from
+ * `/proc` (a backend that exits in between takes its share with it: a slight undercount). With
+ * the relays' own CPU this shows where a drain's work goes, and whether more relays make the
+ * servers work more per message — what decides how relays on other machines would scale.
+ */
+export function serverCpuSeconds(): { postgres: number; rabbitmq: number } {
+  const total = { postgres: 0, rabbitmq: 0 };
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const side = comm === 'postgres' ? 'postgres' : comm === 'beam.smp' ? 'rabbitmq' : undefined;
+      if (side === undefined) continue;
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      total[side] += (Number(fields[11]) + Number(fields[12])) / 100;
+    } catch {
+      // exited while we read
+    }
+  }
+  return total;
+}
+
+/**
+ * Commits `n` messages over `keys` keys from `writers` concurrent connections, `perTx` messages
+ * per transaction (message i on key `k<i % keys>`, as the prefill). Resolves to when the first
+ * COMMIT returned and when the last did.
+ */
+export async function liveWriters(
+  db: Awaited<ReturnType<typeof benchDb>>,
+  o: { messages: number; keys: number; writers: number; perTx: number },
+): Promise<{ firstCommitAt: number; lastCommitAt: number }> {
+  let next = 0;
+  let firstCommitAt = NaN;
+  let lastCommitAt = NaN;
+  const writer = async () => {
+    const client = await db.pool.connect();
+    try {
+      for (;;) {
+        const from = next;
+        if (from >= o.messages) return;
+        const count = Math.min(o.perTx, o.messages - from);
+        next += count;
+        await client.query('BEGIN');
+        await db.outbox.enqueue(
+          client,
+          Array.from({ length: count }, (_, j) => ({
+            topic: 'bench.drain',
+            key: o.keys > 0 ? `k${(from + j) % o.keys}` : null,
+            payload: payload256(from + j),
+          })),
+        );
+        await client.query('COMMIT');
+        const now = performance.now();
+        if (Number.isNaN(firstCommitAt)) firstCommitAt = now;
+        lastCommitAt = now;
+      }
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    } finally {
+      client.release();
+    }
+  };
+  await Promise.all(Array.from({ length: o.writers }, writer));
+  return { firstCommitAt, lastCommitAt };
+}
+
+/**
+ * CPU seconds used so far by the walsender reading `slot` (the PostgreSQL process that decodes
+ * the log for the relay), from `/proc`; NaN when no connection reads the slot.
+ */
+export async function walsenderCpuSeconds(pool: pg.Pool, slot: string): Promise<number> {
+  const res = await pool.query<{ pid: number | null }>(
+    'SELECT active_pid AS pid FROM pg_replication_slots WHERE slot_name = $1',
+    [slot],
+  );
+  const pid = res.rows[0]?.pid;
+  if (pid === undefined || pid === null) return NaN;
+  try {
+    return procStats(pid).cpuSeconds;
+  } catch {
+    return NaN;
+  }
+}
+
 export function percentile(sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return NaN;
   const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
@@ -258,19 +347,30 @@ export async function latencyColumns(
 
 const MAILROOM_BIN = fileURLToPath(new URL('../bin/mailroom.js', import.meta.url));
 
+/** How a relay learns about new messages: `mailroom relay --wakeup`. */
+export type Wakeup = 'notify' | 'poll' | 'replication';
+
 /**
  * A `mailroom relay` process (built `dist/`) on a bench schema, delivering to RabbitMQ. Batch size
  * and concurrency left unset are the relay's own defaults, which is what the figures are about.
+ * With `wakeup: 'replication'` give `slot` (see {@link benchSlot}); relays given the same slot
+ * share it, one reading the log and the others hot standbys, as in production.
  */
 export function spawnRelay(o: {
   schema: string;
   exchange: string;
-  wakeup: 'notify' | 'poll';
+  wakeup: Wakeup;
+  slot?: string;
   batchSize?: number;
   concurrency?: number;
   logLevel: 'error' | 'info';
   stdio: StdioOptions;
 }): ChildProcess {
+  if ((o.wakeup === 'replication') !== (o.slot !== undefined)) {
+    throw new Error(
+      `spawnRelay: a slot goes with wakeup 'replication' and only with it (wakeup ${o.wakeup})`,
+    );
+  }
   return spawn(
     process.execPath,
     [
@@ -286,6 +386,7 @@ export function spawnRelay(o: {
       o.exchange,
       '--wakeup',
       o.wakeup,
+      ...(o.slot === undefined ? [] : ['--slot', o.slot]),
       ...(o.batchSize === undefined ? [] : ['--batch-size', String(o.batchSize)]),
       ...(o.concurrency === undefined ? [] : ['--concurrency', String(o.concurrency)]),
       '--log-level',
@@ -301,6 +402,188 @@ export async function stopProcess(child: ChildProcess, signal: NodeJS.Signals = 
   const exited = new Promise((resolve) => child.once('exit', resolve));
   child.kill(signal);
   await exited;
+}
+
+/**
+ * Stops a child with SIGTERM and, if it has not exited after `graceMs`, SIGKILL: for cleanup
+ * after a failed run, where a relay must be gone before its slot can be dropped.
+ */
+export async function stopProcessSurely(child: ChildProcess, graceMs = 20_000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(timer);
+}
+
+/**
+ * Resolves once a `mailroom relay` child spawned with `logLevel: 'info'` and stderr piped has
+ * logged `relay started` (its source, LISTEN or slot, is open); rejects if it exits first or
+ * after `timeoutMs` (creating a slot waits for every open transaction on the server). Keeps
+ * reading its stderr afterwards (a full pipe would block the relay) and passes its error lines on.
+ */
+export function relayStarted(child: ChildProcess, timeoutMs = 120_000): Promise<void> {
+  const stderr = child.stderr;
+  if (!stderr) throw new Error('relayStarted: spawn the relay with stderr piped');
+  return new Promise<void>((resolve, reject) => {
+    let buffered = '';
+    let done = false;
+    const finish = (err?: Error) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      child.off('exit', onExit);
+      if (err) reject(err);
+      else resolve();
+    };
+    const timer = setTimeout(
+      () => finish(new Error(`relay pid ${child.pid} did not log "relay started" within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    const onExit = (code: number | null, signal: string | null) =>
+      finish(new Error(`relay pid ${child.pid} exited (${code ?? signal}) before it started`));
+    child.once('exit', onExit);
+    stderr.setEncoding('utf8');
+    stderr.on('data', (chunk: string) => {
+      buffered += chunk;
+      let nl: number;
+      while ((nl = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        let entry: { level?: string; msg?: string } | undefined;
+        try {
+          entry = JSON.parse(line) as { level?: string; msg?: string };
+        } catch {
+          entry = undefined;
+        }
+        if (entry?.msg === 'relay started') finish();
+        else if (entry === undefined || entry.level === 'error') process.stderr.write(`relay: ${line}\n`);
+      }
+    });
+  });
+}
+
+/**
+ * Cleanups that must run even when the bench is interrupted (a replication slot left behind
+ * keeps WAL on the server forever). `run.ts` runs the registered ones on SIGINT/SIGTERM.
+ */
+const cleanups = new Set<() => Promise<void>>();
+
+/**
+ * Registers a cleanup to run if the bench is interrupted, and returns it made idempotent (run it
+ * in the scenario's `finally`: it runs once, whichever comes first, and unregisters itself).
+ */
+export function onInterrupt(fn: () => Promise<void>): () => Promise<void> {
+  let running: Promise<void> | undefined;
+  const once = () => {
+    running ??= fn().finally(() => cleanups.delete(once));
+    return running;
+  };
+  cleanups.add(once);
+  return once;
+}
+
+/** Runs every registered cleanup (on SIGINT/SIGTERM), reporting failures instead of throwing. */
+export async function runInterruptCleanups(): Promise<void> {
+  for (const fn of [...cleanups]) {
+    try {
+      await fn();
+    } catch (err) {
+      console.error(`cleanup failed: ${String(err)}`);
+    }
+  }
+}
+
+/** Bench slots are named `mr_bench_<8 hex>`: unique per run, and recognisable as ours. */
+export const BENCH_SLOT_PREFIX = 'mr_bench_';
+
+/** A fresh slot name for one replication run. */
+export function benchSlot(): string {
+  return randomName(BENCH_SLOT_PREFIX.slice(0, -1));
+}
+
+/**
+ * Drops what a replication run created: the slot `slot` (once no relay reads it any more:
+ * `pg_replication_slots.active` false) and the publication `<schema>_outbox` (the relay's
+ * default name). Call it after the relays exited. A slot still read after `waitMs` has its
+ * reading connection (our own relay's walsender, the slot name is unique to the run) ended
+ * first. Throws, naming the slot and what to run, when it cannot drop it: a slot left behind
+ * keeps WAL on the server forever.
+ */
+export async function dropReplication(o: { slot: string; schema: string; waitMs?: number }): Promise<void> {
+  const client = new pg.Client({ connectionString: DATABASE_URL });
+  await client.connect();
+  try {
+    const state = async () =>
+      (
+        await client.query<{ active: boolean; active_pid: number | null }>(
+          'SELECT active, active_pid FROM pg_replication_slots WHERE slot_name = $1',
+          [o.slot],
+        )
+      ).rows[0];
+    const waitInactive = async (ms: number) => {
+      const deadline = performance.now() + ms;
+      for (;;) {
+        const s = await state();
+        if (s === undefined || !s.active) return s;
+        if (performance.now() > deadline) return s;
+        await sleep(100);
+      }
+    };
+    let s = await waitInactive(o.waitMs ?? 30_000);
+    if (s?.active) {
+      console.error(
+        `slot ${o.slot} still read by pid ${s.active_pid} after its relays stopped: ending that connection`,
+      );
+      await client.query('SELECT pg_terminate_backend($1)', [s.active_pid]);
+      s = await waitInactive(10_000);
+    }
+    if (s !== undefined) {
+      try {
+        await client.query('SELECT pg_drop_replication_slot($1)', [o.slot]);
+      } catch (err) {
+        // Dropped meanwhile (42704: undefined_object) is what we wanted.
+        if ((err as { code?: string }).code !== '42704') {
+          throw new Error(
+            `could not drop the bench's replication slot ${o.slot}; drop it by hand ` +
+              `(SELECT pg_drop_replication_slot('${o.slot}')) or it keeps WAL forever: ${String(err)}`,
+            { cause: err },
+          );
+        }
+      }
+    }
+    await client.query(`DROP PUBLICATION IF EXISTS "${o.schema}_outbox"`);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/**
+ * Drops bench slots (`mr_bench_…`) that no relay reads: left by a bench run that was killed
+ * before its cleanup ran. Returns their names.
+ */
+export async function dropLeftoverBenchSlots(): Promise<string[]> {
+  const client = new pg.Client({ connectionString: DATABASE_URL });
+  await client.connect();
+  try {
+    const res = await client.query<{ slot_name: string }>(
+      `SELECT slot_name FROM pg_replication_slots WHERE NOT active AND starts_with(slot_name, $1)`,
+      [BENCH_SLOT_PREFIX],
+    );
+    const dropped: string[] = [];
+    for (const { slot_name } of res.rows) {
+      try {
+        await client.query('SELECT pg_drop_replication_slot($1)', [slot_name]);
+        dropped.push(slot_name);
+      } catch {
+        // taken or dropped meanwhile by the run it belongs to
+      }
+    }
+    return dropped;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
 }
 
 /** `target` with some members replaced; every other method runs on `target` itself. */
@@ -327,18 +610,30 @@ export interface RelayTimings {
   /** `performance.now()` when the first claim started, and when the last delivery settled. */
   firstClaimAt: number;
   lastDeliveredAt: number;
+  /**
+   * With a log source: duration in ms of each `claimIds` (the source leasing the rows of the
+   * transactions it read), how many ids they named and how many rows they leased.
+   */
+  claimIdsMs: number[];
+  idsNamed: number;
+  idsLeased: number;
 }
 
 /**
  * A relay in this process (the same `Relay`, `PostgresStore` and `RabbitMqTransport` that
  * `mailroom relay` builds, with the CLI's pool size), whose store is wrapped to time every
  * claim: the relay's own code is untouched, and the time is the claim as the relay sees it
- * (round trip included). Relay options left unset are the relay's defaults.
+ * (round trip included). Relay options left unset are the relay's defaults. With `slot` the
+ * relay tails the log (`PostgresLogSource` on that slot, as `--wakeup replication` builds it),
+ * and the source's `claimIds` calls are timed too; drop the slot with {@link dropReplication}
+ * after `stop()`.
  */
 export async function startTimedRelay(o: {
   schema: string;
   exchange: string;
-  relay?: Omit<Partial<RelayOptions>, 'store' | 'transport'> & Record<string, unknown>;
+  relay?: Omit<Partial<RelayOptions>, 'store' | 'transport' | 'source'> & Record<string, unknown>;
+  /** Log tailing through this slot (created when missing). */
+  slot?: string;
   /** Called with the messages the broker confirmed, at `performance.now()` of the confirm. */
   onConfirmed?: (messages: readonly OutboxMessage[], at: number) => void;
 }) {
@@ -346,7 +641,9 @@ export async function startTimedRelay(o: {
   const store = await PostgresStore.connect({
     connectionString: DATABASE_URL,
     schema: o.schema,
-    poolSize: concurrency * 2 + 2,
+    // The CLI's: two per batch in flight, a claim, LISTEN and the wake gate; one more for the
+    // log source's claimIds in replication mode.
+    poolSize: concurrency * 2 + (o.slot === undefined ? 2 : 3),
   });
   const timings: RelayTimings = {
     claimMs: [],
@@ -355,6 +652,9 @@ export async function startTimedRelay(o: {
     delivered: 0,
     firstClaimAt: NaN,
     lastDeliveredAt: NaN,
+    claimIdsMs: [],
+    idsNamed: 0,
+    idsLeased: 0,
   };
   const timedStore = overriding(store, {
     async claim(request: ClaimRequest): Promise<ClaimedBatch> {
@@ -364,6 +664,15 @@ export async function startTimedRelay(o: {
       if (batch.messages.length === 0) timings.emptyClaims++;
       else timings.claimMs.push(performance.now() - t0);
       timings.claimed += batch.messages.length;
+      return batch;
+    },
+    async claimIds(request: ClaimIdsRequest): Promise<ClaimedBatch> {
+      const t0 = performance.now();
+      if (Number.isNaN(timings.firstClaimAt)) timings.firstClaimAt = t0;
+      const batch = await store.claimIds(request);
+      timings.claimIdsMs.push(performance.now() - t0);
+      timings.idsNamed += Math.min(request.ids.length, request.limit);
+      timings.idsLeased += batch.messages.length;
       return batch;
     },
   });
@@ -382,12 +691,33 @@ export async function startTimedRelay(o: {
         },
       })
     : inner;
-  const relay = new Relay({ ...o.relay, store: timedStore, transport });
+  const relay = new Relay({
+    ...o.relay,
+    store: timedStore,
+    transport,
+    ...(o.slot === undefined
+      ? {}
+      : {
+          wakeup: 'replication' as const,
+          source: new PostgresLogSource({
+            connectionString: DATABASE_URL,
+            schema: o.schema,
+            slot: o.slot,
+            store: timedStore,
+          }),
+        }),
+  });
   relay.on('relay:batch:settled', (e) => {
     timings.delivered += e.delivered;
     timings.lastDeliveredAt = performance.now();
   });
-  await relay.start();
+  try {
+    await relay.start();
+  } catch (err) {
+    await transport.close().catch(() => undefined);
+    await store.close().catch(() => undefined);
+    throw err;
+  }
   return {
     relay,
     timings,

@@ -1,8 +1,11 @@
 /**
  * Benchmarks. `npm run bench -- <scenario>`, scenario one of:
  *   ceiling   raw limits: broker clients publishing with confirms, PostgreSQL claim-and-delete
- *   drain     100k-message backlog (1k keys) relayed by 1, 2, 4 relay processes, per wake-up mode
- *   latency   commit→broker and commit→consumer latency at 100, 1000, 5000 msg/s
+ *   drain     100k-message backlog (1k keys) relayed by 1, 2, 4 relay processes, per wake-up mode:
+ *             prefilled before the relays start (notify, poll), and written live while they run
+ *             (notify, poll, replication), modes alternating run by run; replication ÷ notify
+ *   latency   commit→broker and commit→consumer latency at 100, 1000, 5000 msg/s, notify and
+ *             replication alternating at each rate; poll at 1000
  *   writer    application tx/s with 8 and 32 writers, with and without Mailroom (a Node client,
  *             then pgbench for the database's own cost)
  *   peers     the same drain and latency by other designs, side by side: pg-transactional-outbox
@@ -14,12 +17,19 @@
  *             --max-per-key 1 when the relay has that option)
  *   ack       acknowledged delivery: drains of plain, ack and ack+callback messages side by side
  *             (alternating, two rounds), applyAck and sweep rates
+ *   logtail   where a log-tailing relay's time goes: one in-process relay drains a backlog written
+ *             while it runs, notify and replication alternating, every claim and claimIds timed,
+ *             walsender and PostgreSQL CPU per 10k messages
  *   rss       peak relay memory while draining 1M messages
  *   soak      SOAK_MINUTES (30) at SOAK_RATE (2000) msg/s with autovacuum on: table and index
  *             size, dead tuples, rates and commit→confirm p50/p99 every minute
  *   all       ceiling, drain, latency, writer, peers, keys, hotkey (not rss, not soak)
- * BENCH_QUICK=1 makes every scenario smaller. Drains that outlast their cap (keys, hotkey) stop
- * there and report the rate over what they delivered.
+ * BENCH_QUICK=1 makes every scenario smaller. BENCH_ROUNDS=n repeats drain and latency n times
+ * (even rounds run the modes in reverse order, so a drift in the machine hits them alike).
+ * Drains that outlast their cap (keys, hotkey) stop there and report the rate over what they
+ * delivered. Replication runs use a slot of their own (`mr_bench_…`), dropped with its
+ * publication afterwards, also on failure and on SIGINT/SIGTERM; slots an interrupted run left
+ * behind (not read by anyone) are dropped at the next start.
  * Prints a table per scenario and writes bench/results/<scenario>-<time>.json with machine info.
  * Figures from a 2-core shared machine are noisy: compare ratios from one run, not absolutes.
  */
@@ -33,12 +43,21 @@ import { drainOnce } from './scenarios/drain.js';
 import { hotkeyScenario } from './scenarios/hotkey.js';
 import { keysScenario } from './scenarios/keys.js';
 import { latencyOnce } from './scenarios/latency.js';
+import { logtailScenario } from './scenarios/logtail.js';
 import { naivePollerDrain } from './scenarios/naive-poller.js';
 import { ptoDrain, ptoLatency } from './scenarios/pg-transactional-outbox.js';
 import { soak } from './scenarios/soak.js';
 import { writerImpact } from './scenarios/writer-impact.js';
 import { writerPgbench } from './scenarios/writer-pgbench.js';
-import { DATABASE_URL, machineInfo, round, type Row } from './lib.js';
+import {
+  DATABASE_URL,
+  dropLeftoverBenchSlots,
+  machineInfo,
+  round,
+  runInterruptCleanups,
+  type Row,
+  type Wakeup,
+} from './lib.js';
 
 const SCENARIOS = [
   'ceiling',
@@ -49,6 +68,7 @@ const SCENARIOS = [
   'keys',
   'hotkey',
   'ack',
+  'logtail',
   'rss',
   'soak',
   'all',
@@ -134,7 +154,19 @@ async function main() {
     process.exit(2);
   }
   const quick = process.env.BENCH_QUICK === '1';
+  // An interrupted run still stops its relays and drops its replication slots and publications:
+  // a slot left behind keeps WAL on the server forever.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      console.error(`\n${signal}: stopping relays, dropping bench slots`);
+      void runInterruptCleanups().finally(() => process.exit(130));
+    });
+  }
   await checkHorizon();
+  const leftover = await dropLeftoverBenchSlots();
+  if (leftover.length > 0) {
+    console.warn(`dropped replication slots an interrupted bench left behind: ${leftover.join(', ')}\n`);
+  }
   const machine = await versions();
   console.log(
     `machine: ${machine.cpus} × ${machine.cpuModel}, ${machine.memoryGiB} GiB, Node ${machine.node}, PostgreSQL ${machine.postgres}, RabbitMQ ${machine.rabbitmq}`,
@@ -159,34 +191,107 @@ async function main() {
     });
   }
   const drainMessages = quick ? 20_000 : 100_000;
+  const rounds = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 1));
+  /** `items` in order on odd rounds, reversed on even ones. */
+  const inTurn = <T>(items: readonly T[], r: number): T[] =>
+    r % 2 === 1 ? [...items] : [...items].reverse();
+  /** What to report beside a replication row: its ratio to the notify row of the same round. */
+  const ratio = (a: Row | undefined, b: Row | undefined, column: string) =>
+    a && b ? round((a[column] as number) / (b[column] as number), 2) : '';
   let ourDrain: Row | undefined;
   if (arg === 'drain' || arg === 'all') {
-    await run('drain', async () => {
+    const rows = await run('drain', async () => {
       const rows: Row[] = [];
-      for (const wakeup of ['notify', 'poll'] as const) {
+      const runs: Array<{ variant: 'prefilled' | 'live'; wakeup: Wakeup }> = [
+        { variant: 'prefilled', wakeup: 'notify' },
+        { variant: 'prefilled', wakeup: 'poll' },
+        { variant: 'live', wakeup: 'notify' },
+        { variant: 'live', wakeup: 'poll' },
+        { variant: 'live', wakeup: 'replication' },
+      ];
+      for (let r = 1; r <= rounds; r++) {
         for (const instances of [1, 2, 4]) {
-          const row = await drainOnce({ messages: drainMessages, keys: 1000, instances, wakeup });
-          row['of ceiling'] = `${round(((row['msg/s'] as number) / ceilingRate) * 100, 0)}%`;
-          if (instances === 1 && wakeup === 'notify') ourDrain = row;
-          rows.push(row);
+          // Modes alternate run by run, so a drift in this shared machine hits all of them.
+          for (const { variant, wakeup } of inTurn(runs, r)) {
+            const row = await drainOnce({ messages: drainMessages, keys: 1000, instances, wakeup, variant });
+            row['of ceiling'] = `${round(((row['msg/s'] as number) / ceilingRate) * 100, 0)}%`;
+            if (instances === 1 && wakeup === 'notify' && variant === 'prefilled') ourDrain ??= row;
+            rows.push({ round: r, ...row });
+          }
         }
       }
       return rows;
     });
+    const find = (r: number, instances: number, live: boolean, wakeup: Wakeup) =>
+      rows.find(
+        (x) =>
+          x.round === r &&
+          x.relays === instances &&
+          x.wakeup === wakeup &&
+          String(x.variant).startsWith('live') === live,
+      );
+    const ratios: Row[] = [];
+    for (let r = 1; r <= rounds; r++) {
+      for (const instances of [1, 2, 4]) {
+        const liveNotify = find(r, instances, true, 'notify');
+        ratios.push({
+          round: r,
+          relays: instances,
+          'live: replication ÷ notify': ratio(find(r, instances, true, 'replication'), liveNotify, 'msg/s'),
+          'live: poll ÷ notify': ratio(find(r, instances, true, 'poll'), liveNotify, 'msg/s'),
+          'notify: live ÷ prefilled': ratio(liveNotify, find(r, instances, false, 'notify'), 'msg/s'),
+          'replication relay CPU ÷ notify': ratio(
+            find(r, instances, true, 'replication'),
+            liveNotify,
+            'relay CPU s / 10k',
+          ),
+        });
+      }
+    }
+    console.log(`== drain: ratios within a round (same round, same relays)\n${table(ratios)}\n`);
+    results['drain ratios'] = ratios;
   }
   let ourLatency: Row | undefined;
   if (arg === 'latency' || arg === 'all') {
-    await run('latency', async () => {
+    const seconds = quick ? 3 : 10;
+    const rows = await run('latency', async () => {
       const rows: Row[] = [];
-      for (const rate of [100, 1000, 5000]) {
-        rows.push(await latencyOnce({ rate, seconds: quick ? 3 : 10, wakeup: 'notify' }));
+      for (let r = 1; r <= rounds; r++) {
+        for (const rate of [100, 1000, 5000]) {
+          // Notify and replication alternate at each rate, so a drift hits both.
+          for (const wakeup of inTurn(['notify', 'replication'] as const, r)) {
+            const row = await latencyOnce({ rate, seconds, wakeup });
+            if (rate === 1000 && wakeup === 'notify') ourLatency ??= row;
+            rows.push({ round: r, ...row });
+          }
+        }
+        // The wake-up before the wake gate (every writer notifies), beside the default at 1,000.
+        rows.push({
+          round: r,
+          ...(await latencyOnce({ rate: 1000, seconds, wakeup: 'notify', notify: true })),
+        });
+        rows.push({ round: r, ...(await latencyOnce({ rate: 1000, seconds, wakeup: 'poll' })) });
       }
-      // The wake-up before the wake gate (every writer notifies), beside the default at 1,000.
-      rows.push(await latencyOnce({ rate: 1000, seconds: quick ? 3 : 10, wakeup: 'notify', notify: true }));
-      rows.push(await latencyOnce({ rate: 1000, seconds: quick ? 3 : 10, wakeup: 'poll' }));
-      ourLatency = rows[1];
       return rows;
     });
+    const ratios: Row[] = [];
+    for (let r = 1; r <= rounds; r++) {
+      for (const rate of [100, 1000, 5000]) {
+        const at = (wakeup: string) =>
+          rows.find((x) => x.round === r && x['offered msg/s'] === rate && x.wakeup === wakeup);
+        const [rep, not] = [at('replication'), at('notify')];
+        ratios.push({
+          round: r,
+          'offered msg/s': rate,
+          'replication ÷ notify, commit→broker p50': ratio(rep, not, 'commit→broker p50 ms'),
+          p99: ratio(rep, not, 'p99 ms'),
+          'commit→consumer p50': ratio(rep, not, 'commit→consumer p50 ms'),
+          'c p99': ratio(rep, not, 'c p99 ms'),
+        });
+      }
+    }
+    console.log(`== latency: replication ÷ notify within a round\n${table(ratios)}\n`);
+    results['latency ratios'] = ratios;
   }
   if (arg === 'writer' || arg === 'all') {
     await run('writer impact', () => writerImpact(quick ? 2 : 5));
@@ -244,6 +349,9 @@ async function main() {
   }
   if (arg === 'ack') {
     await run('ack', () => ackScenario(quick));
+  }
+  if (arg === 'logtail') {
+    await run('logtail', () => logtailScenario(quick));
   }
   if (arg === 'soak') {
     await run('soak', () => soak(quick));

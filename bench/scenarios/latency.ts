@@ -1,21 +1,28 @@
 /**
  * Latency under a steady offered load: writers commit one message per transaction at a fixed
  * rate; we record when each commit returned, when the broker confirmed it to the relay, and
- * when a consumer on the real queue received it.
+ * when a consumer on the real queue received it. With `wakeup: 'replication'` the relay tails
+ * the log through a slot of its own (`mr_bench_…`), dropped with the publication afterwards.
  */
 import { Relay, type OutboxMessage, type PublishOutcome, type Transport } from '../../src/core/index.js';
+import { PostgresLogSource } from '../../src/replication/postgres-log-source.js';
 import { RabbitMqTransport } from '../../src/transports/rabbitmq/index.js';
 import {
   AMQP_URL,
+  DATABASE_URL,
   benchDb,
+  benchSlot,
   brokerSink,
+  dropReplication,
   latencyColumns,
+  onInterrupt,
   pacedWriters,
   payload256,
   percentile,
   round,
   timedConsumer,
   type Row,
+  type Wakeup,
 } from '../lib.js';
 
 /** Records when the broker confirmed each message: a decorator, so the relay stays untouched. */
@@ -40,31 +47,63 @@ function timedTransport(inner: Transport, confirmedAt: Map<string, number>): Tra
 export async function latencyOnce(options: {
   rate: number;
   seconds: number;
-  wakeup: 'notify' | 'poll';
-  /** The writers' wake-up (PostgresStore `notify`): the default, `'idle'`, with `wakeup: 'notify'`. */
+  wakeup: Wakeup;
+  /**
+   * The writers' wake-up (PostgresStore `notify`): the default, `'idle'`, with `wakeup: 'notify'`;
+   * `false` otherwise (a polling or log-tailing relay needs none).
+   */
   notify?: boolean | 'idle';
   batchSize?: number;
   concurrency?: number;
 }): Promise<Row> {
   const notify = options.notify ?? (options.wakeup === 'notify' ? 'idle' : false);
   const db = await benchDb({ notify, poolMax: 16 });
-  const sink = await brokerSink();
-  const committedAt = new Map<string, number>();
-  const confirmedAt = new Map<string, number>();
-  const consumer = await timedConsumer(sink.queue);
-  const transport = timedTransport(
-    new RabbitMqTransport({ url: AMQP_URL, exchange: sink.exchange }),
-    confirmedAt,
-  );
-  const relay = new Relay({
-    store: db.store,
-    transport,
-    wakeup: options.wakeup,
-    ...(options.batchSize === undefined ? {} : { batchSize: options.batchSize }),
-    ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency }),
+  const slot = options.wakeup === 'replication' ? benchSlot() : undefined;
+  let relay: Relay | undefined;
+  let transport: Transport | undefined;
+  let consumer: Awaited<ReturnType<typeof timedConsumer>> | undefined;
+  let sink: Awaited<ReturnType<typeof brokerSink>> | undefined;
+  // The relay first (it holds the slot), then the slot and publication, then the rest.
+  const cleanup = onInterrupt(async () => {
+    try {
+      await relay?.stop();
+      await transport?.close();
+    } finally {
+      try {
+        if (slot !== undefined) await dropReplication({ slot, schema: db.schema });
+      } finally {
+        await consumer?.close();
+        await sink?.close();
+        await db.drop();
+      }
+    }
   });
-  await relay.start();
   try {
+    sink = await brokerSink();
+    const committedAt = new Map<string, number>();
+    const confirmedAt = new Map<string, number>();
+    consumer = await timedConsumer(sink.queue);
+    transport = timedTransport(
+      new RabbitMqTransport({ url: AMQP_URL, exchange: sink.exchange }),
+      confirmedAt,
+    );
+    relay = new Relay({
+      store: db.store,
+      transport,
+      ...(slot === undefined
+        ? { wakeup: options.wakeup }
+        : {
+            source: new PostgresLogSource({
+              connectionString: DATABASE_URL,
+              schema: db.schema,
+              slot,
+              store: db.store,
+            }),
+          }),
+      ...(options.batchSize === undefined ? {} : { batchSize: options.batchSize }),
+      ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency }),
+    });
+    await relay.start();
     const achieved = await pacedWriters(
       db.pool,
       options,
@@ -96,10 +135,6 @@ export async function latencyOnce(options: {
       ...latency,
     };
   } finally {
-    await relay.stop();
-    await transport.close();
-    await consumer.close();
-    await sink.close();
-    await db.drop();
+    await cleanup();
   }
 }
