@@ -328,8 +328,15 @@ export class Relay extends TypedEmitter<RelayEvents> {
         }));
         claimFailures = 0;
         if (this.#source) {
-          if (messages.length === this.options.batchSize) this.#claimWanted = true;
-          else this.#leftInTable = false;
+          // Claim again at once after a full batch, or while claims find work the table is known
+          // to hold (a backlog after an outage, keys held behind a retry: `leftInTable`), up to
+          // `concurrency` batches, as the other modes do. Not otherwise: fresh rows are the log's,
+          // and a claim chain fed by them would race it. An empty claim: nothing left there.
+          if (messages.length === this.options.batchSize || (messages.length > 0 && this.#leftInTable)) {
+            this.#claimWanted = true;
+          } else if (messages.length === 0) {
+            this.#leftInTable = false;
+          }
         }
       } catch (err) {
         this.#claimWanted = true;
@@ -410,7 +417,7 @@ export class Relay extends TypedEmitter<RelayEvents> {
     // the broker confirmed does not let another relay publish the batch again.
     heartbeat.start();
     const batch: Batch = { abort: new AbortController(), heartbeat, done: Promise.resolve() };
-    batch.done = this.#process(messages, leaseToken, batch, from !== undefined)
+    batch.done = this.#process(messages, leaseToken, batch)
       .catch((err: unknown) => {
         // Not expected: #process reports its own failures. A batch must never reject, since the
         // loop races on it.
@@ -425,12 +432,7 @@ export class Relay extends TypedEmitter<RelayEvents> {
     this.#batches.add(batch);
   }
 
-  async #process(
-    messages: OutboxMessage[],
-    leaseToken: string,
-    batch: Batch,
-    fromSource: boolean,
-  ): Promise<void> {
+  async #process(messages: OutboxMessage[], leaseToken: string, batch: Batch): Promise<void> {
     const started = this.#clock.now();
     const policy = this.options.retry;
     const settlement: Settlement = { leaseToken, delivered: [], released: [], retry: [], dead: [] };
@@ -512,10 +514,10 @@ export class Relay extends TypedEmitter<RelayEvents> {
       publishMs,
       messages: settlement.delivered,
     });
-    // Settling may have unblocked the next message of each key: look again. A batch from the
-    // log that was all delivered unblocks nothing in the table unless the source left rows there.
+    // Settling may have unblocked the next message of each key: look again. In replication mode a
+    // batch that was all delivered unblocks nothing in the table unless the source left rows there.
     const clean = settlement.delivered.length === messages.length;
-    if (fromSource && clean && !this.#leftInTable) this.#wakeup.nudge();
+    if (this.#source && clean && !this.#leftInTable) this.#wakeup.nudge();
     else this.wake('settled');
   }
 
