@@ -636,7 +636,18 @@ export async function startTimedRelay(o: {
   slot?: string;
   /** Called with the messages the broker confirmed, at `performance.now()` of the confirm. */
   onConfirmed?: (messages: readonly OutboxMessage[], at: number) => void;
+  /**
+   * Called with the messages each claim or claimIds leased, when that call started and ended
+   * (`performance.now()`), and which of the two it was.
+   */
+  onClaimed?: (
+    messages: readonly OutboxMessage[],
+    startedAt: number,
+    endedAt: number,
+    by: 'claim' | 'claimIds',
+  ) => void;
 }) {
+  const onClaimed = o.onClaimed;
   const concurrency = o.relay?.concurrency ?? Number(relayOptionsSchema.fields.concurrency.default);
   const store = await PostgresStore.connect({
     connectionString: DATABASE_URL,
@@ -661,8 +672,10 @@ export async function startTimedRelay(o: {
       const t0 = performance.now();
       if (Number.isNaN(timings.firstClaimAt)) timings.firstClaimAt = t0;
       const batch = await store.claim(request);
+      const t1 = performance.now();
       if (batch.messages.length === 0) timings.emptyClaims++;
-      else timings.claimMs.push(performance.now() - t0);
+      else timings.claimMs.push(t1 - t0);
+      onClaimed?.(batch.messages, t0, t1, 'claim');
       timings.claimed += batch.messages.length;
       return batch;
     },
@@ -670,7 +683,9 @@ export async function startTimedRelay(o: {
       const t0 = performance.now();
       if (Number.isNaN(timings.firstClaimAt)) timings.firstClaimAt = t0;
       const batch = await store.claimIds(request);
-      timings.claimIdsMs.push(performance.now() - t0);
+      const t1 = performance.now();
+      timings.claimIdsMs.push(t1 - t0);
+      onClaimed?.(batch.messages, t0, t1, 'claimIds');
       timings.idsNamed += Math.min(request.ids.length, request.limit);
       timings.idsLeased += batch.messages.length;
       return batch;

@@ -19,7 +19,8 @@
  *             (alternating, two rounds), applyAck and sweep rates
  *   logtail   where a log-tailing relay's time goes: one in-process relay drains a backlog written
  *             while it runs, notify and replication alternating, every claim and claimIds timed,
- *             walsender and PostgreSQL CPU per 10k messages
+ *             walsender and PostgreSQL CPU per 10k messages; and the stages of the latency at
+ *             1,000 msg/s (commit → claim/claimIds start → its end → broker confirm)
  *   rss       peak relay memory while draining 1M messages
  *   soak      SOAK_MINUTES (30) at SOAK_RATE (2000) msg/s with autovacuum on: table and index
  *             size, dead tuples, rates and commit→confirm p50/p99 every minute
@@ -43,7 +44,7 @@ import { drainOnce } from './scenarios/drain.js';
 import { hotkeyScenario } from './scenarios/hotkey.js';
 import { keysScenario } from './scenarios/keys.js';
 import { latencyOnce } from './scenarios/latency.js';
-import { logtailScenario } from './scenarios/logtail.js';
+import { logtailScenario, logtailStages } from './scenarios/logtail.js';
 import { naivePollerDrain } from './scenarios/naive-poller.js';
 import { ptoDrain, ptoLatency } from './scenarios/pg-transactional-outbox.js';
 import { soak } from './scenarios/soak.js';
@@ -351,7 +352,8 @@ async function main() {
     await run('ack', () => ackScenario(quick));
   }
   if (arg === 'logtail') {
-    await run('logtail', () => logtailScenario(quick));
+    await run('logtail: live drains', () => logtailScenario(quick));
+    await run('logtail: latency stages at 1,000 msg/s', () => logtailStages(quick));
   }
   if (arg === 'soak') {
     await run('soak', () => soak(quick));
