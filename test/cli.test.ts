@@ -108,7 +108,10 @@ describe('mailroom command', () => {
       MAILROOM_WAKEUP: 'sometimes',
     });
     assert.equal(r2.code, 2);
-    assert.match(r2.stderr, /environment MAILROOM_WAKEUP must be one of notify, poll, replication, got "sometimes"/);
+    assert.match(
+      r2.stderr,
+      /environment MAILROOM_WAKEUP must be one of notify, poll, replication, got "sometimes"/,
+    );
     const r3 = await runCli(['relay', '--database-url', 'mysql://x@y/z', '--transport', AMQP_URL]);
     assert.equal(r3.code, 2);
     assert.match(r3.stderr, /postgres:\/\/ or postgresql:\/\/ URL/);
