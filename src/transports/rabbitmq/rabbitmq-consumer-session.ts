@@ -163,7 +163,8 @@ async function connectOnce(
   const connect = options.connect ?? (await loadConnect());
   const userProperties = (options.socketOptions['clientProperties'] ?? {}) as Record<string, unknown>;
   const socketOptions = {
-    timeout: options.connectTimeoutMs,
+    // A second past our deadline, which then fires first (see the transport's session).
+    timeout: options.connectTimeoutMs + 1000,
     noDelay: true, // acks are small writes; see the transport's session for why Nagle hurts
     ...options.socketOptions,
     clientProperties: { connection_name: `mailroom-consumer ${options.queue}`, ...userProperties },

@@ -78,6 +78,9 @@ const CHANNEL_EXCEPTION_CODES: ReadonlySet<number> = new Set([
  */
 const CLOSE_HANDSHAKE_MS = 2000;
 
+/** How much later than the connect deadline amqplib's own socket timeout fires. */
+const SOCKET_TIMEOUT_MARGIN_MS = 1000;
+
 export const noop = (): void => {};
 
 /** Rejects with a plain error when `promise` has not settled after `ms`. */
@@ -249,8 +252,10 @@ export class SessionManager {
     const connect = options.connect ?? (await loadAmqplibConnect());
     const userProperties = (options.socketOptions['clientProperties'] ?? {}) as Record<string, unknown>;
     const socketOptions = {
-      // amqplib applies `timeout` to the socket until the handshake is done.
-      timeout: options.connectTimeoutMs,
+      // amqplib applies `timeout` to the socket until the handshake is done. A second past ours:
+      // our deadline fires first and says "did not answer within"; amqplib's, a backstop, would
+      // destroy the socket and read as "closed the connection" (a race a loaded machine lost).
+      timeout: options.connectTimeoutMs + SOCKET_TIMEOUT_MARGIN_MS,
       // amqplib leaves Nagle's algorithm on: the second small publish of a batch then waits for
       // the broker to acknowledge the first segment, which it often does only with the confirm.
       // Off, confirms of small batches come back sooner (measured: p99 of 1–4-message batches
