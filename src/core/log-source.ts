@@ -25,7 +25,17 @@ import { RelayStateError } from './errors/relay-state-error.js';
 import { systemClock } from './clock.js';
 import type { Logger } from './logger.js';
 import { silentLogger } from './logger.js';
-import type { ClaimedBatch, ClaimIdsRequest, MessageSource, SourceBatch, SourceContext } from './ports.js';
+import type {
+  AdoptRequest,
+  ClaimedBatch,
+  ClaimIdsRequest,
+  MessageSource,
+  Settlement,
+  SourceBatch,
+  SourceContext,
+} from './ports.js';
+import type { OutboxMessage } from './types.js';
+import { randomUUID } from 'node:crypto';
 
 /** One committed transaction as a {@link LogStream} reports it. */
 export interface LogTransaction {
@@ -33,8 +43,16 @@ export interface LogTransaction {
   xid: number;
   /** The position just past the transaction's commit: confirming it means "done up to here". */
   endLsn: string;
-  /** Outbox rows the transaction inserted, in insert order. */
-  inserts: ReadonlyArray<{ id: string }>;
+  /** Outbox rows the transaction inserted, in insert order (with their keys, when known). */
+  inserts: ReadonlyArray<{ id: string; key?: string | null }>;
+  /**
+   * Table-less messages the transaction wrote (in no table: the log is their only record), in
+   * order, decoded; `attempts` 1. Their position is confirmed only once each is delivered or in
+   * the table.
+   */
+  emitted?: ReadonlyArray<OutboxMessage>;
+  /** Messages with the source's prefix that could not be decoded: reported and skipped. */
+  invalid?: ReadonlyArray<{ position: string; error: string }>;
 }
 
 /** The slice of a replication stream the source needs (`OutboxLogStream` is one). */
@@ -60,6 +78,14 @@ export interface LogStream {
 /** The store calls the source makes. */
 export interface LogSourceStore {
   claimIds(request: ClaimIdsRequest): Promise<ClaimedBatch>;
+  /** Table-less mode: which of these keys have rows in the table (see `OutboxStore.keysInTable`). */
+  keysInTable?(request: { keys: readonly string[]; xids?: readonly number[] }): Promise<string[]>;
+  /** Table-less mode: writes messages into the table's retry path (see `OutboxStore.adopt`). */
+  adopt?(request: AdoptRequest): Promise<void>;
+  /** Table-less mode: see `OutboxStore.markLogRead`. */
+  markLogRead?(slot: string, lsn: string): Promise<void>;
+  /** Table-less mode: see `OutboxStore.logReadMark`. */
+  logReadMark?(slot: string): Promise<string | null>;
   /** Gives leased rows back without spending their attempt (batches not taken at stop). */
   settle(settlement: {
     leaseToken: string;
@@ -102,6 +128,13 @@ export interface LogSourceOptions {
   isStandbyError?: (error: unknown) => boolean;
   /** @default 1000 */
   standbyRetryMs?: number;
+  /**
+   * The log's name for the read mark (`OutboxStore.markLogRead`), the slot: with it, table-less
+   * messages a relay may have published before it died go through the table after a restart
+   * (attempts counted, a message that kills relays dead-lettered), and a slot created again
+   * while a mark exists is reported as a gap across restarts. Without it, neither.
+   */
+  markName?: string;
   clock?: Clock;
   logger?: Logger;
 }
@@ -109,10 +142,21 @@ export interface LogSourceOptions {
 /** Transactions read but not yet claimed, and the ids they hold, at most (reading pauses). */
 const MAX_BUFFERED_IDS_FACTOR = 4;
 
-/** A group of transactions claimed together: confirmable once its batch (if any) is done. */
+/**
+ * A stretch of the log: confirmable once nothing in it is open (a claimed batch in `settle`
+ * mode, table-less messages not yet delivered or in the table).
+ */
 interface Group {
   endLsn: string;
-  pending: boolean;
+  open: number;
+}
+
+/** A table-less message read and not yet delivered or in the table. */
+interface Emitted {
+  message: OutboxMessage;
+  group: Group;
+  /** Log order. */
+  n: number;
 }
 
 /**
@@ -146,6 +190,21 @@ export class LogSource implements MessageSource {
   /** The relay cannot publish: lease nothing (see {@link pause}). */
   #paused = false;
   readonly #confirmOnRead: boolean;
+  /** Table-less messages read, not yet handed to the relay, in log order. */
+  #emitted: Emitted[] = [];
+  #emittedCount = 0;
+  /** Keys of table-less messages the relay holds (taken, not settled), with how many. */
+  readonly #keysOut = new Map<string, number>();
+  /** Transactions read that inserted rows, not yet waited for by `keysInTable`. */
+  #insertXids: number[] = [];
+  /** Table-less settles writing the table. */
+  readonly #out = new Set<Promise<void>>();
+  /** The read mark found at the stream's start (undefined: not read yet, null: none). */
+  #startMark: bigint | null | undefined;
+  /** The read mark as this source last recorded it. */
+  #recordedMark = -1n;
+  /** The end of the newest transaction read. */
+  #readEnd = '0/0';
 
   constructor(options: LogSourceOptions) {
     this.#options = options;
@@ -175,11 +234,12 @@ export class LogSource implements MessageSource {
   }
 
   /** Transactions read and batches waiting, for status and tests. */
-  get backlog(): { transactions: number; ready: number; unconfirmed: number } {
+  get backlog(): { transactions: number; ready: number; unconfirmed: number; emitted: number } {
     return {
       transactions: this.#buffered.length,
       ready: this.#ready.length,
-      unconfirmed: this.#groups.length,
+      unconfirmed: this.#groups.filter((g) => g.open > 0).length,
+      emitted: this.#emitted.length,
     };
   }
 
@@ -195,7 +255,13 @@ export class LogSource implements MessageSource {
       const started = await stream.start();
       this.#stream = stream;
       this.#connected = true;
-      if (started?.slotCreated === true) {
+      this.#startMark = undefined;
+      await this.#loadMark();
+      if (started?.slotCreated === true && this.#startMark != null) {
+        // A relay read this slot before (it left a read mark), and the slot is new: it was
+        // dropped or lost while no relay ran. What was committed in between is not in the log.
+        this.#reportGap(context);
+      } else if (started?.slotCreated === true) {
         this.#logger.info('log slot created: messages already in the table are delivered by claims', {
           source: this.name,
         });
@@ -222,8 +288,9 @@ export class LogSource implements MessageSource {
       this.#readerKick?.();
       this.#kick?.();
       // Waited too long to be taken (the relay was busy): its lease may be gone before the
-      // relay's heartbeat would extend it. Back to the table; a claim delivers it.
-      if (this.#clock.now() - batch.claimedAt > leaseMs / 2) {
+      // relay's heartbeat would extend it. Back to the table; a claim delivers it. (Table-less
+      // batches hold no lease.)
+      if (batch.settle === undefined && this.#clock.now() - batch.claimedAt > leaseMs / 2) {
         void this.#release([batch], 'leased by the log source too long ago to publish safely');
         continue;
       }
@@ -250,9 +317,18 @@ export class LogSource implements MessageSource {
     this.#kick?.();
   }
 
-  /** Gives leased batches back to the table without spending their attempt. */
+  /**
+   * Gives leased batches back to the table without spending their attempt; table-less batches
+   * go back to the front of the source's own queue.
+   */
   async #release(batches: SourceBatch[], why: string): Promise<void> {
+    let leased = 0;
     for (const batch of batches) {
+      if (batch.settle) {
+        void batch.settle(releasedAll(batch, why));
+        continue;
+      }
+      leased++;
       batch.done();
       try {
         await this.#options.store.settle({
@@ -266,7 +342,7 @@ export class LogSource implements MessageSource {
         this.#logger.warn('could not release a leased batch; its lease will expire', { error: String(err) });
       }
     }
-    if (batches.length > 0) this.#context?.leftInTable();
+    if (leased > 0) this.#context?.leftInTable();
   }
 
   async stop(): Promise<void> {
@@ -277,9 +353,50 @@ export class LogSource implements MessageSource {
     await Promise.allSettled([this.#reader, this.#claimer]);
     // Leased for the relay but never taken: back to the table at once, no attempt spent.
     await this.#release(this.#ready.splice(0), 'relay stopping: released unpublished');
+    // Table-less settles still writing the table: their positions are confirmed after.
+    await Promise.allSettled([...this.#out]);
+    this.#confirm();
     await this.#stream?.stop().catch(() => undefined);
     this.#stream = undefined;
     this.#connected = false;
+  }
+
+  /**
+   * The slot was dropped behind our back (an operator, a failover that lost it): the log between
+   * the last confirmed position and now is gone. The table still holds every undelivered row of
+   * that gap (claimed now); table-less messages of it are lost. Said loudly.
+   */
+  #reportGap(context: SourceContext): void {
+    this.#logger.error(
+      'the log slot was missing and has been created again: transactions committed while it was gone are not in the log; the relay delivers their rows from the table, and their table-less messages are lost',
+      { source: this.name },
+    );
+    context.error(
+      new RelayStateError(
+        'log_gap',
+        `the ${this.name} source's slot was missing and was created again; transactions committed while it ` +
+          'was gone are not in the log: their rows are delivered from the table, their table-less messages are lost. ' +
+          'Find out who dropped the slot (or which failover lost it: PostgreSQL 17 failover slots keep it on the standby)',
+      ),
+    );
+    context.leftInTable();
+  }
+
+  /** Reads the read mark left by the relay that read this slot before; false when it cannot. */
+  async #loadMark(): Promise<boolean> {
+    const { markName, store } = this.#options;
+    if (markName === undefined || store.logReadMark === undefined) {
+      this.#startMark = null;
+      return true;
+    }
+    try {
+      const mark = await store.logReadMark(markName);
+      this.#startMark = mark === null ? null : lsnValue(mark);
+      return true;
+    } catch (err) {
+      this.#context?.error(err);
+      return false;
+    }
   }
 
   #enterStandby(error: unknown): void {
@@ -330,28 +447,16 @@ export class LogSource implements MessageSource {
           this.#standby = false;
           this.#logger.warn('took the log over: the relay that held it let go', { source: this.name });
         }
-        if (started?.slotCreated === true) {
-          // The slot was dropped behind our back (an operator, a failover that lost it): the log
-          // between the last confirmed position and now is gone. The table still holds every
-          // undelivered message of that gap; claim them now, and say so.
-          this.#logger.error(
-            'the log slot was missing and has been created again: transactions committed while it was gone are not in the log; the relay delivers them from the table',
-            { source: this.name },
-          );
-          context.error(
-            new RelayStateError(
-              'log_gap',
-              `the ${this.name} source's slot was missing and was created again; transactions committed while it ` +
-                'was gone are not in the log and are delivered from the table. Find out who dropped the slot ' +
-                '(or which failover lost it: PostgreSQL 17 failover slots keep it on the standby)',
-            ),
-          );
-          context.leftInTable();
-        }
-        // Whatever was read before the loss is read again from the confirmed position.
+        if (started?.slotCreated === true) this.#reportGap(context);
+        // Whatever was read before the loss is read again from the confirmed position. Table-less
+        // batches the relay still holds settle into groups no longer listed; their keys stay out
+        // until then, so the copies read again wait behind them.
         this.#buffered.length = 0;
         this.#bufferedIds = 0;
         this.#groups.length = 0;
+        this.#emitted = [];
+        this.#insertXids = [];
+        this.#startMark = undefined;
         this.#stream = next;
         this.#connected = true;
         failures = 0;
@@ -360,7 +465,11 @@ export class LogSource implements MessageSource {
         continue;
       }
       const full = this.#bufferedIds >= context.batchSize * MAX_BUFFERED_IDS_FACTOR;
-      if (full && !this.#confirmOnRead) {
+      // Table-less messages exist nowhere else: never dropped, so reading waits for room.
+      if (
+        (full && !this.#confirmOnRead) ||
+        this.#emitted.length >= context.batchSize * MAX_BUFFERED_IDS_FACTOR
+      ) {
         await new Promise<void>((resolve) => (this.#readerKick = resolve));
         this.#readerKick = undefined;
         continue;
@@ -383,17 +492,38 @@ export class LogSource implements MessageSource {
         continue;
       }
       if (tx === null) return;
+      for (const bad of tx.invalid ?? []) {
+        context.error(
+          new RelayStateError(
+            'log_message_invalid',
+            `a message in the log at ${bad.position} has the ${this.name} source's prefix but cannot be read (${bad.error}); ` +
+              'it is skipped. Only Mailroom (enqueue with tableless, or the emit() SQL function) should write messages with this prefix',
+            { details: { position: bad.position } },
+          ),
+        );
+      }
+      this.#readEnd = tx.endLsn;
+      const emitted = tx.emitted ?? [];
+      if (emitted.length > 0) {
+        const group: Group = { endLsn: tx.endLsn, open: emitted.length };
+        this.#groups.push(group);
+        for (const message of emitted) this.#emitted.push({ message, group, n: this.#emittedCount++ });
+      }
+      if (tx.inserts.length > 0) this.#insertXids.push(tx.xid);
       if (this.#confirmOnRead) {
-        this.#confirmRead(tx.endLsn);
+        if (emitted.length === 0) this.#passed(tx.endLsn);
         if (full) {
           // The relay is behind (the database slow or away): the rows are in the table, the
           // claims deliver them. Reading on keeps the server's log client answered.
-          context.leftInTable();
+          if (tx.inserts.length > 0) context.leftInTable();
+          this.#kick?.();
           continue;
         }
       }
-      this.#buffered.push(tx);
-      this.#bufferedIds += tx.inserts.length;
+      if (tx.inserts.length > 0 || !this.#confirmOnRead) {
+        this.#buffered.push(tx);
+        this.#bufferedIds += tx.inserts.length;
+      }
       this.#kick?.();
     }
   }
@@ -403,7 +533,15 @@ export class LogSource implements MessageSource {
     const signal = this.#abort.signal;
     const context = this.#context as SourceContext;
     while (!signal.aborted) {
-      if (this.#paused || this.#buffered.length === 0 || this.#ready.length >= this.#maxReady) {
+      if (this.#paused || this.#ready.length >= this.#maxReady) {
+        await new Promise<void>((resolve) => (this.#kick = resolve));
+        this.#kick = undefined;
+        continue;
+      }
+      // Table-less messages first (they hold the log's position), then rows to lease. A key
+      // written both ways at once is ordered only within each way (docs/replication.md).
+      if (this.#emitted.length > 0 && (await this.#formEmittedBatch(context))) continue;
+      if (this.#buffered.length === 0) {
         await new Promise<void>((resolve) => (this.#kick = resolve));
         this.#kick = undefined;
         continue;
@@ -425,10 +563,10 @@ export class LogSource implements MessageSource {
       const xids = [...new Set(group.map((tx) => tx.xid))];
       let claimed = 0;
       const track = !this.#confirmOnRead;
-      if (allIds.length === 0 && track) this.#groups.push({ endLsn, pending: false });
+      if (allIds.length === 0 && track) this.#groups.push({ endLsn, open: 0 });
       for (let i = 0; i < allIds.length; i += context.batchSize) {
         const chunk = allIds.slice(i, i + context.batchSize);
-        const entry: Group = { endLsn, pending: false };
+        const entry: Group = { endLsn, open: 0 };
         if (track) this.#groups.push(entry);
         let batch: ClaimedBatch;
         // The lease starts during the call: count its age from before it.
@@ -453,12 +591,12 @@ export class LogSource implements MessageSource {
         // of transactions can hold a long one's early rows behind later short ones.
         const position = new Map(chunk.map((id, i) => [id, i]));
         batch.messages.sort((a, b) => (position.get(a.id) ?? 0) - (position.get(b.id) ?? 0));
-        entry.pending = track;
+        entry.open = track ? 1 : 0;
         const ready: SourceBatch = {
           ...batch,
           claimedAt: leasedAt,
           done: () => {
-            entry.pending = false;
+            entry.open = 0;
             this.#confirm();
           },
         };
@@ -482,19 +620,15 @@ export class LogSource implements MessageSource {
   #confirm(): void {
     const stream = this.#stream;
     if (!stream) return;
-    if (this.#confirmOnRead) {
-      // Everything read is confirmed already; past it, the server's position when the stream
-      // holds nothing more (other tables' WAL, a shutdown's last records).
-      this.#confirmRead(stream.idleLsn?.() ?? null);
-      return;
-    }
     let last: string | undefined;
-    while (this.#groups.length > 0 && !(this.#groups[0] as Group).pending) {
+    while (this.#groups.length > 0 && (this.#groups[0] as Group).open === 0) {
       last = (this.#groups.shift() as Group).endLsn;
     }
     try {
       if (last !== undefined) stream.confirm(last);
-      if (this.#groups.length === 0 && this.#buffered.length === 0) {
+      // Nothing open: past it, the server's position when the stream holds nothing more (other
+      // tables' WAL, a shutdown's last records). In `read` mode buffered rows are confirmed.
+      if (this.#groups.length === 0 && (this.#confirmOnRead || this.#buffered.length === 0)) {
         const idle = stream.idleLsn?.();
         if (idle) stream.confirm(idle);
       }
@@ -502,4 +636,202 @@ export class LogSource implements MessageSource {
       this.#context?.error(err);
     }
   }
+
+  /**
+   * A transaction with nothing left to do (`read` mode): confirmed at once, or, behind
+   * table-less messages still open, when they are done.
+   */
+  #passed(endLsn: string): void {
+    const last = this.#groups[this.#groups.length - 1];
+    if (last === undefined) this.#confirmRead(endLsn);
+    else if (last.open === 0) last.endLsn = endLsn;
+    else this.#groups.push({ endLsn, open: 0 });
+  }
+
+  /**
+   * Hands the relay a batch of table-less messages, in log order: at most `maxPerKey` of a key,
+   * none of a key the relay still holds (nor any later one of that key), and those whose key has
+   * rows in the table into the table behind them instead. False when every message waits for a
+   * key the relay holds (a settle kicks the claimer).
+   */
+  async #formEmittedBatch(context: SourceContext): Promise<boolean> {
+    const store = this.#options.store;
+    const picked: Emitted[] = [];
+    const blocked = new Set<string>();
+    const perKey = new Map<string, number>();
+    for (const entry of this.#emitted) {
+      if (picked.length >= context.batchSize) break;
+      const key = entry.message.key;
+      if (key !== null) {
+        if (blocked.has(key) || this.#keysOut.has(key)) {
+          blocked.add(key);
+          continue;
+        }
+        const n = perKey.get(key) ?? 0;
+        if (n >= Math.max(1, context.maxPerKey)) {
+          blocked.add(key);
+          continue;
+        }
+        perKey.set(key, n + 1);
+      }
+      picked.push(entry);
+    }
+    if (picked.length === 0) return false;
+    if (this.#startMark === undefined && !(await this.#loadMark())) {
+      await this.#clock.sleep(this.#options.reconnectDelayMs ?? 200, this.#abort.signal);
+      return true;
+    }
+    if (store.keysInTable === undefined || store.adopt === undefined) {
+      throw new RelayStateError(
+        'store_not_tableless',
+        `the ${this.name} source read table-less messages, and its store cannot take them (keysInTable, adopt): ` +
+          'use a PostgresStore of schema version 10 (run migrate)',
+      );
+    }
+    let held: Set<string>;
+    const xids = [...this.#insertXids];
+    // Read before a relay that died may have published them: through the table, which counts
+    // attempts (a message that kills relays becomes a dead letter), and their keys with them.
+    const startMark = this.#startMark ?? null;
+    const viaTable = (e: Emitted) => startMark !== null && lsnValue(e.group.endLsn) <= startMark;
+    // What goes to the transport is recorded as read first (see `markLogRead`).
+    const newest = picked.reduce((m, e) => (lsnValue(e.group.endLsn) > m ? lsnValue(e.group.endLsn) : m), 0n);
+    const markTo = this.#readEnd;
+    const mark =
+      this.#options.markName !== undefined && store.markLogRead !== undefined && newest > this.#recordedMark
+        ? store.markLogRead(this.#options.markName, markTo)
+        : undefined;
+    try {
+      // Keys with rows in the table (retries, rows of table writers): those messages queue
+      // behind them there. Skipped when no message has a key and no transaction inserted rows.
+      const [keys] = await Promise.all([
+        perKey.size > 0 ? store.keysInTable({ keys: [...perKey.keys()], xids }) : [],
+        mark,
+      ]);
+      held = new Set(keys);
+      if (perKey.size > 0) this.#insertXids = this.#insertXids.slice(xids.length);
+      if (mark !== undefined && lsnValue(markTo) > this.#recordedMark) this.#recordedMark = lsnValue(markTo);
+    } catch (err) {
+      context.error(err);
+      await this.#clock.sleep(this.#options.reconnectDelayMs ?? 200, this.#abort.signal);
+      return true;
+    }
+    if (this.#abort.signal.aborted) return true;
+    const chosen = new Set(picked);
+    this.#emitted = this.#emitted.filter((e) => !chosen.has(e));
+    for (const e of picked) if (e.message.key !== null && viaTable(e)) held.add(e.message.key);
+    const toTable = (e: Emitted) => viaTable(e) || (e.message.key !== null && held.has(e.message.key));
+    const behind = picked.filter(toTable);
+    const send = picked.filter((e) => !toTable(e));
+    if (behind.length > 0) {
+      const ok = await this.#adopt({
+        pending: behind.map((e) => ({ message: { ...e.message, attempts: 0 }, delayMs: 0, error: null })),
+        dead: [],
+      });
+      if (ok) for (const e of behind) e.group.open--;
+      context.leftInTable();
+      this.#confirm();
+    }
+    if (send.length > 0) {
+      for (const e of send) {
+        const key = e.message.key;
+        if (key !== null) this.#keysOut.set(key, (this.#keysOut.get(key) ?? 0) + 1);
+      }
+      let settled = false;
+      const batch: SourceBatch = {
+        leaseToken: randomUUID(),
+        messages: send.map((e) => e.message),
+        claimedAt: this.#clock.now(),
+        done: () => undefined,
+        settle: (settlement) => {
+          if (settled) return Promise.resolve();
+          settled = true;
+          const work = this.#settleEmitted(send, settlement);
+          this.#out.add(work);
+          return work.finally(() => this.#out.delete(work));
+        },
+      };
+      if (this.#paused)
+        await batch.settle?.(releasedAll(batch, 'transport unavailable: released unpublished'));
+      else {
+        this.#ready.push(batch);
+        context.ready();
+      }
+    }
+    return true;
+  }
+
+  /** The relay's outcome of a table-less batch. */
+  async #settleEmitted(entries: Emitted[], settlement: Settlement): Promise<void> {
+    const byId = new Map(entries.map((e) => [e.message.id, e]));
+    const entry = (m: OutboxMessage) => byId.get(m.id) as Emitted;
+    const back = settlement.released.map((r) => entry(r.message));
+    const request: AdoptRequest = {
+      pending: settlement.retry.map((r) => ({ message: r.message, delayMs: r.delayMs, error: r.error })),
+      dead: settlement.dead.map((d) => ({ message: d.message, error: d.error })),
+    };
+    let ok = true;
+    if (request.pending.length > 0 || request.dead.length > 0) {
+      ok = await this.#adopt(request);
+      if (ok) this.#context?.leftInTable();
+    }
+    if (ok) {
+      for (const m of settlement.delivered) entry(m).group.open--;
+      for (const r of settlement.retry) entry(r.message).group.open--;
+      for (const d of settlement.dead) entry(d.message).group.open--;
+    }
+    // Not published (the transport was unavailable): back to the front, in log order. Only into
+    // the current stream's groups (after a reconnect the log gives them again).
+    const current = new Set(this.#groups);
+    const again = back.filter((e) => current.has(e.group));
+    if (again.length > 0) this.#emitted = [...again, ...this.#emitted].sort((a, b) => a.n - b.n);
+    for (const e of entries) {
+      const key = e.message.key;
+      if (key === null) continue;
+      const n = (this.#keysOut.get(key) ?? 1) - 1;
+      if (n <= 0) this.#keysOut.delete(key);
+      else this.#keysOut.set(key, n);
+    }
+    this.#confirm();
+    this.#kick?.();
+  }
+
+  /**
+   * Writes into the table, retrying (the position waits) until it succeeds or the source stops:
+   * true once written.
+   */
+  async #adopt(request: AdoptRequest): Promise<boolean> {
+    const store = this.#options.store;
+    for (let failures = 0; ; failures++) {
+      try {
+        await store.adopt?.(request);
+        return true;
+      } catch (err) {
+        this.#context?.error(err);
+        this.#logger.warn('could not write table-less messages into the table; retrying', {
+          error: String(err),
+          failures: failures + 1,
+        });
+        const delay = Math.min(5000, (this.#options.reconnectDelayMs ?? 200) * 2 ** Math.min(failures, 6));
+        if (!(await this.#clock.sleep(delay, this.#abort.signal))) return false;
+      }
+    }
+  }
+}
+
+/** An LSN (`X/Y`, hex) as a number, for comparing. */
+function lsnValue(lsn: string): bigint {
+  const slash = lsn.indexOf('/');
+  if (slash < 0) return 0n;
+  return (BigInt(`0x${lsn.slice(0, slash) || '0'}`) << 32n) | BigInt(`0x${lsn.slice(slash + 1) || '0'}`);
+}
+
+function releasedAll(batch: SourceBatch, why: string): Settlement {
+  return {
+    leaseToken: batch.leaseToken,
+    delivered: [],
+    released: batch.messages.map((message) => ({ message, error: why })),
+    retry: [],
+    dead: [],
+  };
 }

@@ -87,6 +87,27 @@ export interface SourceBatch extends ClaimedBatch {
    * the source may move its position past the batch's messages.
    */
   done(): void;
+  /**
+   * For messages that are in no table (table-less mode): the relay hands the batch's settlement
+   * here instead of to the store, and keeps no lease. The source puts what failed into the
+   * table's retry path (`OutboxStore.adopt`), takes back what was not published, and may move
+   * its position past the rest. Resolves once that is done; never rejects.
+   */
+  settle?(settlement: Settlement): Promise<void>;
+}
+
+/**
+ * Messages read from the log that go into the table (`OutboxStore.adopt`): failed publishes of
+ * table-less messages, and table-less messages whose key has rows there (they queue behind).
+ */
+export interface AdoptRequest {
+  /**
+   * Into the outbox, in this order (it becomes their order in the table), due after `delayMs`,
+   * with their `attempts` and `error` as the last error. Ids already in the outbox are skipped.
+   */
+  pending: Array<{ message: OutboxMessage; delayMs: number; error: string | null }>;
+  /** Into the dead letters (ids already there are skipped). */
+  dead: Array<{ message: OutboxMessage; error: string }>;
 }
 
 /** What a {@link MessageSource} is told when it starts. */
@@ -428,6 +449,26 @@ export interface OutboxStore<Tx = unknown>
    * back in seq order. Optional: stores that support log tailing have it.
    */
   claimIds?(request: ClaimIdsRequest): Promise<ClaimedBatch>;
+  /**
+   * The keys among `keys` that have a row in the outbox (due, delayed, retrying or leased): a
+   * table-less message of such a key queues behind them. With `xids` (transactions the log just
+   * reported), first waits until they are visible, as {@link claimIds} does. Optional: stores
+   * that take table-less messages have it.
+   */
+  keysInTable?(request: { keys: readonly string[]; xids?: readonly number[] }): Promise<string[]>;
+  /** Writes messages read from the log into the table, in one transaction. See {@link AdoptRequest}. */
+  adopt?(request: AdoptRequest): Promise<void>;
+  /**
+   * Records (never lowers) how far the relay reading `slot` had read when it handed table-less
+   * messages to its transport: written before the publish. See {@link logReadMark}.
+   */
+  markLogRead?(slot: string, lsn: string): Promise<void>;
+  /**
+   * The last {@link markLogRead} of `slot`, or null. Table-less messages at or before it may have
+   * been published by a relay that then died (of them, perhaps): the next relay sends them through
+   * the table, which counts attempts.
+   */
+  logReadMark?(slot: string): Promise<string | null>;
   /** Push the lease of rows this claim still holds further out. */
   extendLease(leaseToken: string, leaseMs: number): Promise<void>;
   /** Apply the outcomes of a batch in one transaction. */

@@ -228,6 +228,14 @@ export function resolveRelayOptions(options: RelayOptions): ResolvedRelayOptions
         'log tailing needs a store that has it (PostgresStore, schema version 9: run migrate)',
     );
   }
+  if ((store as { tableless?: unknown }).tableless === true && resolved.wakeup !== 'replication') {
+    throw new ConfigError(
+      'wakeup',
+      `Relay option wakeup is '${resolved.wakeup}', but the store is tableless: its messages are only in the ` +
+        "database's log, which only wakeup 'replication' reads (source: new PostgresLogSource({ … }))",
+      { value: resolved.wakeup },
+    );
+  }
   if (typeof transport.probe !== 'function') {
     throw new ConfigError(
       'transport',

@@ -36,7 +36,8 @@ const ABORT_GRACE_MS = 1000;
 /** A batch between claim and settle: what `stop()` needs to abandon it cleanly. */
 interface Batch {
   abort: AbortController;
-  heartbeat: LeaseHeartbeat;
+  /** The lease's heartbeat; none for a source's table-less batch (it holds no lease). */
+  heartbeat: LeaseHeartbeat | undefined;
   done: Promise<void>;
 }
 
@@ -237,8 +238,10 @@ export class Relay extends TypedEmitter<RelayEvents> {
   async #shutdown(): Promise<void> {
     this.#externalSignal?.removeEventListener('abort', this.#onExternalAbort);
     this.#abort.abort();
-    // No new batches from the log; those it leased and the loop did not take are released.
-    await this.#source?.stop();
+    // No new batches from the log; those it leased and the loop did not take are released. The
+    // source stops after the batches in flight are settled: a table-less batch's settle goes
+    // through it, and its position is confirmed then.
+    await this.#source?.pause?.();
     // One deadline for everything: the loop's last claim (a database that does not answer must
     // not hold stop() forever) and the batches in flight.
     const finished = new AbortController();
@@ -253,7 +256,7 @@ export class Relay extends TypedEmitter<RelayEvents> {
     if (!finished.signal.aborted) {
       abandoned = this.#batches.size;
       for (const batch of this.#batches) {
-        batch.heartbeat.stop();
+        batch.heartbeat?.stop();
         batch.abort.abort();
       }
       this.logger.warn('stop deadline passed with work in flight; leases of abandoned batches will expire', {
@@ -261,6 +264,7 @@ export class Relay extends TypedEmitter<RelayEvents> {
       });
     }
     await Promise.all([
+      this.#source?.stop(),
       this.#listener?.stop(),
       this.#gate?.stop(),
       this.#ackSweeper?.stop(),
@@ -407,17 +411,20 @@ export class Relay extends TypedEmitter<RelayEvents> {
     claimedAt: number,
     from: SourceBatch | undefined,
   ): void {
-    const heartbeat = new LeaseHeartbeat(this.#store, leaseToken, {
-      leaseMs: this.options.leaseMs,
-      clock: this.#clock,
-      claimedAt,
-      onError: (err) => this.emit('relay:error', { phase: 'lease', error: err }),
-    });
+    const heartbeat =
+      from?.settle !== undefined
+        ? undefined
+        : new LeaseHeartbeat(this.#store, leaseToken, {
+            leaseMs: this.options.leaseMs,
+            clock: this.#clock,
+            claimedAt,
+            onError: (err) => this.emit('relay:error', { phase: 'lease', error: err }),
+          });
     // The lease is kept from claim until settle: also while settling, so a database blip after
     // the broker confirmed does not let another relay publish the batch again.
-    heartbeat.start();
+    heartbeat?.start();
     const batch: Batch = { abort: new AbortController(), heartbeat, done: Promise.resolve() };
-    batch.done = this.#process(messages, leaseToken, batch)
+    batch.done = this.#process(messages, leaseToken, batch, from)
       .catch((err: unknown) => {
         // Not expected: #process reports its own failures. A batch must never reject, since the
         // loop races on it.
@@ -425,14 +432,19 @@ export class Relay extends TypedEmitter<RelayEvents> {
         this.logger.error('batch failed unexpectedly; its leases will expire', { error: String(err) });
       })
       .finally(() => {
-        heartbeat.stop();
+        heartbeat?.stop();
         this.#batches.delete(batch);
         from?.done();
       });
     this.#batches.add(batch);
   }
 
-  async #process(messages: OutboxMessage[], leaseToken: string, batch: Batch): Promise<void> {
+  async #process(
+    messages: OutboxMessage[],
+    leaseToken: string,
+    batch: Batch,
+    from: SourceBatch | undefined,
+  ): Promise<void> {
     const started = this.#clock.now();
     const policy = this.options.retry;
     const settlement: Settlement = { leaseToken, delivered: [], released: [], retry: [], dead: [] };
@@ -504,7 +516,9 @@ export class Relay extends TypedEmitter<RelayEvents> {
       }
     }
     if (answered) this.#health.markHealthy();
-    await this.#settle(settlement, batch.heartbeat);
+    // A table-less batch is in no table: its source settles it (failures into the table).
+    if (from?.settle) await from.settle(settlement);
+    else await this.#settle(settlement, batch.heartbeat);
     this.emit('relay:batch:settled', {
       count: messages.length,
       delivered: settlement.delivered.length,
@@ -664,7 +678,7 @@ export class Relay extends TypedEmitter<RelayEvents> {
    * known, so losing it only costs duplicates, and retrying every second at most wins the race
    * against other relays' claims as soon as the database is back.
    */
-  async #settle(settlement: Settlement, heartbeat: LeaseHeartbeat): Promise<void> {
+  async #settle(settlement: Settlement, heartbeat: LeaseHeartbeat | undefined): Promise<void> {
     const started = this.#clock.now();
     const giveUpAfter = Math.max(60_000, this.options.leaseMs * 3);
     for (let attempt = 1; ; attempt++) {
@@ -674,7 +688,7 @@ export class Relay extends TypedEmitter<RelayEvents> {
       } catch (err) {
         this.emit('relay:error', { phase: 'settle', error: err });
         const elapsed = this.#clock.now() - started;
-        if (this.#stopped || !heartbeat.running || elapsed >= giveUpAfter) {
+        if (this.#stopped || heartbeat?.running !== true || elapsed >= giveUpAfter) {
           this.logger.error('cannot settle a batch; its messages will be redelivered after the lease', {
             error: String(err),
             attempts: attempt,

@@ -51,7 +51,7 @@ export interface OutboxLogStreamOptions {
    * arrive with their transaction's commit. A non-transactional message is not flushed to the
    * WAL by its own statement (PostgreSQL before 17 has no `flush` argument), so it reaches the
    * stream only with the server's next WAL flush (another commit, or the WAL writer).
-   * @default 'mailroom'
+   * @default the schema name (what a table-less `PostgresStore` of the schema writes)
    */
   messagePrefix?: string;
   /**
@@ -121,7 +121,7 @@ const schema = optionsSchema<OutboxLogStreamOptions>()(
       expected: NAME_EXPECTED,
       default: (r) => `${String(r.schema)}_outbox`,
     }),
-    messagePrefix: string({ default: 'mailroom' }),
+    messagePrefix: string({ default: (r) => String(r.schema) }),
     statusIntervalMs: integer({ min: 10, max: MAX_TIMER_MS, default: 10_000 }),
     timeoutMs: integer({ min: 100, max: MAX_TIMER_MS, default: 60_000 }),
     connectTimeoutMs: integer({ min: 1, max: MAX_TIMER_MS, default: 10_000 }),

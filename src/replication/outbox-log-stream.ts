@@ -417,7 +417,14 @@ export class OutboxLogStream implements AsyncIterable<OutboxTransaction> {
       if (msg.kind === 'keepalive') {
         if (msg.walEnd > this.received) this.received = msg.walEnd;
         if (msg.walEnd > this.keepaliveLsn) this.keepaliveLsn = msg.walEnd;
-        if (msg.replyRequested) this.sendStatus(false);
+        // The server asks for a reply when it has heard nothing for half its wal_sender_timeout,
+        // and when it shuts down: a walsender then waits until its client's flush position (or,
+        // when that is invalid, its write position) reaches everything sent. With transactions
+        // handed out and not yet confirmed (table-less messages still being published), the
+        // reply says flush "invalid" and write = all received, as pg_receivewal does: the server
+        // may shut down, and the slot keeps the confirmed position, so the next stream yields
+        // those transactions again. The next regular update reports the flush position again.
+        if (msg.replyRequested) this.sendStatus(false, this.confirmed < this.received);
         return;
       }
       if (msg.dataStart > this.received) this.received = msg.dataStart;
@@ -594,14 +601,18 @@ export class OutboxLogStream implements AsyncIterable<OutboxTransaction> {
    * Sends a standby status update: write = furthest received, flush = apply = confirmed. The
    * flush position is what the server stores as the slot's confirmed_flush_lsn.
    */
-  private sendStatus(replyRequested: boolean): void {
+  private sendStatus(replyRequested: boolean, flushInvalid = false): void {
     if (!this.client || !this.copyBoth) return;
     if (this.state !== 'streaming' && this.state !== 'stopping') return;
     const flush = this.confirmed;
     const write = this.received > flush ? this.received : flush;
     try {
       this.client.connection.sendCopyFromChunk(
-        encodeStandbyStatus({ write, flush, apply: flush, replyRequested }),
+        encodeStandbyStatus(
+          flushInvalid
+            ? { write, flush: 0n, apply: 0n, replyRequested }
+            : { write, flush, apply: flush, replyRequested },
+        ),
       );
       this.lastStatusAt = Date.now();
     } catch (err) {

@@ -1,5 +1,8 @@
 import type { Clock } from '../core/clock.js';
-import { LogSource, type LogSourceStore } from '../core/log-source.js';
+import { LogSource, type LogSourceStore, type LogStream, type LogTransaction } from '../core/log-source.js';
+import type { OutboxMessage } from '../core/types.js';
+import { lsnToBigInt } from './lsn.js';
+import type { OutboxLogMessage, OutboxTransaction } from './transaction-assembler.js';
 import type { Logger } from '../core/logger.js';
 import { OutboxLogStream } from './outbox-log-stream.js';
 import type { OutboxLogStreamOptions } from './outbox-log-stream-options.js';
@@ -59,11 +62,12 @@ export class PostgresLogSource extends LogSource {
       openStream: () => {
         if (!opened) {
           opened = true;
-          return first;
+          return decoding(first);
         }
-        return new OutboxLogStream({ ...stream, ...(logger ? { logger } : {}) });
+        return decoding(new OutboxLogStream({ ...stream, ...(logger ? { logger } : {}) }));
       },
       isStandbyError: (error) => isReplicationError(error) && error.code === 'slot_in_use',
+      markName: stream.slot ?? `${stream.schema}_relay`,
       ...(standbyRetryMs === undefined ? {} : { standbyRetryMs }),
       ...(reconnectDelayMs === undefined ? {} : { reconnectDelayMs }),
       ...(maxReconnectDelayMs === undefined ? {} : { maxReconnectDelayMs }),
@@ -72,4 +76,81 @@ export class PostgresLogSource extends LogSource {
     });
     this.slot = stream.slot ?? `${stream.schema}_relay`;
   }
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * Reads a table-less message (JSON written by `PostgresStore({ tableless: true })` or the SQL
+ * API's emit()). Throws an Error saying what is wrong.
+ */
+export function decodeLogMessage(raw: OutboxLogMessage, commitTime: Date): OutboxMessage {
+  let v: Record<string, unknown>;
+  try {
+    v = JSON.parse(raw.content.toString('utf8')) as Record<string, unknown>;
+  } catch {
+    throw new Error('not JSON');
+  }
+  if (typeof v !== 'object' || v === null || v.v !== 1) throw new Error('not a version 1 Mailroom message');
+  const text = (name: string, nullable: boolean): string | null => {
+    const value = v[name];
+    if (typeof value === 'string') return value;
+    if (nullable && (value === null || value === undefined)) return null;
+    throw new Error(`field ${name} is ${value === undefined ? 'missing' : `not a string`}`);
+  };
+  const id = text('id', false) as string;
+  if (!UUID.test(id)) throw new Error(`id ${JSON.stringify(id)} is not a UUID`);
+  const topic = text('topic', false) as string;
+  if (topic.length === 0) throw new Error('topic is empty');
+  const headers = v.h ?? {};
+  if (
+    typeof headers !== 'object' ||
+    headers === null ||
+    Array.isArray(headers) ||
+    Object.values(headers).some((h) => typeof h !== 'string')
+  ) {
+    throw new Error('headers (h) are not an object of strings');
+  }
+  const at = text('at', true);
+  const createdAt = at === null ? commitTime : new Date(at);
+  return {
+    // The message's place in the log: increasing, unique, and never a table seq.
+    seq: lsnToBigInt(raw.lsn).toString(),
+    id: id.toLowerCase(),
+    topic,
+    key: text('key', true),
+    type: text('type', true),
+    payload: Buffer.from(text('p', false) as string, 'base64'),
+    contentType: text('ct', true) ?? 'application/json',
+    headers: headers as Record<string, string>,
+    createdAt: Number.isNaN(createdAt.getTime()) ? commitTime : createdAt,
+    attempts: 1,
+  };
+}
+
+/** The stream as the source reads it: table-less messages decoded. */
+function decoding(stream: OutboxLogStream): LogStream {
+  const toLog = (tx: OutboxTransaction): LogTransaction => {
+    if (tx.messages.length === 0) return tx;
+    const emitted: OutboxMessage[] = [];
+    const invalid: Array<{ position: string; error: string }> = [];
+    for (const raw of tx.messages) {
+      try {
+        emitted.push(decodeLogMessage(raw, tx.commitTime));
+      } catch (err) {
+        invalid.push({ position: raw.lsn, error: (err as Error).message });
+      }
+    }
+    return { xid: tx.xid, endLsn: tx.endLsn, inserts: tx.inserts, emitted, invalid };
+  };
+  return {
+    start: () => stream.start(),
+    next: async (signal) => {
+      const tx = await stream.next(signal);
+      return tx === null ? null : toLog(tx);
+    },
+    confirm: (lsn) => stream.confirm(lsn),
+    idleLsn: () => stream.idleLsn(),
+    stop: () => stream.stop(),
+  };
 }

@@ -9,6 +9,9 @@
  *   FAULT_WAKEUP=replication node scripts/run-tests.mjs --faults test/faults/fault-suite.test.ts
  *                                            the same with relays tailing the log (one slot: one
  *                                            relay reads it, the others are hot standbys)
+ *   FAULT_WAKEUP=replication FAULT_TABLELESS=1 node scripts/run-tests.mjs --faults test/faults/fault-suite.test.ts
+ *                                            the same with table-less writers: messages only in
+ *                                            the log, the table only for retries
  */
 import assert from 'node:assert/strict';
 import { execFile, type ChildProcess } from 'node:child_process';
@@ -19,6 +22,7 @@ import { promisify } from 'node:util';
 import amqp from 'amqplib';
 import pg from 'pg';
 import { Outbox } from '../../src/core/index.js';
+import { PostgresStore } from '../../src/stores/postgres/index.js';
 import { PostgresLedger } from '../../src/stores/postgres/ledger.js';
 import { TcpProxy } from '../../src/testkit/tcp-proxy.js';
 import { RabbitMqCollector } from '../../src/verify/rabbitmq-collector.js';
@@ -33,6 +37,10 @@ const DURATION_S = Number(process.env.FAULT_DURATION_S ?? 60);
 const RELAYS = 3;
 /** How the relays learn of new messages: notify (the default), poll or replication. */
 const WAKEUP = process.env.FAULT_WAKEUP ?? 'notify';
+/** Writers enqueue table-less (logical messages; needs FAULT_WAKEUP=replication). */
+const TABLELESS = process.env.FAULT_TABLELESS === '1';
+if (TABLELESS && WAKEUP !== 'replication')
+  throw new Error('FAULT_TABLELESS=1 needs FAULT_WAKEUP=replication');
 const KEYS = 200;
 
 function pgVersion(): string {
@@ -110,7 +118,7 @@ describe('fault injection', () => {
   });
 
   it(
-    `loses nothing, invents nothing and keeps per-key order under ${DURATION_S}s of faults (wakeup ${WAKEUP})`,
+    `loses nothing, invents nothing and keeps per-key order under ${DURATION_S}s of faults (wakeup ${WAKEUP}${TABLELESS ? ', table-less' : ''})`,
     { timeout: (DURATION_S + 1800) * 1000 },
     async () => {
       const ledger = new PostgresLedger(db.pool, db.schema);
@@ -176,7 +184,11 @@ describe('fault injection', () => {
       // Writers: business transactions with 1–4 messages on 40 keys, a fifth rolled back, one in
       // fifty messages poison. Errors (database restarting, connection cut) are part of the game:
       // the ledger, not the writer, says what committed.
-      const outbox = new Outbox({ store: db.store });
+      const outbox = new Outbox({
+        store: TABLELESS
+          ? new PostgresStore({ pool: db.pool, schema: db.schema, tableless: true, slot })
+          : db.store,
+      });
       const writerPool = new pg.Pool({ connectionString: 'postgres://postgres@127.0.0.1:5432/test', max: 6 });
       writerPool.on('error', () => undefined);
       let writing = true;
@@ -332,19 +344,43 @@ describe('fault injection', () => {
         (await retrying(() => db.pool.query(`SELECT count(*) AS n FROM "${db.schema}".outbox`))).rows[0].n,
       );
       const drainTimeoutMs = Math.max(180_000, backlog * 2);
-      await waitUntil(
-        async () =>
-          Number(
+      const outboxDrained = () =>
+        waitUntil(
+          async () =>
+            Number(
+              (
+                await db.pool
+                  .query(`SELECT count(*) AS n FROM "${db.schema}".outbox`)
+                  .catch(() => ({ rows: [{ n: -1 }] }))
+              ).rows[0].n,
+            ) === 0,
+          'the outbox to drain',
+          drainTimeoutMs,
+          500,
+        );
+      await outboxDrained();
+      if (TABLELESS) {
+        // Messages in the log are in no table: drained once the slot confirmed past the last write.
+        const end = String(
+          (await retrying(() => db.pool.query(`SELECT pg_current_wal_lsn()::text AS lsn`))).rows[0].lsn,
+        );
+        await waitUntil(
+          async () =>
             (
               await db.pool
-                .query(`SELECT count(*) AS n FROM "${db.schema}".outbox`)
-                .catch(() => ({ rows: [{ n: -1 }] }))
-            ).rows[0].n,
-          ) === 0,
-        'the outbox to drain',
-        drainTimeoutMs,
-        500,
-      );
+                .query(
+                  `SELECT confirmed_flush_lsn >= $2::pg_lsn AS ok FROM pg_replication_slots WHERE slot_name = $1`,
+                  [slot, end],
+                )
+                .catch(() => ({ rows: [{ ok: false }] }))
+            ).rows[0]?.ok === true,
+          'the slot to confirm the last write',
+          drainTimeoutMs,
+          500,
+        );
+        // Read-again messages of killed relays went through the table: drained again.
+        await outboxDrained();
+      }
       await collector.settle(2000);
       for (const r of relays) r.kill('SIGTERM');
       await Promise.all(
@@ -358,7 +394,7 @@ describe('fault injection', () => {
       );
       const faultTotal = Object.values(counts).reduce((a, b) => a + b, 0);
       console.log(
-        `# fault run (wakeup ${WAKEUP}): ${DURATION_S}s, messages committed=${report.committed} delivered=${report.delivered} ` +
+        `# fault run (wakeup ${WAKEUP}${TABLELESS ? ', table-less' : ''}): ${DURATION_S}s, messages committed=${report.committed} delivered=${report.delivered} ` +
           `received=${report.received} rolledBack=${rolledBack} writeErrors=${writeErrors} faults=${faultTotal} ` +
           `lost=${report.lost.length} phantom=${report.phantom.length} orderViolations=${report.orderViolations.length} ` +
           `duplicates=${report.duplicates} deadLettered=${report.deadLettered.length} pending=${report.pending.length} ` +

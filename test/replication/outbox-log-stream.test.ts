@@ -383,7 +383,7 @@ describe('OutboxLogStream on PostgreSQL', () => {
   });
 
   it('yields logical messages with the prefix, transactional and not, and ignores other prefixes', async () => {
-    const stream = openStream('messages');
+    const stream = openStream('messages', { messagePrefix: 'mailroom' });
     await stream.start();
     const id = await inTransaction(db.pool, async (client) => {
       await client.query(`SELECT pg_logical_emit_message(true, 'mailroom', 'first')`);
@@ -426,7 +426,7 @@ describe('OutboxLogStream on PostgreSQL', () => {
     // A non-transactional message is not flushed by its own statement (PostgreSQL 15 has no
     // flush argument); a commit after it flushes it, so the walsender can send it.
     await db.pool.query(`SELECT pg_logical_emit_message(true, 'other', 'flush')`);
-    const resumed = openStream('messages');
+    const resumed = openStream('messages', { messagePrefix: 'mailroom' });
     await resumed.start();
     const later = await nextTx(resumed);
     assert.deepEqual(
@@ -441,7 +441,7 @@ describe('OutboxLogStream on PostgreSQL', () => {
     // a busy server that may take a few tries. The transaction must come back in every try.
     let exercised = 0;
     for (let attempt = 0; attempt < 8 && exercised < 2; attempt++) {
-      const stream = openStream('edge');
+      const stream = openStream('edge', { messagePrefix: 'mailroom' });
       await stream.start();
       const writer = await db.pool.connect();
       let id: string;

@@ -12,6 +12,7 @@ import { Outbox, Relay } from '../../src/core/index.js';
 import { PostgresLogSource } from '../../src/replication/postgres-log-source.js';
 import { MemoryTransport } from '../../src/transports/memory/index.js';
 import { createTestDb, DATABASE_URL, type TestDb } from '../helpers/postgres.js';
+import { dropSlot as dropSlotOf } from '../helpers/slots.js';
 import { waitUntil } from '../helpers/wait.js';
 
 describe('Relay with wakeup replication (PostgreSQL log)', () => {
@@ -27,28 +28,7 @@ describe('Relay with wakeup replication (PostgreSQL log)', () => {
     publication = `${db.schema}_outbox`;
   });
 
-  const dropSlot = async (name: string) => {
-    await db.pool
-      .query(
-        `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL`,
-        [name],
-      )
-      .catch(() => undefined);
-    await waitUntil(
-      async () =>
-        (
-          await db.pool.query(
-            `SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = $1 AND active`,
-            [name],
-          )
-        ).rows[0].n === 0,
-      `slot ${name} inactive`,
-    );
-    await db.pool.query(
-      `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`,
-      [name],
-    );
-  };
+  const dropSlot = (name: string) => dropSlotOf(db.pool, name);
 
   beforeEach(async () => {
     for (const r of relays.splice(0)) await r.stop();

@@ -2,6 +2,7 @@ import { redactUrl } from '../../core/redact.js';
 import type { PgClientSlice } from '../../replication/pg-replication-client.js';
 import { ReplicationError } from '../../replication/replication-error.js';
 import { SLOT_SQL } from '../../replication/replication-sql.js';
+import { quoteIdent } from '../../stores/sql-identifier.js';
 import { UsageError } from '../cli-error.js';
 import type { Command, CommandContext } from '../command.js';
 import { confirm, requireConfirmable } from '../confirm.js';
@@ -188,7 +189,8 @@ async function drop(client: PgClientSlice, ctx: CommandContext, name: string): P
   const question =
     `Drop replication slot "${name}" (inactive, confirmed ${health?.confirmedFlushLsn ?? '-'}, keeps ` +
     `${kept === null || kept === undefined ? 'an unknown amount' : formatBytes(kept)} of WAL)? A relay started on ` +
-    `it again creates a new slot and delivers what was committed since from the outbox table.`;
+    `it again creates a new slot and delivers what was committed since from the outbox table ` +
+    `(table-less messages committed meanwhile are lost).`;
   if (!(await confirm(question, { yes: ctx.flags.get('yes') === true, command: 'slot drop' }))) {
     process.stderr.write('aborted; nothing dropped\n');
     return 1;
@@ -211,6 +213,17 @@ async function drop(client: PgClientSlice, ctx: CommandContext, name: string): P
     }
     throw err;
   }
+  // The slot's read mark goes with it: a relay that creates the slot again then starts fresh,
+  // without a log_gap error for a drop that was meant. A schema without it (before version 10)
+  // has nothing to forget.
+  await client
+    .query(`DELETE FROM ${quoteIdent(String(ctx.config.schema ?? 'mailroom'))}.log_mark WHERE slot = $1`, [
+      name,
+    ])
+    .catch((err: unknown) => {
+      const code = (err as { code?: unknown })?.code;
+      if (code !== '42P01' && code !== '3F000') throw err;
+    });
   if (ctx.flags.get('json') === true) ctx.out(JSON.stringify({ dropped: name, slot: health }));
   else {
     ctx.out(

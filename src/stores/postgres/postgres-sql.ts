@@ -3,6 +3,23 @@ import type { EncodedMessage } from '../../core/types.js';
 import { quoteIdent, quoteLiteral } from '../sql-identifier.js';
 import { preparedEnqueueName } from './schema-name.js';
 
+/**
+ * A table-less message as the log carries it: JSON text, the payload in base64. The relay reads
+ * it back (`decodeLogMessage`); the SQL API's emit() writes the same shape, with `at`.
+ */
+export function encodeLogMessage(m: EncodedMessage): string {
+  return JSON.stringify({
+    v: 1,
+    id: m.id,
+    topic: m.topic,
+    key: m.key,
+    type: m.type,
+    ct: m.contentType,
+    h: m.headers,
+    p: m.payload.toString('base64'),
+  });
+}
+
 /** Most rows in one INSERT: 8 parameters a row stays well under PostgreSQL's 65535. */
 export const MAX_ROWS_PER_INSERT = 4000;
 
@@ -86,6 +103,52 @@ export function postgresSql(schema: string, channel: string) {
         ...named,
       };
     },
+
+    /**
+     * Table-less enqueue (sql/postgres/000010_tableless.sql): one logical decoding message per
+     * message, emitted in order in the caller's transaction, after checking that the relay's slot
+     * exists (a message written with no slot to read it would be lost at commit).
+     */
+    emit(messages: readonly EncodedMessage[], prefix: string, slot: string): SqlStatement {
+      return {
+        sql: `SELECT ${s}.emit_messages($1::text, $2::text, $3::text[]) AS n`,
+        params: [prefix, slot, messages.map(encodeLogMessage)],
+      };
+    },
+
+    /** Records how far a log reader had read (never lowers it); see `OutboxStore.markLogRead`. */
+    markLogRead: `INSERT INTO ${s}.log_mark (slot, read_lsn) VALUES ($1::text, $2::pg_lsn)
+ON CONFLICT (slot) DO UPDATE SET read_lsn = greatest(${s}.log_mark.read_lsn, excluded.read_lsn), updated_at = now()`,
+
+    logReadMark: `SELECT read_lsn::text AS lsn FROM ${s}.log_mark WHERE slot = $1::text`,
+
+    /** Keys of these that have rows in the outbox (000010_tableless.sql). */
+    keysInTable: `SELECT k AS key FROM ${s}.keys_in_table($1::text[], $2::bigint[]) AS k`,
+
+    /**
+     * Messages read from the log into the table: pending rows in the given order (their seq
+     * order), and dead letters. Ids already there are skipped (a message read again after a
+     * restart).
+     */
+    adopt: `WITH p AS (
+  INSERT INTO ${t} (id, topic, key, type, payload, content_type, headers, created_at, available_at, attempts, last_error)
+  SELECT m.id, m.topic, m.key, m.type, m.payload, m.content_type, m.headers::jsonb, m.created_at,
+         now() + m.delay_ms * interval '1 millisecond', m.attempts, m.error
+  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[], $7::text[], $8::timestamptz[],
+              $9::bigint[], $10::integer[], $11::text[])
+       WITH ORDINALITY AS m(id, topic, key, type, payload, content_type, headers, created_at, delay_ms, attempts, error, n)
+  ORDER BY m.n
+  ON CONFLICT (id) DO NOTHING
+  RETURNING 1
+), d AS (
+  INSERT INTO ${s}.dead_letter (id, topic, key, type, payload, content_type, headers, created_at, attempts, last_error)
+  SELECT m.id, m.topic, m.key, m.type, m.payload, m.content_type, m.headers::jsonb, m.created_at, m.attempts, m.error
+  FROM unnest($12::uuid[], $13::text[], $14::text[], $15::text[], $16::bytea[], $17::text[], $18::text[], $19::timestamptz[],
+              $20::integer[], $21::text[]) AS m(id, topic, key, type, payload, content_type, headers, created_at, attempts, error)
+  ON CONFLICT (id) DO NOTHING
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM p) AS pending, (SELECT count(*) FROM d) AS dead`,
 
     // Outbox({ requireTransaction: true }) runs this before the enqueue: PostgreSQL refuses LOCK
     // outside a transaction block (25P01), and inside one it takes the lock the INSERT takes

@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { ConfigError } from '../../core/errors/config-error.js';
 import { StoreError } from '../../core/errors/store-error.js';
+import { InvalidMessageError } from '../../core/errors/invalid-message-error.js';
 import type {
+  AdoptRequest,
   AckCounts,
   AckOutcome,
   AckRecord,
@@ -126,6 +128,25 @@ export interface PostgresStoreOptions {
    * @default true
    */
   serverStatementTimeout?: boolean;
+  /**
+   * Table-less mode: `enqueue` writes no row but a logical decoding message
+   * (`pg_logical_emit_message`) that a relay reading the log (`wakeup: 'replication'`) publishes
+   * in commit order. No outbox table grows or needs vacuuming; the table is only the retry path.
+   * Needs schema version 10, `wal_level = logical`, and the relay's slot: an enqueue fails (and
+   * writes nothing) while the slot does not exist. Delayed messages and messages with `ack` or
+   * `callback` need the table: enqueue them through a store without this option. See
+   * docs/replication.md, "Table-less mode".
+   *
+   * @default false
+   */
+  tableless?: boolean;
+  /** Table-less mode: the slot that must exist (the relay's `slot`). @default `${schema}_relay` */
+  slot?: string;
+  /**
+   * Table-less mode: the prefix of the logical messages (the relay's `messagePrefix`).
+   * @default the schema name
+   */
+  messagePrefix?: string;
 }
 
 const postgresStoreSchema = optionsSchema<PostgresStoreOptions>()('PostgresStore', {
@@ -145,6 +166,9 @@ const postgresStoreSchema = optionsSchema<PostgresStoreOptions>()('PostgresStore
   // PostgreSQL's statement_timeout is an int of milliseconds, the same bound as Node's timers.
   statementTimeoutMs: integer({ min: 1, max: MAX_TIMER_MS, default: 30_000 }),
   serverStatementTimeout: boolean({ default: true }),
+  tableless: boolean({ default: false }),
+  slot: string({ expected: 'a replication slot name' }),
+  messagePrefix: string({ expected: 'a message prefix' }),
 });
 
 /** Options of the store's own pool; the bounds and defaults of the CLI flags that set them. */
@@ -216,6 +240,12 @@ export class PostgresStore implements OutboxStore {
   readonly notify: boolean | 'idle';
   readonly archive: boolean;
   readonly preparedStatements: boolean;
+  /** Enqueue writes logical messages, not rows (see `PostgresStoreOptions.tableless`). */
+  readonly tableless: boolean;
+  /** The slot a table-less enqueue checks for. */
+  readonly slot: string;
+  /** The prefix of table-less messages. */
+  readonly messagePrefix: string;
   readonly #pool: PgPool;
   readonly #ownsPool: boolean;
   readonly #sql: PostgresSql;
@@ -234,6 +264,21 @@ export class PostgresStore implements OutboxStore {
     this.notify = resolved.notify;
     this.archive = resolved.archive;
     this.preparedStatements = resolved.preparedStatements;
+    this.tableless = resolved.tableless;
+    this.slot = resolved.slot ?? `${this.schema}_relay`;
+    if (!/^[a-z0-9_]{1,63}$/.test(this.slot)) {
+      throw new ConfigError(
+        'slot',
+        `PostgresStore option slot ${JSON.stringify(this.slot)} is not a replication slot name: use 1 to 63 of a-z, 0-9 and _`,
+      );
+    }
+    this.messagePrefix = resolved.messagePrefix ?? this.schema;
+    if (this.messagePrefix.length === 0) {
+      throw new ConfigError(
+        'messagePrefix',
+        'PostgresStore option messagePrefix is empty; leave it out for the schema name',
+      );
+    }
     this.#sql = postgresSql(this.schema, notifyChannel(this.schema));
     if (resolved.pool) {
       const given = OWN_POOL_DEADLINES.filter((key) => options[key] !== undefined);
@@ -284,6 +329,19 @@ export class PostgresStore implements OutboxStore {
   enqueueStatement(messages: readonly EncodedMessage[]): SqlStatement {
     if (messages.length > MAX_ROWS_PER_INSERT) {
       throw new RangeError(`enqueueStatement takes at most ${MAX_ROWS_PER_INSERT} messages`);
+    }
+    if (this.tableless) {
+      for (const m of messages) {
+        if (m.delayMs > 0 || m.delivery !== null) {
+          const what = m.delayMs > 0 ? 'delay' : m.delivery?.ack ? 'ack' : 'callback';
+          throw new InvalidMessageError(
+            what,
+            `message ${m.id} has ${what}, which needs the outbox table, and this PostgresStore is tableless: ` +
+              'enqueue it through a PostgresStore without tableless on the same schema (the relay delivers both)',
+          );
+        }
+      }
+      return this.#sql.emit(messages, this.messagePrefix, this.slot);
     }
     return this.#sql.enqueue(messages, this.notify, this.preparedStatements);
   }
@@ -412,6 +470,47 @@ export class PostgresStore implements OutboxStore {
       Math.max(1, Math.floor(request.maxPerKey ?? 1)),
     ]);
     return { leaseToken, messages: res.rows.map(toMessage).sort(compareSeq) };
+  }
+
+  async keysInTable(request: { keys: readonly string[]; xids?: readonly number[] }): Promise<string[]> {
+    if (request.keys.length === 0) return [];
+    const res = await this.#query(this.#sql.keysInTable, [request.keys, request.xids ?? null]);
+    return res.rows.map((r) => String(r.key));
+  }
+
+  async adopt(request: AdoptRequest): Promise<void> {
+    const { pending, dead } = request;
+    if (pending.length === 0 && dead.length === 0) return;
+    const col = <T>(rows: Array<{ message: OutboxMessage }>, f: (m: OutboxMessage) => T) =>
+      rows.map((r) => f(r.message));
+    const common = (rows: Array<{ message: OutboxMessage }>) => [
+      col(rows, (m) => m.id),
+      col(rows, (m) => m.topic),
+      col(rows, (m) => m.key),
+      col(rows, (m) => m.type),
+      col(rows, (m) => m.payload),
+      col(rows, (m) => m.contentType),
+      col(rows, (m) => JSON.stringify(m.headers)),
+      col(rows, (m) => m.createdAt),
+    ];
+    await this.#query(this.#sql.adopt, [
+      ...common(pending),
+      pending.map((p) => Math.max(0, Math.ceil(p.delayMs))),
+      col(pending, (m) => m.attempts),
+      pending.map((p) => p.error),
+      ...common(dead),
+      col(dead, (m) => m.attempts),
+      dead.map((d) => d.error),
+    ]);
+  }
+
+  async markLogRead(slot: string, lsn: string): Promise<void> {
+    await this.#query(this.#sql.markLogRead, [slot, lsn]);
+  }
+
+  async logReadMark(slot: string): Promise<string | null> {
+    const res = await this.#query(this.#sql.logReadMark, [slot]);
+    return (res.rows[0]?.lsn as string | undefined) ?? null;
   }
 
   async extendLease(leaseToken: string, leaseMs: number): Promise<void> {
