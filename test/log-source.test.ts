@@ -141,6 +141,48 @@ describe('Relay with a log source (replication mode)', () => {
     );
   });
 
+  it('behind a backlog, leaves the rows the log names to the claims until a claim finds less than a batch', async () => {
+    const log = new ScriptedLog();
+    const transport = new MemoryTransport({ latencyMs: 100 });
+    const source = new LogSource({ openStream: () => log, store: db.store });
+    let named = 0;
+    const claimIds = db.store.claimIds.bind(db.store);
+    db.store.claimIds = async (request) => {
+      named++;
+      return claimIds(request);
+    };
+    try {
+      const r = new Relay({ store: db.store, transport, source, batchSize: 5, concurrency: 1 });
+      relays.push(r);
+      await r.start();
+      // Faster than one batch of 5 per 100 ms: the batches ahead fill, then the buffer overflows.
+      const first: string[] = [];
+      for (let i = 0; i < 60; i++) {
+        const tx = await commit([`k${i}`]);
+        first.push(...tx.ids);
+        log.report(tx);
+      }
+      await waitUntil(() => source.behind, 'the source to fall behind', 10_000, 10);
+      const namedWhenBehind = named;
+      const more: string[] = [];
+      for (let i = 0; i < 10; i++) {
+        const tx = await commit([`m${i}`]);
+        more.push(...tx.ids);
+        log.report(tx);
+      }
+      await new Promise((res) => setTimeout(res, 300));
+      assert.equal(named, namedWhenBehind, 'rows read while behind are left to the claims');
+      await transport.waitFor(first.length + more.length, 30_000);
+      await waitUntil(() => !source.behind, 'a claim that found less than a batch', 10_000, 10);
+      const tx = await commit(['late']);
+      log.report(tx);
+      await waitUntil(() => named > namedWhenBehind, 'the log naming rows again', 5000, 10);
+      await transport.waitFor(first.length + more.length + 1, 5000);
+    } finally {
+      db.store.claimIds = claimIds;
+    }
+  });
+
   it("with confirmAfter 'settle', confirms a position only once its batch settled", async () => {
     const log = new ScriptedLog();
     const transport = new MemoryTransport({ latencyMs: 300 });

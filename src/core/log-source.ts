@@ -135,9 +135,14 @@ export interface LogSourceOptions {
    * while a mark exists is reported as a gap across restarts. Without it, neither.
    */
   markName?: string;
+  /** How often the read mark is written while the stream moves (see `markName`). @default 10000 */
+  markIntervalMs?: number;
   clock?: Clock;
   logger?: Logger;
 }
+
+/** `claimIds` calls in flight at most. */
+const MAX_LEASING = 2;
 
 /** Transactions read but not yet claimed, and the ids they hold, at most (reading pauses). */
 const MAX_BUFFERED_IDS_FACTOR = 4;
@@ -197,6 +202,19 @@ export class LogSource implements MessageSource {
   readonly #keysOut = new Map<string, number>();
   /** Transactions read that inserted rows, not yet waited for by `keysInTable`. */
   #insertXids: number[] = [];
+  /**
+   * Behind: the buffer overflowed and rows were left to the table's claims. Until a claim finds
+   * less than a batch (`caughtUp`), the source leaves every inserted row to the claims: behind a
+   * backlog most named rows have older rows of their key in the table, and `claimIds` would take
+   * a tenth of what it names.
+   */
+  #behind = false;
+  /** `claimIds` calls in flight. */
+  readonly #leasing = new Set<Promise<void>>();
+  /** Order of the calls (see `#inOrder`): the next call's number, the next to hand over. */
+  #chunkSeq = 0;
+  #nextToHand = 0;
+  readonly #finished = new Map<number, SourceBatch | undefined>();
   /** Table-less settles writing the table. */
   readonly #out = new Set<Promise<void>>();
   /** The read mark found at the stream's start (undefined: not read yet, null: none). */
@@ -205,6 +223,9 @@ export class LogSource implements MessageSource {
   #recordedMark = -1n;
   /** The end of the newest transaction read. */
   #readEnd = '0/0';
+  /** When the periodic read mark was last written (clock ms), and whether one is in flight. */
+  #markedAt = 0;
+  #marking = false;
 
   constructor(options: LogSourceOptions) {
     this.#options = options;
@@ -231,6 +252,11 @@ export class LogSource implements MessageSource {
   /** True while another relay holds the log and this one waits to take it over. */
   get standby(): boolean {
     return this.#standby;
+  }
+
+  /** True while the source leaves the rows it reads to the relay's claims (it fell behind). */
+  get behind(): boolean {
+    return this.#behind;
   }
 
   /** Transactions read and batches waiting, for status and tests. */
@@ -276,7 +302,10 @@ export class LogSource implements MessageSource {
     }
     this.#reader = this.#read();
     this.#claimer = this.#claim();
-    this.#idleTimer = setInterval(() => this.#confirm(), this.#options.idleConfirmMs ?? 1000);
+    this.#idleTimer = setInterval(() => {
+      this.#confirm();
+      this.#markNow();
+    }, this.#options.idleConfirmMs ?? 1000);
     this.#idleTimer.unref();
   }
 
@@ -301,7 +330,9 @@ export class LogSource implements MessageSource {
   async pause(): Promise<void> {
     if (this.#paused) return;
     this.#paused = true;
-    // Read and not leased: the rows are in the table, where claims find them after the outage.
+    // Read and not leased: the rows are in the table, where claims find them after the outage,
+    // and they deliver what builds up meanwhile before the log names rows again.
+    if (this.#confirmOnRead) this.#behind = true;
     if (this.#confirmOnRead && this.#buffered.length > 0) {
       this.#buffered.length = 0;
       this.#bufferedIds = 0;
@@ -309,6 +340,10 @@ export class LogSource implements MessageSource {
       this.#readerKick?.();
     }
     await this.#release(this.#ready.splice(0), 'transport unavailable: released unpublished');
+  }
+
+  caughtUp(): void {
+    this.#behind = false;
   }
 
   resume(): void {
@@ -351,6 +386,7 @@ export class LogSource implements MessageSource {
     this.#kick?.();
     this.#readerKick?.();
     await Promise.allSettled([this.#reader, this.#claimer]);
+    await Promise.allSettled([...this.#leasing]);
     // Leased for the relay but never taken: back to the table at once, no attempt spent.
     await this.#release(this.#ready.splice(0), 'relay stopping: released unpublished');
     // Table-less settles still writing the table: their positions are confirmed after.
@@ -380,6 +416,31 @@ export class LogSource implements MessageSource {
       ),
     );
     context.leftInTable();
+  }
+
+  /**
+   * Every `markIntervalMs` (10 s) while the stream moves, the read position is recorded even with
+   * no table-less message to publish: a slot later found created again while its mark exists is
+   * then a gap also after a restart, in table mode too (where the table covers it). Never more
+   * than one write at a time; a failed one is tried at the next tick.
+   */
+  #markNow(): void {
+    const { markName, store } = this.#options;
+    if (markName === undefined || store.markLogRead === undefined || this.#marking) return;
+    if (this.#clock.now() - this.#markedAt < (this.#options.markIntervalMs ?? 10_000)) return;
+    const to = this.#readEnd;
+    if (lsnValue(to) <= this.#recordedMark) return;
+    this.#marking = true;
+    store
+      .markLogRead(markName, to)
+      .then(
+        () => {
+          this.#markedAt = this.#clock.now();
+          if (lsnValue(to) > this.#recordedMark) this.#recordedMark = lsnValue(to);
+        },
+        () => undefined,
+      )
+      .finally(() => (this.#marking = false));
   }
 
   /** Reads the read mark left by the relay that read this slot before; false when it cannot. */
@@ -512,9 +573,21 @@ export class LogSource implements MessageSource {
       if (tx.inserts.length > 0) this.#insertXids.push(tx.xid);
       if (this.#confirmOnRead) {
         if (emitted.length === 0) this.#passed(tx.endLsn);
-        if (full) {
+        if (full || this.#behind) {
           // The relay is behind (the database slow or away): the rows are in the table, the
           // claims deliver them. Reading on keeps the server's log client answered.
+          if (full && !this.#behind) {
+            this.#behind = true;
+            // What is buffered goes to the claims too: its keys are the backlog's.
+            this.#buffered.length = 0;
+            this.#bufferedIds = 0;
+            this.#logger.info(
+              'the relay is behind the log: claims deliver the backlog, the log names rows again once they caught up',
+              {
+                source: this.name,
+              },
+            );
+          }
           if (tx.inserts.length > 0) context.leftInTable();
           this.#kick?.();
           continue;
@@ -561,55 +634,108 @@ export class LogSource implements MessageSource {
       const endLsn = (group[group.length - 1] as LogTransaction).endLsn;
       const allIds = group.flatMap((tx) => tx.inserts.map((i) => i.id));
       const xids = [...new Set(group.map((tx) => tx.xid))];
-      let claimed = 0;
       const track = !this.#confirmOnRead;
       if (allIds.length === 0 && track) this.#groups.push({ endLsn, open: 0 });
+      const chunks: Array<Promise<number>> = [];
       for (let i = 0; i < allIds.length; i += context.batchSize) {
         const chunk = allIds.slice(i, i + context.batchSize);
-        const entry: Group = { endLsn, open: 0 };
+        // Open from before the call (in `settle` mode), so no confirm passes it meanwhile.
+        const entry: Group = { endLsn, open: track ? 1 : 0 };
         if (track) this.#groups.push(entry);
-        let batch: ClaimedBatch;
-        // The lease starts during the call: count its age from before it.
-        const leasedAt = this.#clock.now();
-        try {
-          batch = await this.#options.store.claimIds({
-            ids: chunk,
-            xids,
-            owner: context.owner,
-            limit: context.batchSize,
-            leaseMs: context.leaseMs,
-            maxPerKey: context.maxPerKey,
-          });
-        } catch (err) {
-          // The rows stay in the table; the relay's claim delivers them.
-          context.error(err);
-          continue;
-        }
-        claimed += batch.messages.length;
-        if (batch.messages.length === 0) continue;
-        // The log's order (commit order, then insert order), not the store's seq order: a group
-        // of transactions can hold a long one's early rows behind later short ones.
-        const position = new Map(chunk.map((id, i) => [id, i]));
-        batch.messages.sort((a, b) => (position.get(a.id) ?? 0) - (position.get(b.id) ?? 0));
-        entry.open = track ? 1 : 0;
-        const ready: SourceBatch = {
-          ...batch,
-          claimedAt: leasedAt,
-          done: () => {
-            entry.open = 0;
-            this.#confirm();
-          },
-        };
-        if (this.#paused) {
-          // The transport went down while this claim ran: give it back at once.
-          await this.#release([ready], 'transport unavailable: released unpublished');
-          continue;
-        }
-        this.#ready.push(ready);
-        context.ready();
+        // Up to MAX_LEASING calls at once: at a thousand transactions a second one call at a
+        // time is busy most of the time, and each transaction waited for the call ahead of it.
+        // Calls side by side may lease out of log order; a key's order is the table's rule
+        // (claim_ids never takes a row behind an older one of its key still there).
+        while (this.#leasing.size >= MAX_LEASING) await Promise.race(this.#leasing);
+        const work = this.#leaseChunk(chunk, xids, entry, track, context, this.#chunkSeq++);
+        chunks.push(work);
+        const tracked = work.then(() => undefined);
+        this.#leasing.add(tracked);
+        void tracked.finally(() => {
+          this.#leasing.delete(tracked);
+          this.#kick?.();
+        });
       }
-      if (claimed < allIds.length) context.leftInTable();
-      this.#confirm();
+      void Promise.all(chunks).then((counts) => {
+        if (counts.reduce((a, b) => a + b, 0) < allIds.length) context.leftInTable();
+        this.#confirm();
+      });
+    }
+  }
+
+  /** Leases one chunk of named rows and hands the batch to the relay; resolves how many it leased. */
+  async #leaseChunk(
+    chunk: string[],
+    xids: number[],
+    entry: Group,
+    track: boolean,
+    context: SourceContext,
+    seq: number,
+  ): Promise<number> {
+    let batch: ClaimedBatch;
+    // The lease starts during the call: count its age from before it.
+    const leasedAt = this.#clock.now();
+    try {
+      batch = await this.#options.store.claimIds({
+        ids: chunk,
+        xids,
+        owner: context.owner,
+        limit: context.batchSize,
+        leaseMs: context.leaseMs,
+        maxPerKey: context.maxPerKey,
+      });
+    } catch (err) {
+      // The rows stay in the table; the relay's claim delivers them.
+      entry.open = 0;
+      context.error(err);
+      this.#inOrder(seq, undefined);
+      return 0;
+    }
+    if (batch.messages.length === 0) {
+      entry.open = 0;
+      this.#inOrder(seq, undefined);
+      return 0;
+    }
+    // The log's order (commit order, then insert order), not the store's seq order: a group
+    // of transactions can hold a long one's early rows behind later short ones.
+    const position = new Map(chunk.map((id, i) => [id, i]));
+    batch.messages.sort((a, b) => (position.get(a.id) ?? 0) - (position.get(b.id) ?? 0));
+    entry.open = track ? 1 : 0;
+    const ready: SourceBatch = {
+      ...batch,
+      claimedAt: leasedAt,
+      done: () => {
+        entry.open = 0;
+        this.#confirm();
+      },
+    };
+    if (this.#paused || this.#abort.signal.aborted) {
+      // The transport went down (or the relay is stopping) while this claim ran: give it back.
+      this.#inOrder(seq, undefined);
+      await this.#release([ready], 'transport unavailable: released unpublished');
+      return batch.messages.length;
+    }
+    this.#inOrder(seq, ready);
+    return batch.messages.length;
+  }
+
+  /**
+   * Hands leased batches to the relay in the order their calls were made (log order), whatever
+   * order the calls side by side come back in.
+   */
+  #inOrder(seq: number, batch: SourceBatch | undefined): void {
+    this.#finished.set(seq, batch);
+    while (this.#finished.has(this.#nextToHand)) {
+      const next = this.#finished.get(this.#nextToHand);
+      this.#finished.delete(this.#nextToHand);
+      this.#nextToHand++;
+      if (next === undefined) continue;
+      if (this.#paused || this.#abort.signal.aborted) {
+        void this.#release([next], 'transport unavailable: released unpublished');
+        continue;
+      }
+      this.#ready.push(next);
+      this.#context?.ready();
     }
   }
 

@@ -154,6 +154,11 @@ export interface MessageSource {
   pause?(): Promise<void>;
   /** The relay can publish again. */
   resume?(): void;
+  /**
+   * The relay's claim found less than a batch: the table holds no backlog now. A source that
+   * left rows there because it was behind may name rows again (see `LogSource`).
+   */
+  caughtUp?(): void;
   /** Stops reading and releases batches not taken. Never rejects. */
   stop(): Promise<void>;
 }

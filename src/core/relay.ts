@@ -341,6 +341,7 @@ export class Relay extends TypedEmitter<RelayEvents> {
           } else if (messages.length === 0) {
             this.#leftInTable = false;
           }
+          if (messages.length < this.options.batchSize) this.#source.caughtUp?.();
         }
       } catch (err) {
         this.#claimWanted = true;
