@@ -8,7 +8,7 @@
  *
  * @module
  */
-import type { JsonValue, ReceivedMessage } from '../core/types.js';
+import type { JsonValue, MessageInput, OutboxMessage, ReceivedMessage } from '../core/types.js';
 
 /**
  * What a handler can do besides its effects: the same shape as the `InboxContext` that
@@ -22,6 +22,15 @@ export interface ConsumerContext {
    * with the effects it reports.
    */
   ack(result?: JsonValue): void;
+  /**
+   * Transacted receive, on consumers made with `transacted: true` (undefined on others):
+   * publishes messages in the broker transaction that also acknowledges the message being
+   * handled. The consumer commits that transaction after the handler (and its inbox transaction)
+   * succeeded, and rolls it back when the handler throws, so a crash never loses the input and
+   * never leaves its outputs at the broker with the input still to be handled again.
+   * docs/mq-transactions.md.
+   */
+  publish?(messages: ReadonlyArray<OutboxMessage | MessageInput>): Promise<void>;
 }
 
 /**

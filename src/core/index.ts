@@ -79,3 +79,11 @@ export {
 export { silentLogger, type Logger } from './logger.js';
 export { systemClock, type Clock } from './clock.js';
 export { redactUrl } from './redact.js';
+export {
+  isTransactionalTransport,
+  newTransactionId,
+  runInTransaction,
+  toOutboxMessages,
+  type BrokerTransaction,
+  type TransactionalTransport,
+} from './broker-transaction.js';
