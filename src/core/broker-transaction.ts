@@ -39,9 +39,15 @@ export interface BrokerTransaction {
   publish(messages: ReadonlyArray<OutboxMessage | MessageInput>): Promise<void>;
   /**
    * Makes everything published in the transaction visible together, as far as the broker
-   * promises it. Resolves once the broker confirmed the commit. Rejects with a `TransportError`
-   * otherwise: code `commit_unknown` when the connection was lost after the commit was sent (the
-   * broker may or may not have committed), any other code when it certainly did not.
+   * promises it. Resolves once the broker confirmed the commit. Rejects otherwise, and how says
+   * what the relay does with an atomic group (docs/design.md, "Atomic groups"):
+   * - a `TransportError`: the broker could not be used (connection lost, blocked, no answer);
+   *   code `commit_unknown` when the connection was lost after the commit was sent (the broker
+   *   may or may not have committed). The relay takes it as an outage: no attempt spent.
+   * - a `PermanentDeliveryError`: a message can never be delivered as it is (unroutable,
+   *   refused for its content). The relay dead-letters the group.
+   * - any other Error: this try failed (a refusal the broker may not repeat). The relay retries
+   *   the group with backoff.
    */
   commit(): Promise<void>;
   /**

@@ -62,7 +62,7 @@ export {
   type LogStream,
   type LogTransaction,
 } from './log-source.js';
-export { Outbox, type OutboxOptions } from './outbox.js';
+export { Outbox, type EnqueueOptions, type OutboxOptions } from './outbox.js';
 export {
   Relay,
   resolveRelayOptions,
@@ -87,3 +87,15 @@ export {
   type BrokerTransaction,
   type TransactionalTransport,
 } from './broker-transaction.js';
+export {
+  ATOMIC_GROUP_CONTENT_TYPE,
+  GROUP_ID_HEADER,
+  GROUP_INDEX_HEADER,
+  GROUP_SIZE_HEADER,
+  MAX_GROUP_BYTES,
+  MAX_GROUP_MESSAGES,
+  decodeGroup,
+  encodeGroup,
+  groupOf,
+  isGroup,
+} from './atomic-group.js';

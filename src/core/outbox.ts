@@ -1,6 +1,7 @@
 import { ConfigError } from './errors/config-error.js';
 import { InvalidMessageError } from './errors/invalid-message-error.js';
 import { isUuid } from './uuid.js';
+import { encodeGroup } from './atomic-group.js';
 import { encodeMessage, MAX_TOPIC_BYTES, type MessageLimits } from './message.js';
 import { boolean, custom, hasMethods, integer, optionsSchema, string } from './options-schema.js';
 import type { AckPort, MessageStatus, OutboxStore, SqlExecutor } from './ports.js';
@@ -42,6 +43,23 @@ const outboxOptionsSchema = optionsSchema<OutboxOptions>()('Outbox', {
 
 /** Most messages one INSERT carries; larger arrays are split into several statements. */
 const CHUNK = 1000;
+
+/** Options of one `outbox.enqueue` call. */
+export interface EnqueueOptions {
+  /**
+   * Deliver these messages all or none: the relay publishes them in one broker transaction
+   * (transports with transactions: RabbitMQ, STOMP), so a consumer never sees part of the group,
+   * even when the relay dies halfway. The messages must share one key (or all have none): the
+   * group is claimed, retried and ordered as one message. Each member carries the headers
+   * `mailroom-group` (the first member's id), `mailroom-group-size` and `mailroom-group-index`.
+   * `outbox.status()` follows the group by its first member's id. A relay whose transport has no
+   * transactions dead-letters the group, saying so. No `delayMs`, `ack` or `callback` in a group.
+   *
+   * @default false
+   * @example await outbox.enqueue(client, [orderConfirmed, stockReserved], { atomic: true });
+   */
+  atomic?: boolean;
+}
 
 /**
  * Writes messages into the outbox inside the caller's own transaction. The messages become
@@ -100,17 +118,30 @@ export class Outbox<Tx = unknown> {
    *   client known to be outside `BEGIN` (see {@link OutboxOptions.requireTransaction}).
    */
   enqueue(tx: Tx, message: MessageInput): Promise<string>;
-  enqueue(tx: Tx, messages: readonly MessageInput[]): Promise<string[]>;
-  async enqueue(tx: Tx, input: MessageInput | readonly MessageInput[]): Promise<string | string[]> {
+  enqueue(tx: Tx, messages: readonly MessageInput[], options?: EnqueueOptions): Promise<string[]>;
+  async enqueue(
+    tx: Tx,
+    input: MessageInput | readonly MessageInput[],
+    options: EnqueueOptions = {},
+  ): Promise<string | string[]> {
     const list = Array.isArray(input) ? (input as readonly MessageInput[]) : [input as MessageInput];
-    const encoded = this.encode(list);
+    const members = this.encode(list);
+    const atomic = options.atomic ?? false;
+    if (typeof atomic !== 'boolean') {
+      throw new ConfigError(
+        'atomic',
+        `enqueue option atomic must be true or false, got ${JSON.stringify(atomic)}`,
+      );
+    }
+    // An atomic group is stored as one message (docs/design.md, "Atomic groups").
+    const encoded = atomic ? [encodeGroup(members)] : members;
     const executor = this.store.executor(tx);
     if (this.#requireTransaction) await this.#requireTransaction(executor);
     for (let i = 0; i < encoded.length; i += CHUNK) {
       const { sql, params, name } = this.store.enqueueStatement(encoded.slice(i, i + CHUNK));
       await executor.execute(sql, params, name);
     }
-    const ids = encoded.map((m) => m.id);
+    const ids = members.map((m) => m.id);
     return Array.isArray(input) ? ids : (ids[0] as string);
   }
 

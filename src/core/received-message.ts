@@ -1,3 +1,4 @@
+import { groupOf } from './atomic-group.js';
 import { ACK_TO_HEADER } from './message.js';
 import type { OutboxMessage, ReceivedMessage } from './types.js';
 
@@ -38,5 +39,6 @@ export function toReceivedMessage(message: OutboxMessage): ReceivedMessage {
     ackTo: message.headers[ACK_TO_HEADER] ?? null,
     attempt: message.attempts,
     createdAt: message.createdAt,
+    group: groupOf(message.headers),
   };
 }

@@ -22,6 +22,8 @@ import { retryDelayMs } from './retry-policy.js';
 import { TransportHealth } from './transport-health.js';
 import { TypedEmitter } from './typed-emitter.js';
 import type { OutboxMessage } from './types.js';
+import { decodeGroup, isGroup } from './atomic-group.js';
+import { isTransactionalTransport } from './broker-transaction.js';
 import { IdleGate, NotifyListener, WakeUp, type WakeSource } from './wakeup.js';
 
 export { resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './relay-options.js';
@@ -471,7 +473,7 @@ export class Relay extends TypedEmitter<RelayEvents> {
       }
     }
 
-    const outcomes = toPublish.length > 0 ? await this.#publish(toPublish, batch.abort) : [];
+    const outcomes = toPublish.length > 0 ? await this.#publishAll(toPublish, batch.abort) : [];
     const publishMs = this.#clock.now() - started;
     const stopping = this.#abort.signal.aborted;
     let answered = false;
@@ -572,6 +574,109 @@ export class Relay extends TypedEmitter<RelayEvents> {
       refused: blocker,
       delivered: message.id,
     });
+  }
+
+  /**
+   * Publishes a batch in which atomic groups may be: plain messages as one call, each group in a
+   * broker transaction of its own, in batch order (a key's run may hold both, and the broker
+   * must see them in order). Never throws; one outcome per message.
+   */
+  async #publishAll(messages: OutboxMessage[], abort: AbortController): Promise<PublishOutcome[]> {
+    if (!messages.some(isGroup)) return this.#publish(messages, abort);
+    const outcomes: PublishOutcome[] = [];
+    let run: number[] = [];
+    const flush = async () => {
+      if (run.length === 0) return;
+      const indexes = run;
+      run = [];
+      const got = await this.#publish(
+        indexes.map((i) => messages[i] as OutboxMessage),
+        abort,
+      );
+      indexes.forEach((i, j) => (outcomes[i] = got[j] as PublishOutcome));
+    };
+    for (let i = 0; i < messages.length; i++) {
+      const message = messages[i] as OutboxMessage;
+      if (!isGroup(message)) {
+        run.push(i);
+        continue;
+      }
+      await flush();
+      outcomes[i] = await this.#publishGroup(message, abort);
+    }
+    await flush();
+    return outcomes;
+  }
+
+  /**
+   * One atomic group: its members in one broker transaction, committed under the publish
+   * deadline. The commit's failure says what happens (see `BrokerTransaction.commit`): an outage
+   * (no attempt spent), a dead letter, or a retry of the whole group.
+   */
+  async #publishGroup(group: OutboxMessage, abort: AbortController): Promise<PublishOutcome> {
+    const transport = this.#transport;
+    if (!isTransactionalTransport(transport)) {
+      return {
+        status: 'permanent',
+        error: new TransportError(
+          'no_transactions',
+          `message ${group.id} is an atomic group, and the ${transport.name} transport has no broker transactions, ` +
+            'so it cannot deliver the group all or none; run a relay with a transport that has them (RabbitMQ, STOMP) ' +
+            'and replay the dead letter',
+          { details: { id: group.id, transport: transport.name } },
+        ),
+      };
+    }
+    let members: OutboxMessage[];
+    try {
+      members = decodeGroup(group);
+    } catch (err) {
+      return { status: 'permanent', error: toError(err) };
+    }
+    const { publishTimeoutMs } = this.options;
+    const timer = new AbortController();
+    const onAbort = () => timer.abort();
+    abort.signal.addEventListener('abort', onAbort, { once: true });
+    const call = transport
+      .transaction((tx) => tx.publish(members), { signal: abort.signal })
+      .then(
+        (): PublishOutcome => ({ status: 'ok' }),
+        (err: unknown): PublishOutcome => {
+          const error = toError(err);
+          if (isPermanentDeliveryError(error)) return { status: 'permanent', error };
+          if (isTransportError(error)) return { status: 'unavailable', error };
+          return { status: 'retry', error };
+        },
+      );
+    const expired = this.#clock
+      .sleep(publishTimeoutMs, timer.signal)
+      .then((slept): PublishOutcome | undefined =>
+        slept
+          ? {
+              status: 'unavailable',
+              error: new TransportError(
+                'publish_timeout',
+                `transport ${transport.name} did not commit atomic group ${group.id} (${members.length} messages) within ` +
+                  `publishTimeoutMs (${publishTimeoutMs} ms); the group is released without spending an attempt`,
+                { details: { publishTimeoutMs, id: group.id } },
+              ),
+            }
+          : undefined,
+      );
+    const outcome = await Promise.race([call, expired.then((o) => o ?? call)]);
+    timer.abort();
+    abort.signal.removeEventListener('abort', onAbort);
+    if (
+      outcome.status === 'unavailable' &&
+      outcome.error instanceof TransportError &&
+      outcome.error.code === 'publish_timeout'
+    ) {
+      // Our deadline: stop the call; whatever it did is rolled back by the broker or, if the
+      // commit went through, delivered once more later (at least once).
+      abort.abort();
+      this.emit('relay:error', { phase: 'publish', error: outcome.error });
+    }
+    return outcome;
   }
 
   /**

@@ -168,6 +168,12 @@ export interface ReceivedMessage {
   attempt: number;
   /** When the sender enqueued it, when the transport carries it. */
   createdAt: Date | null;
+  /**
+   * The atomic group it came in (`outbox.enqueue(…, { atomic: true })`): the group's id (its
+   * first message's), how many messages it has and this one's place, from 0. Null (or absent,
+   * from consumers older than groups) for a message sent on its own.
+   */
+  group?: { id: string; size: number; index: number } | null;
 }
 
 /** What a receiver's acknowledgement says (the payload of an ack message, or an HTTP ack). */

@@ -265,6 +265,26 @@ describe('Table-less mode (logical messages through the log)', () => {
     for (const m of transport.messages) assert.equal(m.attempts, 1);
   });
 
+  it('delivers an atomic group written table-less in one broker transaction', async () => {
+    const transport = new MemoryTransport();
+    const r = relay(transport);
+    await r.start();
+    const c = await begin();
+    const ids = await outbox.enqueue(
+      c,
+      [0, 1, 2].map((i) => ({ topic: 'tl.group', key: 'g', payload: { i } })),
+      { atomic: true },
+    );
+    await commit(c);
+    await transport.waitFor(3, 10_000);
+    assert.deepEqual(
+      transport.messages.map((m) => m.id),
+      ids,
+    );
+    assert.equal(transport.commits, 1);
+    assert.equal(await rows('outbox'), 0);
+  });
+
   it('a message whose key has a row in the table (a delayed one) waits behind it', async () => {
     const transport = new MemoryTransport();
     const r = relay(transport);

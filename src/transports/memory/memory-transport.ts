@@ -5,6 +5,8 @@ import {
 import { TransportError } from '../../core/errors/transport-error.js';
 import { boolean, custom, func, MAX_TIMER_MS, number, optionsSchema } from '../../core/options-schema.js';
 import type { PublishOptions, PublishOutcome, Transport } from '../../core/ports.js';
+import { runInTransaction, toOutboxMessages, type BrokerTransaction } from '../../core/broker-transaction.js';
+import { ConfigError } from '../../core/errors/config-error.js';
 import type { OutboxMessage } from '../../core/types.js';
 
 /**
@@ -64,6 +66,14 @@ export interface MemoryTransportOptions {
    * @default false
    */
   hang?: boolean;
+  /**
+   * Broker transactions (`begin()`, `transaction(fn)`): messages published in one are recorded
+   * together at commit, or not at all; `failWith` is asked at commit. False makes the transport
+   * one without transactions (a relay then dead-letters atomic groups).
+   *
+   * @default true
+   */
+  transactions?: boolean;
 }
 
 const memoryTransportSchema = optionsSchema<MemoryTransportOptions>()('MemoryTransport', {
@@ -78,6 +88,7 @@ const memoryTransportSchema = optionsSchema<MemoryTransportOptions>()('MemoryTra
   closeTimeoutMs: number({ min: 0, max: MAX_TIMER_MS, default: 1000 }),
   unavailable: boolean({ default: false }),
   hang: boolean({ default: false }),
+  transactions: boolean({ default: true }),
 });
 
 interface Waiter {
@@ -127,6 +138,9 @@ export class MemoryTransport implements Transport {
   unavailable: boolean;
   /** See {@link MemoryTransportOptions.hang}. */
   hang: boolean;
+  /** See {@link MemoryTransportOptions.transactions}. */
+  readonly transactions: boolean;
+  #commits = 0;
 
   #recorded: OutboxMessage[] = [];
   #byTopic = new Map<string, OutboxMessage[]>();
@@ -146,6 +160,99 @@ export class MemoryTransport implements Transport {
     this.closeTimeoutMs = resolved.closeTimeoutMs;
     this.unavailable = resolved.unavailable;
     this.hang = resolved.hang;
+    this.transactions = resolved.transactions;
+  }
+
+  /** Number of transactions committed so far. */
+  get commits(): number {
+    return this.#commits;
+  }
+
+  /**
+   * Starts a broker transaction (see {@link MemoryTransportOptions.transactions}). Throws a
+   * `TransportError` while the transport is closed or `unavailable`.
+   */
+  async begin(options: PublishOptions = {}): Promise<BrokerTransaction> {
+    if (!this.transactions) {
+      throw new ConfigError('transactions', 'this MemoryTransport was made with transactions: false');
+    }
+    this.#checkOpen();
+    const held: OutboxMessage[] = [];
+    let state: 'open' | 'committed' | 'rolled back' = 'open';
+    const ensureOpen = (what: string) => {
+      if (state !== 'open')
+        throw new TransportError(
+          'transaction_closed',
+          `MemoryTransport: ${what} on a transaction already ${state}`,
+        );
+    };
+    return {
+      publish: async (messages) => {
+        ensureOpen('publish');
+        const list = toOutboxMessages(messages);
+        this.#checkOpen();
+        held.push(...list.map(copy));
+      },
+      commit: async () => {
+        ensureOpen('commit');
+        if (this.hang && !(await this.#wait(Infinity, options.signal))) {
+          state = 'rolled back';
+          throw new TransportError(
+            'publish_timeout',
+            'MemoryTransport: the commit was abandoned (hang is set); nothing was committed',
+          );
+        }
+        if (this.latencyMs > 0) await this.#wait(this.latencyMs, options.signal);
+        this.#checkOpen();
+        for (const message of held) {
+          const outcome = this.#decide(message);
+          if (outcome === undefined) continue;
+          state = 'rolled back';
+          throw outcome;
+        }
+        state = 'committed';
+        for (const message of held) this.#record(message);
+        this.#commits++;
+        this.#wake();
+      },
+      rollback: async () => {
+        if (state === 'open') state = 'rolled back';
+        held.length = 0;
+      },
+    };
+  }
+
+  /** Runs `fn` in a transaction: commits when it resolves, rolls back and rethrows when it throws. */
+  transaction<T>(fn: (tx: BrokerTransaction) => Promise<T>, options: PublishOptions = {}): Promise<T> {
+    return runInTransaction(() => this.begin(options), fn);
+  }
+
+  #checkOpen(): void {
+    if (this.#closed)
+      throw new TransportError('closed', 'MemoryTransport is closed; call start() to open it again');
+    if (this.unavailable)
+      throw new TransportError('unreachable', 'MemoryTransport: unavailable (injected outage)');
+  }
+
+  /** What `failWith` says of a message at a commit, as the error the commit throws (or none). */
+  #decide(message: OutboxMessage): Error | undefined {
+    let failure: ReturnType<MemoryFailure>;
+    try {
+      failure = this.failWith?.(message);
+    } catch (err) {
+      failure = err instanceof Error ? err : new Error(String(err));
+    }
+    if (failure === undefined) return undefined;
+    if (failure === 'permanent') {
+      return new PermanentDeliveryError(
+        `MemoryTransport: injected permanent failure for message ${message.id}`,
+      );
+    }
+    if (failure === 'unavailable') {
+      return new TransportError('unreachable', 'MemoryTransport: unavailable (injected outage)');
+    }
+    if (failure === 'retry') return new Error(`MemoryTransport: injected failure for message ${message.id}`);
+    return failure;
   }
 
   /** Every recorded message, in the order the "broker" accepted them, duplicates included. */
@@ -316,6 +423,13 @@ export class MemoryTransport implements Transport {
     });
   }
 
+  #record(message: OutboxMessage): void {
+    this.#recorded.push(message);
+    const list = this.#byTopic.get(message.topic);
+    if (list) list.push(message);
+    else this.#byTopic.set(message.topic, [message]);
+  }
+
   #deliver(message: OutboxMessage): PublishOutcome {
     let failure: ReturnType<MemoryFailure>;
     try {
@@ -356,10 +470,7 @@ export class MemoryTransport implements Transport {
         : { status: 'retry', error: failure };
     }
 
-    this.#recorded.push(message);
-    const list = this.#byTopic.get(message.topic);
-    if (list) list.push(message);
-    else this.#byTopic.set(message.topic, [message]);
+    this.#record(message);
 
     const lose = typeof this.loseConfirm === 'function' ? this.loseConfirm(message) : this.loseConfirm;
     if (lose) {
