@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Outbox } from '../src/core/index.js';
 import { PostgresLedger } from '../src/stores/postgres/ledger.js';
+import { checkGroups } from '../src/verify/group-check.js';
 import { parseSnapshot, verifyDeliveries, visibleIn, type LedgerEntry } from '../src/verify/verify-report.js';
 import { createTestDb, inTransaction } from './helpers/postgres.js';
 
@@ -118,5 +119,51 @@ describe('verify', () => {
     } finally {
       await db.drop();
     }
+  });
+
+  it('records each member of an atomic group in the ledger, and counts them pending and dead with their group', async () => {
+    const db = await createTestDb('ledgergrp');
+    try {
+      const ledger = new PostgresLedger(db.pool, db.schema);
+      await ledger.setEnabled(true);
+      const outbox = new Outbox({ store: db.store });
+      const ids = await inTransaction(db.pool, (c) =>
+        outbox.enqueue(
+          c,
+          [1, 2, 3].map((i) => ({ topic: 'g', key: 'k', payload: i })),
+          { atomic: true },
+        ),
+      );
+      const entries = await ledger.entries();
+      assert.deepEqual(entries.map((e) => e.id).sort(), [...ids].sort());
+      assert.equal(new Set(entries.map((e) => e.seq)).size, 1, 'members share the group row’s seq');
+      assert.deepEqual([...(await ledger.state()).pending].sort(), [...ids].sort());
+      await db.pool.query(
+        `WITH d AS (DELETE FROM "${db.schema}".outbox RETURNING *)
+         INSERT INTO "${db.schema}".dead_letter (id, topic, key, type, payload, content_type, headers, created_at, attempts)
+         SELECT id, topic, key, type, payload, content_type, headers, created_at, attempts FROM d`,
+      );
+      const state = await ledger.state();
+      assert.deepEqual([...state.dead].sort(), [...ids].sort());
+      assert.deepEqual(verifyDeliveries(entries, [], state).lost, []);
+    } finally {
+      await db.drop();
+    }
+  });
+
+  it('finds atomic groups seen in part, or not as one unbroken run', () => {
+    const g = (id: string, group: string, index: number, size = 3) => ({
+      id,
+      group: { id: group, size, index },
+    });
+    const whole = [g('a0', 'A', 0), g('a1', 'A', 1), g('a2', 'A', 2), { id: 'x' }, g('b0', 'B', 0, 1)];
+    assert.deepEqual(checkGroups(whole), { groups: 2, incomplete: [], broken: [] });
+    // Published twice (at least once): two whole runs are fine.
+    assert.deepEqual(checkGroups([...whole, ...whole]).broken, []);
+    const split = [g('a0', 'A', 0), { id: 'x' }, g('a1', 'A', 1), g('a2', 'A', 2)];
+    assert.deepEqual(checkGroups(split).broken, ['A']);
+    const part = [g('a0', 'A', 0), g('a1', 'A', 1)];
+    assert.deepEqual(checkGroups(part), { groups: 1, incomplete: ['A'], broken: ['A'] });
+    assert.deepEqual(checkGroups([g('a1', 'A', 1), g('a2', 'A', 2), g('a0', 'A', 0)]).broken, ['A']);
   });
 });

@@ -13,3 +13,4 @@ export {
   type RabbitMqCollectorOptions,
   type CollectedDelivery,
 } from './rabbitmq-collector.js';
+export { checkGroups, type GroupCheck, type GroupedDelivery } from './group-check.js';

@@ -1,5 +1,6 @@
 import { ConfigError } from '../core/errors/config-error.js';
 import { TransportError } from '../core/errors/transport-error.js';
+import { groupOf } from '../core/atomic-group.js';
 import { redactUrl } from '../core/redact.js';
 
 /** The slice of amqplib the collector uses (a consuming channel). */
@@ -34,6 +35,8 @@ export interface CollectedDelivery {
   topic: string;
   key: string | null;
   redelivered: boolean;
+  /** The atomic group it came in (its `mailroom-group*` headers), or null. */
+  group: { id: string; size: number; index: number } | null;
 }
 
 /** Options of {@link RabbitMqCollector}. */
@@ -209,11 +212,16 @@ export class RabbitMqCollector {
     const { consumerTag } = await ch.consume(this.queue, (m) => {
       if (!m) return;
       const key = m.properties.headers?.['mailroom-key'];
+      const headers: Record<string, string> = {};
+      for (const [name, value] of Object.entries(m.properties.headers ?? {})) {
+        if (name.startsWith('mailroom-group')) headers[name] = String(value);
+      }
       this.deliveries.push({
         id: String(m.properties.messageId),
         topic: m.fields.routingKey,
         key: typeof key === 'string' ? key : null,
         redelivered: m.fields.redelivered,
+        group: groupOf(headers),
       });
       this.#lastAt = Date.now();
       if (this.#ack === 'auto') ch.ack(m);

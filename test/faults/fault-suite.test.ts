@@ -9,6 +9,10 @@
  *   FAULT_WAKEUP=replication node scripts/run-tests.mjs --faults test/faults/fault-suite.test.ts
  *                                            the same with relays tailing the log (one slot: one
  *                                            relay reads it, the others are hot standbys)
+ *   FAULT_ATOMIC=1 node scripts/run-tests.mjs --faults test/faults/fault-suite.test.ts
+ *                                            writers enqueue atomic groups (one key per
+ *                                            transaction); the consumer checks every group arrived
+ *                                            whole, as one run, each time
  *   FAULT_WAKEUP=replication FAULT_TABLELESS=1 node scripts/run-tests.mjs --faults test/faults/fault-suite.test.ts
  *                                            the same with table-less writers: messages only in
  *                                            the log, the table only for retries
@@ -26,6 +30,7 @@ import { PostgresStore } from '../../src/stores/postgres/index.js';
 import { PostgresLedger } from '../../src/stores/postgres/ledger.js';
 import { TcpProxy } from '../../src/testkit/tcp-proxy.js';
 import { RabbitMqCollector } from '../../src/verify/rabbitmq-collector.js';
+import { checkGroups } from '../../src/verify/group-check.js';
 import { verifyDeliveries } from '../../src/verify/verify-report.js';
 import { AMQP_URL } from '../helpers/amqp.js';
 import { spawnCli } from '../helpers/cli.js';
@@ -39,6 +44,8 @@ const RELAYS = 3;
 const WAKEUP = process.env.FAULT_WAKEUP ?? 'notify';
 /** Writers enqueue table-less (logical messages; needs FAULT_WAKEUP=replication). */
 const TABLELESS = process.env.FAULT_TABLELESS === '1';
+/** Writers enqueue each transaction's messages as an atomic group (one key per transaction). */
+const ATOMIC = process.env.FAULT_ATOMIC === '1';
 if (TABLELESS && WAKEUP !== 'replication')
   throw new Error('FAULT_TABLELESS=1 needs FAULT_WAKEUP=replication');
 const KEYS = 200;
@@ -118,7 +125,7 @@ describe('fault injection', () => {
   });
 
   it(
-    `loses nothing, invents nothing and keeps per-key order under ${DURATION_S}s of faults (wakeup ${WAKEUP}${TABLELESS ? ', table-less' : ''})`,
+    `loses nothing, invents nothing and keeps per-key order under ${DURATION_S}s of faults (wakeup ${WAKEUP}${TABLELESS ? ', table-less' : ''}${ATOMIC ? ', atomic groups' : ''})`,
     { timeout: (DURATION_S + 1800) * 1000 },
     async () => {
       const ledger = new PostgresLedger(db.pool, db.schema);
@@ -202,12 +209,15 @@ describe('fault injection', () => {
             client.on('error', () => undefined);
             await client.query('BEGIN');
             const n = 1 + Math.floor(Math.random() * 4);
+            // An atomic group shares one key and is poison as a whole (it is dead-lettered whole).
+            const groupKey = `k${Math.floor(Math.random() * KEYS)}`;
+            const groupPoison = Math.random() < 0.02;
             const msgs = Array.from({ length: n }, () => {
-              const key = `k${Math.floor(Math.random() * KEYS)}`;
-              const poison = Math.random() < 0.02;
+              const key = ATOMIC ? groupKey : `k${Math.floor(Math.random() * KEYS)}`;
+              const poison = ATOMIC ? groupPoison : Math.random() < 0.02;
               return { topic: poison ? `poison.${key}` : `orders.${key}`, key, payload: { at: Date.now() } };
             });
-            await outbox.enqueue(client, msgs);
+            await outbox.enqueue(client, msgs, { atomic: ATOMIC });
             if (Math.random() < 0.2) {
               await client.query('ROLLBACK');
               rolledBack += n;
@@ -401,6 +411,12 @@ describe('fault injection', () => {
           `collectorReconnects=${collector.reconnects}`,
       );
       console.log(`# faults injected: ${JSON.stringify(counts)}`);
+      const groupCheck = checkGroups(collector.deliveries);
+      if (ATOMIC) {
+        console.log(
+          `# atomic groups: seen=${groupCheck.groups} incomplete=${groupCheck.incomplete.length} broken=${groupCheck.broken.length}`,
+        );
+      }
       await collector.close({ deleteQueue: true });
       await writerPool.end();
       await admin.close().catch(() => undefined);
@@ -408,6 +424,9 @@ describe('fault injection', () => {
       assert.ok(report.committed > 100, 'enough traffic to mean something');
       assert.deepEqual(report.lost, [], 'lost');
       assert.deepEqual(report.phantom, [], 'phantom');
+      assert.deepEqual(groupCheck.incomplete.slice(0, 10), [], 'atomic groups seen in part');
+      assert.deepEqual(groupCheck.broken.slice(0, 10), [], 'atomic groups not arriving as one run');
+      if (ATOMIC) assert.ok(groupCheck.groups > 100, 'enough groups to mean something');
       assert.deepEqual(report.orderViolations.slice(0, 10), [], 'per-key order violations');
       assert.equal(report.pending.length, 0);
       // Every dead letter is a poison message, never a good one.

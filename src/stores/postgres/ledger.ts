@@ -2,6 +2,7 @@ import { quoteIdent } from '../sql-identifier.js';
 import type { PgPool, PgQueryable } from './postgres-driver.js';
 import { parseSnapshot, type LedgerEntry, type OutboxState } from './ledger-entry.js';
 import { validateSchemaName } from './schema-name.js';
+import { ATOMIC_GROUP_CONTENT_TYPE as GROUP } from '../../core/atomic-group.js';
 
 /**
  * The audit ledger of a PostgreSQL outbox (migration 000002): a trigger that records every
@@ -97,10 +98,14 @@ export class PostgresLedger {
 
   /** Which ids are still in the outbox or in the dead letters. */
   async state(): Promise<OutboxState> {
-    const [pending, dead] = await Promise.all([
-      this.#db.query(`SELECT id::text AS id FROM ${this.#s}.outbox`),
-      this.#db.query(`SELECT id::text AS id FROM ${this.#s}.dead_letter`),
-    ]);
+    // An atomic group is one row: each of its members is pending or dead with it.
+    const ids = (table: string) =>
+      `SELECT id::text AS id FROM ${this.#s}.${table} WHERE content_type <> '${GROUP}'
+       UNION ALL
+       SELECT m.value->>'id' FROM ${this.#s}.${table} t,
+         json_array_elements(convert_from(t.payload, 'UTF8')::json->'members') AS m(value)
+       WHERE t.content_type = '${GROUP}'`;
+    const [pending, dead] = await Promise.all([this.#db.query(ids('outbox')), this.#db.query(ids('dead_letter'))]);
     return {
       pending: new Set(pending.rows.map((r) => String(r.id))),
       dead: new Set(dead.rows.map((r) => String(r.id))),
