@@ -10,6 +10,9 @@
  *   FAULT_OUTAGE_S=3900 npm run test:faults   an outage of 65 minutes (default 40 s)
  *   FAULT_WAKEUP=replication node scripts/run-tests.mjs --faults test/faults/outage-scenarios.test.ts
  *                                            the same with relays tailing the log (one slot)
+ *   FAULT_WAKEUP=replication FAULT_TABLELESS=1 node scripts/run-tests.mjs --faults test/faults/outage-scenarios.test.ts
+ *                                            the outage with table-less writers (the other two
+ *                                            scenarios are about rows and leases: see below)
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -17,6 +20,7 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { Outbox } from '../../src/core/index.js';
+import { PostgresStore } from '../../src/stores/postgres/index.js';
 import { TcpProxy } from '../../src/testkit/tcp-proxy.js';
 import { bindConsumer, type Received } from '../helpers/amqp.js';
 import { spawnCli } from '../helpers/cli.js';
@@ -28,6 +32,10 @@ const OUTAGE_S = Number(process.env.FAULT_OUTAGE_S ?? 40);
 const WAKEUP = process.env.FAULT_WAKEUP ?? 'notify';
 /** The slot relays share with --wakeup replication (one reads the log, the others stand by). */
 const SLOT = `mr_outage_${randomBytes(3).toString('hex')}`;
+/** Writers enqueue table-less (needs FAULT_WAKEUP=replication). */
+const TABLELESS = process.env.FAULT_TABLELESS === '1';
+if (TABLELESS && WAKEUP !== 'replication')
+  throw new Error('FAULT_TABLELESS=1 needs FAULT_WAKEUP=replication');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The distinct message ids a consumer received. */
@@ -133,7 +141,21 @@ describe('relay hardening fault scenarios', () => {
       const relay = spawnCli(relayArgs(db, proxy.port, exchange));
       children.add(relay);
       const log = output(relay);
-      const outbox = new Outbox({ store: db.store });
+      if (TABLELESS) {
+        // A table-less enqueue needs the slot: the relay creates it as it starts.
+        await waitUntil(
+          async () =>
+            (await db.pool.query(`SELECT 1 FROM pg_replication_slots WHERE slot_name = $1`, [SLOT]))
+              .rowCount === 1,
+          'the relay to create its slot',
+          30_000,
+        );
+      }
+      const outbox = new Outbox({
+        store: TABLELESS
+          ? new PostgresStore({ pool: db.pool, schema: db.schema, tableless: true, slot: SLOT })
+          : db.store,
+      });
       // One writer, transactions one after another: per key, commit order is enqueue order.
       const committed: string[] = [];
       const expected = new Map<string, string[]>();
@@ -194,7 +216,12 @@ describe('relay hardening fault scenarios', () => {
       await stopChild(relay);
       await consumer.close();
 
-      assert.ok(sampled && sampled.n > 0, 'messages waited out the outage in the outbox');
+      if (TABLELESS) {
+        // Table-less messages wait in the log (the slot keeps the WAL): nothing spilled.
+        assert.equal(sampled?.n, 0, 'nothing written into the table during the outage');
+      } else {
+        assert.ok(sampled && sampled.n > 0, 'messages waited out the outage in the outbox');
+      }
       assert.equal(sampled?.max_attempts, 0, 'no message spent an attempt during the outage');
       assert.equal(sampled?.leased, 0, 'no row stayed leased during the outage');
       assert.equal(final.dead, 0, 'no dead letters');
@@ -210,7 +237,12 @@ describe('relay hardening fault scenarios', () => {
 
   it(
     'releases a batch a hung broker never confirms at the publish deadline, and another relay takes it over',
-    { timeout: 180_000 },
+    {
+      timeout: 180_000,
+      // Table-less messages have no lease to take over: they stay with the relay that reads the
+      // slot until it publishes them (the outage scenario above covers a silent broker there).
+      skip: TABLELESS ? 'table-less messages are not leased; see the outage scenario' : false,
+    },
     async () => {
       await clean();
       proxy.heal();
@@ -281,7 +313,11 @@ describe('relay hardening fault scenarios', () => {
 
   it(
     'dead-letters a message that kills the relay after maxAttempts, and its key flows on',
-    { timeout: 300_000 },
+    {
+      timeout: 300_000,
+      // Table-less: test/replication/tableless.test.ts runs the same killer through the read mark.
+      skip: TABLELESS ? 'covered for table-less messages by test/replication/tableless.test.ts' : false,
+    },
     async () => {
       await clean();
       proxy.heal();
