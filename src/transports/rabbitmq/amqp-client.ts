@@ -50,6 +50,86 @@ export interface AmqpConfirmChannel {
   removeListener(event: 'drain' | 'close', listener: () => void): unknown;
 }
 
+/**
+ * A plain channel (amqplib's `Channel`), which broker transactions put in transaction mode: its
+ * publishes wait on the broker until `tx.commit`, so there is no confirm per message.
+ */
+export interface AmqpChannel {
+  /**
+   * Sends one message without waiting; in transaction mode the broker holds it until the
+   * commit. Returns false when the write buffer is full: wait for `'drain'` before sending more.
+   */
+  publish(exchange: string, routingKey: string, content: Buffer, options: AmqpPublishOptions): boolean;
+  close(): Promise<void>;
+  on(event: 'return', listener: (message: AmqpReturnedMessage) => void): unknown;
+  on(event: 'drain', listener: () => void): unknown;
+  on(event: 'close', listener: () => void): unknown;
+  on(event: 'error', listener: (err: Error) => void): unknown;
+  removeListener(event: 'drain' | 'close', listener: () => void): unknown;
+}
+
+/** The AMQP `tx` class on one channel: each method resolves on the broker's `-ok`. */
+export interface AmqpTxMethods {
+  /** `tx.select`: puts the channel in transaction mode (for good: it cannot leave it). */
+  select(): Promise<void>;
+  /** `tx.commit`: everything published and acknowledged since the last commit or rollback. */
+  commit(): Promise<void>;
+  /** `tx.rollback`: discards it. */
+  rollback(): Promise<void>;
+}
+
+// AMQP 0-9-1 method ids, as amqplib numbers them: class id (tx = 90) << 16 | method id.
+const TX_SELECT = (90 << 16) | 10;
+const TX_SELECT_OK = (90 << 16) | 11;
+const TX_COMMIT = (90 << 16) | 20;
+const TX_COMMIT_OK = (90 << 16) | 21;
+const TX_ROLLBACK = (90 << 16) | 30;
+const TX_ROLLBACK_OK = (90 << 16) | 31;
+
+/**
+ * The `tx` methods of a channel. amqplib has no named methods for them, only the generic
+ * `rpc(method, fields, expectedReply)` its own methods are built on (present in amqplib 0.10
+ * and 2.x, absent from its type declarations); another client may offer `txSelect`, `txCommit`
+ * and `txRollback` instead. Throws a {@link ConfigError} for a client with neither.
+ */
+export function txMethods(channel: object): AmqpTxMethods {
+  const c = channel as {
+    txSelect?: unknown;
+    txCommit?: unknown;
+    txRollback?: unknown;
+    rpc?: unknown;
+  };
+  if (
+    typeof c.txSelect === 'function' &&
+    typeof c.txCommit === 'function' &&
+    typeof c.txRollback === 'function'
+  ) {
+    const { txSelect, txCommit, txRollback } = c as Record<
+      'txSelect' | 'txCommit' | 'txRollback',
+      () => Promise<unknown>
+    >;
+    return {
+      select: async () => void (await txSelect.call(channel)),
+      commit: async () => void (await txCommit.call(channel)),
+      rollback: async () => void (await txRollback.call(channel)),
+    };
+  }
+  if (typeof c.rpc === 'function') {
+    const rpc = c.rpc as (method: number, fields: object, expect: number) => Promise<unknown>;
+    return {
+      select: async () => void (await rpc.call(channel, TX_SELECT, {}, TX_SELECT_OK)),
+      commit: async () => void (await rpc.call(channel, TX_COMMIT, {}, TX_COMMIT_OK)),
+      rollback: async () => void (await rpc.call(channel, TX_ROLLBACK, {}, TX_ROLLBACK_OK)),
+    };
+  }
+  throw new ConfigError(
+    'connect',
+    "the AMQP client's channels have no way to send tx.select/tx.commit/tx.rollback (amqplib's rpc, " +
+      'or txSelect/txCommit/txRollback), so broker transactions cannot be used; install amqplib 0.10 ' +
+      'or later, or give your connect function channels with those methods',
+  );
+}
+
 /** An open connection (amqplib's `ChannelModel`). */
 export interface AmqpConnection {
   /**
@@ -59,6 +139,11 @@ export interface AmqpConnection {
    */
   readonly connection?: object;
   createConfirmChannel(): Promise<AmqpConfirmChannel>;
+  /**
+   * Opens a plain channel; needed only for broker transactions (`begin()`), which put it in
+   * transaction mode. A connect function whose connections lack it can still publish.
+   */
+  createChannel?(): Promise<AmqpChannel>;
   close(): Promise<void>;
   on(event: 'close', listener: (err?: Error) => void): unknown;
   on(event: 'error', listener: (err: Error) => void): unknown;

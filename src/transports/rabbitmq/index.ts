@@ -1,16 +1,19 @@
 export { RabbitMqTransport, KEY_HEADER, ATTEMPT_HEADER } from './rabbitmq-transport.js';
+export { RabbitMqTransaction } from './rabbitmq-transaction.js';
 export {
   resolveRabbitMqOptions,
   type RabbitMqTransportOptions,
   type ResolvedRabbitMqTransportOptions,
 } from './rabbitmq-options.js';
 export type {
+  AmqpChannel,
   AmqpConnect,
   AmqpConnection,
   AmqpConfirmChannel,
   AmqpPublishOptions,
   AmqpReturnedMessage,
   AmqpSocketOptions,
+  AmqpTxMethods,
 } from './amqp-client.js';
 export { RabbitMqConsumer } from './rabbitmq-consumer.js';
 export {

@@ -47,7 +47,9 @@ export interface RabbitMqTransportOptions {
   /**
    * Publish with the `mandatory` flag: a message that no queue is bound to receive is returned
    * by the broker and becomes a `permanent` outcome, so the relay dead-letters it, where it can
-   * be listed and, once a queue is bound, replayed with the same id. On by default because the
+   * be listed and, once a queue is bound, replayed with the same id. In a broker transaction
+   * RabbitMQ returns it at the commit, which commits the others: the commit then rejects with a
+   * `PermanentDeliveryError` naming the returned messages. On by default because the
    * alternative is silent: with `false` the broker drops such a message and still confirms it,
    * the relay reports it delivered and nothing anywhere says it is gone (a topic published before
    * its consumer declared a queue loses those messages). Turn it off only where "nobody listens
@@ -63,6 +65,10 @@ export interface RabbitMqTransportOptions {
    * (spending no attempt) and the connection is dropped, unless the broker said it is blocking
    * publishers. They may still have reached the broker (a later duplicate carries the same
    * message id). The relay's own publish deadline, when shorter, ends the wait first.
+   *
+   * Broker transactions wait as long for the answer to `channel.open`, `tx.select`,
+   * `tx.commit` and `tx.rollback`, and for a full write buffer to drain; a commit without an
+   * answer in time rejects as `commit_unknown` and its connection is dropped.
    *
    * @default 30000
    */

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { PermanentDeliveryError } from '../../core/errors/permanent-delivery-error.js';
 import type { PublishOutcome } from '../../core/ports.js';
 import type { OutboxMessage } from '../../core/types.js';
 import type { AmqpPublishOptions } from './amqp-client.js';
@@ -193,7 +194,10 @@ const DISTRIBUTION_HEADERS = ['CC', 'BCC'] as const;
  * A `permanent` outcome for a message the broker is certain to refuse by closing the channel:
  * refusing it here keeps it from failing every other message in flight on that channel.
  */
-function refuseBeforeSending(message: OutboxMessage, maxMessageBytes: number): PublishOutcome | undefined {
+export function refuseBeforeSending(
+  message: OutboxMessage,
+  maxMessageBytes: number,
+): { status: 'permanent'; error: PermanentDeliveryError } | undefined {
   if (message.payload.length > maxMessageBytes) {
     return { status: 'permanent', error: messageTooLargeError(message, maxMessageBytes) };
   }

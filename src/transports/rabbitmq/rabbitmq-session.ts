@@ -61,7 +61,7 @@ export interface ChannelException {
  * keeps the connection. Every other code is a connection ("hard") exception or comes from the
  * client itself.
  */
-const CHANNEL_EXCEPTION_CODES: ReadonlySet<number> = new Set([
+export const CHANNEL_EXCEPTION_CODES: ReadonlySet<number> = new Set([
   311, // CONTENT_TOO_LARGE
   312, // NO_ROUTE
   313, // NO_CONSUMERS
@@ -94,6 +94,35 @@ export function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
       },
       (err: unknown) => {
         clearTimeout(timer);
+        reject(err);
+      },
+    );
+  });
+}
+
+/** What {@link untilAborted} returns when the signal aborted first. */
+export const ABORTED: unique symbol = Symbol('aborted');
+
+/**
+ * `promise`'s value, or {@link ABORTED} as soon as `signal` aborts (the promise goes on, its
+ * result unused). Rejects when `promise` rejects first.
+ */
+export function untilAborted<T>(
+  promise: Promise<T>,
+  signal: AbortSignal | undefined,
+): Promise<T | typeof ABORTED> {
+  if (signal === undefined) return promise;
+  if (signal.aborted) return Promise.resolve(ABORTED);
+  return new Promise<T | typeof ABORTED>((resolve, reject) => {
+    const onAbort = (): void => resolve(ABORTED);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
         reject(err);
       },
     );

@@ -1,5 +1,10 @@
+import {
+  runInTransaction,
+  type BrokerTransaction,
+  type TransactionalTransport,
+} from '../../core/broker-transaction.js';
 import { TransportError } from '../../core/errors/transport-error.js';
-import type { PublishOptions, PublishOutcome, Transport } from '../../core/ports.js';
+import type { PublishOptions, PublishOutcome } from '../../core/ports.js';
 import type { OutboxMessage } from '../../core/types.js';
 import { blockedError, closedError, probeAbortedError, publishAbortedError } from './rabbitmq-errors.js';
 import {
@@ -8,7 +13,15 @@ import {
   type ResolvedRabbitMqTransportOptions,
 } from './rabbitmq-options.js';
 import { publishBatch } from './rabbitmq-publish.js';
-import { noop, SessionManager, withTimeout, type Session } from './rabbitmq-session.js';
+import {
+  ABORTED,
+  noop,
+  SessionManager,
+  untilAborted,
+  withTimeout,
+  type Session,
+} from './rabbitmq-session.js';
+import { RabbitMqTransaction } from './rabbitmq-transaction.js';
 
 export { ATTEMPT_HEADER, KEY_HEADER } from './rabbitmq-publish.js';
 
@@ -22,6 +35,9 @@ export { ATTEMPT_HEADER, KEY_HEADER } from './rabbitmq-publish.js';
  * blocks publishers or does not answer is `unavailable` too; a channel the broker closes over
  * what was published is `retry` (docs/transports/rabbitmq.md has the whole table, and why).
  *
+ * Broker transactions (`begin()`, `transaction(fn)`) run on a second connection, opened on the
+ * first `begin()`, one channel in transaction mode per transaction (docs/mq-transactions.md).
+ *
  * @example
  * ```ts
  * const transport = new RabbitMqTransport({ url: 'amqp://guest:guest@localhost:5672', mandatory: true });
@@ -30,7 +46,7 @@ export { ATTEMPT_HEADER, KEY_HEADER } from './rabbitmq-publish.js';
  * await transport.close();
  * ```
  */
-export class RabbitMqTransport implements Transport {
+export class RabbitMqTransport implements TransactionalTransport {
   readonly name = 'rabbitmq';
   /**
    * One confirm channel: a batch reaches the broker in order, so the relay batches runs of a
@@ -40,12 +56,29 @@ export class RabbitMqTransport implements Transport {
   // Private: the resolved URL holds the password, and public fields end up in logs.
   readonly #options: Readonly<ResolvedRabbitMqTransportOptions>;
   readonly #sessions: SessionManager;
+  /**
+   * The connection broker transactions open their channels on, apart from the confirm channel's:
+   * a channel or connection error a transaction causes (or a commit the broker does not answer,
+   * after which that connection is dropped) never fails the batches in flight on the confirm
+   * channel, and dropping the confirm connection after a confirm timeout never ends a
+   * transaction. Opened on the first `begin()`.
+   */
+  readonly #txSessions: SessionManager;
   #closing: Promise<void> | undefined;
   readonly #inFlight = new Set<Promise<PublishOutcome[]>>();
+  /** Transactions begun and not yet ended (their channel still open or closing). */
+  readonly #transactions = new Set<RabbitMqTransaction>();
+
+  /**
+   * Always true: `begin()` and `transaction(fn)` run AMQP transactions (`tx.select`,
+   * `tx.commit`, `tx.rollback`). The relay publishes atomic groups with them.
+   */
+  readonly transactions = true;
 
   constructor(options: RabbitMqTransportOptions) {
     this.#options = Object.freeze(resolveRabbitMqOptions(options));
     this.#sessions = new SessionManager(this.#options);
+    this.#txSessions = new SessionManager(transactionConnectionOptions(this.#options));
   }
 
   /** True while a connection and confirm channel are open. */
@@ -63,6 +96,7 @@ export class RabbitMqTransport implements Transport {
       await this.#closing;
       this.#closing = undefined;
       this.#sessions.reopen();
+      this.#txSessions.reopen();
     }
     // An explicit start always tries now, whatever the backoff says.
     await this.#sessions.open(true);
@@ -101,8 +135,64 @@ export class RabbitMqTransport implements Transport {
   }
 
   /**
-   * Waits up to `closeTimeoutMs` for batches in flight, then closes the channel and the
-   * connection. Idempotent. Messages still unconfirmed then report `unavailable`.
+   * Starts a broker transaction on a channel of its own, in transaction mode (AMQP `tx.select`),
+   * on the transport's transaction connection (opened on first use, with the reconnect backoff).
+   * Publish in it, then `commit()` or `rollback()`; see {@link RabbitMqTransaction} for what each
+   * failure says about the messages. `options.signal` aborts waiting for the connection, a full
+   * write buffer and the commit's answer (a commit then reports `commit_unknown`).
+   *
+   * Throws a {@link TransportError} when the broker cannot be used now (the connect error,
+   * `blocked`, `closed`, `begin_failed`, `publish_timeout`), a {@link ConfigError} when a custom
+   * client has no plain channels.
+   *
+   * @example
+   * ```ts
+   * const tx = await transport.begin();
+   * try {
+   *   await tx.publish([{ topic: 'order.created', key: id, payload: order }]);
+   *   await tx.publish([{ topic: 'invoice.requested', key: id, payload: invoice }]);
+   *   await tx.commit();
+   * } catch (err) {
+   *   await tx.rollback();
+   *   throw err;
+   * }
+   * ```
+   */
+  async begin(options: PublishOptions = {}): Promise<BrokerTransaction> {
+    const tx = await RabbitMqTransaction.begin({
+      options: this.#options,
+      sessions: this.#txSessions,
+      signal: options.signal,
+      onEnd: (ended) => this.#transactions.delete(ended),
+    });
+    if (this.#txSessions.closed) {
+      // close() ran while this one began: do not hand out a transaction nobody will close.
+      await tx.rollback();
+      throw closedError(this.#options.safeUrl);
+    }
+    this.#transactions.add(tx);
+    return tx;
+  }
+
+  /**
+   * Runs `fn` in a new transaction: commits when it resolves and returns its value; rolls back
+   * and rethrows when it throws. A failed commit rejects as `commit()` does.
+   *
+   * @example
+   * ```ts
+   * await transport.transaction(async (tx) => {
+   *   await tx.publish([{ topic: 'order.created', key: id, payload: order }, { topic: 'stock.reserved', key: id, payload: items }]);
+   * });
+   * ```
+   */
+  transaction<T>(fn: (tx: BrokerTransaction) => Promise<T>, options: PublishOptions = {}): Promise<T> {
+    return runInTransaction(() => this.begin(options), fn);
+  }
+
+  /**
+   * Waits up to `closeTimeoutMs` for batches in flight and commits under way, then closes the
+   * channels and the connections. Idempotent. Messages still unconfirmed then report
+   * `unavailable`; transactions still open are discarded by the broker with their channel.
    */
   close(): Promise<void> {
     this.#closing ??= this.#shutdown();
@@ -156,36 +246,42 @@ export class RabbitMqTransport implements Transport {
 
   async #shutdown(): Promise<void> {
     // From here on, publish reports 'closed' and a connect still running disposes of its session.
-    await this.#sessions.close(async () => {
+    const batches = this.#sessions.close(async () => {
       if (this.#inFlight.size === 0) return;
       await withTimeout(Promise.allSettled([...this.#inFlight]), this.#options.closeTimeoutMs).catch(noop);
     });
+    // Commits under way get the same time; open transactions end with the connection.
+    const transactions = this.#txSessions.close(async () => {
+      const committing = [...this.#transactions].flatMap((tx) =>
+        tx.state === 'committing' && tx.committed ? [tx.committed] : [],
+      );
+      if (committing.length === 0) return;
+      await withTimeout(Promise.all(committing), this.#options.closeTimeoutMs).catch(noop);
+    });
+    await Promise.all([batches, transactions]);
+    this.#transactions.clear();
     // Batches cut short by the channel closing settle as unavailable right away.
     await Promise.allSettled([...this.#inFlight]);
   }
 }
 
-const ABORTED: unique symbol = Symbol('aborted');
-
 /**
- * `promise`'s value, or {@link ABORTED} as soon as `signal` aborts (the promise goes on, its
- * result unused). Rejects when `promise` rejects first.
+ * The transport's options for its transaction connection: the same, with a connection name of
+ * its own in the management UI (`<name> transactions`).
  */
-function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T | typeof ABORTED> {
-  if (signal === undefined) return promise;
-  if (signal.aborted) return Promise.resolve(ABORTED);
-  return new Promise<T | typeof ABORTED>((resolve, reject) => {
-    const onAbort = (): void => resolve(ABORTED);
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (err: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(err);
-      },
-    );
+function transactionConnectionOptions(
+  options: Readonly<ResolvedRabbitMqTransportOptions>,
+): Readonly<ResolvedRabbitMqTransportOptions> {
+  const clientProperties = (options.socketOptions['clientProperties'] ?? {}) as Record<string, unknown>;
+  const name =
+    typeof clientProperties['connection_name'] === 'string'
+      ? clientProperties['connection_name']
+      : 'mailroom';
+  return Object.freeze({
+    ...options,
+    socketOptions: {
+      ...options.socketOptions,
+      clientProperties: { ...clientProperties, connection_name: `${name} transactions` },
+    },
   });
 }
