@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { AmqpChannel } from './amqp-client.js';
 
 /** One message as the broker delivered it (amqplib's `ConsumeMessage`). */
 export interface AmqpDelivery {
@@ -90,6 +91,15 @@ export interface AmqpConsumeChannel {
   close(): Promise<void>;
   on(event: 'close', listener: () => void): unknown;
   on(event: 'error', listener: (err: Error) => void): unknown;
+}
+
+/**
+ * True when the consume channel can also publish (amqplib's `Channel` can), which transacted
+ * receive needs: outputs and the acknowledgement share the channel's transaction.
+ */
+export function canPublish(channel: AmqpConsumeChannel): channel is AmqpConsumeChannel & AmqpChannel {
+  const c = channel as Partial<Record<keyof AmqpChannel, unknown>>;
+  return typeof c.publish === 'function' && typeof c.removeListener === 'function';
 }
 
 /** An open connection (amqplib's `ChannelModel`). */

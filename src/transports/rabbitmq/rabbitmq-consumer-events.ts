@@ -1,4 +1,5 @@
-import type { ReceivedMessage } from '../../core/types.js';
+import type { PermanentDeliveryError } from '../../core/errors/permanent-delivery-error.js';
+import type { OutboxMessage, ReceivedMessage } from '../../core/types.js';
 
 /** Events a {@link RabbitMqConsumer} emits. Listeners that throw are logged and ignored. */
 export interface RabbitMqConsumerEvents {
@@ -28,10 +29,18 @@ export interface RabbitMqConsumerEvents {
     deadLetterQueue: string;
   };
   /**
-   * A handled (or dead-lettered) message could not be acknowledged: its channel had closed. The
-   * broker redelivers it; with an inbox, the copy is a duplicate.
+   * A handled (or dead-lettered) message could not be acknowledged: its channel had closed, or
+   * (transacted receive) the commit failed, its outputs discarded with the acknowledgement. The
+   * broker redelivers it; with an inbox, the copy is a duplicate. After a `commit_unknown` error
+   * the commit may have happened, and then there is no redelivery.
    */
   'consumer:ack:lost': { id: string | null; error: Error };
+  /**
+   * Transacted receive: the broker returned an output of message `id` as unroutable (no queue
+   * bound for its topic) at the commit, which committed the acknowledgement and the other
+   * outputs: this output is not anywhere. Bind a queue for its topic; `error` says which.
+   */
+  'consumer:output:returned': { id: string; output: OutboxMessage; error: PermanentDeliveryError };
   /** The connection or a channel died; reconnecting starts. */
   'consumer:connection:lost': { error: Error };
   /** A reconnect attempt is about to start after `delayMs` (0 for the first). */

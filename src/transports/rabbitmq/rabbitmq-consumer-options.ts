@@ -116,6 +116,40 @@ export interface RabbitMqConsumerBaseOptions {
    * @default true
    */
   serialByKey?: boolean;
+  /**
+   * Transacted receive: the handler gets `context.publish(messages)`, and the consumer publishes
+   * those messages and acknowledges the delivery in one AMQP transaction on the consume channel,
+   * committed after the handler (and its inbox transaction) succeeded. A run that throws sends
+   * nothing (its outputs are dropped) and is retried as usual. A crash or a lost connection before
+   * the commit loses neither the input (it is redelivered) nor leaves its outputs at the broker;
+   * after the commit, the input is gone and its outputs are there, once.
+   *
+   * Outputs go to `exchange` with their topic as routing key, `mandatory` and persistent, as the
+   * transport sends them; one no queue is bound for is reported (`consumer:output:returned`),
+   * while the rest of the transaction is committed (RabbitMQ routes at commit). Runs that end
+   * while a commit is under way are committed together in the next transaction, never part of a
+   * run. With an inbox, a crash between the inbox commit and the broker commit loses that run's
+   * outputs (the copy redelivered is a duplicate, and its handler does not run): enqueue outputs
+   * that must not be lost with the outbox in the inbox transaction instead. docs/mq-transactions.md.
+   *
+   * @default false
+   * @example
+   * ```ts
+   * new RabbitMqConsumer({ url, queue: 'orders.priced', bindings: ['order.placed'], transacted: true,
+   *   handler: async (message, _tx, context) => {
+   *     await context.publish?.([{ topic: 'order.priced', key: message.key, payload: price(message) }]);
+   *   } });
+   * ```
+   */
+  transacted?: boolean;
+  /**
+   * Transacted receive: how long to wait for the broker's answer to a commit. Without one in
+   * time the outcome is unknown (the input may be acknowledged, its outputs delivered), the
+   * connection is dropped and the consumer reconnects.
+   *
+   * @default 30000
+   */
+  commitTimeoutMs?: number;
   /** Retries of a failing handler, then the dead-letter queue. */
   retry?: ConsumerRetryOptions;
   /**
@@ -226,6 +260,8 @@ const consumerSchema = optionsSchema<ConsumerOptionKeys>()(
       default: (r) => Math.min(65_535, 2 * (r['concurrency'] as number)),
     }),
     serialByKey: boolean({ default: true }),
+    transacted: boolean({ default: false }),
+    commitTimeoutMs: integer({ min: 1, max: MAX_TIMER_MS, default: 30_000 }),
     retry: nested(retrySchema),
     deadLetterQueue: custom(QUEUE_EXPECTED, isQueueName, {
       default: (r) => `${r['queue'] as string}.dead`,

@@ -6,8 +6,9 @@
  * @module
  */
 import { ConfigError } from '../../core/errors/config-error.js';
-import { loadAmqplibConnect } from './amqp-client.js';
+import { loadAmqplibConnect, txMethods } from './amqp-client.js';
 import {
+  canPublish,
   isConsumerConnection,
   type AmqpConsumeChannel,
   type AmqpConsumerConnect,
@@ -27,12 +28,19 @@ import {
 import type { ResolvedRabbitMqConsumerOptions } from './rabbitmq-consumer-options.js';
 import { DeadLetterPublisher } from './rabbitmq-dead-letter.js';
 import { connectError, connectTimeoutError } from './rabbitmq-errors.js';
+import { TransactedAcks } from './rabbitmq-transacted-receive.js';
+import { TxChannel } from './rabbitmq-tx-channel.js';
 
 /** One connection with its two channels; replaced as a whole when any of them dies. */
 export interface ConsumerSession {
   readonly connection: AmqpConsumerConnection;
   readonly channel: AmqpConsumeChannel;
   readonly deadLetters: DeadLetterPublisher;
+  /**
+   * Transacted receive (`transacted: true`): the consume channel is in transaction mode, and
+   * every acknowledgement goes through this, committed with the outputs of its run.
+   */
+  readonly transactions: TransactedAcks | undefined;
   /** Set once `basic.consume` answered. */
   consumerTag: string | undefined;
   /** False once the connection or a channel closed, or the consumer closed the session. */
@@ -222,10 +230,48 @@ async function connectOnce(
     });
     ch.on('close', () => end(undefined));
   }
+  let transactions: TransactedAcks | undefined;
+  if (options.transacted) {
+    if (!canPublish(channel)) {
+      return fail(
+        new ConfigError(
+          'transacted',
+          "transacted: true needs a consume channel that can publish (amqplib's Channel can); the " +
+            'connection your connect function returned gives channels without publish()',
+        ),
+      );
+    }
+    const tx = new TxChannel({
+      channel,
+      methods: txMethods(channel),
+      safeUrl: options.safeUrl,
+      exchange: options.exchange,
+      connectionClosed: () => closed,
+      connectionLost: () => lostReason,
+    });
+    try {
+      // Before basic.consume: every acknowledgement on this channel is then transactional.
+      await tx.select();
+    } catch (err) {
+      return fail(
+        closed
+          ? connectionLostError(options.safeUrl, lostReason)
+          : consumerChannelError(options.safeUrl, err),
+      );
+    }
+    transactions = new TransactedAcks({
+      channel,
+      tx,
+      commitTimeoutMs: options.commitTimeoutMs,
+      // The broker did not answer a commit: replace the session (the 'close' ends it).
+      onStalled: () => void releaseConnection(connection),
+    });
+  }
   const session: ConsumerSession = {
     connection,
     channel,
     deadLetters: new DeadLetterPublisher(confirm, options.deadLetterQueue),
+    transactions,
     consumerTag: undefined,
     open: !closed,
     ended: new AbortController(),

@@ -1,8 +1,9 @@
 import { systemClock } from '../../core/clock.js';
+import { isMailroomError } from '../../core/errors/mailroom-error.js';
 import { isPermanentDeliveryError } from '../../core/errors/permanent-delivery-error.js';
 import { retryDelayMs } from '../../core/retry-policy.js';
 import { TypedEmitter } from '../../core/typed-emitter.js';
-import type { ReceivedMessage } from '../../core/types.js';
+import type { OutboxMessage, ReceivedMessage } from '../../core/types.js';
 import type { AmqpDelivery } from './amqp-consumer-client.js';
 import { AttemptLedger } from '../../consumer/attempt-ledger.js';
 import type { MessageConsumer } from '../../consumer/consumer.js';
@@ -23,6 +24,8 @@ import {
 } from './rabbitmq-consumer-session.js';
 import type { DeadLetterReason } from './rabbitmq-dead-letter.js';
 import { brokerDeliveryCount, decodeDelivery } from './rabbitmq-decode.js';
+import { RunOutputs } from './rabbitmq-transacted-receive.js';
+import { outputReturnedError } from './rabbitmq-transaction-errors.js';
 
 /** A delivery and the session (channel) it came on: only that channel can acknowledge it. */
 interface Delivery {
@@ -48,6 +51,10 @@ const CANCEL_TIMEOUT_MS = 2000;
  * - **Connections**: a lost connection is reopened with capped backoff; handlers running may
  *   finish, but their acknowledgements are lost, and the broker redelivers those messages (the
  *   inbox drops the copies).
+ * - **Transacted receive** (`transacted: true`): the handler's `context.publish` outputs and the
+ *   acknowledgement are committed in one AMQP transaction after the handler succeeded, so a
+ *   crash never loses the input nor leaves its outputs at the broker twice
+ *   (docs/mq-transactions.md).
  *
  * @example
  * ```ts
@@ -79,8 +86,14 @@ export class RabbitMqConsumer<Tx = undefined>
   readonly deadLetterQueue: string;
   // Private: the resolved URL holds the password, and public fields end up in logs.
   readonly #options: Readonly<ResolvedRabbitMqConsumerOptions>;
-  /** Runs the handler for one message, through the inbox when there is one. */
-  readonly #run: (message: ReceivedMessage) => Promise<'processed' | 'duplicate'>;
+  /**
+   * Runs the handler for one message, through the inbox when there is one; `outputs` collects
+   * what it publishes with `context.publish` (transacted receive only).
+   */
+  readonly #run: (
+    message: ReceivedMessage,
+    outputs: RunOutputs | undefined,
+  ) => Promise<'processed' | 'duplicate'>;
   /** The inbox's prune(), when it has one. */
   readonly #prune: (() => Promise<number>) | undefined;
   #pruneTimer: ReturnType<typeof setTimeout> | undefined;
@@ -109,8 +122,10 @@ export class RabbitMqConsumer<Tx = undefined>
     this.#lanes = new HandlerLanes(resolved.concurrency);
     if (options.inbox !== undefined) {
       const { inbox, handler } = options;
-      this.#run = async (message) => {
-        const result = await inbox.handle(message, (tx, context) => handler(message, tx, context));
+      this.#run = async (message, outputs) => {
+        const result = await inbox.handle(message, (tx, context) =>
+          handler(message, tx, withPublish(context, outputs)),
+        );
         return result.status;
       };
       const prune = typeof inbox.prune === 'function' ? inbox.prune : undefined;
@@ -118,14 +133,14 @@ export class RabbitMqConsumer<Tx = undefined>
     } else {
       this.#prune = undefined;
       const { handler } = options;
-      this.#run = async (message) => {
+      this.#run = async (message, outputs) => {
         const context: ConsumerContext = {
           message,
           ack: () => {
             throw ackNeedsInboxError(message.id);
           },
         };
-        await handler(message, undefined, context);
+        await handler(message, undefined, withPublish(context, outputs));
         return 'processed';
       };
     }
@@ -312,11 +327,14 @@ export class RabbitMqConsumer<Tx = undefined>
       let outcome: 'processed' | 'duplicate' | 'abandoned' = 'abandoned';
       let error: Error | undefined;
       const started = performance.now();
+      // Transacted receive: a fresh set of outputs per run; a run that throws drops its own.
+      const outputs = this.#options.transacted ? new RunOutputs(message.id) : undefined;
       try {
-        if (this.#usable(delivery)) outcome = await this.#run(message);
+        if (this.#usable(delivery)) outcome = await this.#run(message, outputs);
       } catch (err) {
         error = err instanceof Error ? err : new Error(String(err));
       } finally {
+        outputs?.seal();
         this.#lanes.release();
       }
       if (error === undefined) {
@@ -324,9 +342,24 @@ export class RabbitMqConsumer<Tx = undefined>
           this.#abandoned++;
           return;
         }
-        this.#attempts.forget(message.id);
         // The inbox transaction committed (or there is none): only now may the broker forget it.
-        this.#ack(delivery, message.id);
+        // A duplicate's handler did not run, so it has no outputs to send.
+        const acked = await this.#acknowledge(
+          delivery,
+          message.id,
+          outcome === 'processed' ? (outputs?.messages ?? []) : [],
+        );
+        if (acked instanceof Error) {
+          // An output the client cannot encode: the run fails for good.
+          const failedAttempts = this.#attempts.fail(message.id, acked);
+          return this.#deadLetter(delivery, message, message.id, {
+            reason: 'handler_failed',
+            error: acked,
+            failedAttempts,
+          });
+        }
+        if (acked === 'lost' && this.#options.transacted) return;
+        this.#attempts.forget(message.id);
         if (outcome === 'duplicate') {
           this.logger.debug('duplicate message acknowledged', { id: message.id, topic: message.topic });
           this.emit('consumer:message:duplicate', { message });
@@ -393,7 +426,7 @@ export class RabbitMqConsumer<Tx = undefined>
         continue;
       }
       if (id !== null) this.#attempts.forget(id);
-      this.#ack(delivery, id);
+      await this.#acknowledge(delivery, id, []);
       const topic = delivery.raw.fields.routingKey;
       this.logger.error('message dead-lettered', {
         id,
@@ -408,14 +441,62 @@ export class RabbitMqConsumer<Tx = undefined>
     }
   }
 
-  /** Sends basic.ack on the delivery's channel; reports it lost when that channel is gone. */
-  #ack(delivery: Delivery, id: string | null): void {
+  /**
+   * Acknowledges the delivery: a plain `basic.ack`, or with transacted receive, `basic.ack` and
+   * `outputs` in a transaction on the delivery's channel, committed. `'lost'` when it did not
+   * happen (reported as `consumer:ack:lost`; the broker redelivers); a `PermanentDeliveryError`
+   * when an output cannot be encoded (nothing of the run was committed).
+   */
+  async #acknowledge(
+    delivery: Delivery,
+    id: string | null,
+    outputs: readonly OutboxMessage[],
+  ): Promise<'acked' | 'lost' | Error> {
+    const transactions = delivery.session.transactions;
+    if (transactions === undefined) return this.#ack(delivery, id) ? 'acked' : 'lost';
+    let returned;
+    try {
+      returned = await transactions.commit(delivery.raw, outputs);
+    } catch (err) {
+      const error = err instanceof Error ? err : new Error(String(err));
+      if (isPermanentDeliveryError(error)) return error;
+      // The broker refused what was published (its channel exception): count it as a failed
+      // attempt, so a message whose outputs can never be committed ends as a dead letter rather
+      // than being redelivered forever.
+      if (id !== null && isMailroomError(error) && error.code === 'transaction_refused') {
+        this.#attempts.fail(id, error);
+      }
+      this.logger.warn('transaction commit failed; the broker redelivers the message', {
+        id,
+        error: error.message,
+      });
+      this.emit('consumer:ack:lost', { id, error });
+      return 'lost';
+    }
+    for (const { output, returned: r } of returned) {
+      const error = outputReturnedError(id ?? '', output, this.#options.exchange, r);
+      this.logger.error('output returned as unroutable; the rest of the transaction was committed', {
+        id,
+        output: output.id,
+        topic: output.topic,
+        error: error.message,
+      });
+      this.emit('consumer:output:returned', { id: id ?? '', output, error });
+    }
+    return 'acked';
+  }
+
+  /**
+   * Sends basic.ack on the delivery's channel; false (and reported lost) when that channel is
+   * gone.
+   */
+  #ack(delivery: Delivery, id: string | null): boolean {
     const { session, raw } = delivery;
     let error: Error | undefined;
     if (session.open) {
       try {
         session.channel.ack(raw);
-        return;
+        return true;
       } catch (err) {
         error = err instanceof Error ? err : new Error(String(err));
       }
@@ -423,6 +504,7 @@ export class RabbitMqConsumer<Tx = undefined>
     error = connectionLostError(this.#options.safeUrl, error);
     this.logger.warn('acknowledgement lost; the broker redelivers the message', { id, error: error.message });
     this.emit('consumer:ack:lost', { id, error });
+    return false;
   }
 
   #endedOrStopped(delivery: Delivery): AbortSignal {
@@ -494,4 +576,17 @@ async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
   const result = await Promise.race([settled, expired]);
   clearTimeout(timer);
   return result;
+}
+
+/**
+ * The context a handler gets: as given, or with transacted receive, with `publish` adding to the
+ * run's outputs.
+ */
+function withPublish(context: ConsumerContext, outputs: RunOutputs | undefined): ConsumerContext {
+  if (outputs === undefined) return context;
+  return {
+    message: context.message,
+    ack: (result) => context.ack(result),
+    publish: async (messages) => outputs.add(messages),
+  };
 }
