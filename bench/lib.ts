@@ -57,8 +57,16 @@ export function payload256(i: number): Record<string, unknown> {
   return { ...base, pad: 'x'.repeat(256 - size) };
 }
 
-/** A migrated schema of its own, dropped by `drop()`. */
-export async function benchDb(options: { notify?: boolean | 'idle'; poolMax?: number } = {}) {
+/**
+ * A migrated schema of its own, dropped by `drop()`. `store` is the table store (what a relay
+ * uses); `outbox` writes through it, or with `tableless` through a second, table-less store on
+ * the same pool and schema (`PostgresStore({ tableless: true, slot })`): its enqueue emits
+ * logical messages and fails while `tableless.slot` does not exist, so create the slot (or start
+ * the relay that creates it) before writing.
+ */
+export async function benchDb(
+  options: { notify?: boolean | 'idle'; poolMax?: number; tableless?: { slot: string } } = {},
+) {
   const schema = randomName('bench');
   const pool = new pg.Pool({ connectionString: DATABASE_URL, max: options.poolMax ?? 8 });
   pool.on('error', () => undefined);
@@ -68,11 +76,15 @@ export async function benchDb(options: { notify?: boolean | 'idle'; poolMax?: nu
     ...(options.notify === undefined ? {} : { notify: options.notify }),
   });
   await store.migrate();
+  const writerStore =
+    options.tableless === undefined
+      ? store
+      : new PostgresStore({ pool, schema, tableless: true, slot: options.tableless.slot, notify: false });
   return {
     schema,
     pool,
     store,
-    outbox: new Outbox({ store }),
+    outbox: new Outbox({ store: writerStore }),
     async count(): Promise<number> {
       const r = await pool.query(`SELECT count(*)::int AS n FROM "${schema}".outbox`);
       return r.rows[0].n as number;
@@ -349,6 +361,33 @@ const MAILROOM_BIN = fileURLToPath(new URL('../bin/mailroom.js', import.meta.url
 
 /** How a relay learns about new messages: `mailroom relay --wakeup`. */
 export type Wakeup = 'notify' | 'poll' | 'replication';
+
+/**
+ * What a drain or latency run measures: a relay wake-up with writers inserting outbox rows, or
+ * `tableless`: the same replication relays, with writers emitting logical messages
+ * (`PostgresStore({ tableless: true })`) instead of rows.
+ */
+export type Mode = Wakeup | 'tableless';
+
+/** The wake-up the relays of `mode` run with: `replication` for table-less messages. */
+export function relayWakeup(mode: Mode): Wakeup {
+  return mode === 'tableless' ? 'replication' : mode;
+}
+
+/**
+ * Creates the logical replication slot `slot` (pgoutput, in the bench database) for a table-less
+ * run, before any writer enqueues: a table-less enqueue refuses to write while its slot does not
+ * exist. Drop it with {@link dropReplication}: a slot keeps WAL from its position on, read or not.
+ */
+export async function createBenchSlot(slot: string): Promise<void> {
+  const client = new pg.Client({ connectionString: DATABASE_URL });
+  await client.connect();
+  try {
+    await client.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [slot]);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
 
 /**
  * A `mailroom relay` process (built `dist/`) on a bench schema, delivering to RabbitMQ. Batch size

@@ -3,11 +3,14 @@
  *   ceiling   raw limits: broker clients publishing with confirms, PostgreSQL claim-and-delete
  *   drain     100k-message backlog (1k keys) relayed by 1, 2, 4 relay processes, per wake-up mode:
  *             prefilled before the relays start (notify, poll), and written live while they run
- *             (notify, poll, replication), modes alternating run by run; replication ÷ notify
- *   latency   commit→broker and commit→consumer latency at 100, 1000, 5000 msg/s, notify and
- *             replication alternating at each rate; poll at 1000
- *   writer    application tx/s with 8 and 32 writers, with and without Mailroom (a Node client,
- *             then pgbench for the database's own cost)
+ *             (notify, poll, replication, and tableless: replication relays, writers emitting
+ *             logical messages instead of rows), modes alternating run by run; replication ÷
+ *             notify and tableless ÷ notify. BENCH_DRAIN_RUNS=live-notify,live-tableless,… runs
+ *             only the named ones (<prefilled|live>-<mode>)
+ *   latency   commit→broker and commit→consumer latency at 100, 1000, 5000 msg/s, notify,
+ *             replication and tableless alternating at each rate; poll at 1000
+ *   writer    application tx/s with 8 and 32 writers, with and without Mailroom, with a row or
+ *             table-less (a Node client, then pgbench for the database's own cost)
  *   peers     the same drain and latency by other designs, side by side: pg-transactional-outbox
  *             (polling and logical-replication listeners) and a naive one-at-a-time poller
  *   keys      one in-process relay (each claim timed) draining 40k messages over 1k keys (the base),
@@ -25,12 +28,13 @@
  *   soak      SOAK_MINUTES (30) at SOAK_RATE (2000) msg/s with autovacuum on: table and index
  *             size, dead tuples, rates and commit→confirm p50/p99 every minute
  *   all       ceiling, drain, latency, writer, peers, keys, hotkey (not rss, not soak)
- * BENCH_QUICK=1 makes every scenario smaller. BENCH_ROUNDS=n repeats drain and latency n times
- * (even rounds run the modes in reverse order, so a drift in the machine hits them alike).
+ * BENCH_QUICK=1 makes every scenario smaller. BENCH_ROUNDS=n repeats drain, latency and the Node
+ * part of writer n times (even rounds run the modes in reverse order, so a drift in the machine
+ * hits them alike; writer gives medians).
  * Drains that outlast their cap (keys, hotkey) stop there and report the rate over what they
- * delivered. Replication runs use a slot of their own (`mr_bench_…`), dropped with its
- * publication afterwards, also on failure and on SIGINT/SIGTERM; slots an interrupted run left
- * behind (not read by anyone) are dropped at the next start.
+ * delivered. Replication and table-less runs use a slot of their own (`mr_bench_…`), dropped
+ * with its publication afterwards, also on failure and on SIGINT/SIGTERM; slots an interrupted
+ * run left behind (not read by anyone) are dropped at the next start.
  * Prints a table per scenario and writes bench/results/<scenario>-<time>.json with machine info.
  * Figures from a 2-core shared machine are noisy: compare ratios from one run, not absolutes.
  */
@@ -56,8 +60,8 @@ import {
   machineInfo,
   round,
   runInterruptCleanups,
+  type Mode,
   type Row,
-  type Wakeup,
 } from './lib.js';
 
 const SCENARIOS = [
@@ -196,20 +200,29 @@ async function main() {
   /** `items` in order on odd rounds, reversed on even ones. */
   const inTurn = <T>(items: readonly T[], r: number): T[] =>
     r % 2 === 1 ? [...items] : [...items].reverse();
-  /** What to report beside a replication row: its ratio to the notify row of the same round. */
+  /** Beside a replication or table-less row: its ratio to the notify row of the same round. */
   const ratio = (a: Row | undefined, b: Row | undefined, column: string) =>
     a && b ? round((a[column] as number) / (b[column] as number), 2) : '';
   let ourDrain: Row | undefined;
   if (arg === 'drain' || arg === 'all') {
     const rows = await run('drain', async () => {
       const rows: Row[] = [];
-      const runs: Array<{ variant: 'prefilled' | 'live'; wakeup: Wakeup }> = [
+      const all: Array<{ variant: 'prefilled' | 'live'; wakeup: Mode }> = [
         { variant: 'prefilled', wakeup: 'notify' },
         { variant: 'prefilled', wakeup: 'poll' },
         { variant: 'live', wakeup: 'notify' },
         { variant: 'live', wakeup: 'poll' },
         { variant: 'live', wakeup: 'replication' },
+        { variant: 'live', wakeup: 'tableless' },
       ];
+      // BENCH_DRAIN_RUNS=live-notify,live-tableless: fewer drains per round, for more rounds.
+      const only = process.env.BENCH_DRAIN_RUNS?.split(',').map((x) => x.trim());
+      const runs = only ? all.filter((x) => only.includes(`${x.variant}-${x.wakeup}`)) : all;
+      if (runs.length === 0) {
+        throw new Error(
+          `BENCH_DRAIN_RUNS names none of ${all.map((x) => `${x.variant}-${x.wakeup}`).join(', ')}`,
+        );
+      }
       for (let r = 1; r <= rounds; r++) {
         for (const instances of [1, 2, 4]) {
           // Modes alternate run by run, so a drift in this shared machine hits all of them.
@@ -223,7 +236,7 @@ async function main() {
       }
       return rows;
     });
-    const find = (r: number, instances: number, live: boolean, wakeup: Wakeup) =>
+    const find = (r: number, instances: number, live: boolean, wakeup: Mode) =>
       rows.find(
         (x) =>
           x.round === r &&
@@ -235,17 +248,20 @@ async function main() {
     for (let r = 1; r <= rounds; r++) {
       for (const instances of [1, 2, 4]) {
         const liveNotify = find(r, instances, true, 'notify');
+        const replication = find(r, instances, true, 'replication');
+        const tableless = find(r, instances, true, 'tableless');
         ratios.push({
           round: r,
           relays: instances,
-          'live: replication ÷ notify': ratio(find(r, instances, true, 'replication'), liveNotify, 'msg/s'),
+          'live: replication ÷ notify': ratio(replication, liveNotify, 'msg/s'),
+          'live: tableless ÷ notify': ratio(tableless, liveNotify, 'msg/s'),
+          'tableless ÷ replication': ratio(tableless, replication, 'msg/s'),
           'live: poll ÷ notify': ratio(find(r, instances, true, 'poll'), liveNotify, 'msg/s'),
           'notify: live ÷ prefilled': ratio(liveNotify, find(r, instances, false, 'notify'), 'msg/s'),
-          'replication relay CPU ÷ notify': ratio(
-            find(r, instances, true, 'replication'),
-            liveNotify,
-            'relay CPU s / 10k',
-          ),
+          'relay CPU: replication ÷ notify': ratio(replication, liveNotify, 'relay CPU s / 10k'),
+          'relay CPU: tableless ÷ notify': ratio(tableless, liveNotify, 'relay CPU s / 10k'),
+          'PostgreSQL CPU: replication ÷ notify': ratio(replication, liveNotify, 'PostgreSQL CPU s / 10k'),
+          'PostgreSQL CPU: tableless ÷ notify': ratio(tableless, liveNotify, 'PostgreSQL CPU s / 10k'),
         });
       }
     }
@@ -259,8 +275,8 @@ async function main() {
       const rows: Row[] = [];
       for (let r = 1; r <= rounds; r++) {
         for (const rate of [100, 1000, 5000]) {
-          // Notify and replication alternate at each rate, so a drift hits both.
-          for (const wakeup of inTurn(['notify', 'replication'] as const, r)) {
+          // Notify, replication and table-less alternate at each rate, so a drift hits all three.
+          for (const wakeup of inTurn(['notify', 'replication', 'tableless'] as const, r)) {
             const row = await latencyOnce({ rate, seconds, wakeup });
             if (rate === 1000 && wakeup === 'notify') ourLatency ??= row;
             rows.push({ round: r, ...row });
@@ -280,22 +296,27 @@ async function main() {
       for (const rate of [100, 1000, 5000]) {
         const at = (wakeup: string) =>
           rows.find((x) => x.round === r && x['offered msg/s'] === rate && x.wakeup === wakeup);
-        const [rep, not] = [at('replication'), at('notify')];
-        ratios.push({
-          round: r,
-          'offered msg/s': rate,
-          'replication ÷ notify, commit→broker p50': ratio(rep, not, 'commit→broker p50 ms'),
-          p99: ratio(rep, not, 'p99 ms'),
-          'commit→consumer p50': ratio(rep, not, 'commit→consumer p50 ms'),
-          'c p99': ratio(rep, not, 'c p99 ms'),
-        });
+        const not = at('notify');
+        for (const mode of ['replication', 'tableless']) {
+          const m = at(mode);
+          ratios.push({
+            round: r,
+            'offered msg/s': rate,
+            '÷ notify': mode,
+            'commit→broker p50': ratio(m, not, 'commit→broker p50 ms'),
+            p99: ratio(m, not, 'p99 ms'),
+            'commit→consumer p50': ratio(m, not, 'commit→consumer p50 ms'),
+            'c p99': ratio(m, not, 'c p99 ms'),
+            'achieved msg/s': ratio(m, not, 'achieved msg/s'),
+          });
+        }
       }
     }
-    console.log(`== latency: replication ÷ notify within a round\n${table(ratios)}\n`);
+    console.log(`== latency: replication and tableless ÷ notify within a round\n${table(ratios)}\n`);
     results['latency ratios'] = ratios;
   }
   if (arg === 'writer' || arg === 'all') {
-    await run('writer impact', () => writerImpact(quick ? 2 : 5));
+    await run('writer impact', () => writerImpact(quick ? 2 : 5, rounds));
     await run('writer impact, database side (pgbench)', () => writerPgbench(quick ? 2 : 3, quick ? 1 : 3));
   }
   if (arg === 'peers' || arg === 'all') {

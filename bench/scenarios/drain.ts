@@ -13,6 +13,13 @@
  *   and poll the way it is used: its messages reach it through the log. PostgreSQL's CPU then
  *   includes the writers' inserts (the same in every mode), and for replication the walsender
  *   that decodes the log, also shown on its own.
+ *
+ * Mode `tableless` is the live variant with the replication relays of `replication`, the writers
+ * emitting logical messages (`PostgresStore({ tableless: true })`) instead of inserting rows. The
+ * relays create the slot before the writers start (the harness waits for `relay started`). With
+ * no rows to count down, such a drain ends when the broker's queue holds every message and the
+ * table (the retry path) is empty; the row modes end at an empty outbox, a settle (a delete)
+ * after the confirm.
  */
 import type { ChildProcess } from 'node:child_process';
 import {
@@ -32,15 +39,17 @@ import {
   stopProcess,
   stopProcessSurely,
   walsenderCpuSeconds,
+  relayWakeup,
+  type Mode,
   type Row,
-  type Wakeup,
 } from '../lib.js';
 
 export interface DrainOptions {
   messages: number;
   keys: number;
   instances: number;
-  wakeup: Wakeup;
+  /** The relays' wake-up, or `tableless` (replication relays, table-less writers; live only). */
+  wakeup: Mode;
   /** @default 'prefilled' */
   variant?: 'prefilled' | 'live';
   /** `live`: concurrent writers. @default 4 */
@@ -53,7 +62,7 @@ export interface DrainOptions {
 
 export async function drainOnce(o: DrainOptions): Promise<Row> {
   const variant = o.variant ?? 'prefilled';
-  if (variant === 'prefilled' && o.wakeup === 'replication') {
+  if (variant === 'prefilled' && (o.wakeup === 'replication' || o.wakeup === 'tableless')) {
     throw new Error(
       "drainOnce: a prefilled backlog is not in a replication relay's log (its slot is created at start); " +
         "measure replication with variant 'live'",
@@ -62,9 +71,10 @@ export async function drainOnce(o: DrainOptions): Promise<Row> {
   const live = variant === 'live';
   const writers = o.writers ?? 4;
   const perTx = o.messagesPerTx ?? 100;
-  const db = await benchDb();
+  const tableless = o.wakeup === 'tableless';
+  const slot = relayWakeup(o.wakeup) === 'replication' ? benchSlot() : undefined;
+  const db = await benchDb(tableless && slot !== undefined ? { tableless: { slot } } : {});
   const sink = await brokerSink();
-  const slot = o.wakeup === 'replication' ? benchSlot() : undefined;
   const relays: ChildProcess[] = [];
   // Relays first, then the slot and the publication; on an interrupted bench as on a failed run.
   const cleanup = onInterrupt(async () => {
@@ -86,7 +96,7 @@ export async function drainOnce(o: DrainOptions): Promise<Row> {
       const child = spawnRelay({
         schema: db.schema,
         exchange: sink.exchange,
-        wakeup: o.wakeup,
+        wakeup: relayWakeup(o.wakeup),
         ...(slot === undefined ? {} : { slot }),
         ...(o.batchSize === undefined ? {} : { batchSize: o.batchSize }),
         ...(o.concurrency === undefined ? {} : { concurrency: o.concurrency }),
@@ -131,7 +141,13 @@ export async function drainOnce(o: DrainOptions): Promise<Row> {
         started = performance.now();
         serversAtStart = serverCpuSeconds();
       }
-      if (left === 0 && (!live || written !== undefined)) break;
+      if (
+        left === 0 &&
+        (!live || written !== undefined) &&
+        (!tableless || (await sink.depth()) >= o.messages)
+      ) {
+        break;
+      }
       sample();
       await sleep(20);
     }

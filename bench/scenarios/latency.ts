@@ -3,6 +3,9 @@
  * rate; we record when each commit returned, when the broker confirmed it to the relay, and
  * when a consumer on the real queue received it. With `wakeup: 'replication'` the relay tails
  * the log through a slot of its own (`mr_bench_…`), dropped with the publication afterwards.
+ * With `wakeup: 'tableless'` it is the same relay, and the writers emit logical messages
+ * (`PostgresStore({ tableless: true })`) instead of inserting rows; the relay creates the slot
+ * when it starts, before the first write.
  */
 import { Relay, type OutboxMessage, type PublishOutcome, type Transport } from '../../src/core/index.js';
 import { PostgresLogSource } from '../../src/replication/postgres-log-source.js';
@@ -19,10 +22,11 @@ import {
   pacedWriters,
   payload256,
   percentile,
+  relayWakeup,
   round,
   timedConsumer,
+  type Mode,
   type Row,
-  type Wakeup,
 } from '../lib.js';
 
 /** Records when the broker confirmed each message: a decorator, so the relay stays untouched. */
@@ -47,7 +51,8 @@ function timedTransport(inner: Transport, confirmedAt: Map<string, number>): Tra
 export async function latencyOnce(options: {
   rate: number;
   seconds: number;
-  wakeup: Wakeup;
+  /** The relay's wake-up, or `tableless` (a replication relay, table-less writers). */
+  wakeup: Mode;
   /**
    * The writers' wake-up (PostgresStore `notify`): the default, `'idle'`, with `wakeup: 'notify'`;
    * `false` otherwise (a polling or log-tailing relay needs none).
@@ -57,8 +62,12 @@ export async function latencyOnce(options: {
   concurrency?: number;
 }): Promise<Row> {
   const notify = options.notify ?? (options.wakeup === 'notify' ? 'idle' : false);
-  const db = await benchDb({ notify, poolMax: 16 });
-  const slot = options.wakeup === 'replication' ? benchSlot() : undefined;
+  const slot = options.wakeup === 'replication' || options.wakeup === 'tableless' ? benchSlot() : undefined;
+  const db = await benchDb({
+    notify,
+    poolMax: 16,
+    ...(options.wakeup === 'tableless' && slot !== undefined ? { tableless: { slot } } : {}),
+  });
   let relay: Relay | undefined;
   let transport: Transport | undefined;
   let consumer: Awaited<ReturnType<typeof timedConsumer>> | undefined;
@@ -91,7 +100,7 @@ export async function latencyOnce(options: {
       store: db.store,
       transport,
       ...(slot === undefined
-        ? { wakeup: options.wakeup }
+        ? { wakeup: relayWakeup(options.wakeup) }
         : {
             source: new PostgresLogSource({
               connectionString: DATABASE_URL,
