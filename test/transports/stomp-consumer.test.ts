@@ -182,7 +182,7 @@ for (const broker of BROKERS) {
         url: broker.url,
         destination: `/queue/${topic}`,
         inbox,
-        handler: async (m) => {
+        handler: async (m: ReceivedMessage) => {
           runs.push(m);
         },
       });
