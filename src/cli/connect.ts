@@ -110,10 +110,22 @@ export async function openTransport(config: ResolvedConfig): Promise<Transport> 
           : { connectTimeoutMs: Number(config.connectTimeoutMs) }),
       });
     }
+    case 'stomp:':
+    case 'stomps:': {
+      // Loaded on demand, like the RabbitMQ transport. It speaks STOMP with Node's own net/tls
+      // (no client package to install); the destination is the default `/queue/{topic}`.
+      const { StompTransport } = await import('../transports/stomp/index.js');
+      return new StompTransport({
+        url,
+        ...(config.connectTimeoutMs === undefined
+          ? {}
+          : { connectTimeoutMs: Number(config.connectTimeoutMs) }),
+      });
+    }
     default:
       throw new ConfigError(
         'transport',
-        `no transport for scheme "${scheme}" in ${redactUrl(url)}; supported: amqp://, amqps://`,
+        `no transport for scheme "${scheme}" in ${redactUrl(url)}; supported: amqp://, amqps://, stomp://, stomps://`,
       );
   }
 }
