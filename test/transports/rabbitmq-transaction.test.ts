@@ -13,7 +13,9 @@ import { isMailroomError } from '../../src/core/errors/mailroom-error.js';
 import { isPermanentDeliveryError } from '../../src/core/errors/permanent-delivery-error.js';
 import { isTransportError } from '../../src/core/errors/transport-error.js';
 import { isTransactionalTransport } from '../../src/core/broker-transaction.js';
+import { Outbox, Relay, toReceivedMessage, type MessageInput } from '../../src/core/index.js';
 import { TcpProxy } from '../../src/testkit/tcp-proxy.js';
+import type { OutboxMessage } from '../../src/core/types.js';
 import { testMessage } from '../../src/testkit/transport-conformance.js';
 import {
   RabbitMqTransport,
@@ -27,6 +29,8 @@ import {
   uniqueName,
   type TestConsumer,
 } from './rabbitmq-helpers.js';
+import { createTestDb, inTransaction } from '../helpers/postgres.js';
+import { waitUntil } from '../helpers/wait.js';
 
 const exchange = uniqueName('mailroom-test-tx');
 let broker: TestBroker;
@@ -109,6 +113,24 @@ function countingConnect(): { connect: AmqpConnect; readonly written: number } {
     get written() {
       return state.written;
     },
+  };
+}
+
+/** A received AMQP message as the stored message it was published from (for toReceivedMessage). */
+function toOutbox(m: amqplib.ConsumeMessage): OutboxMessage {
+  const headers: Record<string, string> = {};
+  for (const [name, value] of Object.entries(m.properties.headers ?? {})) headers[name] = String(value);
+  return {
+    seq: '0',
+    id: String(m.properties.messageId),
+    topic: m.fields.routingKey,
+    key: headers['mailroom-key'] ?? null,
+    type: (m.properties.type as string | undefined) ?? null,
+    payload: m.content,
+    contentType: String(m.properties.contentType),
+    headers,
+    createdAt: new Date(),
+    attempts: 1,
   };
 }
 
@@ -355,6 +377,47 @@ describe('RabbitMQ broker transactions', () => {
       10_000,
     );
     assert.equal(idsSince(from).includes(rolledBack.id), false);
+  });
+
+  it('carries an atomic group from the outbox through a relay in one transaction, and dead-letters one with an unroutable member', async () => {
+    const db = await createTestDb('mrtx');
+    const t = transport();
+    const relay = new Relay({ store: db.store, transport: t, retry: { baseDelayMs: 20, maxDelayMs: 50 } });
+    try {
+      const outbox = new Outbox({ store: db.store });
+      const group = (topics: string[]): MessageInput[] =>
+        topics.map((topic, i) => ({ topic, key: 'order-7', payload: { i } }));
+      const from = consumer.raw.length;
+      const plainBefore = await inTransaction(db.pool, (c) =>
+        outbox.enqueue(c, [{ topic: 'tx.plain', key: 'order-7', payload: { before: true } }]),
+      );
+      const ids = await inTransaction(db.pool, (c) =>
+        outbox.enqueue(c, group(['tx.g.a', 'tx.g.b', 'tx.g.c']), { atomic: true }),
+      );
+      const bad = await inTransaction(db.pool, (c) =>
+        outbox.enqueue(c, group(['tx.g.d', 'nobody.listens.here']), { atomic: true }),
+      );
+      await relay.start();
+      await consumer.waitForIds([...plainBefore, ...ids], 15_000);
+      await waitUntil(async () => (await db.count('dead_letter')) === 1, 'the bad group to be dead-lettered');
+      const received = consumer.raw.slice(from).map((m) => toReceivedMessage(toOutbox(m)));
+      const good = received.filter((m) => ids.includes(m.id));
+      assert.deepEqual(
+        good.map((m) => m.group),
+        [0, 1, 2].map((index) => ({ id: ids[0], size: 3, index })),
+      );
+      assert.deepEqual(
+        received.filter((m) => plainBefore.includes(m.id) || ids.includes(m.id)).map((m) => m.id),
+        [...plainBefore, ...ids],
+        'in key order',
+      );
+      const [dead] = await db.store.listDeadLetters();
+      assert.equal(dead?.id, bad[0]);
+      assert.match(dead?.lastError ?? '', /returned 1 of its 2 messages as unroutable/);
+    } finally {
+      await relay.stop();
+      await db.drop();
+    }
   });
 
   it('refuses begin() on a closed transport and commits nothing left open by close()', async () => {
