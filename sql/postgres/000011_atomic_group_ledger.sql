@@ -20,7 +20,12 @@ BEGIN
 END
 $$;
 
--- emit_messages() as in version 10, its ledger entries with groups expanded the same way.
+-- emit_messages() as in version 10, its ledger entries with groups expanded the same way, and its
+-- slot check made once per session: looking the slot up in pg_replication_slots at every enqueue
+-- cost a table-less writer about what the outbox row it saves costs (docs/performance.md). Once a
+-- session has seen the slot (`mailroom.slot_seen`, session-level, reverted with a transaction that
+-- rolls back), it writes without looking again: the check is there to stop writes before the first
+-- relay made the slot; a slot dropped later is a lost slot, which the relay reports (log_gap).
 CREATE OR REPLACE FUNCTION {{schema}}.emit_messages(p_prefix text, p_slot text, p_contents text[])
 RETURNS integer
 LANGUAGE plpgsql VOLATILE AS $$
@@ -28,10 +33,13 @@ DECLARE
   n integer := 0;
   c text;
 BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_replication_slots s
-                 WHERE s.slot_name = p_slot AND s.database = current_database()) THEN
-    RAISE EXCEPTION 'mailroom: table-less enqueue needs the replication slot %, which does not exist in database %; start the relay once with --wakeup replication --slot % (it creates the slot), or enqueue with a table store until then', quote_literal(p_slot), quote_literal(current_database()), p_slot
-      USING ERRCODE = '55000';
+  IF coalesce(current_setting('mailroom.slot_seen', true), '') IS DISTINCT FROM p_slot THEN
+    IF NOT EXISTS (SELECT 1 FROM pg_replication_slots s
+                   WHERE s.slot_name = p_slot AND s.database = current_database()) THEN
+      RAISE EXCEPTION 'mailroom: table-less enqueue needs the replication slot %, which does not exist in database %; start the relay once with --wakeup replication --slot % (it creates the slot), or enqueue with a table store until then', quote_literal(p_slot), quote_literal(current_database()), p_slot
+        USING ERRCODE = '55000';
+    END IF;
+    PERFORM set_config('mailroom.slot_seen', p_slot, false);
   END IF;
   FOREACH c IN ARRAY coalesce(p_contents, '{}') LOOP
     PERFORM pg_logical_emit_message(true, p_prefix, c);

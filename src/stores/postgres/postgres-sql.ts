@@ -109,10 +109,12 @@ export function postgresSql(schema: string, channel: string) {
      * message, emitted in order in the caller's transaction, after checking that the relay's slot
      * exists (a message written with no slot to read it would be lost at commit).
      */
-    emit(messages: readonly EncodedMessage[], prefix: string, slot: string): SqlStatement {
+    emit(messages: readonly EncodedMessage[], prefix: string, slot: string, prepare = true): SqlStatement {
       return {
         sql: `SELECT ${s}.emit_messages($1::text, $2::text, $3::text[]) AS n`,
         params: [prefix, slot, messages.map(encodeLogMessage)],
+        // One text whatever the number of messages: prepared once per connection.
+        ...(prepare ? { name: `mailroom_emit1_${schema}` } : {}),
       };
     },
 

@@ -341,7 +341,7 @@ export class PostgresStore implements OutboxStore {
           );
         }
       }
-      return this.#sql.emit(messages, this.messagePrefix, this.slot);
+      return this.#sql.emit(messages, this.messagePrefix, this.slot, this.preparedStatements);
     }
     return this.#sql.enqueue(messages, this.notify, this.preparedStatements);
   }
