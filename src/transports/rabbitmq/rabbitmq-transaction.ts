@@ -84,6 +84,8 @@ export class RabbitMqTransaction implements BrokerTransaction {
   /** Messages sent in the transaction, for the errors. */
   #sent = 0;
   #committing: Promise<void> | undefined;
+  /** What made the transaction unusable; `commit` throws it again. */
+  #failure: Error | undefined;
 
   private constructor(setup: TransactionSetup, session: Session, channel: TxChannel) {
     this.#options = setup.options;
@@ -125,12 +127,25 @@ export class RabbitMqTransaction implements BrokerTransaction {
     });
     if (raw === ABORTED) {
       // The channel may still open: close it then, so it does not linger on the connection.
-      void opening.then((ch) => ch.close()).catch(() => {});
+      void opening
+        .then((ch) => {
+          ch.on('error', noop);
+          return ch.close();
+        })
+        .catch(noop);
       throw beginAbortedError(safeUrl, signal as AbortSignal);
+    }
+    let methods;
+    try {
+      methods = txMethods(raw);
+    } catch (err) {
+      raw.on('error', noop);
+      void raw.close().catch(noop);
+      throw err;
     }
     const channel = new TxChannel({
       channel: raw,
-      methods: txMethods(raw),
+      methods,
       safeUrl,
       exchange: options.exchange,
       connectionClosed: () => session.state.closed,
@@ -183,6 +198,7 @@ export class RabbitMqTransaction implements BrokerTransaction {
       this.#sent += list.length;
     } catch (err) {
       this.#sent += list.length;
+      this.#failure = err instanceof Error ? err : new Error(String(err));
       this.#fail();
       throw err;
     }
@@ -190,11 +206,13 @@ export class RabbitMqTransaction implements BrokerTransaction {
 
   /**
    * `tx.commit`: resolves once the broker answered commit-ok, after which every message published
-   * in the transaction has been routed to its queues (and written to disk for durable queues and
-   * persistent messages). Waits at most `confirmTimeoutMs`. The failures, and what each says
-   * about the messages, are listed on the class.
+   * in the transaction has been routed to its queues and the broker has taken responsibility for
+   * it (RabbitMQ: "effect visibility, responsibility transfer, durability on commit"). Waits at
+   * most `confirmTimeoutMs`. The failures, and what each says about the messages, are listed on
+   * the class; after a failed `publish`, it throws that failure again.
    */
   async commit(): Promise<void> {
+    if (this.#state === 'failed' && this.#failure !== undefined) throw this.#failure;
     this.#ensureOpen('commit');
     this.#state = 'committing';
     const committing = this.#channel.commit(this.#options.confirmTimeoutMs, this.#signal);
