@@ -9,7 +9,7 @@ import { isTransportError } from '../../src/core/errors/transport-error.js';
 import { TcpProxy } from '../../src/testkit/tcp-proxy.js';
 import { testMessage, uniqueTopics } from '../../src/testkit/transport-conformance.js';
 import { StompTransport } from '../../src/transports/stomp/index.js';
-import { BROKERS, deleteRabbitQueues, subscribe, type TestBroker } from './stomp-helpers.js';
+import { BROKERS, deleteRabbitQueues, subscribe, uniqueName, type TestBroker } from './stomp-helpers.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -173,3 +173,29 @@ for (const broker of BROKERS) {
     });
   });
 }
+
+describe('stomp broker transactions on rabbitmq, refused', () => {
+  it('a COMMIT RabbitMQ refuses (a SEND to a missing exchange) is a retry, not an outage', async () => {
+    // RabbitMQ's adapter keeps a transaction's frames and performs them at COMMIT, so the missing
+    // exchange is found then; its ERROR names no receipt.
+    const broker = BROKERS[0] as TestBroker;
+    const transport = new StompTransport({
+      url: broker.url,
+      destination: `/exchange/${uniqueName('missing')}/{topic}`,
+    });
+    try {
+      const tx = await transport.begin();
+      await tx.publish([testMessage()]);
+      const error = await tx.commit().then(
+        () => undefined,
+        (err: unknown) => err as Error,
+      );
+      assert.ok(error, 'the commit is refused');
+      assert.equal(isTransportError(error), false, `a refusal, not an outage: ${error.message}`);
+      assert.equal(isPermanentDeliveryError(error), false);
+      assert.match(error.message, /refused COMMIT of transaction/);
+    } finally {
+      await transport.close();
+    }
+  });
+});

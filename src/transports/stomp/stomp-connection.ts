@@ -84,6 +84,11 @@ export interface Request {
   written: Promise<void>;
   /** Resolves with the RECEIPT; rejects with a {@link StompRefusal} or the connection's loss. */
   answered: Promise<StompFrame>;
+  /**
+   * Stops waiting for the RECEIPT (`answered` then rejects): for frames the broker will never
+   * answer, such as the SENDs of a transaction RabbitMQ aborted.
+   */
+  cancel(): void;
 }
 
 let connectionCounter = 0;
@@ -163,16 +168,21 @@ export class StompConnection {
     });
     // A rejection nobody awaits (the caller gave up) must not crash the process.
     answered.catch(() => {});
+    const cancel = () => {
+      if (this.#receipts.get(receipt) !== waiter) return;
+      this.#receipts.delete(receipt);
+      waiter.reject(new Error(`stopped waiting for the RECEIPT of ${command}`));
+    };
     if (this.#lost) {
       waiter.reject(this.#lost);
       const written = Promise.reject(this.#lost);
       written.catch(() => {});
-      return { written, answered };
+      return { written, answered, cancel };
     }
     this.#receipts.set(receipt, waiter);
     const written = this.#write(encodeFrame(command, [['receipt', receipt], ...headers], body));
     written.catch(() => {});
-    return { written, answered };
+    return { written, answered, cancel };
   }
 
   /**

@@ -7,7 +7,7 @@
 import { newTransactionId } from '../../core/broker-transaction.js';
 import { TransportError } from '../../core/errors/transport-error.js';
 import { MAILROOM_HEADER_PREFIX } from '../../core/received-message.js';
-import { StompConnection } from './stomp-connection.js';
+import { StompConnection, type Request } from './stomp-connection.js';
 import type { ResolvedStompConsumerOptions } from './stomp-consumer-options.js';
 import { connectionLostError, describe, isStompRefusal } from './stomp-errors.js';
 import type { HeaderList, StompFrame } from './stomp-frame.js';
@@ -189,8 +189,13 @@ export class ReceiveTransaction {
     return this.session.connection.send('BEGIN', [['transaction', this.id]]);
   }
 
+  /** The transaction's SENDs, whose RECEIPTs commit() waits for (RabbitMQ: once confirmed). */
+  readonly #sends: Request[] = [];
+
   send(headers: HeaderList, body: Buffer): Promise<void> {
-    return this.session.connection.send('SEND', [...headers, ['transaction', this.id]], body);
+    const request = this.session.connection.request('SEND', [...headers, ['transaction', this.id]], body);
+    this.#sends.push(request);
+    return request.written;
   }
 
   ack(frame: StompFrame): Promise<void> {
@@ -201,8 +206,9 @@ export class ReceiveTransaction {
   async commit(): Promise<void> {
     const connection = this.session.connection;
     const request = connection.request('COMMIT', [['transaction', this.id]]);
+    const all = Promise.all([request.answered, ...this.#sends.map((r) => r.answered)]);
     const deadline = AbortSignal.timeout(this.options.receiptTimeoutMs);
-    if (!(await settledBefore(request.answered, deadline))) {
+    if (!(await settledBefore(all, deadline))) {
       const error = connectionLostError(
         this.options.endpoint.safeUrl,
         'no RECEIPT for COMMIT in time; dropped',
@@ -210,11 +216,31 @@ export class ReceiveTransaction {
       connection.destroy(error);
       throw error;
     }
-    await request.answered;
+    await all;
   }
 
-  /** ABORT, not waited for: what matters is that nothing is committed, and ending the connection does that too. */
+  /**
+   * ABORT. The handler's failure is what the caller reports; the ABORT's RECEIPT only says that
+   * the SENDs' RECEIPTs still missing will never come (RabbitMQ answers a transaction's SENDs when
+   * it publishes them at COMMIT), so the waits for them end. Without it, the connection's state is
+   * unknown: it is dropped (which aborts the transaction; the broker redelivers the input).
+   */
   abort(): void {
-    this.session.connection.send('ABORT', [['transaction', this.id]]).catch(() => {});
+    const { answered } = this.session.connection.request('ABORT', [['transaction', this.id]]);
+    const deadline = AbortSignal.timeout(this.options.receiptTimeoutMs);
+    void settledBefore(answered, deadline).then(async (settled) => {
+      const ok =
+        settled &&
+        (await answered.then(
+          () => true,
+          () => false,
+        ));
+      if (ok) for (const send of this.#sends) send.cancel();
+      else {
+        this.session.connection.destroy(
+          connectionLostError(this.options.endpoint.safeUrl, 'ABORT was not answered'),
+        );
+      }
+    });
   }
 }

@@ -7,7 +7,7 @@
 import { newTransactionId, toOutboxMessages, type BrokerTransaction } from '../../core/broker-transaction.js';
 import { TransportError } from '../../core/errors/transport-error.js';
 import type { MessageInput, OutboxMessage } from '../../core/types.js';
-import { CLOSE_HANDSHAKE_MS, type StompConnection } from './stomp-connection.js';
+import { CLOSE_HANDSHAKE_MS, type Request, type StompConnection } from './stomp-connection.js';
 import {
   commitRefusedError,
   commitUnknownError,
@@ -34,6 +34,8 @@ export class StompBrokerTransaction implements BrokerTransaction {
   readonly #signal: AbortSignal | undefined;
   readonly #release: (connection: StompConnection) => void;
   #state: State = 'open';
+  /** The transaction's SENDs, whose RECEIPTs commit() waits for. */
+  readonly #sends: Request[] = [];
   /** The failure that made the transaction unusable, rethrown by later calls. */
   #failure: Error | undefined;
 
@@ -88,7 +90,13 @@ export class StompBrokerTransaction implements BrokerTransaction {
       return { headers, body: message.payload };
     });
     try {
-      for (const frame of frames) await this.#connection.send('SEND', frame.headers, frame.body);
+      for (const frame of frames) {
+        // With a receipt: RabbitMQ answers it only once the message, published at COMMIT, is
+        // confirmed (durable), so commit() waits for these as well as for the COMMIT's.
+        const request = this.#connection.request('SEND', frame.headers, frame.body);
+        this.#sends.push(request);
+        await request.written;
+      }
     } catch (err) {
       this.#fail(lostError(this.#options, err));
       throw this.#failure;
@@ -116,22 +124,30 @@ export class StompBrokerTransaction implements BrokerTransaction {
       this.#options.receiptTimeoutMs,
     );
     const stop = AbortSignal.any([deadline.signal, ...(this.#signal ? [this.#signal] : [])]);
-    const answered = await settledBefore(request.answered, stop);
+    const answered = await settledBefore(
+      Promise.all([request.answered, ...this.#sends.map((r) => r.answered)]),
+      stop,
+    );
     clearTimeout(timer);
     if (answered) {
-      try {
-        await request.answered;
+      const results = await Promise.allSettled([request.answered, ...this.#sends.map((r) => r.answered)]);
+      const failures = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
+      if (failures.length === 0) {
         this.#state = 'committed';
         this.#release(connection);
         return;
-      } catch (err) {
-        if (isStompRefusal(err)) {
-          this.#fail(commitRefusedError(this.#options.endpoint.safeUrl, this.id, err));
-          throw this.#failure;
-        }
-        this.#fail(commitUnknownError(this.#options.endpoint.safeUrl, this.id, asError(err)));
-        throw this.#failure;
       }
+      const refusal = failures.find(isStompRefusal);
+      // A refusal is about what the transaction holds (a destination the broker will not take):
+      // tried again with backoff, not waited out as an outage. RabbitMQ may have published the
+      // part of the transaction before the refused frame: a retry sends those again, with the
+      // same mailroom-id.
+      this.#fail(
+        refusal
+          ? commitRefusedError(this.#options.endpoint.safeUrl, this.id, refusal)
+          : commitUnknownError(this.#options.endpoint.safeUrl, this.id, asError(failures[0])),
+      );
+      throw this.#failure;
     }
     // The deadline or the caller ended the wait: the outcome is unknown, and the connection goes.
     const reason = asError(stop.reason);
@@ -159,9 +175,11 @@ export class StompBrokerTransaction implements BrokerTransaction {
       new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), CLOSE_HANDSHAKE_MS))),
     ]);
     clearTimeout(timer);
-    // Without the ABORT's receipt the connection's state is unknown: ending it aborts the transaction.
-    if (!ok)
-      connection.destroy(connectionLostError(this.#options.endpoint.safeUrl, 'ABORT was not answered'));
+    // Without the ABORT's receipt the connection's state is unknown: ending it aborts the
+    // transaction. With it, the SENDs' RECEIPTs still missing will never come (RabbitMQ answers
+    // a transaction's SENDs only when it publishes them at COMMIT).
+    if (ok) for (const send of this.#sends) send.cancel();
+    else connection.destroy(connectionLostError(this.#options.endpoint.safeUrl, 'ABORT was not answered'));
     this.#release(connection);
   }
 
