@@ -53,10 +53,11 @@ export interface StompTransportOptions {
   receiptTimeoutMs?: number;
   /**
    * Largest message body, in bytes, to send; a bigger one reports `permanent` without being sent.
-   * Brokers refuse frames over their own limit with an ERROR frame that ends the connection and
-   * everything in flight on it. Set it to the broker's limit.
+   * A broker refuses a frame over its own limit with an ERROR frame that ends the connection and
+   * everything in flight on it (ActiveMQ: `maxDataLength`, 100 MiB by default; RabbitMQ 4:
+   * `max_message_size`, 16 MiB by default). Set it to the broker's limit.
    *
-   * @default 4194304 (4 MiB)
+   * @default 16777216 (16 MiB)
    */
   maxMessageBytes?: number;
   /** Limit for the TCP/TLS connect and the CONNECT/CONNECTED exchange. @default 10000 */
@@ -119,7 +120,7 @@ const stompOptionsSchema = optionsSchema<StompTransportOptions>()(
     }),
     persistent: boolean({ default: true }),
     receiptTimeoutMs: integer({ min: 1, max: MAX_TIMER_MS, default: 30_000 }),
-    maxMessageBytes: integer({ min: 1, max: 2 ** 31 - 1, default: 4 * 1024 * 1024 }),
+    maxMessageBytes: integer({ min: 1, max: 2 ** 31 - 1, default: 16 * 1024 * 1024 }),
     connectTimeoutMs: integer({ min: 1, max: MAX_TIMER_MS, default: 10_000 }),
     heartbeatMs: integer({ min: 0, max: 3_600_000, default: 10_000 }),
     tls: custom(
