@@ -116,6 +116,24 @@ describe('atomic groups', () => {
     );
   });
 
+  it('holds a group behind an earlier message of its key that failed in the same batch', async () => {
+    let fail = true;
+    const transport = new MemoryTransport({
+      failWith: (m) => (fail && m.payload.toString() === '"first"' ? ((fail = false), 'retry') : undefined),
+    });
+    const ids = await inTransaction(db.pool, async (c) => [
+      ...(await outbox.enqueue(c, [{ topic: 'atomic.h', key: 'h', payload: 'first' }])),
+      ...(await outbox.enqueue(c, group('h', 2, 'h'), { atomic: true })),
+    ]);
+    await relay(transport, { maxPerKey: 10 }).start();
+    await transport.waitFor(3, 5000);
+    assert.deepEqual(
+      transport.messages.map((m) => m.id),
+      ids,
+      'the group waited for the retried message of its key',
+    );
+  });
+
   it('spends no attempt in an outage and delivers the group whole after it', async () => {
     const transport = new MemoryTransport({ unavailable: true });
     const ids = await inTransaction(db.pool, (c) => outbox.enqueue(c, group(null, 4), { atomic: true }));

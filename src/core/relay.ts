@@ -584,16 +584,46 @@ export class Relay extends TypedEmitter<RelayEvents> {
   async #publishAll(messages: OutboxMessage[], abort: AbortController): Promise<PublishOutcome[]> {
     if (!messages.some(isGroup)) return this.#publish(messages, abort);
     const outcomes: PublishOutcome[] = [];
+    // As an ordered transport does within one call: once a key's message failed (not for good),
+    // its later messages in the batch are not sent (they wait behind it); after an outage,
+    // nothing more is.
+    const stopped = new Map<string, string>();
+    let outage: Error | undefined;
+    const note = (message: OutboxMessage, outcome: PublishOutcome) => {
+      if (outcome.status === 'unavailable') outage ??= outcome.error;
+      else if (outcome.status === 'retry' && message.key !== null) stopped.set(message.key, message.id);
+    };
+    const held = (message: OutboxMessage): PublishOutcome | undefined => {
+      if (outage) return { status: 'unavailable', error: outage };
+      const blocker = message.key === null ? undefined : stopped.get(message.key);
+      if (blocker === undefined) return undefined;
+      return {
+        status: 'retry',
+        error: new TransportError(
+          'key_stopped',
+          `message ${message.id} not sent: the earlier message ${blocker} of its key failed in the same batch`,
+        ),
+      };
+    };
     let run: number[] = [];
     const flush = async () => {
       if (run.length === 0) return;
       const indexes = run;
       run = [];
+      const send = indexes.filter((i) => {
+        const kept = held(messages[i] as OutboxMessage);
+        if (kept) outcomes[i] = kept;
+        return kept === undefined;
+      });
+      if (send.length === 0) return;
       const got = await this.#publish(
-        indexes.map((i) => messages[i] as OutboxMessage),
+        send.map((i) => messages[i] as OutboxMessage),
         abort,
       );
-      indexes.forEach((i, j) => (outcomes[i] = got[j] as PublishOutcome));
+      send.forEach((i, j) => {
+        outcomes[i] = got[j] as PublishOutcome;
+        note(messages[i] as OutboxMessage, outcomes[i]);
+      });
     };
     for (let i = 0; i < messages.length; i++) {
       const message = messages[i] as OutboxMessage;
@@ -602,7 +632,10 @@ export class Relay extends TypedEmitter<RelayEvents> {
         continue;
       }
       await flush();
-      outcomes[i] = await this.#publishGroup(message, abort);
+      const kept = held(message);
+      const outcome = kept ?? (await this.#publishGroup(message, abort));
+      outcomes[i] = outcome;
+      if (!kept) note(message, outcome);
     }
     await flush();
     return outcomes;
