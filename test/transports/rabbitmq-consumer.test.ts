@@ -279,6 +279,25 @@ describe('decodeDelivery', () => {
     assert.equal(m.createdAt?.getTime(), Math.floor(sent.createdAt.getTime() / 1000) * 1000);
   });
 
+  it('reads the atomic group a member came in, and null for a message sent alone', () => {
+    const { raw } = delivery();
+    assert.equal((decodeDelivery(raw) as { ok: true; message: { group: unknown } }).message.group, null);
+    const headers = {
+      ...raw.properties.headers,
+      'mailroom-group': '01a23bbf-c139-7000-af71-2653b9a78693',
+      'mailroom-group-size': '3',
+      'mailroom-group-index': '1',
+    };
+    const decoded = decodeDelivery({ ...raw, properties: { ...raw.properties, headers } });
+    assert.ok(decoded.ok);
+    assert.deepEqual(decoded.message.group, {
+      id: '01a23bbf-c139-7000-af71-2653b9a78693',
+      size: 3,
+      index: 1,
+    });
+    assert.deepEqual(decoded.message.headers, { trace: 't1' });
+  });
+
   it('reads bytes, no attempt and no timestamp leniently', () => {
     const { raw } = delivery({ contentType: undefined, timestamp: undefined, headers: {} }, Buffer.from('x'));
     const decoded = decodeDelivery(raw);

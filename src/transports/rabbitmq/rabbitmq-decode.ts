@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { groupOf } from '../../core/atomic-group.js';
 import { PermanentDeliveryError } from '../../core/errors/permanent-delivery-error.js';
 import { ACK_TO_HEADER } from '../../core/message.js';
 import type { ReceivedMessage } from '../../core/types.js';
@@ -110,6 +111,7 @@ export function decodeDelivery(delivery: AmqpDelivery): DecodedDelivery {
     ackTo: textOf(rawHeaders[ACK_TO_HEADER]) || null,
     attempt: attemptOf(rawHeaders[ATTEMPT_HEADER]),
     createdAt: dateOf(properties.timestamp),
+    group: groupOf(groupHeaders(rawHeaders)),
   };
   return { ok: true, message };
 }
@@ -170,4 +172,15 @@ function dateOf(value: unknown): Date | null {
   if (value instanceof Date) return Number.isNaN(value.getTime()) ? null : value;
   if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) return null;
   return new Date(value * 1000);
+}
+
+/** The `mailroom-group*` headers as text, for `groupOf`. */
+function groupHeaders(raw: Record<string, unknown>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(raw)) {
+    if (!name.startsWith('mailroom-group')) continue;
+    const text = headerText(value);
+    if (text !== undefined) out[name] = text;
+  }
+  return out;
 }
