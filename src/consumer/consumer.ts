@@ -27,8 +27,10 @@ export interface ConsumerContext {
    * publishes messages in the broker transaction that also acknowledges the message being
    * handled. The consumer commits that transaction after the handler (and its inbox transaction)
    * succeeded, and rolls it back when the handler throws, so a crash never loses the input and
-   * never leaves its outputs at the broker with the input still to be handled again.
-   * docs/mq-transactions.md.
+   * never leaves its outputs at the broker with the input still to be handled again. With an
+   * inbox the database and the broker commit one after the other: `RabbitMqConsumer` allows it
+   * (a crash between the two loses that run's outputs), `StompConsumer` refuses it with a
+   * ConfigError. docs/mq-transactions.md.
    */
   publish?(messages: ReadonlyArray<OutboxMessage | MessageInput>): Promise<void>;
 }
