@@ -135,7 +135,9 @@ export async function ensurePublication(
       created = true;
     } catch (err) {
       // Another relay created it between the read and here: check theirs like any existing one.
-      if ((err as { code?: unknown })?.code !== DUPLICATE_OBJECT)
+      // Two creates at the same moment can also meet in the catalog's unique index (23505).
+      const code = (err as { code?: unknown })?.code;
+      if (code !== DUPLICATE_OBJECT && code !== '23505')
         throw toReplicationError(err, 'create_publication', ctx);
     }
     row = await read();

@@ -203,6 +203,34 @@ describe('Relay with wakeup replication (PostgreSQL log)', () => {
     await waitUntil(async () => (await db.count()) === 0, 'settled');
   });
 
+  it('four relays started at once on a new publication and slot all start: one reads, three stand by', async () => {
+    const publication4 = `${db.schema}_pub4`;
+    const started = Array.from({ length: 4 }, () => {
+      const r = new Relay({
+        store: db.store,
+        transport: new MemoryTransport(),
+        source: new PostgresLogSource({
+          connectionString: DATABASE_URL,
+          schema: db.schema,
+          slot,
+          publication: publication4,
+          store: db.store,
+          standbyRetryMs: 200,
+        }),
+      });
+      relays.push(r);
+      return r.start();
+    });
+    try {
+      // Creating the publication and the slot race: the losers use what the winner made.
+      await Promise.all(started);
+    } finally {
+      for (const r of relays.splice(0)) await r.stop();
+      await dropSlot(slot);
+      await db.pool.query(`DROP PUBLICATION IF EXISTS "${publication4}"`);
+    }
+  });
+
   it('a second relay on the same slot waits as a hot standby and takes over when the first stops', async () => {
     const transport = new MemoryTransport();
     const active = relay(transport, { owner: 'active' });
