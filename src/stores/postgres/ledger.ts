@@ -105,7 +105,10 @@ export class PostgresLedger {
        SELECT m.value->>'id' FROM ${this.#s}.${table} t,
          json_array_elements(convert_from(t.payload, 'UTF8')::json->'members') AS m(value)
        WHERE t.content_type = '${GROUP}'`;
-    const [pending, dead] = await Promise.all([this.#db.query(ids('outbox')), this.#db.query(ids('dead_letter'))]);
+    const [pending, dead] = await Promise.all([
+      this.#db.query(ids('outbox')),
+      this.#db.query(ids('dead_letter')),
+    ]);
     return {
       pending: new Set(pending.rows.map((r) => String(r.id))),
       dead: new Set(dead.rows.map((r) => String(r.id))),
