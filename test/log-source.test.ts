@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
-import { ConfigError, Outbox, Relay } from '../src/core/index.js';
+import { ConfigError, Outbox, Relay, uuidv7 } from '../src/core/index.js';
 import { LogSource, type LogStream, type LogTransaction } from '../src/core/log-source.js';
 import { MemoryTransport } from '../src/transports/memory/index.js';
 import { createTestDb, type TestDb } from './helpers/postgres.js';
@@ -181,6 +181,46 @@ describe('Relay with a log source (replication mode)', () => {
     } finally {
       db.store.claimIds = claimIds;
     }
+  });
+
+  it('table-less messages a dead relay may have published go through the table, more than a buffer full of them', async () => {
+    const log = new ScriptedLog();
+    const transport = new MemoryTransport();
+    // The read mark a relay that died would have left: everything below goes through the table.
+    await db.store.markLogRead('marked', '0/FFFFFF');
+    const source = new LogSource({ openStream: () => log, store: db.store, markName: 'marked' });
+    const r = new Relay({ store: db.store, transport, source, batchSize: 5 });
+    relays.push(r);
+    await r.start();
+    const ids: string[] = [];
+    for (let i = 0; i < 50; i++) {
+      lsn += 16;
+      const id = uuidv7();
+      ids.push(id);
+      log.report({
+        xid: 0,
+        endLsn: `0/${lsn.toString(16).toUpperCase()}`,
+        inserts: [],
+        emitted: [
+          {
+            seq: String(lsn),
+            id,
+            topic: 'log.tableless',
+            key: `t${i}`,
+            type: null,
+            payload: Buffer.from('{}'),
+            contentType: 'application/json',
+            headers: {},
+            createdAt: new Date(),
+            attempts: 1,
+          },
+        ],
+      });
+    }
+    // Four times the batch size fill the buffer; all of them go into the table (no batch for the
+    // relay to take), and reading must go on.
+    await transport.waitFor(50, 15_000);
+    assert.deepEqual(new Set(transport.messages.map((m) => m.id)), new Set(ids));
   });
 
   it("with confirmAfter 'settle', confirms a position only once its batch settled", async () => {

@@ -845,6 +845,9 @@ export class LogSource implements MessageSource {
     if (this.#abort.signal.aborted) return true;
     const chosen = new Set(picked);
     this.#emitted = this.#emitted.filter((e) => !chosen.has(e));
+    // Room in the buffer: the reader may wait for it (a batch the relay takes kicks it too, but
+    // messages that all go into the table make no batch).
+    this.#readerKick?.();
     for (const e of picked) if (e.message.key !== null && viaTable(e)) held.add(e.message.key);
     const toTable = (e: Emitted) => viaTable(e) || (e.message.key !== null && held.has(e.message.key));
     const behind = picked.filter(toTable);
