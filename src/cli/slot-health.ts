@@ -1,3 +1,4 @@
+import { SLOT_NAME } from '../stores/postgres/schema-name.js';
 import { redactUrl } from '../core/redact.js';
 import type { PgClientSlice } from '../replication/pg-replication-client.js';
 import { loadPgClient } from '../replication/pg-replication-client.js';
@@ -16,7 +17,7 @@ import { truncate } from './table.js';
  */
 
 /** What PostgreSQL accepts as a slot name, and what the relay's `--slot` takes. */
-export const SLOT_NAME = /^[a-z0-9_]{1,63}$/;
+export { SLOT_NAME };
 
 /** `--slot-warn-bytes` when not given: 1 GiB of WAL kept for one slot. */
 export const DEFAULT_SLOT_WARN_BYTES = 1024 ** 3;

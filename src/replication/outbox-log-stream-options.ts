@@ -10,7 +10,7 @@ import {
   string,
   type ResolvedOptions,
 } from '../core/options-schema.js';
-import { validateSchemaName } from '../stores/postgres/schema-name.js';
+import { SLOT_NAME, validateSchemaName } from '../stores/postgres/schema-name.js';
 
 /**
  * Connection settings in node-postgres's `ClientConfig` shape (`host`, `port`, `user`,
@@ -100,7 +100,7 @@ export interface OutboxLogStreamOptions {
   signal?: AbortSignal;
 }
 
-const NAME = /^[a-z0-9_]{1,63}$/;
+const NAME = SLOT_NAME;
 const NAME_EXPECTED = 'a name of 1 to 63 characters from a-z, 0-9 and _';
 
 const isConnectionConfig = (v: unknown): v is ReplicationConnectionConfig =>

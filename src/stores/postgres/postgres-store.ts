@@ -48,7 +48,7 @@ import { describeDbError, isStatementError, type DbErrorContext } from './postgr
 import { postgresExecutor, requirePostgresTransaction, type PgNamedQueryable } from './postgres-executor.js';
 import { postgresSql, MAX_ROWS_PER_INSERT, type PostgresSql } from './postgres-sql.js';
 import { latestVersion, migrate, type MigrationResult } from './migrate.js';
-import { notifyChannel, validateSchemaName } from './schema-name.js';
+import { notifyChannel, SLOT_NAME, validateSchemaName } from './schema-name.js';
 import { quoteIdent } from '../sql-identifier.js';
 import { readStats, type PostgresStats } from './postgres-stats.js';
 import { PostgresWakeGate } from './wake-gate.js';
@@ -266,7 +266,7 @@ export class PostgresStore implements OutboxStore {
     this.preparedStatements = resolved.preparedStatements;
     this.tableless = resolved.tableless;
     this.slot = resolved.slot ?? `${this.schema}_relay`;
-    if (!/^[a-z0-9_]{1,63}$/.test(this.slot)) {
+    if (!SLOT_NAME.test(this.slot)) {
       throw new ConfigError(
         'slot',
         `PostgresStore option slot ${JSON.stringify(this.slot)} is not a replication slot name: use 1 to 63 of a-z, 0-9 and _`,

@@ -9,6 +9,13 @@ import { validateIdentifier } from '../sql-identifier.js';
  */
 export const MAX_IDENTIFIER_BYTES = 63;
 
+/**
+ * A replication slot or publication name Mailroom accepts: what PostgreSQL allows for slot names
+ * (lower-case letters, digits, `_`, at most 63), used for publications too. One rule for the
+ * store's table-less slot, the log stream's options and the CLI.
+ */
+export const SLOT_NAME = /^[a-z0-9_]{1,63}$/;
+
 /** The NOTIFY channel relays listen on for a schema. */
 export function notifyChannel(schema: string): string {
   return `${schema}_outbox`;
