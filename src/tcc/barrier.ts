@@ -24,7 +24,7 @@ export interface BarrierStore<Tx = unknown> {
   readonly schema: string;
   /** Runs `fn` in a transaction; commits when it resolves, rolls back and rethrows when it throws. */
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
-  executor(tx: Tx): SqlExecutor;
+  executor(tx: NoInfer<Tx>): SqlExecutor;
 }
 
 /** Options of {@link TccBarrier}. */

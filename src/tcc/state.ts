@@ -69,7 +69,7 @@ export interface TccStore<Tx = unknown> {
   readonly name: string;
   readonly schema: string;
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
-  executor(tx: Tx): SqlExecutor;
+  executor(tx: NoInfer<Tx>): SqlExecutor;
 }
 
 /** Where a global transaction in progress can go, and what it ends as. */

@@ -826,7 +826,7 @@ export class PostgresStore implements OutboxStore {
    * handle (what `outbox.enqueue` and your own statements take): commits when `fn` resolves,
    * rolls back and rethrows when it throws. The inbox runs handlers in these.
    */
-  async transaction<T>(fn: (tx: PostgresTransactionHandle) => Promise<T>): Promise<T> {
+  async transaction<T>(fn: (tx: PgTransactionClient) => Promise<T>): Promise<T> {
     return this.#withClient(async (client, markBroken) => {
       await client.query('BEGIN');
       let result: T;
