@@ -11,6 +11,7 @@ import { relayCommand } from './commands/relay.js';
 import { sendCommand } from './commands/send.js';
 import { slotCommand } from './commands/slot.js';
 import { statusCommand } from './commands/status.js';
+import { tccCommand } from './commands/tcc.js';
 import { verifyCommand } from './commands/verify.js';
 import {
   formatOptions,
@@ -30,6 +31,7 @@ const COMMANDS: Command[] = [
   slotCommand,
   sendCommand,
   verifyCommand,
+  tccCommand,
   demoCommand,
 ];
 
