@@ -200,6 +200,34 @@ describe('TccCoordinator on PostgreSQL', () => {
     await recovery.close();
   });
 
+  it('stopped between two confirms, recovery confirms only the branch left, exactly once each', async () => {
+    const log: string[] = [];
+    const a = fake('inventory', log);
+    let paymentUp = false;
+    const b = fake('payment', log, {
+      confirm: () => {
+        if (!paymentUp) throw new Error('payment unreachable');
+      },
+    });
+    // settleWaitMs 0: the run gives up after the first round, as a coordinator that died there.
+    const tcc = make({ settleWaitMs: 0 });
+    const result = await tcc.run(async (t) => {
+      await t.try('inventory', a);
+      await t.try('payment', b);
+    });
+    assert.equal(result.state, 'confirming');
+    assert.deepEqual(await branchStates(result.gid), { inventory: 'confirmed', payment: 'tried' });
+    paymentUp = true;
+    const recovery = make({ participants: { inventory: a, payment: b } });
+    await waitUntil(
+      async () => (await recovery.recoverOnce()) === 1 && (await row(result.gid)).state === 'confirmed',
+      'recovery to confirm',
+      10_000,
+    );
+    assert.equal(a.calls.confirm, 1, 'the confirmed branch is not called again');
+    assert.equal(b.calls.confirm, 2);
+  });
+
   it('recovery cancels a transaction whose coordinator died while trying, once its timeout passes', async () => {
     const log: string[] = [];
     const a = fake('inventory', log);
