@@ -1,7 +1,10 @@
 import { randomInt } from 'node:crypto';
+import { UsageError } from '../cli-error.js';
 import type { Command } from '../command.js';
 import { ackAuditPassed, auditPassed } from '../demo/demo-audit.js';
 import { runDemo, type DemoProgress, type DemoReport } from '../demo/run-demo.js';
+import { tccEventLine, tccProgressLine, tccReportLines } from '../demo/tcc/report-lines.js';
+import { runTccDemo } from '../demo/tcc/run-tcc-demo.js';
 import type { OptionSpec } from '../options.js';
 
 const OPTIONS: OptionSpec[] = [
@@ -34,7 +37,20 @@ const OPTIONS: OptionSpec[] = [
     max: 4294967295,
     description: 'seed of the injected faults and orders, to replay a run (default: random, printed)',
   },
+  {
+    key: 'orders',
+    flag: 'orders',
+    env: 'MAILROOM_DEMO_ORDERS',
+    type: 'int',
+    min: 1,
+    max: 10000,
+    default: 200,
+    description: 'demo tcc and demo saga: how many orders the order service places',
+  },
 ];
+
+/** The demos of `mailroom demo <name>`; none is the outbox demo. */
+const SUBDEMOS = ['tcc', 'saga'] as const;
 
 function seconds(ms: number): string {
   return `${(ms / 1000).toFixed(1).padStart(5)}s`;
@@ -106,9 +122,13 @@ function auditLines(r: DemoReport, seed: number, durationS: number, rate: number
 
 export const demoCommand: Command = {
   name: 'demo',
-  summary: 'watch the outbox survive faults: orders on an embedded PostgreSQL, a relay, an HTTP receiver',
-  usage: 'mailroom demo [--duration <seconds>] [--rate <orders/s>] [--seed <n>]',
+  summary:
+    'watch the outbox survive faults: orders on an embedded PostgreSQL, a relay, an HTTP receiver (demo tcc, demo saga: distributed transactions)',
+  usage:
+    'mailroom demo [--duration <seconds>] [--rate <orders/s>] [--seed <n>]\n' +
+    '       mailroom demo tcc|saga [--orders <n>] [--seed <n>]',
   options: OPTIONS,
+  positionals: 1,
   details: [
     'Runs entirely in this process, with no server to install: an order service writes each',
     'order and its message in one transaction on PGlite (PostgreSQL in WebAssembly, in memory);',
@@ -121,8 +141,39 @@ export const demoCommand: Command = {
     '',
     'Needs the optional package @electric-sql/pglite (installed in a clone of the repository;',
     'elsewhere: npm install @electric-sql/pglite). Same as `npm start` in the repository.',
+    '',
+    '`mailroom demo tcc` (`demo saga`): distributed transactions without a coordinator server.',
+    'An order service runs a TccCoordinator (SagaCoordinator) on its own PGlite database; an',
+    'inventory and a payment service, each with its own PGlite database and a TccBarrier, answer',
+    'over HTTP on 127.0.0.1. Faults: refusals (insufficient funds, sold out), answers after the',
+    'call timeout, tries held back until after their cancel, every call sent twice, and the',
+    "coordinator killed between an order's confirms (steps) with a new one recovering. The",
+    'audit checks stock and money add up, nothing is left reserved or frozen, every order is',
+    'decided once, and each confirmed order has one message; the exit code is 1 otherwise.',
   ].join('\n'),
-  async run({ config, out }) {
+  async run({ config, flags, positionals, out }) {
+    const sub = positionals[0];
+    if (sub !== undefined) {
+      if (!(SUBDEMOS as readonly string[]).includes(sub)) {
+        throw new UsageError(
+          `unknown demo ${JSON.stringify(sub.slice(0, 40))}; mailroom demo runs the outbox demo, ` +
+            `mailroom demo ${SUBDEMOS.join(' or mailroom demo ')} the distributed transaction ones`,
+        );
+      }
+      for (const flag of ['duration', 'rate']) {
+        if (flags.has(flag)) {
+          throw new UsageError(
+            `--${flag} is a flag of the outbox demo; mailroom demo ${sub} takes --orders and --seed`,
+          );
+        }
+      }
+      return runTransactionDemo(sub as (typeof SUBDEMOS)[number], config, out);
+    }
+    if (flags.has('orders')) {
+      throw new UsageError(
+        '--orders is a flag of mailroom demo tcc and demo saga; the outbox demo takes --duration and --rate',
+      );
+    }
     const durationMs = Number(config.duration) * 1000;
     const rate = Number(config.rate);
     const seed = config.seed === undefined ? randomInt(0, 2 ** 31) : Number(config.seed);
@@ -161,6 +212,29 @@ export const demoCommand: Command = {
     return auditPassed(report.audit) && ackAuditPassed(report.acks) && !report.drainTimedOut ? 0 : 1;
   },
 };
+
+/** `mailroom demo tcc` and `mailroom demo saga`. */
+async function runTransactionDemo(
+  mode: 'tcc' | 'saga',
+  config: Record<string, string | number | boolean | undefined>,
+  out: (line: string) => void,
+): Promise<number> {
+  const orders = Number(config.orders);
+  const seed = config.seed === undefined ? randomInt(0, 2 ** 31) : Number(config.seed);
+  out(
+    `mailroom demo ${mode}: ${orders} orders, seed ${seed}; starting an order, an inventory and a payment ` +
+      'service, each on its own PostgreSQL in WebAssembly (PGlite, in memory)…',
+  );
+  const report = await runTccDemo({
+    mode,
+    orders,
+    seed,
+    onEvent: (elapsedMs, line) => out(tccEventLine(elapsedMs, line)),
+    onProgress: (p) => out(tccProgressLine(p)),
+  });
+  for (const line of tccReportLines(report)) out(line);
+  return report.audit.passed ? 0 : 1;
+}
 
 /** The final counters, for the line that stays on a terminal after the live one is cleared. */
 function lastProgress(r: DemoReport): DemoProgress {
