@@ -19,7 +19,11 @@ export interface BranchCall<I = JsonValue | null> {
   readonly phase: BranchPhase;
   /** The input given to `t.try(…)` / `s.step(…)`; the same for every phase of the branch. */
   readonly input: I;
-  /** 1 for the first call of this phase, then 2, 3… on retries (and after a recovery). */
+  /**
+   * Calls made to this branch so far, this one included, across its phases: a try is 1, the
+   * first confirm after it 2, a retried confirm 3… Informational (logs, metrics): the barrier,
+   * not this number, is what makes a repeated call harmless.
+   */
   readonly attempt: number;
   /** Aborted when the call's deadline passes or the coordinator closes. */
   readonly signal: AbortSignal;
