@@ -159,14 +159,7 @@ export class SagaCoordinator<Tx = unknown> extends Coordinator<Tx> {
    * `compensating` when one was still failing after `settleWaitMs`: recovery goes on).
    */
   run<T>(body: (s: SagaContext) => Promise<T>, options: RunOptions = {}): Promise<RunResult<T>> {
-    if (typeof body !== 'function') {
-      return Promise.reject(
-        new ConfigError('body', 'saga.run(body): body must be an async function (s) => …'),
-      );
-    }
-    if (this.closed)
-      return Promise.reject(new ConfigError('run', 'this coordinator is closed; create a new one'));
-    return this.track(runGlobal(this, 'saga', body, options));
+    return runGlobal(this, 'saga', body, options);
   }
 
   /**

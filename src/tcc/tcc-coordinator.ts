@@ -93,22 +93,34 @@ export class TccCoordinator<Tx = unknown> extends Coordinator<Tx> {
    * {@link GlobalTransactionAbortedError} after the cancel.
    */
   run<T>(body: (t: TccContext) => Promise<T>, options: RunOptions = {}): Promise<RunResult<T>> {
-    if (typeof body !== 'function') {
-      return Promise.reject(
-        new ConfigError('body', 'tcc.run(body): body must be an async function (t) => …'),
-      );
-    }
-    if (this.closed)
-      return Promise.reject(new ConfigError('run', 'this coordinator is closed; create a new one'));
-    return this.track(runGlobal(this, 'tcc', body, options));
+    return runGlobal(this, 'tcc', body, options);
   }
 }
 
 /** The engine's members the shared run flow uses. */
 type Internals<Tx> = Coordinator<Tx>;
 
-/** The flow of one global transaction, TCC or saga: first phase, decision, second phase. */
-export async function runGlobal<Tx, T>(
+/**
+ * The flow of one global transaction, TCC or saga: first phase, decision, second phase; tracked
+ * so that `close()` waits for it.
+ */
+export function runGlobal<Tx, T>(
+  c: Internals<Tx>,
+  kind: GlobalKind,
+  body: (context: never) => Promise<T>,
+  options: RunOptions,
+): Promise<RunResult<T>> {
+  if (typeof body !== 'function') {
+    const name = kind === 'tcc' ? 't' : 's';
+    return Promise.reject(
+      new ConfigError('body', `${kind}.run(body): body must be an async function (${name}) => …`),
+    );
+  }
+  if (c.closed) return Promise.reject(new ConfigError('run', 'this coordinator is closed; create a new one'));
+  return c.track(runChecked(c, kind, body, options));
+}
+
+async function runChecked<Tx, T>(
   c: Internals<Tx>,
   kind: GlobalKind,
   body: (context: never) => Promise<T>,
