@@ -60,7 +60,7 @@ describe('mailroom command', () => {
     assert.equal(r.code, 2);
     assert.match(
       r.stderr,
-      /^mailroom: unknown command "sned" \(did you mean "send"\?\); commands: .*verify, demo, version, help\n$/,
+      /^mailroom: unknown command "sned" \(did you mean "send"\?\); commands: .*verify, tcc, demo, version, help\n$/,
     );
   });
 
