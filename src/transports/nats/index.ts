@@ -1,0 +1,36 @@
+/**
+ * The NATS JetStream transport (`mailroom/nats`): publishes with `Nats-Msg-Id` for the stream's
+ * duplicate window and waits for each PubAck. docs/transports/nats.md.
+ *
+ * @module
+ */
+export { NatsTransport } from './nats-transport.js';
+export {
+  resolveNatsOptions,
+  resolveNatsUrl,
+  redactNatsUrl,
+  natsOptionsFromUrl,
+  subjectFor,
+  isValidSubject,
+  type NatsTransportOptions,
+  type NatsEnsureStream,
+  type ResolvedNatsTransportOptions,
+  type NatsEndpoint,
+} from './nats-options.js';
+export {
+  messageHeaders,
+  readMessageHeaders,
+  MSG_ID_HEADER,
+  ID_HEADER,
+  TOPIC_HEADER,
+  KEY_HEADER,
+  TYPE_HEADER,
+  CONTENT_TYPE_HEADER,
+  ATTEMPT_HEADER,
+  CREATED_AT_HEADER,
+  encodeHeaderValue,
+  decodeHeaderValue,
+  decodeNatsMessage,
+  type NatsMessageFields,
+  type NatsWireMessage,
+} from './nats-wire.js';

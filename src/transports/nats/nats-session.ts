@@ -1,0 +1,169 @@
+/**
+ * The publishing connection: opened on demand (one attempt shared by concurrent callers), checked
+ * for JetStream, the `ensureStream` stream set up, and forgotten when it ends so that the next
+ * publish opens a new one. The client's own reconnect is off: a reconnecting client buffers
+ * publishes and sends them after reconnecting, after a part of the batch written before the loss
+ * may have been dropped, which would break the order the transport promises; and messages sent
+ * while disconnected would wait for their PubAck timeout instead of reporting `unavailable` at once.
+ *
+ * @module
+ */
+import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+
+import { closedError, connectError, ensureStreamError, jetStreamDisabledError } from './nats-errors.js';
+import type { ResolvedNatsTransportOptions } from './nats-options.js';
+
+/** One open connection and the JetStream handles on it. */
+export interface NatsSession {
+  readonly nc: NatsConnection;
+  readonly js: JetStreamClient;
+  readonly jsm: JetStreamManager;
+  /** The server's `max_payload`: headers and payload of one message together. */
+  readonly maxPayload: number;
+  /** Aborted when the connection ends (lost or closed), with the reason. */
+  readonly ended: AbortSignal;
+}
+
+export const noop = (): void => {};
+
+/** Rejects with `error()` when `ms` pass before `promise` settles. */
+function withTimeout<T>(promise: Promise<T>, ms: number, error: () => Error): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(error()), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+export class NatsSessions {
+  readonly #options: Readonly<ResolvedNatsTransportOptions>;
+  #current: NatsSession | undefined;
+  #opening: Promise<NatsSession> | undefined;
+  #closed = false;
+
+  constructor(options: Readonly<ResolvedNatsTransportOptions>) {
+    this.#options = options;
+  }
+
+  get current(): NatsSession | undefined {
+    return this.#current;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** The open session, or a new one. Throws a TransportError when the server cannot be used. */
+  open(): Promise<NatsSession> {
+    if (this.#closed) return Promise.reject(closedError(this.#options.endpoint.safeUrl));
+    if (this.#current) return Promise.resolve(this.#current);
+    this.#opening ??= this.#connect().finally(() => {
+      this.#opening = undefined;
+    });
+    return this.#opening;
+  }
+
+  /** Closes `session`'s connection (a no-op when it is not the current one any more). */
+  drop(session: NatsSession): void {
+    if (this.#current === session) this.#current = undefined;
+    session.nc.close().catch(noop);
+  }
+
+  /** Closes the connection after `drain` (waiting for calls in flight). Later opens fail until `reopen`. */
+  async close(drain: () => Promise<void>): Promise<void> {
+    this.#closed = true;
+    await this.#opening?.catch(noop);
+    await drain();
+    const session = this.#current;
+    this.#current = undefined;
+    await session?.nc.close().catch(noop);
+  }
+
+  reopen(): void {
+    this.#closed = false;
+  }
+
+  async #connect(): Promise<NatsSession> {
+    const o = this.#options;
+    const { endpoint } = o;
+    let nc: NatsConnection;
+    try {
+      nc = await connect({
+        servers: endpoint.server,
+        name: o.name,
+        reconnect: false,
+        timeout: o.connectTimeoutMs,
+        ...(endpoint.tls ? { tls: {} } : {}),
+        ...(endpoint.user === undefined ? {} : { user: endpoint.user }),
+        ...(endpoint.pass === undefined ? {} : { pass: endpoint.pass }),
+        ...(endpoint.token === undefined ? {} : { token: endpoint.token }),
+      });
+    } catch (err) {
+      throw connectError(err, endpoint.safeUrl, endpoint.server);
+    }
+    try {
+      const setupTimeout = () =>
+        connectError(
+          new Error(`JetStream did not answer within connectTimeoutMs (${o.connectTimeoutMs} ms)`),
+          endpoint.safeUrl,
+          endpoint.server,
+        );
+      let jsm: JetStreamManager;
+      try {
+        // Checks the account for JetStream (a STREAM INFO-like request to $JS.API.INFO).
+        jsm = await withTimeout(
+          jetstreamManager(nc, { timeout: o.connectTimeoutMs }),
+          o.connectTimeoutMs,
+          setupTimeout,
+        );
+      } catch (err) {
+        if (nc.isClosed()) throw connectError(err, endpoint.safeUrl, endpoint.server);
+        throw jetStreamDisabledError(endpoint.safeUrl, err);
+      }
+      if (o.ensureStream) {
+        const { name, subjects } = o.ensureStream;
+        try {
+          await withTimeout(ensureStream(jsm, name, subjects), o.connectTimeoutMs, setupTimeout);
+        } catch (err) {
+          throw ensureStreamError(endpoint.safeUrl, name, subjects, err);
+        }
+      }
+      if (this.#closed) throw closedError(endpoint.safeUrl);
+      const ended = new AbortController();
+      const session: NatsSession = {
+        nc,
+        js: jetstream(nc, { timeout: o.ackTimeoutMs }),
+        jsm,
+        maxPayload: nc.info?.max_payload ?? 1024 * 1024,
+        ended: ended.signal,
+      };
+      void nc.closed().then((err) => {
+        if (this.#current === session) this.#current = undefined;
+        ended.abort(err ?? new Error('connection closed'));
+      });
+      this.#current = session;
+      return session;
+    } catch (err) {
+      await nc.close().catch(noop);
+      throw err;
+    }
+  }
+}
+
+/** Creates the stream, or adds missing subjects to it when it exists. */
+async function ensureStream(jsm: JetStreamManager, name: string, subjects: readonly string[]): Promise<void> {
+  let info;
+  try {
+    info = await jsm.streams.info(name);
+  } catch (err) {
+    if ((err as { name?: string }).name !== 'StreamNotFoundError') throw err;
+    await jsm.streams.add({ name, subjects: [...subjects] });
+    return;
+  }
+  const have = new Set(info.config.subjects ?? []);
+  if (subjects.every((s) => have.has(s))) return;
+  await jsm.streams.update(name, { ...info.config, subjects: [...new Set([...have, ...subjects])] });
+}
