@@ -11,9 +11,12 @@ export {
   runTransportConformance,
   testMessage,
   uniqueTopics,
+  UNUSUAL_HEADERS,
   type ReceivedMessage,
   type ConformanceConsumer,
   type TransportConformanceOptions,
+  type ConformanceAddress,
+  type ConformanceProxy,
 } from './transport-conformance.js';
 export { TcpProxy, type TcpProxyOptions } from './tcp-proxy.js';
 export { ManualClock } from './manual-clock.js';

@@ -7,15 +7,33 @@
  * `unavailable` for each message (a closed transport that reopened itself would leak a connection no
  * one closes). `start()` opens it again.
  *
+ * Besides the contract on a healthy broker, the suite checks the failure modes the relay depends
+ * on (issue 17): a connection dropped in the middle of a batch, the publish deadline, an outage
+ * told apart from a per-message failure, a republished id, `close()` while publishing, payloads at
+ * the size limit and unusual header names and values. The checks that need something only the
+ * adapter's test file can give (a proxy in front of the broker, a message the broker refuses, the
+ * size limit) are optional: without it they are skipped, and the skip says what to pass.
+ *
  * @module
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 
-import type { PublishOutcome, Transport } from '../core/ports.js';
+import type { Transport } from '../core/ports.js';
 import type { OutboxMessage } from '../core/types.js';
-import { uuidv7 } from '../core/uuid.js';
+import {
+  assertAllOk,
+  describeOutcome,
+  assertSameMessage,
+  testMessage,
+  uniqueTopics,
+} from './conformance-support.js';
+import { registerFaultChecks } from './transport-fault-checks.js';
+import { registerMessageChecks } from './transport-message-checks.js';
+
+export { testMessage, uniqueTopics } from './conformance-support.js';
+export { UNUSUAL_HEADERS } from './transport-message-checks.js';
 
 /** A message as the consumer side saw it, mapped back to Mailroom's fields by the caller. */
 export interface ReceivedMessage {
@@ -35,10 +53,50 @@ export interface ReceivedMessage {
 export interface ConformanceConsumer {
   /**
    * Resolves with the first `count` messages received since the consumer was created, in
-   * arrival order; rejects when `timeoutMs` passes first.
+   * arrival order, copies included; rejects when `timeoutMs` passes first. It does not consume:
+   * a later call with a larger `count` returns the same first messages and more (the failure
+   * checks call it repeatedly, with a growing count, until every message they look for arrived).
    */
   take(count: number, timeoutMs: number): Promise<ReceivedMessage[]>;
   close(): Promise<void>;
+}
+
+/** A TCP address: a broker's, or the address of the proxy the suite puts in front of it. */
+export interface ConformanceAddress {
+  host: string;
+  port: number;
+}
+
+/**
+ * What the suite needs to put a `TcpProxy` (from this module) between a transport and its real broker, so it can
+ * cut, black-hole and refuse the transport's connections while it publishes.
+ *
+ * @example
+ * ```ts
+ * proxy: {
+ *   broker: { host: '127.0.0.1', port: 5672 },
+ *   createThrough: async ({ host, port }) =>
+ *     new RabbitMqTransport({ url: `amqp://guest:guest@${host}:${port}`, exchange }),
+ * },
+ * ```
+ */
+export interface ConformanceProxy {
+  /**
+   * Where the real broker listens (the proxy forwards there). A function when the address is
+   * known only once the test file runs (a receiver the file starts in `before()`).
+   */
+  broker: { host?: string; port: number } | (() => { host?: string; port: number });
+  /**
+   * Returns a new, not yet started transport configured like {@link TransportConformanceOptions.create}'s,
+   * except that it connects to `proxy` instead of the broker: every connection it opens must go
+   * through that address (the suite checks that the proxy saw one). Also called with the address
+   * of a closed port, for the outage check.
+   *
+   * Keep the transport's own defaults where you can: the checks are meant to pass with them. They
+   * wait at most `reconnectTimeoutMs` for the transport to publish again after a fault; a transport
+   * whose connect timeout or reconnect backoff is longer by default may shorten it here.
+   */
+  createThrough: (proxy: ConformanceAddress) => Promise<Transport>;
 }
 
 export interface TransportConformanceOptions {
@@ -47,69 +105,112 @@ export interface TransportConformanceOptions {
   /**
    * Subscribes to `topics` on the broker behind `transport`, which is already started. Omit it
    * for transports that cannot be read back; the delivery checks are then skipped.
+   *
+   * The failure checks call it with a transport made by {@link ConformanceProxy.createThrough} too:
+   * the consumer must read from the broker on a connection of its own (not through the
+   * transport's, nor through the proxy), so that cutting the proxy does not cut the consumer.
    */
   consume?: (transport: Transport, topics: readonly string[]) => Promise<ConformanceConsumer>;
   /**
-   * Upper bound for waiting on deliveries.
+   * Upper bound for waiting on deliveries, and on a publish or probe that should answer.
    *
    * @default 10000
    */
   timeoutMs?: number;
+  /**
+   * Enables the network failure checks, which stand in for a broker restart and a network fault:
+   *
+   * - **connection dropped mid-batch**: the proxy resets the transport's connections while a
+   *   batch is in flight (the way a broker restart or a failover drops them). Every outcome must
+   *   be `ok` or `unavailable`; every message reported `ok` must reach the consumer; `probe()` must
+   *   succeed again within `reconnectTimeoutMs` and the next publish be `ok` (reconnect).
+   *   Restarting the broker service itself is not done: the test brokers are shared by every test
+   *   file running at the same time, and a reset connection is what a transport sees of a restart.
+   * - **publish deadline**: the proxy stops forwarding (a black hole: connections stay up, nothing
+   *   answers) and the publish's `signal` aborts. The publish must resolve within 2 s of the abort,
+   *   every message `unavailable` (none had an answer); the connection it used must be closed
+   *   within `timeoutMs` (the proxy sees it go); `probe()` with a signal must reject with a
+   *   TransportError while the black hole lasts, and the transport must publish again once it ends.
+   * - **outage**: a transport pointed at a closed port, and at a proxy that closes every
+   *   connection at once. `start()` either rejects with a TransportError or resolves (transports
+   *   that connect lazily); `publish` resolves with `unavailable` for every message (never `retry`
+   *   or `permanent`: an outage says nothing about the messages); `probe()` rejects with a
+   *   TransportError.
+   * - **close() while publishing** also runs through the proxy (slowed down, so the close lands
+   *   while the batch is in flight) when this is given.
+   *
+   * Omit it for transports without a TCP connection to a broker (memory), and for clients that
+   * connect to addresses the broker hands out (Kafka's advertised listeners, Redis Cluster
+   * redirects), which would go around the proxy; those checks are then skipped, with the reason
+   * printed.
+   */
+  proxy?: ConformanceProxy;
+  /**
+   * How long, after a fault ends, the transport may take to publish again (`probe()` resolving).
+   *
+   * @default 15000
+   */
+  reconnectTimeoutMs?: number;
+  /**
+   * For transports without {@link proxy}: returns a new, not yet started transport whose broker
+   * cannot be reached, for the outage check (see {@link proxy}). With `proxy`, the suite makes its
+   * own (a closed port) and also calls this when given.
+   *
+   * @example create an in-memory transport with an injected outage: `async () => new MemoryTransport({ unavailable: true })`
+   */
+  createUnreachable?: () => Promise<Transport>;
+  /**
+   * Returns a message on `topic` that the broker (or the transport, on the broker's behalf) will
+   * never take, for the per-message failure check: published in the middle of a batch, it must
+   * report `permanent` (with a `PermanentDeliveryError`) or `retry`, and only it: the messages
+   * before and after it report `ok` and arrive. Use what fails your broker for one message only:
+   * RabbitMQ with `mandatory`: a topic no queue is bound to; STOMP: a reserved header; HTTP: a
+   * URL the receiver answers 4xx for. Omit it when no such message exists; the check is skipped.
+   *
+   * @example refusedMessage: (topic) => testMessage({ topic, headers: { priority: '9' } })
+   */
+  refusedMessage?: (topic: string) => OutboxMessage;
+  /**
+   * The largest payload, in bytes, the transport made by `create` publishes (its own limit
+   * option, set to what the broker accepts). The check publishes one payload of exactly this
+   * size, which must arrive intact, and one of a byte more, which must report `permanent` with a
+   * `PermanentDeliveryError` while the rest of its batch is `ok`.
+   *
+   * Decided for every transport: a payload over the transport's limit is a per-message failure,
+   * so it is an outcome, never an exception from `publish` (the Transport contract: `publish`
+   * does not throw for per-message failures), and the transport reports it without sending it
+   * when it knows the limit (a broker that closes the connection over an oversized frame would
+   * fail every message in flight with it). The Outbox's own `maxPayloadBytes` (`MessageLimits`)
+   * is a different, earlier bound: it refuses a message at enqueue with a `PayloadTooLargeError`,
+   * so such a message never reaches a transport; set it at or below the transport's limit.
+   *
+   * Keep it small enough to publish in a test (a few hundred KiB to a few MiB): pass the same
+   * value to the transport's limit option in `create`. Omit it for transports without a limit;
+   * the check is skipped.
+   */
+  maxPayloadBytes?: number;
+  /**
+   * True when the broker drops a second message with an id it has seen (NATS JetStream's
+   * `Nats-Msg-Id` window, SQS FIFO's deduplication id). The duplicate check then expects the
+   * consumer to see one copy of a republished message; otherwise it expects both copies. Both
+   * publishes must report `ok` either way (a republish after a lost confirm must not fail).
+   *
+   * @default false
+   */
+  dedupes?: boolean;
 }
 
-let seq = 0;
-
-/** An {@link OutboxMessage} as a store would hand it to a transport, with overridable fields. */
-export function testMessage(overrides: Partial<OutboxMessage> = {}): OutboxMessage {
-  seq++;
-  return {
-    seq: String(seq),
-    id: uuidv7(),
-    topic: 'mailroom.test',
-    key: null,
-    type: null,
-    payload: Buffer.from(JSON.stringify({ n: seq })),
-    contentType: 'application/json',
-    headers: {},
-    createdAt: new Date(),
-    attempts: 1,
-    ...overrides,
-  };
-}
-
-/** Topic names unique to one test, so parallel test files and reruns never see each other's messages. */
-export function uniqueTopics(count: number): string[] {
-  const run = randomBytes(4).toString('hex');
-  return Array.from({ length: count }, (_, i) => `conformance.${run}.t${i}`);
-}
-
-function describeOutcome(outcome: PublishOutcome | undefined): string {
-  if (outcome === undefined) return 'no outcome';
-  return outcome.status === 'ok' ? 'ok' : `${outcome.status} (${outcome.error.message})`;
-}
-
-function assertAllOk(outcomes: PublishOutcome[], count: number): void {
-  assert.equal(outcomes.length, count, `expected ${count} outcomes, got ${outcomes.length}`);
-  outcomes.forEach((outcome, i) => {
-    assert.equal(outcome.status, 'ok', `message ${i} was not confirmed: ${describeOutcome(outcome)}`);
-  });
-}
-
-function assertSameMessage(received: ReceivedMessage, sent: OutboxMessage): void {
-  assert.equal(received.id, sent.id);
-  assert.equal(received.topic, sent.topic, `topic of ${sent.id}`);
-  assert.equal(received.key, sent.key, `key of ${sent.id}`);
-  assert.ok(
-    Buffer.from(received.payload).equals(sent.payload),
-    `payload of ${sent.id} differs: sent ${sent.payload.toString('hex')}, got ${Buffer.from(received.payload).toString('hex')}`,
-  );
-  for (const [name, value] of Object.entries(sent.headers)) {
-    assert.equal(received.headers[name], value, `header ${name} of ${sent.id}`);
-  }
-  if (received.type !== undefined) assert.equal(received.type, sent.type, `type of ${sent.id}`);
-  if (received.contentType !== undefined) {
-    assert.equal(received.contentType, sent.contentType, `content type of ${sent.id}`);
-  }
+/** What the check registrations share. */
+export interface ConformanceContext {
+  name: string;
+  options: TransportConformanceOptions;
+  timeoutMs: number;
+  reconnectTimeoutMs: number;
+  /** Runs `body` with a started transport (and a consumer on `topics` when available), then closes both. */
+  withTransport(
+    topics: readonly string[],
+    body: (transport: Transport, consumer: ConformanceConsumer | undefined) => Promise<void>,
+  ): Promise<void>;
 }
 
 /**
@@ -140,6 +241,14 @@ export function runTransportConformance(name: string, options: TransportConforma
       await transport.close();
     }
   }
+
+  const context: ConformanceContext = {
+    name,
+    options,
+    timeoutMs,
+    reconnectTimeoutMs: options.reconnectTimeoutMs ?? 15_000,
+    withTransport,
+  };
 
   describe(`${name} transport conformance`, () => {
     it('declares its name and answers a probe once started', async () => {
@@ -309,5 +418,8 @@ export function runTransportConformance(name: string, options: TransportConforma
         await transport.close();
       }
     });
+
+    registerMessageChecks(context);
+    registerFaultChecks(context);
   });
 }

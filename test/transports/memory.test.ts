@@ -43,7 +43,15 @@ async function memoryConsumer(transport: Transport, topics: readonly string[]): 
   };
 }
 
-runTransportConformance('memory', { create: async () => new MemoryTransport(), consume: memoryConsumer });
+runTransportConformance('memory', {
+  // The refused message of the per-message failure check: the "broker" refuses it for good.
+  create: async () =>
+    new MemoryTransport({ failWith: (m) => (m.headers['x-refuse'] === 'yes' ? 'permanent' : undefined) }),
+  consume: memoryConsumer,
+  createUnreachable: async () => new MemoryTransport({ unavailable: true }),
+  refusedMessage: (topic) => testMessage({ topic, headers: { 'x-refuse': 'yes' } }),
+  // No proxy (nothing goes over TCP), no payload limit, no dedupe: those checks are skipped.
+});
 
 function statuses(outcomes: PublishOutcome[]): string[] {
   return outcomes.map((o) => o.status);

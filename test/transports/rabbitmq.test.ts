@@ -66,9 +66,31 @@ function codeOf(outcome: PublishOutcome | undefined): string | undefined {
   return isTransportError(outcome.error) ? outcome.error.code : outcome.error.name;
 }
 
+/** The payload limit the conformance suite checks: the transport's own (RabbitMQ's default is 128 MiB). */
+const CONFORMANCE_MAX_BYTES = 512 * 1024;
+
+/** RABBITMQ_URL with another host and port: the conformance suite's proxy, or a closed port. */
+function urlThrough(host: string, port: number): string {
+  const url = new URL(RABBITMQ_URL);
+  url.hostname = host;
+  url.port = String(port);
+  return url.toString();
+}
+
 runTransportConformance('rabbitmq', {
-  create: async () => transport(),
+  create: async () => transport({ maxMessageBytes: CONFORMANCE_MAX_BYTES }),
   consume: (_transport, topics) => broker.consume(exchange, topics),
+  proxy: {
+    broker: () => {
+      const url = new URL(RABBITMQ_URL);
+      return { host: url.hostname, port: Number(url.port || 5672) };
+    },
+    createThrough: async ({ host, port }) =>
+      transport({ url: urlThrough(host, port), maxMessageBytes: CONFORMANCE_MAX_BYTES }),
+  },
+  maxPayloadBytes: CONFORMANCE_MAX_BYTES,
+  // With `mandatory` (the default), a topic no queue is bound to is returned by the broker: permanent.
+  refusedMessage: (topic) => testMessage({ topic }),
 });
 
 describe('rabbitmq transport', () => {

@@ -48,13 +48,35 @@ function codeOf(outcome: PublishOutcome | undefined): string | undefined {
   return isTransportError(outcome.error) ? outcome.error.code : outcome.error.name;
 }
 
+/** The payload limit the conformance suite checks: the transport's own `maxMessageBytes`. */
+const CONFORMANCE_MAX_BYTES = 512 * 1024;
+
+/** A broker URL with another host and port: the conformance suite's proxy, or a closed port. */
+function urlThrough(brokerUrl: string, host: string, port: number): string {
+  const url = new URL(brokerUrl);
+  url.hostname = host;
+  url.port = String(port);
+  return url.toString();
+}
+
 for (const broker of BROKERS) {
   const transport = (options: Partial<StompTransportOptions> = {}) =>
     new StompTransport({ url: broker.url, ...options });
 
   runTransportConformance(`stomp (${broker.name})`, {
-    create: async () => transport(),
+    create: async () => transport({ maxMessageBytes: CONFORMANCE_MAX_BYTES }),
     consume: (_transport, topics) => subscribeTopics(broker, topics),
+    proxy: {
+      broker: () => {
+        const url = new URL(broker.url);
+        return { host: url.hostname, port: Number(url.port) };
+      },
+      createThrough: async ({ host, port }) =>
+        transport({ url: urlThrough(broker.url, host, port), maxMessageBytes: CONFORMANCE_MAX_BYTES }),
+    },
+    maxPayloadBytes: CONFORMANCE_MAX_BYTES,
+    // A header STOMP or the broker reads itself: refused (permanent) before sending.
+    refusedMessage: (topic) => testMessage({ topic, headers: { priority: '9' } }),
   });
 
   describe(`stomp transport on ${broker.name}`, () => {
