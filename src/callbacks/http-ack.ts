@@ -6,6 +6,14 @@ import type { AckOutcome, AckPort } from '../core/ports.js';
 import { showValue } from '../core/show-value.js';
 import type { AckReceipt, JsonValue } from '../core/types.js';
 import { isUuid } from '../core/uuid.js';
+import {
+  HttpError,
+  isJsonContentType,
+  readRawBody,
+  SeenIds,
+  sendJson as send,
+  succeeded,
+} from './http-receive.js';
 import { secretField, type WebhookSecret } from './webhook-secret.js';
 import { verifyWebhookWithKeys } from './webhook-signature.js';
 
@@ -69,106 +77,6 @@ const BODY_FIELDS = ['id', 'consumer', 'result'];
 /** What a client hears of a failure on this side: the cause goes to the logger only. */
 const STORE_FAILED = 'the acknowledgement could not be recorded; send it again later';
 const MAX_CONSUMER_BYTES = 255;
-
-/** A webhook-id's request was answered 200 and need not reach the store again. */
-class SeenIds {
-  readonly #ids = new Map<string, true>();
-  readonly #capacity: number;
-
-  constructor(capacity: number) {
-    this.#capacity = capacity;
-  }
-
-  has(id: string): boolean {
-    if (!this.#ids.has(id)) return false;
-    // Least recently used goes first: a hit moves the id to the young end.
-    this.#ids.delete(id);
-    this.#ids.set(id, true);
-    return true;
-  }
-
-  add(id: string): void {
-    if (this.#capacity === 0) return;
-    this.#ids.delete(id);
-    this.#ids.set(id, true);
-    if (this.#ids.size > this.#capacity) this.#ids.delete(this.#ids.keys().next().value as string);
-  }
-}
-
-/** An answer other than 200; `log` set for the ones the operator must hear of (500s). */
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-    readonly headers: Record<string, string> = {},
-    readonly log?: Record<string, unknown>,
-  ) {
-    super(message);
-  }
-}
-
-function send(res: ServerResponse, status: number, body: object, headers: Record<string, string> = {}): void {
-  if (res.headersSent) {
-    res.end();
-    return;
-  }
-  const text = JSON.stringify(body);
-  res.writeHead(status, {
-    'content-type': 'application/json; charset=utf-8',
-    'content-length': String(Buffer.byteLength(text)),
-    'cache-control': 'no-store',
-    ...headers,
-  });
-  res.end(text);
-}
-
-function isJson(contentType: string | undefined): boolean {
-  const type = contentType?.split(';')[0]?.trim().toLowerCase() ?? '';
-  return type === 'application/json' || (type.startsWith('application/') && type.endsWith('+json'));
-}
-
-function tooLarge(size: number | string, max: number): HttpError {
-  return new HttpError(
-    413,
-    'too_large',
-    `the body is ${size} bytes, over the limit of ${max}; an acknowledgement's result must be small`,
-    // The rest of the body is not read: the connection cannot be reused.
-    { connection: 'close' },
-  );
-}
-
-/** The raw body, within `max` bytes; also one a raw body parser (`express.raw`) already read. */
-async function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
-  const parsed = (req as IncomingMessage & { body?: unknown }).body;
-  if (Buffer.isBuffer(parsed)) {
-    if (parsed.length > max) throw tooLarge(parsed.length, max);
-    return parsed;
-  }
-  if (req.readableEnded) {
-    const message =
-      'the request body was already read, by a body parser mounted before the ack handler; the ' +
-      'signature covers the raw bytes, so mount the handler before express.json() (or use express.raw())';
-    throw new HttpError(500, 'body_consumed', message, {}, { error: message });
-  }
-  const declared = Number(req.headers['content-length']);
-  if (Number.isFinite(declared) && declared > max) throw tooLarge(declared, max);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > max) throw tooLarge(`over ${max}`, max);
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks, size);
-}
-
-function succeeded(promise: Promise<unknown>): Promise<boolean> {
-  return promise.then(
-    () => true,
-    () => false,
-  );
-}
 
 function badRequest(message: string): HttpError {
   return new HttpError(400, 'bad_request', message);
@@ -255,14 +163,14 @@ export function createAckHandler(options: AckHandlerOptions): AckHandler {
         allow: 'POST',
       });
     }
-    if (!isJson(req.headers['content-type'])) {
+    if (!isJsonContentType(req.headers['content-type'])) {
       throw new HttpError(
         415,
         'unsupported_media_type',
         `the content-type must be application/json, got ${showValue(req.headers['content-type'] ?? 'none')}`,
       );
     }
-    const body = await readBody(req, maxBodyBytes);
+    const body = await readRawBody(req, maxBodyBytes, "an acknowledgement's result must be small");
     let id: string;
     try {
       ({ id } = verifyWebhookWithKeys(keys, { headers: req.headers, body, toleranceSec }));

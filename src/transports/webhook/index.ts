@@ -1,0 +1,43 @@
+/**
+ * The HTTP webhook transport (`mailroom/webhook`): outbox messages POSTed to an http(s) endpoint,
+ * signed per Standard Webhooks, and the receiver that verifies and decodes them.
+ * docs/transports/webhook.md.
+ *
+ * @module
+ */
+export { WebhookTransport, parseRetryAfter, batchWebhookId } from './webhook-transport.js';
+export {
+  resolveWebhookOptions,
+  parseUrlTemplate,
+  resolvePath,
+  PLACEHOLDERS,
+  type WebhookTransportOptions,
+  type ResolvedWebhookTransportOptions,
+  type WebhookEndpoint,
+} from './webhook-options.js';
+export {
+  messageHeaders,
+  batchEntry,
+  decodeWebhookRequest,
+  ID_HEADER,
+  TOPIC_HEADER,
+  KEY_HEADER,
+  TYPE_HEADER,
+  ATTEMPT_HEADER,
+  CREATED_AT_HEADER,
+  HEADER_NAMES_HEADER,
+  ENCODED_HEADERS_HEADER,
+  BATCH_HEADER,
+  type BatchEntry,
+} from './webhook-wire.js';
+export {
+  createWebhookReceiver,
+  verifyWebhookRequest,
+  type WebhookReceiver,
+  type WebhookReceiverOptions,
+  type WebhookMessageHandler,
+  type WebhookRequestInfo,
+  type VerifyWebhookRequestOptions,
+  type VerifiedWebhookRequest,
+} from './receiver.js';
+export { generateWebhookSecret, type WebhookSecret } from '../../callbacks/webhook-secret.js';
