@@ -394,6 +394,7 @@ describe('nats transport', () => {
       [{ url: NATS_URL, ensureStream: { name: 'bad name', subjects: ['a.>'] } }, /ensureStream/],
       [{ url: NATS_URL, ensureStream: { name: 'OK', subjects: [] } }, /ensureStream/],
       [{ url: NATS_URL, ackTimeoutMs: 0 }, /ackTimeoutMs/],
+      [{ url: NATS_URL, tls: { caFle: 'x' } as never }, /tls.*caFile/],
       [
         { url: NATS_URL, subjectprefix: 'x' } as unknown as NatsTransportOptions,
         /did you mean subjectPrefix/,
@@ -409,6 +410,22 @@ describe('nats transport', () => {
           return true;
         },
       );
+    }
+  });
+
+  it('publishes through a transport made from a command-line URL, as the CLI makes it', async () => {
+    const [topic] = uniqueTopics(1) as [string];
+    const prefix = uniquePrefix();
+    const name = uniqueStreamName();
+    streams.push(name);
+    const t = new NatsTransport(natsOptionsFromUrl(`${NATS_URL}?prefix=${prefix}&stream=${name}`));
+    await t.start();
+    try {
+      assert.deepEqual(statuses(await t.publish([testMessage({ topic })])), ['ok']);
+      const [stored] = await storedMessages(name);
+      assert.equal(stored?.subject, `${prefix}.${topic}`);
+    } finally {
+      await t.close();
     }
   });
 

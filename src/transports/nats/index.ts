@@ -14,6 +14,7 @@ export {
   isValidSubject,
   type NatsTransportOptions,
   type NatsEnsureStream,
+  type NatsTlsOptions,
   type ResolvedNatsTransportOptions,
   type NatsEndpoint,
 } from './nats-options.js';

@@ -28,6 +28,23 @@ export interface NatsEnsureStream {
   subjects: string[];
 }
 
+/** The NATS client's TLS options (PEM strings or file paths). */
+export interface NatsTlsOptions {
+  ca?: string;
+  caFile?: string;
+  cert?: string;
+  certFile?: string;
+  key?: string;
+  keyFile?: string;
+}
+
+const TLS_KEYS = ['ca', 'caFile', 'cert', 'certFile', 'key', 'keyFile'];
+
+function isTlsOptions(value: unknown): value is NatsTlsOptions {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  return Object.entries(value).every(([k, v]) => TLS_KEYS.includes(k) && typeof v === 'string');
+}
+
 /** Options of {@link NatsTransport}. Only `url` is required. */
 export interface NatsTransportOptions {
   /**
@@ -78,6 +95,15 @@ export interface NatsTransportOptions {
   connectTimeoutMs?: number;
   /** How long `close()` waits for batches in flight before closing the connection. @default 10000 */
   closeTimeoutMs?: number;
+  /**
+   * TLS settings, passed to the NATS client: `ca`/`caFile` for a private CA, `cert`/`key`
+   * (or `certFile`/`keyFile`) for client certificates. Given, the connection uses TLS whatever the
+   * scheme; `tls://` alone uses TLS with the system's CAs.
+   *
+   * @default undefined
+   * @example { caFile: '/etc/nats/ca.pem' }
+   */
+  tls?: NatsTlsOptions;
   /** Client name the server shows in its connection list (`nats server report connections`). @default 'mailroom' */
   name?: string;
 }
@@ -111,6 +137,7 @@ const natsOptionsSchema = optionsSchema<NatsTransportOptions>()('NatsTransport',
   maxMessageBytes: integer({ min: 1, max: 2 ** 31 - 1 }),
   connectTimeoutMs: integer({ min: 1, max: MAX_TIMER_MS, default: 10_000 }),
   closeTimeoutMs: integer({ min: 0, max: MAX_TIMER_MS, default: 10_000 }),
+  tls: custom(`an object with string keys among ${TLS_KEYS.join(', ')}`, isTlsOptions),
   name: string({ default: 'mailroom' }),
 });
 

@@ -163,6 +163,7 @@ export async function publishBatch(
         .names(subject)
         .next()
         .then((names) => names ?? []);
+      lookup.catch(() => undefined); // handled where awaited; not left unhandled when abandoned
       lookups.set(subject, lookup);
     }
     return lookup;
@@ -199,7 +200,12 @@ export async function publishBatch(
       }
       if (isNoResponders(err)) {
         try {
-          const streams = await streamsFor(subject);
+          // The lookup waits at most for the caller's signal: an aborted publish answers at once.
+          const lookup = streamsFor(subject);
+          if (signal && !(await settledBefore(lookup, signal))) {
+            throw new Error('the publish signal aborted before the stream lookup answered');
+          }
+          const streams = await lookup;
           outcomes[i] =
             streams.length === 0
               ? { status: 'permanent', error: streamMissingError(safeUrl, message, subject) }

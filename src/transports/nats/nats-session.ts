@@ -96,7 +96,7 @@ export class NatsSessions {
         name: o.name,
         reconnect: false,
         timeout: o.connectTimeoutMs,
-        ...(endpoint.tls ? { tls: {} } : {}),
+        ...(o.tls !== undefined ? { tls: { ...o.tls } } : endpoint.tls ? { tls: {} } : {}),
         ...(endpoint.user === undefined ? {} : { user: endpoint.user }),
         ...(endpoint.pass === undefined ? {} : { pass: endpoint.pass }),
         ...(endpoint.token === undefined ? {} : { token: endpoint.token }),
