@@ -5,7 +5,8 @@
  *
  * @module
  */
-export { WebhookTransport, parseRetryAfter, batchWebhookId } from './webhook-transport.js';
+export { WebhookTransport } from './webhook-transport.js';
+export { parseRetryAfter, batchWebhookId, classifyResult } from './webhook-outcome.js';
 export {
   resolveWebhookOptions,
   parseUrlTemplate,
@@ -18,7 +19,6 @@ export {
 export {
   messageHeaders,
   batchEntry,
-  decodeWebhookRequest,
   ID_HEADER,
   TOPIC_HEADER,
   KEY_HEADER,
@@ -30,6 +30,7 @@ export {
   BATCH_HEADER,
   type BatchEntry,
 } from './webhook-wire.js';
+export { decodeWebhookRequest } from './webhook-decode.js';
 export {
   createWebhookReceiver,
   verifyWebhookRequest,

@@ -17,7 +17,8 @@ import { isWebhookVerificationError } from '../../core/errors/webhook-verificati
 import { silentLogger, type Logger } from '../../core/logger.js';
 import { custom, hasMethods, integer, optionsSchema } from '../../core/options-schema.js';
 import type { ReceivedMessage } from '../../core/types.js';
-import { BATCH_HEADER, decodeWebhookRequest, ID_HEADER } from './webhook-wire.js';
+import { decodeWebhookRequest } from './webhook-decode.js';
+import { BATCH_HEADER, ID_HEADER } from './webhook-wire.js';
 
 /** What the handler learns about the request besides the message. */
 export interface WebhookRequestInfo {

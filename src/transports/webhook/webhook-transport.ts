@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 
@@ -15,52 +14,19 @@ import {
   pausedError,
   probeAbortedError,
   probeFailedError,
-  redirectError,
-  refusedError,
-  statusError,
   timeoutError,
   tooLargeError,
-  unavailableStatusError,
   unreachableError,
 } from './webhook-errors.js';
+import { batchWebhookId, CallState, classifyResult } from './webhook-outcome.js';
 import {
   resolvePath,
   resolveWebhookOptions,
   type ResolvedWebhookTransportOptions,
   type WebhookTransportOptions,
 } from './webhook-options.js';
-import { sendRequest, type PostResult } from './webhook-post.js';
+import { sendRequest } from './webhook-post.js';
 import { batchEntry, BATCH_HEADER, messageHeaders } from './webhook-wire.js';
-
-/** `Retry-After` in ms from now: delay seconds or an HTTP date; undefined when absent or unreadable. */
-export function parseRetryAfter(
-  value: string | string[] | undefined,
-  nowMs = Date.now(),
-): number | undefined {
-  const text = (Array.isArray(value) ? value[0] : value)?.trim();
-  if (!text) return undefined;
-  if (/^\d+$/.test(text)) return Number(text) * 1000;
-  const at = Date.parse(text);
-  return Number.isNaN(at) ? undefined : Math.max(0, at - nowMs);
-}
-
-/** The `webhook-id` of a batch: the same for the same messages, so a retried batch is recognisable. */
-export function batchWebhookId(ids: readonly string[]): string {
-  return `batch_${createHash('sha256').update(ids.join('\n')).digest('hex').slice(0, 32)}`;
-}
-
-/** Within one publish call: after an outage nothing more is sent; after a key's failure, not its later messages. */
-class CallState {
-  outage: Error | undefined;
-  readonly stopped = new Map<string, string>();
-
-  note(message: OutboxMessage, outcome: PublishOutcome): void {
-    if (outcome.status === 'unavailable') this.outage ??= outcome.error;
-    else if (outcome.status === 'retry' && message.key !== null && !this.stopped.has(message.key)) {
-      this.stopped.set(message.key, message.id);
-    }
-  }
-}
 
 /**
  * Publishes outbox messages as HTTP POSTs to a webhook endpoint, signed per Standard Webhooks
@@ -407,46 +373,14 @@ export class WebhookTransport implements Transport {
       connectTimeoutMs,
       signal,
     });
-    return this.#classify(result, `${label} to ${redactUrl(endpoint.origin + path)}`);
-  }
-
-  #classify(result: PostResult, what: string): PublishOutcome {
-    const { origin } = this.#options.endpoint;
-    switch (result.kind) {
-      case 'failed':
-        return {
-          status: 'unavailable',
-          error: result.connected
-            ? connectionLostError(origin, what, result.error)
-            : unreachableError(origin, what, result.error),
-        };
-      case 'timeout':
-        return { status: 'retry', error: timeoutError(what, this.#options.timeoutMs) };
-      case 'aborted':
-        return { status: 'unavailable', error: abortedError(origin, what, result.connected) };
-      case 'answered':
-        break;
-    }
-    const { status } = result;
-    if (status >= 200 && status < 300) return { status: 'ok' };
-    const text = answeredText(what, status, result.statusText, result.snippet);
-    const retryAfterMs =
-      status === 429 || status === 503 ? parseRetryAfter(result.headers['retry-after']) : undefined;
+    const { outcome, retryAfterMs, status } = classifyResult(
+      result,
+      `${label} to ${redactUrl(endpoint.origin + path)}`,
+      endpoint.origin,
+      timeoutMs,
+    );
     if (retryAfterMs !== undefined) this.#pause(retryAfterMs, `Retry-After on a ${status}`);
-    if (status === 503 && retryAfterMs !== undefined) {
-      return { status: 'unavailable', error: unavailableStatusError(origin, text, retryAfterMs) };
-    }
-    if (status >= 300 && status < 400) {
-      const location = result.headers.location;
-      return {
-        status: 'retry',
-        error: redirectError(text, location === undefined ? undefined : redactUrl(location)),
-      };
-    }
-    if (status >= 400 && status < 500 && status !== 408 && status !== 429) {
-      return { status: 'permanent', error: refusedError(text, status) };
-    }
-    return { status: 'retry', error: statusError(text, status, retryAfterMs) };
+    return outcome;
   }
 
   #pause(retryAfterMs: number, why: string): void {
