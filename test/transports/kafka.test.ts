@@ -153,7 +153,7 @@ describe('kafka:// URLs and options', () => {
     );
     assert.throws(
       () => new KafkaTransport({ url: 'kafka://b1', producer: {} as KafkaProducerLike }),
-      /option producer must be a kafkajs Producer/,
+      /option producer must be a function that builds a kafkajs Producer, or a Producer/,
     );
   });
 
@@ -374,8 +374,28 @@ describe('KafkaTransport failures', () => {
     const outcomes = await transport.publish([testMessage(), testMessage()]);
     assert.deepEqual(statuses(outcomes), ['retry', 'retry']);
     assert.match((outcomes[0] as { error: Error }).error.message, /create the topic/);
-    assert.equal(transport.connected, true, 'a message failure keeps the connection');
     await transport.close();
+  });
+
+  it('gives up the producer after a failed send and builds a new one (a new producer id) for the next', async () => {
+    const built: FakeProducer[] = [];
+    const transport = new KafkaTransport({
+      producer: () => {
+        const producer = new FakeProducer();
+        if (built.length === 0) producer.script = [afterRetries(protocolError(19))];
+        built.push(producer);
+        return producer;
+      },
+    });
+    await transport.start();
+    assert.deepEqual(statuses(await transport.publish([testMessage()])), ['retry']);
+    assert.equal(transport.connected, false);
+    assert.deepEqual(statuses(await transport.publish([testMessage()])), ['ok']);
+    assert.equal(built.length, 2, 'a second producer was built');
+    assert.equal(built[0]?.disconnects, 1, 'the first was disconnected');
+    assert.equal(built[1]?.batches.length, 1, 'the next call went through the new one');
+    await transport.close();
+    assert.equal(built[1]?.disconnects, 1);
   });
 
   it('reports unavailable at once when the signal aborts, and drops the connection', async () => {

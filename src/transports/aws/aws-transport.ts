@@ -53,6 +53,7 @@ export abstract class AwsTransport implements Transport {
   protected readonly service: 'sqs' | 'sns';
   #client: AwsClientLike | undefined;
   #ownClient = false;
+  #building: Promise<AwsClientLike> | undefined;
   /** Queue URLs or topic ARNs by name; a failed lookup is not kept. */
   readonly #destinations = new Map<string, Promise<string>>();
   #closed = false;
@@ -88,10 +89,13 @@ export abstract class AwsTransport implements Transport {
     return this.options.destination.safeUrl;
   }
 
-  /** The client, built on first use unless one was given. */
+  /** The client, built on first use unless one was given (once, also for concurrent calls). */
   protected async client(): Promise<AwsClientLike> {
+    if (this.#client !== undefined) return this.#client;
+    this.#building ??= this.createClient().finally(() => (this.#building = undefined));
+    const client = await this.#building;
     if (this.#client === undefined) {
-      this.#client = await this.createClient();
+      this.#client = client;
       this.#ownClient = true;
     }
     return this.#client;

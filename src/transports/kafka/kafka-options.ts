@@ -55,8 +55,8 @@ export interface KafkaTransportOptions {
   maxMessageBytes?: number;
   /**
    * How long one publish call may take, connecting included. Messages without the brokers'
-   * acknowledgement by then report `unavailable` and the producer is disconnected (the next call
-   * connects again). They may still have been written: consumers dedupe on `mailroom-id`.
+   * acknowledgement by then report `unavailable` and the producer is given up (the next call
+   * builds and connects a new one). They may still have been written: consumers dedupe on `mailroom-id`.
    *
    * @default 30000
    */
@@ -77,13 +77,20 @@ export interface KafkaTransportOptions {
   /** TLS options (`ca`, `cert`, `key`, `servername`…) for `kafkas://`. @default {} */
   tls?: ConnectionOptions;
   /**
-   * A producer to use instead of one the transport builds from the URL (a kafkajs `Producer`, or
-   * anything with the same `connect`, `disconnect` and `sendBatch`): for settings the transport
-   * does not expose, and for tests. The transport still connects and disconnects it. Build it
-   * with `idempotent: true` and `maxInFlightRequests: 1`, or the guarantees in
-   * docs/transports/kafka.md do not hold.
+   * The producer to use instead of one the transport builds from the URL: for settings the
+   * transport does not expose, and for tests. Best a function that builds a new one (a kafkajs
+   * `Producer`, or anything with the same `connect`, `disconnect` and `sendBatch`): the transport
+   * calls it again after every failed send, because a kafkajs producer that saw a send fail may
+   * reuse that send's sequence numbers for different records, which the broker can take for a
+   * retry of records it already has and acknowledge without writing them. A new producer gets a
+   * new producer id and starts its sequences afresh. A producer object is used for the
+   * transport's whole life (only disconnected and connected again), without that protection.
+   * Build it with `idempotent: true` and `maxInFlightRequests: 1`, or the guarantees in
+   * docs/transports/kafka.md do not hold. The transport connects and disconnects it.
+   *
+   * @example () => kafka.producer({ idempotent: true, maxInFlightRequests: 1 })
    */
-  producer?: KafkaProducerLike;
+  producer?: KafkaProducerLike | (() => KafkaProducerLike | Promise<KafkaProducerLike>);
   /** How long `close()` waits for publish calls in flight before disconnecting. @default 10000 */
   closeTimeoutMs?: number;
 }
@@ -120,7 +127,10 @@ const kafkaOptionsSchema = optionsSchema<KafkaTransportOptions>()('KafkaTranspor
     (v): v is ConnectionOptions => typeof v === 'object' && v !== null && !Array.isArray(v),
     { default: () => ({}) },
   ),
-  producer: custom('a kafkajs Producer (connect, disconnect, sendBatch)', isProducer),
+  producer: custom(
+    'a function that builds a kafkajs Producer, or a Producer (connect, disconnect, sendBatch)',
+    (v): v is KafkaProducerLike | (() => KafkaProducerLike) => typeof v === 'function' || isProducer(v),
+  ),
   closeTimeoutMs: integer({ min: 0, max: MAX_TIMER_MS, default: 10_000 }),
 });
 

@@ -40,9 +40,10 @@ const noop = (): void => {};
  * payload as the value, and the id, topic, type, content type, attempt and creation time as
  * headers beside the user's. A message is `ok` only once the brokers acknowledged its record.
  *
- * Broker outages (no connection, requests timing out, leaders moving) report `unavailable` and
- * disconnect the producer; the next call or `probe()` connects again. Records the brokers refuse
- * (too large, an invalid topic, no write permission) are `permanent`; other broker errors `retry`.
+ * Broker outages (no connection, requests timing out, leaders moving) report `unavailable`.
+ * Records the brokers refuse (too large, an invalid topic, no write permission) are `permanent`;
+ * other broker errors `retry`. After any send that failed or got no answer, the producer is
+ * disconnected and the next call builds a new one (a new producer id: see `#retire`).
  * docs/transports/kafka.md has the table, and says what has and has not been tested.
  *
  * @example
@@ -64,6 +65,8 @@ export class KafkaTransport implements Transport {
   readonly ordering = true;
   // Private: the endpoint holds the SASL password, and public fields end up in logs.
   readonly #options: Readonly<ResolvedKafkaTransportOptions>;
+  /** Builds the producer: the given function, the given producer, or one from the URL. */
+  readonly #build: () => Promise<KafkaProducerLike>;
   #producer: KafkaProducerLike | undefined;
   #connected = false;
   #connecting: Promise<void> | undefined;
@@ -74,7 +77,13 @@ export class KafkaTransport implements Transport {
 
   constructor(options: KafkaTransportOptions) {
     this.#options = Object.freeze(resolveKafkaOptions(options));
-    this.#producer = this.#options.producer;
+    const given = this.#options.producer;
+    this.#build =
+      typeof given === 'function'
+        ? async () => given()
+        : given !== undefined
+          ? async () => given
+          : () => createKafkaProducer(this.#options);
   }
 
   /** True while the producer is connected. */
@@ -142,6 +151,8 @@ export class KafkaTransport implements Transport {
       await this.#dropping;
       const producer = this.#producer;
       this.#connected = false;
+      // start() builds a new one: a new producer id, sequences from zero.
+      this.#producer = undefined;
       if (producer !== undefined) await producer.disconnect().catch(noop);
     })();
     return this.#closing;
@@ -157,7 +168,9 @@ export class KafkaTransport implements Transport {
       const where = this.#options.where;
       try {
         await this.#dropping;
-        this.#producer ??= await createKafkaProducer(this.#options);
+        // A publish still running when close() gave up waiting must not connect again.
+        if (this.#closed) throw closedError(where);
+        this.#producer ??= await this.#build();
         await this.#producer.connect();
         this.#connected = true;
       } catch (err) {
@@ -169,13 +182,20 @@ export class KafkaTransport implements Transport {
     return this.#connecting;
   }
 
-  /** Disconnects after an outage, so that the next call connects afresh. */
-  #drop(): void {
-    const producer = this.#producer;
-    if (!this.#connected || producer === undefined) return;
+  /**
+   * Gives up the producer after a send that failed (or got no answer): it is disconnected, and
+   * the next send builds a new one. kafkajs rolls a failed send's sequence numbers back, so the
+   * same producer would number the next records as the failed ones; if the brokers had written
+   * those, they would take the new records for a retry and acknowledge them unwritten. A new
+   * producer has a new producer id, so its records are never taken for another's.
+   */
+  #retire(producer: KafkaProducerLike | undefined): void {
+    // Only the producer that failed: another call may have built its successor already.
+    if (producer === undefined || producer !== this.#producer) return;
+    this.#producer = undefined;
     this.#connected = false;
-    const dropping: Promise<void> = producer
-      .disconnect()
+    const dropping: Promise<void> = (this.#dropping ?? Promise.resolve())
+      .then(() => producer.disconnect())
       .catch(noop)
       .then(() => {
         if (this.#dropping === dropping) this.#dropping = undefined;
@@ -219,28 +239,13 @@ export class KafkaTransport implements Transport {
     stop: AbortSignal,
     signal: AbortSignal | undefined,
   ): Promise<PublishOutcome[]> {
-    const { where, publishTimeoutMs } = this.#options;
-    const timedOut = (p: Prepared): PublishOutcome => ({
-      status: 'unavailable',
-      error: publishTimeoutError(where, p.message, signal?.aborted ? 'aborted' : 'timeout', publishTimeoutMs),
-    });
-    const connecting = this.#connect();
-    connecting.catch(noop);
-    if (!(await settledBefore(connecting, stop))) return prepared.map(timedOut);
-    try {
-      await connecting;
-    } catch (err) {
-      const error = err instanceof Error ? err : unreachableError(where, err);
-      return prepared.map(() => ({ status: 'unavailable', error }));
-    }
+    const timedOut = this.#timedOut(signal);
     const result = await this.#send(prepared, stop);
-    if (result === 'stopped') {
-      this.#drop();
-      return prepared.map(timedOut);
-    }
     if (result === 'ok') return prepared.map(() => ({ status: 'ok' }));
+    if (result === 'stopped') return prepared.map(timedOut);
+    if ('unreachable' in result)
+      return prepared.map(() => ({ status: 'unavailable', error: result.unreachable }));
     const kind = classifyKafkaError(result.error);
-    if (kind === 'unavailable') this.#drop();
     if (kind !== 'permanent' || prepared.length === 1) {
       return prepared.map((p) => this.#failed(p, result.error, kind));
     }
@@ -269,31 +274,55 @@ export class KafkaTransport implements Transport {
         continue;
       }
       const result = await this.#send([p], stop);
-      if (result === 'stopped') {
-        this.#drop();
-        return [...outcomes, ...prepared.slice(i).map(timedOut)];
-      }
       if (result === 'ok') {
         outcomes.push({ status: 'ok' });
         continue;
       }
-      const kind = classifyKafkaError(result.error);
-      if (kind === 'unavailable') {
-        this.#drop();
-        return [...outcomes, ...prepared.slice(i).map((q) => this.#failed(q, result.error, kind))];
+      const rest = prepared.slice(i);
+      if (result === 'stopped') return [...outcomes, ...rest.map(timedOut)];
+      if ('unreachable' in result) {
+        return [
+          ...outcomes,
+          ...rest.map((): PublishOutcome => ({ status: 'unavailable', error: result.unreachable })),
+        ];
       }
+      const kind = classifyKafkaError(result.error);
+      if (kind === 'unavailable')
+        return [...outcomes, ...rest.map((q) => this.#failed(q, result.error, kind))];
       outcomes.push(this.#failed(p, result.error, kind));
       if (kind === 'retry' && keyId !== undefined) failedKeys.set(keyId, p.message);
     }
     return outcomes;
   }
 
+  #timedOut(signal: AbortSignal | undefined): (p: Prepared) => PublishOutcome {
+    const { where, publishTimeoutMs } = this.#options;
+    return (p) => ({
+      status: 'unavailable',
+      error: publishTimeoutError(where, p.message, signal?.aborted ? 'aborted' : 'timeout', publishTimeoutMs),
+    });
+  }
+
   #failed(p: Prepared, err: unknown, kind: 'unavailable' | 'permanent' | 'retry'): PublishOutcome {
     return { status: kind, error: sendFailedError(this.#options.where, p.message, p.topic, err, kind) };
   }
 
-  /** One `sendBatch` of `prepared`, grouped by topic in order of first appearance. */
-  async #send(prepared: Prepared[], stop: AbortSignal): Promise<'ok' | 'stopped' | { error: unknown }> {
+  /**
+   * Connects when needed, then one `sendBatch` of `prepared`, grouped by topic in order of first
+   * appearance. A send that fails or gets no answer before `stop` retires the producer.
+   */
+  async #send(
+    prepared: Prepared[],
+    stop: AbortSignal,
+  ): Promise<'ok' | 'stopped' | { error: unknown } | { unreachable: Error }> {
+    const connecting = this.#connect();
+    connecting.catch(noop);
+    if (!(await settledBefore(connecting, stop))) return 'stopped';
+    try {
+      await connecting;
+    } catch (err) {
+      return { unreachable: err instanceof Error ? err : unreachableError(this.#options.where, err) };
+    }
     const producer = this.#producer as KafkaProducerLike;
     const byTopic = new Map<string, KafkaRecord[]>();
     for (const p of prepared) {
@@ -310,14 +339,20 @@ export class KafkaTransport implements Transport {
     try {
       sending = producer.sendBatch(batch);
     } catch (err) {
+      this.#retire(producer);
       return { error: err };
     }
     sending.catch(noop);
-    if (!(await settledBefore(sending, stop))) return 'stopped';
+    if (!(await settledBefore(sending, stop))) {
+      // No answer: the records may be written or not; a new producer numbers the next ones.
+      this.#retire(producer);
+      return 'stopped';
+    }
     try {
       await sending;
       return 'ok';
     } catch (err) {
+      this.#retire(producer);
       return { error: err };
     }
   }
