@@ -67,8 +67,9 @@ export interface AwsTransportOptions {
   /**
    * Largest message, in bytes, counted as AWS counts it (the body as sent plus every attribute's
    * name, type and value); a bigger one is `permanent` without being sent. Batches are also kept
-   * under it. SNS and SQS queues created before 2025 take 256 KiB; an SQS queue's
-   * `MaximumMessageSize` may be up to 1 MiB, and then this may be raised to it (SQS only).
+   * under it. SNS takes at most 256 KiB. An SQS queue takes up to its `MaximumMessageSize`, at
+   * most 1 MiB (the SDK's documentation gives 1 MiB as the default for new queues; many existing
+   * queues have 256 KiB): raise this to the queue's value for SQS.
    *
    * @default 262144 (256 KiB)
    */
