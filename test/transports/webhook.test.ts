@@ -2,6 +2,12 @@
 // createWebhookReceiver as the consumer, and the transport's own behaviour (headers, URL template,
 // status classification, Retry-After, outages, deadlines, concurrency, batches, options).
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import type { Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import { generateWebhookSecret, verifyWebhook } from '../../src/callbacks/index.js';
@@ -11,6 +17,7 @@ import { isTransportError } from '../../src/core/errors/transport-error.js';
 import type { PublishOutcome } from '../../src/core/ports.js';
 import { runTransportConformance, testMessage } from '../../src/testkit/transport-conformance.js';
 import {
+  createWebhookReceiver,
   batchWebhookId,
   decodeWebhookRequest,
   parseRetryAfter,
@@ -19,6 +26,7 @@ import {
 } from '../../src/transports/webhook/index.js';
 import {
   closedPort,
+  listen,
   REFUSE_HEADER,
   startReceiver,
   startScripted,
@@ -520,6 +528,62 @@ describe('webhook transport', () => {
     } finally {
       await t.close();
       await server.close();
+    }
+  });
+
+  it('speaks https with the CA given in tls, and reports a certificate it cannot verify as unreachable', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mailroom-webhook-tls-'));
+    try {
+      execFileSync(
+        'openssl',
+        [
+          'req',
+          '-x509',
+          '-newkey',
+          'rsa:2048',
+          '-nodes',
+          '-days',
+          '1',
+          '-subj',
+          '/CN=localhost',
+          '-addext',
+          'subjectAltName=DNS:localhost,IP:127.0.0.1',
+          '-keyout',
+          join(dir, 'key.pem'),
+          '-out',
+          join(dir, 'cert.pem'),
+        ],
+        { stdio: 'ignore' },
+      );
+      const cert = readFileSync(join(dir, 'cert.pem'));
+      const got: string[] = [];
+      const receive = createWebhookReceiver({ secret: SECRET, handler: (m) => void got.push(m.id) });
+      const server = await listen(
+        createHttpsServer({ key: readFileSync(join(dir, 'key.pem')), cert }, receive) as unknown as Server,
+      );
+      const url = `https://127.0.0.1:${server.port}/hooks/{topic}`;
+      const trusted = transport({ url, tls: { ca: cert } });
+      const stranger = transport({ url });
+      try {
+        await trusted.start();
+        const message = testMessage();
+        assert.deepEqual(statuses(await trusted.publish([message])), ['ok']);
+        assert.deepEqual(got, [message.id]);
+        const [refused] = await stranger.publish([testMessage()]);
+        assert.equal(refused?.status, 'unavailable');
+        assert.equal(codeOf(refused), 'unreachable');
+        assert.match(errorOf(refused).message, /certificate/i);
+        await assert.rejects(
+          stranger.probe(),
+          (err: Error) => isTransportError(err) && err.code === 'unreachable',
+        );
+      } finally {
+        await trusted.close();
+        await stranger.close();
+        await server.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
