@@ -390,10 +390,12 @@ describe('webhook transport', () => {
         testMessage({ headers: { 'content-length': '5' } }),
         testMessage({ headers: { 'webhook-signature': 'v1,forged' } }),
         testMessage({ headers: { Authorization: 'Basic other' } }),
+        testMessage({ contentType: 'text/plain; name=café' }),
         testMessage({ payload: Buffer.alloc(1000) }),
       ];
       const outcomes = await t.publish(cases);
       assert.deepEqual(statuses(outcomes), [
+        'permanent',
         'permanent',
         'permanent',
         'permanent',
@@ -408,6 +410,7 @@ describe('webhook transport', () => {
       assert.match(errorOf(outcomes[3]).message, /"content-length"/);
       assert.match(errorOf(outcomes[4]).message, /"webhook-signature"/);
       assert.match(errorOf(outcomes[5]).message, /"Authorization".*headers option/);
+      assert.match(errorOf(outcomes[6]).message, /"content-type".*not printable ASCII/);
       assert.equal(server.requests.length, 1, 'only the message that fits was sent');
       assert.equal(server.requests[0]?.headers.authorization, 'Bearer x');
     } finally {

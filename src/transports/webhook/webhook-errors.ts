@@ -161,3 +161,13 @@ export function probeAbortedError(origin: string): TransportError {
     details: { origin },
   });
 }
+
+export function unsendableError(what: string, error: Error): PermanentDeliveryError {
+  return new PermanentDeliveryError(
+    `${what}: the request cannot be built (${error.message}); nothing was sent`,
+    {
+      cause: error,
+      details: { reason: 'unsendable' },
+    },
+  );
+}

@@ -20,6 +20,7 @@ import {
   timeoutError,
   unavailableStatusError,
   unreachableError,
+  unsendableError,
 } from './webhook-errors.js';
 import type { PostResult } from './webhook-post.js';
 
@@ -85,6 +86,8 @@ export function classifyResult(
       return { outcome: { status: 'retry', error: timeoutError(what, timeoutMs) } };
     case 'aborted':
       return { outcome: { status: 'unavailable', error: abortedError(origin, what, result.connected) } };
+    case 'invalid':
+      return { outcome: { status: 'permanent', error: unsendableError(what, result.error) } };
     case 'answered':
       break;
   }

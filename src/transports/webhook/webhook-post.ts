@@ -20,7 +20,9 @@ export type PostResult =
   /** The connection was open and the answer did not come within `timeoutMs`. */
   | { kind: 'timeout' }
   /** The caller's signal aborted first. */
-  | { kind: 'aborted'; connected: boolean };
+  | { kind: 'aborted'; connected: boolean }
+  /** Node refused to build the request (a header or path it cannot encode): nothing was sent. */
+  | { kind: 'invalid'; error: Error };
 
 export interface PostRequest {
   tls: boolean;
@@ -63,17 +65,24 @@ function once(request: PostRequest): Promise<PostResult & { stale?: boolean }> {
       request.signal?.removeEventListener('abort', onAbort);
       resolve(result);
     };
-    const req = send({
-      host: request.host,
-      port: request.port,
-      method: request.method,
-      path: request.path,
-      headers:
-        request.body === undefined
-          ? request.headers
-          : { ...request.headers, 'content-length': String(request.body.length) },
-      agent: request.agent,
-    });
+    let req: ReturnType<typeof send>;
+    try {
+      req = send({
+        host: request.host,
+        port: request.port,
+        method: request.method,
+        path: request.path,
+        headers:
+          request.body === undefined
+            ? request.headers
+            : { ...request.headers, 'content-length': String(request.body.length) },
+        agent: request.agent,
+      });
+    } catch (err) {
+      // Node refuses the request before sending (a header value or path it cannot encode).
+      resolve({ kind: 'invalid', error: err instanceof Error ? err : new Error(String(err)) });
+      return;
+    }
     const onAbort = (): void => {
       finish({ kind: 'aborted', connected });
       req.destroy();

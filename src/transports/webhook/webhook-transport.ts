@@ -2,6 +2,7 @@ import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 
 import { webhookSignature } from '../../callbacks/webhook-signature.js';
+import { TransportError } from '../../core/errors/transport-error.js';
 import type { PublishOptions, PublishOutcome, Transport } from '../../core/ports.js';
 import { redactUrl } from '../../core/redact.js';
 import type { OutboxMessage } from '../../core/types.js';
@@ -160,6 +161,15 @@ export class WebhookTransport implements Transport {
         throw timeoutError(what, timeoutMs);
       case 'aborted':
         throw probeAbortedError(endpoint.origin);
+      case 'invalid':
+        throw new TransportError(
+          'probe_failed',
+          `${what}: the request cannot be built (${result.error.message})`,
+          {
+            cause: result.error,
+            details: { origin: endpoint.origin },
+          },
+        );
     }
   }
 

@@ -88,6 +88,13 @@ export function messageHeaders(
   message: OutboxMessage,
   fixed: Readonly<Record<string, string>>,
 ): Record<string, string> {
+  if (!PLAIN_VALUE.test(message.contentType)) {
+    throw refused(
+      message,
+      'content-type',
+      `(the content type ${showValue(message.contentType)}) is not printable ASCII`,
+    );
+  }
   const headers: Record<string, string> = {
     'content-type': message.contentType,
     [ID_HEADER]: message.id,
