@@ -122,10 +122,41 @@ export async function openTransport(config: ResolvedConfig): Promise<Transport> 
           : { connectTimeoutMs: Number(config.connectTimeoutMs) }),
       });
     }
+    case 'mqtt:':
+    case 'mqtts:': {
+      // Loaded on demand; MqttTransport loads the mqtt package (MQTT.js 5) on its first connect and
+      // says to install it when it is missing. QoS 1; topics with dots turned into slashes.
+      const { MqttTransport } = await import('../transports/mqtt/index.js');
+      return new MqttTransport({
+        url,
+        ...(config.connectTimeoutMs === undefined
+          ? {}
+          : { connectTimeoutMs: Number(config.connectTimeoutMs) }),
+      });
+    }
+    case 'kafka:':
+    case 'kafkas:': {
+      // Loaded on demand; kafkajs (optional peer) is loaded when the producer is built.
+      const { KafkaTransport } = await import('../transports/kafka/index.js');
+      return new KafkaTransport({
+        url,
+        ...(config.connectTimeoutMs === undefined
+          ? {}
+          : { connectTimeoutMs: Number(config.connectTimeoutMs) }),
+      });
+    }
+    case 'sqs:': {
+      const { SqsTransport } = await import('../transports/aws/index.js');
+      return new SqsTransport({ url });
+    }
+    case 'sns:': {
+      const { SnsTransport } = await import('../transports/aws/index.js');
+      return new SnsTransport({ url });
+    }
     default:
       throw new ConfigError(
         'transport',
-        `no transport for scheme "${scheme}" in ${redactUrl(url)}; supported: amqp://, amqps://, stomp://, stomps://`,
+        `no transport for scheme "${scheme}" in ${redactUrl(url)}; supported: amqp://, amqps://, stomp://, stomps://, mqtt://, mqtts://, kafka://, kafkas://, sqs://, sns://`,
       );
   }
 }

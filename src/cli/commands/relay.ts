@@ -351,17 +351,19 @@ export const relayCommand: Command = {
       return 0;
     }
     const mandatory = Boolean(config.mandatory);
+    // The exchange and mandatory flag are RabbitMQ's: other transports' lines do not show them.
+    const amqp = /^amqps?:/i.test(String(config.transport));
     // Where this relay reads and writes, once the database answered and before the broker is
     // connected: a broker connect that fails or hangs is explained by the line above it.
     logger.info('relay starting', {
       database,
       schema: config.schema,
       broker,
-      exchange: config.exchange,
+      ...(amqp ? { exchange: config.exchange } : {}),
       wakeup: config.wakeup,
-      mandatory,
+      ...(amqp ? { mandatory } : {}),
     });
-    if (!mandatory) {
+    if (amqp && !mandatory) {
       logger.warn(
         'mandatory is off: RabbitMQ drops a message no queue is bound to receive and still confirms it, ' +
           'so the relay counts it delivered and cannot warn about it',
