@@ -42,89 +42,91 @@ describe('relay to a webhook receiver, end to end', () => {
     return rows;
   }
 
-  it('delivers every message once per key order, retries a handler failure, and spends no attempt in an outage', async () => {
-    const processed: Array<{ id: string; key: string | null; n: number; attempt: number }> = [];
-    let duplicates = 0;
-    let failOnce: string | undefined;
-    // The receiver hands each message to the inbox, as a real one would; the effect is recorded
-    // in memory here. A handler that throws is answered 500.
-    const receive = createWebhookReceiver({
-      secret: SECRET,
-      handler: async (m) => {
-        if (m.id === failOnce) {
-          failOnce = undefined;
-          throw new Error('the handler fails once');
-        }
-        const result = await inbox.handle(m, async () => {
-          processed.push({ id: m.id, key: m.key, n: (m.payload as { n: number }).n, attempt: m.attempt });
-        });
-        if (result.status === 'duplicate') duplicates++;
-      },
-    });
-    let receiver: TestServer | undefined = await listen(createServer(receive));
-    const port = receiver.port;
-    const transport = new WebhookTransport({ url: `${receiver.url}/hooks/{topic}`, secret: SECRET });
-    const relay = new Relay({
-      store: db.store,
-      transport,
-      pollIntervalMs: 50,
-      probeMinDelayMs: 50,
-      probeMaxDelayMs: 200,
-      retry: { baseDelayMs: 50, maxDelayMs: 200 },
-    });
-    try {
-      await relay.start();
-      const keys = ['a', 'b', 'c', 'd'];
-      const batch: MessageInput[] = Array.from({ length: 40 }, (_, n) => ({
-        topic: 'order.events',
-        key: keys[n % keys.length] as string,
-        payload: { n },
-      }));
-      const ids = await enqueue(batch);
-      failOnce = ids[5];
-      await waitUntil(() => processed.length >= 40, 'the first 40 messages');
-      for (const key of keys) {
-        const ns = processed.filter((p) => p.key === key).map((p) => p.n);
-        assert.deepEqual(
-          ns,
-          [...ns].sort((x, y) => x - y),
-          `key ${key} delivered in order`,
-        );
-      }
-      const retried = processed.find((p) => p.id === ids[5]);
-      assert.equal(retried?.attempt, 2, 'the message whose handler failed was sent again, attempt 2');
-      assert.equal(new Set(processed.map((p) => p.id)).size, 40);
-      assert.deepEqual(await outboxRows(), [], 'all settled');
-
-      // The endpoint goes away: messages written now wait without spending attempts.
-      await receiver.close();
-      receiver = undefined;
-      const later = await enqueue(
-        Array.from({ length: 10 }, (_, i) => ({
+  for (const batch of [false, true]) {
+    it(`${batch ? 'batch mode: ' : ''}delivers every message once per key order, retries a handler failure, and spends no attempt in an outage`, async () => {
+      const processed: Array<{ id: string; key: string | null; n: number; attempt: number }> = [];
+      let duplicates = 0;
+      let failOnce: string | undefined;
+      // The receiver hands each message to the inbox, as a real one would; the effect is recorded
+      // in memory here. A handler that throws is answered 500.
+      const receive = createWebhookReceiver({
+        secret: SECRET,
+        handler: async (m) => {
+          if (m.id === failOnce) {
+            failOnce = undefined;
+            throw new Error('the handler fails once');
+          }
+          const result = await inbox.handle(m, async () => {
+            processed.push({ id: m.id, key: m.key, n: (m.payload as { n: number }).n, attempt: m.attempt });
+          });
+          if (result.status === 'duplicate') duplicates++;
+        },
+      });
+      let receiver: TestServer | undefined = await listen(createServer(receive));
+      const port = receiver.port;
+      const transport = new WebhookTransport({ url: `${receiver.url}/hooks/{topic}`, secret: SECRET, batch });
+      const relay = new Relay({
+        store: db.store,
+        transport,
+        pollIntervalMs: 50,
+        probeMinDelayMs: 50,
+        probeMaxDelayMs: 200,
+        retry: { baseDelayMs: 50, maxDelayMs: 200 },
+      });
+      try {
+        await relay.start();
+        const keys = ['a', 'b', 'c', 'd'];
+        const batch: MessageInput[] = Array.from({ length: 40 }, (_, n) => ({
           topic: 'order.events',
-          key: `late-${i % 3}`,
-          payload: { n: 100 + i },
-        })),
-      );
-      await new Promise((r) => setTimeout(r, 1000));
-      const waiting = await outboxRows();
-      assert.equal(waiting.length, 10, 'nothing delivered while the endpoint is down');
-      assert.ok(
-        waiting.every((row) => row.attempts === 0),
-        `an outage spends no attempt: ${JSON.stringify(waiting.map((r) => r.attempts))}`,
-      );
-      receiver = await listen(createServer(receive), port);
-      await waitUntil(
-        () => later.every((id) => processed.some((p) => p.id === id)),
-        'the messages after the outage',
-      );
-      for (const id of later) assert.equal(processed.find((p) => p.id === id)?.attempt, 1);
-      await waitUntil(async () => (await outboxRows()).length === 0, 'settled after the outage');
-      assert.equal(duplicates, 0);
-    } finally {
-      await relay.stop();
-      await transport.close();
-      await receiver?.close();
-    }
-  });
+          key: keys[n % keys.length] as string,
+          payload: { n },
+        }));
+        const ids = await enqueue(batch);
+        failOnce = ids[5];
+        await waitUntil(() => processed.length >= 40, 'the first 40 messages');
+        for (const key of keys) {
+          const ns = processed.filter((p) => p.key === key).map((p) => p.n);
+          assert.deepEqual(
+            ns,
+            [...ns].sort((x, y) => x - y),
+            `key ${key} delivered in order`,
+          );
+        }
+        const retried = processed.find((p) => p.id === ids[5]);
+        assert.equal(retried?.attempt, 2, 'the message whose handler failed was sent again, attempt 2');
+        assert.equal(new Set(processed.map((p) => p.id)).size, 40);
+        assert.deepEqual(await outboxRows(), [], 'all settled');
+
+        // The endpoint goes away: messages written now wait without spending attempts.
+        await receiver.close();
+        receiver = undefined;
+        const later = await enqueue(
+          Array.from({ length: 10 }, (_, i) => ({
+            topic: 'order.events',
+            key: `late-${i % 3}`,
+            payload: { n: 100 + i },
+          })),
+        );
+        await new Promise((r) => setTimeout(r, 1000));
+        const waiting = await outboxRows();
+        assert.equal(waiting.length, 10, 'nothing delivered while the endpoint is down');
+        assert.ok(
+          waiting.every((row) => row.attempts === 0),
+          `an outage spends no attempt: ${JSON.stringify(waiting.map((r) => r.attempts))}`,
+        );
+        receiver = await listen(createServer(receive), port);
+        await waitUntil(
+          () => later.every((id) => processed.some((p) => p.id === id)),
+          'the messages after the outage',
+        );
+        for (const id of later) assert.equal(processed.find((p) => p.id === id)?.attempt, 1);
+        await waitUntil(async () => (await outboxRows()).length === 0, 'settled after the outage');
+        assert.equal(duplicates, 0);
+      } finally {
+        await relay.stop();
+        await transport.close();
+        await receiver?.close();
+      }
+    });
+  }
 });
