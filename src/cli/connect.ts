@@ -122,6 +122,28 @@ export async function openTransport(config: ResolvedConfig): Promise<Transport> 
           : { connectTimeoutMs: Number(config.connectTimeoutMs) }),
       });
     }
+    case 'http:':
+    case 'https:': {
+      // The URL is the template messages are POSTed to ({topic}, {key}, {type} in its path or
+      // query); the signing secret never rides in it: --webhook-secret or MAILROOM_WEBHOOK_SECRET.
+      const secret = config.webhookSecret;
+      if (secret === undefined || secret === '') {
+        throw new ConfigError(
+          'webhookSecret',
+          `an ${scheme}// transport signs every POST (Standard Webhooks): give the secret with ` +
+            '--webhook-secret or MAILROOM_WEBHOOK_SECRET (a whsec_… secret, e.g. from generateWebhookSecret()); ' +
+            'it never goes in the URL',
+        );
+      }
+      const { WebhookTransport } = await import('../transports/webhook/index.js');
+      return new WebhookTransport({
+        url,
+        secret: String(secret),
+        ...(config.connectTimeoutMs === undefined
+          ? {}
+          : { connectTimeoutMs: Number(config.connectTimeoutMs) }),
+      });
+    }
     case 'mqtt:':
     case 'mqtts:': {
       // Loaded on demand; MqttTransport loads the mqtt package (MQTT.js 5) on its first connect and
@@ -156,7 +178,7 @@ export async function openTransport(config: ResolvedConfig): Promise<Transport> 
     default:
       throw new ConfigError(
         'transport',
-        `no transport for scheme "${scheme}" in ${redactUrl(url)}; supported: amqp://, amqps://, stomp://, stomps://, mqtt://, mqtts://, kafka://, kafkas://, sqs://, sns://`,
+        `no transport for scheme "${scheme}" in ${redactUrl(url)}; supported: amqp://, amqps://, stomp://, stomps://, http://, https://, mqtt://, mqtts://, kafka://, kafkas://, sqs://, sns://`,
       );
   }
 }

@@ -221,6 +221,15 @@ const OPTIONS: OptionSpec[] = [
     description: 'delete acknowledged and expired records older than this',
   },
   {
+    key: 'webhookSecret',
+    flag: 'webhook-secret',
+    env: 'MAILROOM_WEBHOOK_SECRET',
+    type: 'string',
+    secret: true,
+    description:
+      'signing secret of an http(s):// --transport (Standard Webhooks; a whsec_… secret, or 16 bytes or more); never printed',
+  },
+  {
     key: 'callbackSecret',
     flag: 'callback-secret',
     env: 'MAILROOM_CALLBACK_SECRET',
