@@ -1,16 +1,11 @@
 import { ConfigError } from '../../core/errors/config-error.js';
-import type { Logger } from '../../core/logger.js';
-import { silentLogger } from '../../core/logger.js';
 import {
   boolean,
   custom,
   func,
-  hasMethods,
   integer,
   MAX_TIMER_MS,
   nested,
-  number,
-  oneOf,
   optionsSchema,
   string,
   type ResolvedOptions,
@@ -21,6 +16,19 @@ import type {
   ConsumerInbox,
   ConsumerRetryOptions,
 } from '../../consumer/consumer.js';
+import {
+  consumerOrderedOptions,
+  handlerFields,
+  lifecycleFields,
+  loggerField,
+  reconnectFields,
+  requireDistinctDeadLetters,
+  requireHandler,
+  retryOptionsSchema,
+  type ConsumerCommonOptions,
+  type ConsumerOptionKeys,
+  type ConsumerOptionsOf,
+} from '../../consumer/consumer-options.js';
 import type { AmqpConsumerConnect } from './amqp-consumer-client.js';
 import { resolveAmqpUrl } from './rabbitmq-options.js';
 
@@ -31,25 +39,10 @@ export type { ConsumerContext, ConsumerHandler, ConsumerInbox, ConsumerRetryOpti
  * With `inbox`, `Tx` is its transaction type and the handler gets the transaction; without,
  * the handler gets `undefined`.
  */
-export type RabbitMqConsumerOptions<Tx = undefined> =
-  | (RabbitMqConsumerBaseOptions & {
-      /**
-       * Where handled message ids are recorded, in the handler's transaction: a copy of a
-       * message already processed is acknowledged to the broker without running the handler.
-       */
-      inbox: ConsumerInbox<Tx>;
-      /** Runs once per message id; write its effects with `tx`. */
-      handler: ConsumerHandler<Tx>;
-    })
-  | (RabbitMqConsumerBaseOptions & {
-      /** No inbox: the handler must be idempotent itself (as `AckReceiver` is). */
-      inbox?: undefined;
-      /** Runs for every delivery, copies included, with `tx` undefined. */
-      handler: ConsumerHandler<undefined>;
-    });
+export type RabbitMqConsumerOptions<Tx = undefined> = ConsumerOptionsOf<RabbitMqConsumerBaseOptions, Tx>;
 
 /** The options of {@link RabbitMqConsumer} besides `inbox` and `handler`. */
-export interface RabbitMqConsumerBaseOptions {
+export interface RabbitMqConsumerBaseOptions extends ConsumerCommonOptions {
   /**
    * Broker address, `amqp://` or `amqps://`, with credentials and virtual host. The password
    * never appears in errors or logs.
@@ -96,26 +89,12 @@ export interface RabbitMqConsumerBaseOptions {
    */
   queueArguments?: Record<string, unknown>;
   /**
-   * Handlers running at once (messages of one key still one at a time with `serialByKey`).
-   *
-   * @default 1
-   */
-  concurrency?: number;
-  /**
    * Messages the broker hands over before they are acknowledged (`basic.qos`), at least
    * `concurrency`: messages waiting behind a busy key or a retry hold one each.
    *
    * @default 2 × concurrency
    */
   prefetch?: number;
-  /**
-   * Never run two messages of one key at once, and run them in the order they arrived, also
-   * while one waits to be retried: the sender's per-key order holds on the receiving side too.
-   * Keyless messages are not ordered.
-   *
-   * @default true
-   */
-  serialByKey?: boolean;
   /**
    * Transacted receive: the handler gets `context.publish(messages)`, and the consumer publishes
    * those messages and acknowledges the delivery in one AMQP transaction on the consume channel,
@@ -150,8 +129,6 @@ export interface RabbitMqConsumerBaseOptions {
    * @default 30000
    */
   commitTimeoutMs?: number;
-  /** Retries of a failing handler, then the dead-letter queue. */
-  retry?: ConsumerRetryOptions;
   /**
    * Where messages go that failed `retry.maxAttempts` times or cannot be decoded; declared
    * durable, published to through the default exchange with confirms.
@@ -159,16 +136,6 @@ export interface RabbitMqConsumerBaseOptions {
    * @default `${queue}.dead`
    */
   deadLetterQueue?: string;
-  /** How long `stop()` waits for handlers running. @default 30000 */
-  stopTimeoutMs?: number;
-  /**
-   * How often the consumer calls `inbox.prune()` while running, the first time right after
-   * `start()`; `0` leaves pruning to you. Several consumers of one inbox may all prune: each
-   * batch deletes different rows or none.
-   *
-   * @default 900000 (15 minutes)
-   */
-  pruneIntervalMs?: number;
   /** Limit for connecting, the AMQP handshake and declaring. @default 10000 */
   connectTimeoutMs?: number;
   /** Heartbeat interval to ask for, in seconds; `0` disables. @default the broker's (60) */
@@ -179,18 +146,8 @@ export interface RabbitMqConsumerBaseOptions {
    * @default `{ noDelay: true, clientProperties: { connection_name: 'mailroom-consumer <queue>' } }`
    */
   socketOptions?: Record<string, unknown>;
-  /**
-   * Delay before the second reconnect attempt after the connection was lost (the first is
-   * immediate); doubled per failed attempt up to `maxReconnectDelayMs`, jittered.
-   *
-   * @default 100
-   */
-  reconnectDelayMs?: number;
-  /** Upper bound of the reconnect delay. @default 30000 */
-  maxReconnectDelayMs?: number;
   /** Opens connections. @default amqplib's `connect` */
   connect?: AmqpConsumerConnect;
-  logger?: Logger;
 }
 
 // AMQP names as the transport accepts exchange names: letters, digits, '-', '_', '.', ':'.
@@ -203,25 +160,7 @@ const QUEUE_EXPECTED =
 const isQueueName = (v: unknown): v is string =>
   typeof v === 'string' && NAME_RE.test(v) && !v.startsWith('amq.');
 
-const retrySchema = optionsSchema<ConsumerRetryOptions>()(
-  'RabbitMqConsumer',
-  {
-    maxAttempts: integer({ min: 1, max: 1000, default: 8 }),
-    baseDelayMs: number({ min: 0, max: MAX_TIMER_MS, default: 500 }),
-    maxDelayMs: number({ min: 0, max: MAX_TIMER_MS, default: 30_000 }),
-    jitter: oneOf(['full', 'none'], { default: 'full' }),
-    random: func<() => number>('a function returning a number in [0, 1)', { default: Math.random }),
-  },
-  { ordered: [['baseDelayMs', 'maxDelayMs']] },
-);
-
-/** Every key, as the schema checks them; `inbox` and `handler` are typed by the caller. */
-interface ConsumerOptionKeys extends RabbitMqConsumerBaseOptions {
-  inbox?: unknown;
-  handler: unknown;
-}
-
-const consumerSchema = optionsSchema<ConsumerOptionKeys>()(
+const consumerSchema = optionsSchema<ConsumerOptionKeys<RabbitMqConsumerBaseOptions>>()(
   'RabbitMqConsumer',
   {
     url: string({ expected: 'an amqp:// or amqps:// URL string', secret: true, required: true }),
@@ -248,50 +187,25 @@ const consumerSchema = optionsSchema<ConsumerOptionKeys>()(
       (v): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v),
       { default: () => ({}) },
     ),
-    inbox: custom(
-      'an Inbox (an object with handle(message, handler))',
-      hasMethods<ConsumerInbox<unknown>>('handle'),
-    ),
-    handler: func<ConsumerHandler<never>>('an async function (message, tx, context) => …'),
-    concurrency: integer({ min: 1, max: 10_000, default: 1 }),
-    prefetch: integer({
-      min: 1,
-      max: 65_535,
-      default: (r) => Math.min(65_535, 2 * (r['concurrency'] as number)),
-    }),
-    serialByKey: boolean({ default: true }),
+    ...handlerFields,
     transacted: boolean({ default: false }),
     commitTimeoutMs: integer({ min: 1, max: MAX_TIMER_MS, default: 30_000 }),
-    retry: nested(retrySchema),
+    retry: nested(retryOptionsSchema('RabbitMqConsumer')),
     deadLetterQueue: custom(QUEUE_EXPECTED, isQueueName, {
       default: (r) => `${r['queue'] as string}.dead`,
     }),
-    stopTimeoutMs: integer({ min: 0, max: MAX_TIMER_MS, default: 30_000 }),
-    pruneIntervalMs: integer({ min: 0, max: MAX_TIMER_MS, default: 900_000 }),
-    connectTimeoutMs: integer({ min: 1, max: MAX_TIMER_MS, default: 10_000 }),
+    ...lifecycleFields,
     heartbeatSeconds: integer({ min: 0, max: 65_535 }),
     socketOptions: custom(
       'an object',
       (v): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v),
       { default: () => ({}) },
     ),
-    reconnectDelayMs: integer({ min: 0, max: MAX_TIMER_MS, default: 100 }),
-    maxReconnectDelayMs: integer({ min: 0, max: MAX_TIMER_MS, default: 30_000 }),
+    ...reconnectFields,
     connect: func<AmqpConsumerConnect>('a function (url, socketOptions) => Promise<connection>'),
-    logger: custom(
-      'a logger (debug, info, warn, error)',
-      hasMethods<Logger>('debug', 'info', 'warn', 'error'),
-      {
-        default: silentLogger,
-      },
-    ),
+    logger: loggerField,
   },
-  {
-    ordered: [
-      ['concurrency', 'prefetch'],
-      ['reconnectDelayMs', 'maxReconnectDelayMs'],
-    ],
-  },
+  { ordered: consumerOrderedOptions },
 );
 
 /** Options after defaults and validation. */
@@ -313,20 +227,14 @@ export function resolveRabbitMqConsumerOptions<Tx>(
   options: RabbitMqConsumerOptions<Tx>,
 ): ResolvedRabbitMqConsumerOptions {
   const { handler, inbox: _inbox, ...resolved } = consumerSchema.resolve(options);
-  if (handler === undefined) {
-    throw new ConfigError(
-      'handler',
-      'RabbitMqConsumer option handler is missing; give an async function (message, tx, context) => …',
-    );
-  }
-  if (resolved.deadLetterQueue === resolved.queue) {
-    throw new ConfigError(
-      'deadLetterQueue',
-      `RabbitMqConsumer option deadLetterQueue must differ from queue (${JSON.stringify(resolved.queue)}): ` +
-        'dead letters put back on the queue they failed on would fail again forever',
-      { value: resolved.deadLetterQueue },
-    );
-  }
+  requireHandler('RabbitMqConsumer', handler);
+  requireDistinctDeadLetters('RabbitMqConsumer', {
+    option: 'deadLetterQueue',
+    value: resolved.deadLetterQueue,
+    source: 'queue',
+    sourceValue: resolved.queue,
+    where: 'on the queue they failed on',
+  });
   if (!isQueueName(resolved.deadLetterQueue)) {
     throw new ConfigError(
       'deadLetterQueue',

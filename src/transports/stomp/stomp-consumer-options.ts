@@ -1,18 +1,12 @@
 import type { ConnectionOptions } from 'node:tls';
 
 import { ConfigError } from '../../core/errors/config-error.js';
-import type { Logger } from '../../core/logger.js';
-import { silentLogger } from '../../core/logger.js';
 import {
   boolean,
   custom,
-  func,
-  hasMethods,
   integer,
   MAX_TIMER_MS,
   nested,
-  number,
-  oneOf,
   optionsSchema,
   string,
   type ResolvedOptions,
@@ -23,6 +17,19 @@ import type {
   ConsumerInbox,
   ConsumerRetryOptions,
 } from '../../consumer/consumer.js';
+import {
+  consumerOrderedOptions,
+  handlerFields,
+  lifecycleFields,
+  loggerField,
+  reconnectFields,
+  requireDistinctDeadLetters,
+  requireHandler,
+  retryOptionsSchema,
+  type ConsumerCommonOptions,
+  type ConsumerOptionKeys,
+  type ConsumerOptionsOf,
+} from '../../consumer/consumer-options.js';
 import type { StompEndpoint } from './stomp-connection.js';
 import { checkDestinationTemplate, resolveStompUrl } from './stomp-options.js';
 
@@ -33,22 +40,10 @@ export type { ConsumerContext, ConsumerHandler, ConsumerInbox, ConsumerRetryOpti
  * `Tx` is its transaction type and the handler gets the transaction; without, `undefined`.
  * `transacted: true` takes no inbox (see {@link StompConsumerBaseOptions.transacted}).
  */
-export type StompConsumerOptions<Tx = undefined> =
-  | (StompConsumerBaseOptions & {
-      /** Records handled message ids in the handler's transaction: copies are acknowledged unrun. */
-      inbox: ConsumerInbox<Tx>;
-      /** Runs once per message id; write its effects with `tx`. */
-      handler: ConsumerHandler<Tx>;
-    })
-  | (StompConsumerBaseOptions & {
-      /** No inbox: the handler must be idempotent itself, or its only effects be `context.publish`. */
-      inbox?: undefined;
-      /** Runs for every delivery, copies included, with `tx` undefined. */
-      handler: ConsumerHandler<undefined>;
-    });
+export type StompConsumerOptions<Tx = undefined> = ConsumerOptionsOf<StompConsumerBaseOptions, Tx>;
 
 /** The options of {@link StompConsumer} besides `inbox` and `handler`. */
-export interface StompConsumerBaseOptions {
+export interface StompConsumerBaseOptions extends ConsumerCommonOptions {
   /**
    * Broker address, `stomp://` or `stomps://`, as the transport takes it. The password never
    * appears in errors or logs.
@@ -88,8 +83,6 @@ export interface StompConsumerBaseOptions {
    * @default '/queue/{topic}'
    */
   publishDestination?: string;
-  /** Handlers running at once (a key's messages still one at a time with `serialByKey`). @default 1 */
-  concurrency?: number;
   /**
    * Unacknowledged messages the broker hands over (`prefetch-count` for RabbitMQ,
    * `activemq.prefetchSize` for ActiveMQ), at least `concurrency`.
@@ -97,14 +90,6 @@ export interface StompConsumerBaseOptions {
    * @default 2 × concurrency
    */
   prefetch?: number;
-  /** Run a key's messages one at a time, in arrival order, retries included. @default true */
-  serialByKey?: boolean;
-  /** Retries of a failing handler, then the dead-letter destination. */
-  retry?: ConsumerRetryOptions;
-  /** How long `stop()` waits for handlers running. @default 30000 */
-  stopTimeoutMs?: number;
-  /** How often `inbox.prune()` runs, the first time right after `start()`; `0` disables. @default 900000 */
-  pruneIntervalMs?: number;
   /** Limit for connecting, logging in and subscribing. @default 10000 */
   connectTimeoutMs?: number;
   /** Heart-beat interval offered both ways, in ms; `0` disables. @default 10000 */
@@ -115,28 +100,6 @@ export interface StompConsumerBaseOptions {
   maxMessageBytes?: number;
   /** TLS options for `stomps://`. @default {} */
   tls?: ConnectionOptions;
-  /** Delay before the second reconnect attempt; doubles per failed attempt, jittered. @default 100 */
-  reconnectDelayMs?: number;
-  /** Upper bound of the reconnect delay. @default 30000 */
-  maxReconnectDelayMs?: number;
-  logger?: Logger;
-}
-
-const retrySchema = optionsSchema<ConsumerRetryOptions>()(
-  'StompConsumer',
-  {
-    maxAttempts: integer({ min: 1, max: 1000, default: 8 }),
-    baseDelayMs: number({ min: 0, max: MAX_TIMER_MS, default: 500 }),
-    maxDelayMs: number({ min: 0, max: MAX_TIMER_MS, default: 30_000 }),
-    jitter: oneOf(['full', 'none'], { default: 'full' }),
-    random: func<() => number>('a function returning a number in [0, 1)', { default: Math.random }),
-  },
-  { ordered: [['baseDelayMs', 'maxDelayMs']] },
-);
-
-interface ConsumerOptionKeys extends StompConsumerBaseOptions {
-  inbox?: unknown;
-  handler: unknown;
 }
 
 // eslint-disable-next-line no-control-regex -- control characters are what it refuses
@@ -144,7 +107,7 @@ const DESTINATION_RE = /^\/(queue|topic|exchange|amq\/queue)\/[^\u0000-\u001f\u0
 const DESTINATION_EXPECTED =
   "a destination such as '/queue/orders' (/queue/, /topic/, /exchange/ or /amq/queue/)";
 
-const consumerSchema = optionsSchema<ConsumerOptionKeys>()(
+const consumerSchema = optionsSchema<ConsumerOptionKeys<StompConsumerBaseOptions>>()(
   'StompConsumer',
   {
     url: string({ expected: 'a stomp:// or stomps:// URL string', secret: true, required: true }),
@@ -159,22 +122,9 @@ const consumerSchema = optionsSchema<ConsumerOptionKeys>()(
       expected: "a destination template such as '/queue/{topic}'",
       default: '/queue/{topic}',
     }),
-    inbox: custom(
-      'an Inbox (an object with handle(message, handler))',
-      hasMethods<ConsumerInbox<unknown>>('handle'),
-    ),
-    handler: func<ConsumerHandler<never>>('an async function (message, tx, context) => …'),
-    concurrency: integer({ min: 1, max: 10_000, default: 1 }),
-    prefetch: integer({
-      min: 1,
-      max: 65_535,
-      default: (r) => Math.min(65_535, 2 * (r['concurrency'] as number)),
-    }),
-    serialByKey: boolean({ default: true }),
-    retry: nested(retrySchema),
-    stopTimeoutMs: integer({ min: 0, max: MAX_TIMER_MS, default: 30_000 }),
-    pruneIntervalMs: integer({ min: 0, max: MAX_TIMER_MS, default: 900_000 }),
-    connectTimeoutMs: integer({ min: 1, max: MAX_TIMER_MS, default: 10_000 }),
+    ...handlerFields,
+    retry: nested(retryOptionsSchema('StompConsumer')),
+    ...lifecycleFields,
     heartbeatMs: integer({ min: 0, max: 3_600_000, default: 10_000 }),
     receiptTimeoutMs: integer({ min: 1, max: MAX_TIMER_MS, default: 30_000 }),
     maxMessageBytes: integer({ min: 1024, max: 2 ** 31 - 1, default: 64 * 1024 * 1024 }),
@@ -183,22 +133,10 @@ const consumerSchema = optionsSchema<ConsumerOptionKeys>()(
       (v): v is ConnectionOptions => typeof v === 'object' && v !== null && !Array.isArray(v),
       { default: () => ({}) },
     ),
-    reconnectDelayMs: integer({ min: 0, max: MAX_TIMER_MS, default: 100 }),
-    maxReconnectDelayMs: integer({ min: 0, max: MAX_TIMER_MS, default: 30_000 }),
-    logger: custom(
-      'a logger (debug, info, warn, error)',
-      hasMethods<Logger>('debug', 'info', 'warn', 'error'),
-      {
-        default: silentLogger,
-      },
-    ),
+    ...reconnectFields,
+    logger: loggerField,
   },
-  {
-    ordered: [
-      ['concurrency', 'prefetch'],
-      ['reconnectDelayMs', 'maxReconnectDelayMs'],
-    ],
-  },
+  { ordered: consumerOrderedOptions },
 );
 
 /** Options after defaults and validation. */
@@ -217,20 +155,14 @@ export function resolveStompConsumerOptions<Tx>(
   options: StompConsumerOptions<Tx>,
 ): ResolvedStompConsumerOptions {
   const { handler, inbox, url, ...resolved } = consumerSchema.resolve(options);
-  if (handler === undefined) {
-    throw new ConfigError(
-      'handler',
-      'StompConsumer option handler is missing; give an async function (message, tx, context) => …',
-    );
-  }
-  if (resolved.deadLetterDestination === resolved.destination) {
-    throw new ConfigError(
-      'deadLetterDestination',
-      `StompConsumer option deadLetterDestination must differ from destination (${JSON.stringify(resolved.destination)}): ` +
-        'dead letters put back where they failed would fail again forever',
-      { value: resolved.deadLetterDestination },
-    );
-  }
+  requireHandler('StompConsumer', handler);
+  requireDistinctDeadLetters('StompConsumer', {
+    option: 'deadLetterDestination',
+    value: resolved.deadLetterDestination,
+    source: 'destination',
+    sourceValue: resolved.destination,
+    where: 'where they failed',
+  });
   if (resolved.transacted && inbox !== undefined) {
     throw new ConfigError(
       'transacted',
