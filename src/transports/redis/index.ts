@@ -1,0 +1,43 @@
+/**
+ * The Redis Streams transport (`mailroom/redis`): `XADD` to a stream per topic, pipelined
+ * batches, optional `MAXLEN ~` trimming and `WAIT` for replicas. docs/transports/redis.md.
+ *
+ * @module
+ */
+export { RedisStreamsTransport } from './redis-transport.js';
+export {
+  resolveRedisStreamsOptions,
+  resolveRedisUrl,
+  checkStreamTemplate,
+  streamFor,
+  PROTO_MAX_BULK_LEN,
+  MAX_STREAM_KEY_BYTES,
+  type RedisStreamsTransportOptions,
+  type ResolvedRedisStreamsTransportOptions,
+  type RedisWaitReplicas,
+  type RedisEndpoint,
+} from './redis-options.js';
+export {
+  loadIoredis,
+  type RedisClient,
+  type RedisClientFactory,
+  type RedisConnectionOptions,
+  type RedisPipeline,
+  type PipelineReply,
+  type RedisArgument,
+} from './redis-client.js';
+export {
+  decodeStreamEntry,
+  entryFields,
+  ID_FIELD,
+  TOPIC_FIELD,
+  KEY_FIELD,
+  TYPE_FIELD,
+  ATTEMPT_FIELD,
+  CREATED_AT_FIELD,
+  CONTENT_TYPE_FIELD,
+  HEADERS_FIELD,
+  PAYLOAD_FIELD,
+  type DecodedEntry,
+} from './redis-wire.js';
+export { OUTAGE_REPLIES, isReplyError } from './redis-errors.js';
