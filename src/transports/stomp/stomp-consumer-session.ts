@@ -6,6 +6,7 @@
  */
 import { newTransactionId } from '../../core/broker-transaction.js';
 import { TransportError } from '../../core/errors/transport-error.js';
+import type { DeadLetterReason } from '../../consumer/consumer-events.js';
 import { MAILROOM_HEADER_PREFIX } from '../../core/received-message.js';
 import { StompConnection, type Request } from './stomp-connection.js';
 import type { ResolvedStompConsumerOptions } from './stomp-consumer-options.js';
@@ -34,12 +35,7 @@ export interface ConsumerSession {
   readonly connection: StompConnection;
 }
 
-/** Why a message is dead-lettered. */
-export interface DeadLetterReason {
-  reason: 'handler_failed' | 'malformed';
-  error: Error;
-  failedAttempts: number;
-}
+export type { DeadLetterReason };
 
 /**
  * Connects, logs in and subscribes (waiting for the SUBSCRIBE's receipt, so a refused destination

@@ -1,14 +1,10 @@
 import { toOutboxMessages } from '../../core/broker-transaction.js';
-import { systemClock } from '../../core/clock.js';
 import { ConfigError } from '../../core/errors/config-error.js';
 import { isPermanentDeliveryError } from '../../core/errors/permanent-delivery-error.js';
-import type { ResolvedRetryPolicy } from '../../core/retry-policy.js';
-import { retryDelayMs } from '../../core/retry-policy.js';
 import { TypedEmitter } from '../../core/typed-emitter.js';
 import type { MessageInput, OutboxMessage, ReceivedMessage } from '../../core/types.js';
-import { AttemptLedger } from '../../consumer/attempt-ledger.js';
-import type { ConsumerContext, ConsumerHandler, MessageConsumer } from '../../consumer/consumer.js';
-import { HandlerLanes } from '../../consumer/handler-lanes.js';
+import type { MessageConsumer } from '../../consumer/consumer.js';
+import { ConsumerCore, handlerRunner, toError, type ConsumerBroker } from '../../consumer/consumer-core.js';
 import type { StompConsumerEvents } from './stomp-consumer-events.js';
 import {
   resolveStompConsumerOptions,
@@ -21,7 +17,6 @@ import {
   sendAck,
   sendDeadLetter,
   type ConsumerSession,
-  type DeadLetterReason,
 } from './stomp-consumer-session.js';
 import { connectionLostError, messageTooLargeError } from './stomp-errors.js';
 import type { StompFrame } from './stomp-frame.js';
@@ -34,7 +29,8 @@ interface Delivery {
   readonly frame: StompFrame;
 }
 
-type RunOutcome = 'processed' | 'duplicate' | 'abandoned';
+type Started = { destination: string };
+type DeadLetterTo = { deadLetterDestination: string };
 
 /**
  * Consumes a STOMP destination of messages sent by Mailroom's relay (or any publisher that sets a
@@ -72,20 +68,8 @@ export class StompConsumer<Tx = undefined>
   /** Where failed and undecodable messages go. */
   readonly deadLetterDestination: string;
   readonly #options: Readonly<ResolvedStompConsumerOptions>;
-  readonly #run: (message: ReceivedMessage, context: ConsumerContext) => Promise<'processed' | 'duplicate'>;
-  readonly #prune: (() => Promise<number>) | undefined;
-  #pruneTimer: ReturnType<typeof setTimeout> | undefined;
-  #pruning: Promise<void> | undefined;
-  readonly #lanes: HandlerLanes;
-  readonly #attempts = new AttemptLedger();
-  #state: 'idle' | 'starting' | 'running' | 'stopping' = 'idle';
-  #session: ConsumerSession | undefined;
-  #starting: Promise<void> | undefined;
-  #stopping: Promise<void> | undefined;
-  #reconnecting: Promise<void> | undefined;
-  #stopController = new AbortController();
-  readonly #inFlight = new Set<Promise<void>>();
-  #abandoned = 0;
+  readonly #handler: ReturnType<typeof handlerRunner>;
+  readonly #core: ConsumerCore<ConsumerSession, Delivery, Started, DeadLetterTo>;
 
   constructor(options: StompConsumerOptions<Tx>) {
     const resolved = resolveStompConsumerOptions(options);
@@ -93,35 +77,74 @@ export class StompConsumer<Tx = undefined>
     this.#options = Object.freeze(resolved);
     this.destination = resolved.destination;
     this.deadLetterDestination = resolved.deadLetterDestination;
-    this.#lanes = new HandlerLanes(resolved.concurrency);
-    if (options.inbox !== undefined) {
-      const { inbox, handler } = options;
-      this.#run = async (message, outer) => {
-        const result = await inbox.handle(message, (tx, context) =>
-          handler(message, tx, { message: context.message, ack: (r) => context.ack(r), ...publishOf(outer) }),
-        );
-        return result.status;
-      };
-      const prune = typeof inbox.prune === 'function' ? inbox.prune : undefined;
-      this.#prune = prune && (() => prune.call(inbox));
-    } else {
-      this.#prune = undefined;
-      const handler = options.handler as ConsumerHandler<undefined>;
-      this.#run = async (message, context) => {
-        await handler(message, undefined, context);
-        return 'processed';
-      };
-    }
+    this.#handler = handlerRunner(options, ackNeedsInboxError);
+    const { safeUrl } = resolved.endpoint;
+    const broker: ConsumerBroker<ConsumerSession, Delivery, Started, DeadLetterTo> = {
+      source: { destination: this.destination },
+      deadLetterTo: { deadLetterDestination: this.deadLetterDestination },
+      safeUrl,
+      open: () =>
+        openConsumerSession(this.#options, (session, frame) => this.#core.deliver({ session, frame })),
+      isOpen: (session) => session.connection.open,
+      ended: (session) => session.connection.ended,
+      watch: (session, lost) => {
+        const onEnd = () => lost(session.connection.lostReason ?? new Error('connection ended'));
+        if (session.connection.ended.aborted) onEnd();
+        else session.connection.ended.addEventListener('abort', onEnd, { once: true });
+      },
+      close: (session, why) =>
+        session.connection.close(
+          connectionLostError(safeUrl, why === 'stopped' ? 'consumer stopped' : 'stopped while starting'),
+        ),
+      // The connection has ended already.
+      discard: () => {},
+      stoppedWhileStarting: () => connectionLostError(safeUrl, 'the consumer was stopped while starting'),
+      // No UNSUBSCRIBE before draining: a broker may refuse the ACKs of handlers still running
+      // once the subscription is gone. New deliveries are ignored from then on and return to the
+      // queue when the connection closes.
+      countsLateDeliveries: true,
+      decode: (delivery) => decodeMessage(delivery.frame),
+      run: async (delivery, message) => {
+        try {
+          const status = await this.#runOnce(delivery, message);
+          return {
+            status,
+            acknowledge: async () => {
+              // Transacted: the ACK was part of the committed transaction.
+              if (!this.#options.transacted) this.#ack(delivery, message.id);
+              return 'acked';
+            },
+          };
+        } catch (err) {
+          // The connection ended under the handler (its transaction or ACK could not complete):
+          // not a failure of the message; the broker redelivers it.
+          if (!delivery.session.connection.open && !isPermanentDeliveryError(toError(err)))
+            return 'abandoned';
+          throw err;
+        }
+      },
+      exhausted: (failures) => new Error(`failed ${failures} times`),
+      sendDeadLetter: (delivery, why) => sendDeadLetter(delivery.session, delivery.frame, this.#options, why),
+      acknowledgeDead: async (delivery, id) => this.#ack(delivery, id),
+      deadTopic: (delivery, message) =>
+        message?.topic ?? delivery.frame.headers['destination'] ?? this.destination,
+    };
+    this.#core = new ConsumerCore({
+      options: resolved,
+      broker,
+      emit: (event, payload) => this.emit(event, payload as StompConsumerEvents[typeof event]),
+      prune: this.#handler.prune,
+    });
   }
 
   /** True between a successful start() and stop(), also while reconnecting. */
   get running(): boolean {
-    return this.#state === 'running';
+    return this.#core.running;
   }
 
   /** True while a connection is open and subscribed. */
   get connected(): boolean {
-    return this.#session?.connection.open === true;
+    return this.#core.connected;
   }
 
   /**
@@ -129,11 +152,8 @@ export class StompConsumer<Tx = undefined>
    * `TransportError` (`unreachable`, `not_stomp`, `auth_failed`, `vhost_refused`,
    * `subscribe_failed`). Later losses are not thrown: the consumer reconnects.
    */
-  async start(): Promise<void> {
-    if (this.#stopping) await this.#stopping;
-    if (this.#state === 'running') return;
-    this.#starting ??= this.#start().finally(() => (this.#starting = undefined));
-    return this.#starting;
+  start(): Promise<void> {
+    return this.#core.start();
   }
 
   /**
@@ -142,233 +162,22 @@ export class StompConsumer<Tx = undefined>
    * redelivers them. Idempotent; never rejects.
    */
   stop(options: { timeoutMs?: number } = {}): Promise<void> {
-    if (this.#state === 'idle' && !this.#starting) return this.#stopping ?? Promise.resolve();
-    this.#stopping ??= this.#shutdown(options.timeoutMs ?? this.#options.stopTimeoutMs).finally(
-      () => (this.#stopping = undefined),
-    );
-    return this.#stopping;
+    return this.#core.stop(options);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
   }
 
-  async #start(): Promise<void> {
-    this.#state = 'starting';
-    this.#stopController = new AbortController();
-    try {
-      const session = await this.#open();
-      if (this.#state !== 'starting') {
-        await session.connection.close(
-          connectionLostError(this.#options.endpoint.safeUrl, 'stopped while starting'),
-        );
-        throw connectionLostError(this.#options.endpoint.safeUrl, 'the consumer was stopped while starting');
-      }
-      this.#state = 'running';
-      this.#adopt(session);
-    } catch (err) {
-      if (this.#state === 'starting') this.#state = 'idle';
-      throw err;
-    }
-    this.logger.info('consumer started', {
-      destination: this.destination,
-      url: this.#options.endpoint.safeUrl,
-    });
-    this.emit('consumer:started', { destination: this.destination });
-    this.#schedulePrune(0);
-  }
-
-  #open(): Promise<ConsumerSession> {
-    return openConsumerSession(this.#options, (session, frame) => this.#onMessage({ session, frame }));
-  }
-
-  #adopt(session: ConsumerSession): void {
-    this.#session = session;
-    const onEnd = () => this.#onLost(session, session.connection.lostReason ?? new Error('connection ended'));
-    if (session.connection.ended.aborted) onEnd();
-    else session.connection.ended.addEventListener('abort', onEnd, { once: true });
-  }
-
-  #schedulePrune(delayMs: number): void {
-    const interval = this.#options.pruneIntervalMs;
-    const prune = this.#prune;
-    if (prune === undefined || interval === 0 || this.#state !== 'running') return;
-    this.#pruneTimer = setTimeout(() => {
-      this.#pruneTimer = undefined;
-      this.#pruning = this.#pruneOnce(prune).finally(() => {
-        this.#pruning = undefined;
-        this.#schedulePrune(interval);
-      });
-    }, delayMs);
-    this.#pruneTimer.unref();
-  }
-
-  async #pruneOnce(prune: () => Promise<number>): Promise<void> {
-    const started = performance.now();
-    try {
-      const deleted = await prune();
-      this.emit('consumer:inbox:pruned', { deleted, durationMs: performance.now() - started });
-    } catch (err) {
-      const error = err instanceof Error ? err : new Error(String(err));
-      this.logger.warn('inbox prune failed; trying again at the next interval', { error: error.message });
-      this.emit('consumer:error', { phase: 'prune', id: null, error });
-    }
-  }
-
-  async #shutdown(timeoutMs: number): Promise<void> {
-    this.#state = 'stopping';
-    this.#abandoned = 0;
-    this.#stopController.abort();
-    clearTimeout(this.#pruneTimer);
-    this.#pruneTimer = undefined;
-    await this.#starting?.catch(() => {});
-    await this.#reconnecting;
-    // No UNSUBSCRIBE: a broker may refuse the ACKs of handlers still running once the subscription
-    // is gone. New deliveries are ignored from here on and return to the queue when the connection
-    // closes.
-    const drained = await within(Promise.allSettled([...this.#inFlight]), timeoutMs);
-    await this.#pruning;
-    const running = drained ? 0 : this.#inFlight.size;
-    if (running > 0) {
-      this.logger.warn('consumer stop deadline passed with handlers running', {
-        destination: this.destination,
-        running,
-        timeoutMs,
-      });
-    }
-    const session = this.#session;
-    this.#session = undefined;
-    if (session)
-      await session.connection.close(connectionLostError(this.#options.endpoint.safeUrl, 'consumer stopped'));
-    this.#state = 'idle';
-    const abandoned = this.#abandoned + running;
-    this.logger.info('consumer stopped', { destination: this.destination, abandoned });
-    this.emit('consumer:stopped', { abandoned });
-  }
-
-  #onMessage(delivery: Delivery): void {
-    if (this.#state !== 'running' && this.#state !== 'starting') {
-      this.#abandoned++;
-      return;
-    }
-    const work = this.#handle(delivery);
-    this.#inFlight.add(work);
-    void work.finally(() => this.#inFlight.delete(work));
-  }
-
-  #handle(delivery: Delivery): Promise<void> {
-    const decoded = decodeMessage(delivery.frame);
-    if (!decoded.ok) {
-      return this.#deadLetter(delivery, null, decoded.id, {
-        reason: 'malformed',
-        error: decoded.error,
-        failedAttempts: 0,
-      });
-    }
-    const { message } = decoded;
-    const key = this.#options.serialByKey ? message.key : null;
-    return this.#lanes.run(key, () => this.#process(delivery, message));
-  }
-
-  #usable(delivery: Delivery): boolean {
-    return delivery.session.connection.open && (this.#state === 'running' || this.#state === 'starting');
-  }
-
-  async #process(delivery: Delivery, message: ReceivedMessage): Promise<void> {
-    const retry = this.#options.retry as ResolvedRetryPolicy;
-    for (;;) {
-      if (!this.#usable(delivery)) {
-        this.#abandoned++;
-        return;
-      }
-      const known = this.#attempts.get(message.id);
-      if (known.failures >= retry.maxAttempts) {
-        const error = known.lastError ?? new Error(`failed ${known.failures} times`);
-        return this.#deadLetter(delivery, message, message.id, {
-          reason: 'handler_failed',
-          error,
-          failedAttempts: known.failures,
-        });
-      }
-      await this.#lanes.acquire();
-      let outcome: RunOutcome = 'abandoned';
-      let error: Error | undefined;
-      const started = performance.now();
-      try {
-        if (this.#usable(delivery)) outcome = await this.#runOnce(delivery, message);
-      } catch (err) {
-        error = err instanceof Error ? err : new Error(String(err));
-      } finally {
-        this.#lanes.release();
-      }
-      if (error !== undefined && !delivery.session.connection.open && !isPermanentDeliveryError(error)) {
-        // The connection ended under the handler (its transaction or ACK could not complete): not a
-        // failure of the message; the broker redelivers it.
-        outcome = 'abandoned';
-        error = undefined;
-      }
-      if (error === undefined) {
-        if (outcome === 'abandoned') {
-          this.#abandoned++;
-          return;
-        }
-        this.#attempts.forget(message.id);
-        // Transacted: the ACK was part of the committed transaction.
-        if (!this.#options.transacted) this.#ack(delivery, message.id);
-        if (outcome === 'duplicate') {
-          this.logger.debug('duplicate message acknowledged', { id: message.id, topic: message.topic });
-          this.emit('consumer:message:duplicate', { message });
-        } else {
-          const durationMs = performance.now() - started;
-          this.logger.debug('message handled', { id: message.id, topic: message.topic, durationMs });
-          this.emit('consumer:message:handled', { message, attempt: known.failures + 1, durationMs });
-        }
-        return;
-      }
-      const failedAttempts = this.#attempts.fail(message.id, error);
-      if (isPermanentDeliveryError(error) || failedAttempts >= retry.maxAttempts) {
-        return this.#deadLetter(delivery, message, message.id, {
-          reason: 'handler_failed',
-          error,
-          failedAttempts,
-        });
-      }
-      const delayMs = retryDelayMs(retry, failedAttempts);
-      this.logger.warn('handler failed; retrying', {
-        id: message.id,
-        topic: message.topic,
-        failedAttempts,
-        delayMs,
-        error: error.message,
-      });
-      this.emit('consumer:message:retry', { message, error, failedAttempts, delayMs });
-      await systemClock.sleep(delayMs, this.#endedOrStopped(delivery));
-    }
-  }
-
   /** One handler run: plain, through the inbox, or in a broker transaction (transacted receive). */
-  async #runOnce(delivery: Delivery, message: ReceivedMessage): Promise<RunOutcome> {
-    const ackUnavailable = () => {
-      throw new ConfigError(
-        'inbox',
-        `context.ack() for message ${message.id} needs an inbox: an acknowledgement is enqueued in the inbox ` +
-          'transaction; give the StompConsumer an inbox, or do not acknowledge from this handler',
-      );
-    };
-    if (!this.#options.transacted) {
-      return this.#run(message, { message, ack: ackUnavailable });
-    }
+  async #runOnce(delivery: Delivery, message: ReceivedMessage): Promise<'processed' | 'duplicate'> {
+    if (!this.#options.transacted) return this.#handler.run(message);
     const tx = new ReceiveTransaction(delivery.session, this.#options);
     await tx.begin();
-    const context: ConsumerContext = {
-      message,
-      ack: ackUnavailable,
-      publish: async (messages) => {
-        for (const frame of this.#outputFrames(messages)) await tx.send(frame.headers, frame.body);
-      },
-    };
     try {
-      await this.#run(message, context);
+      await this.#handler.run(message, async (messages) => {
+        for (const frame of this.#outputFrames(messages)) await tx.send(frame.headers, frame.body);
+      });
     } catch (err) {
       tx.abort();
       throw err;
@@ -387,57 +196,6 @@ export class StompConsumer<Tx = undefined>
     });
   }
 
-  async #deadLetter(
-    delivery: Delivery,
-    message: ReceivedMessage | null,
-    id: string | null,
-    why: DeadLetterReason,
-  ): Promise<void> {
-    const retry = this.#options.retry as ResolvedRetryPolicy;
-    for (let failures = 1; ; failures++) {
-      if (!delivery.session.connection.open) {
-        this.#abandoned++;
-        return;
-      }
-      try {
-        await sendDeadLetter(delivery.session, delivery.frame, this.#options, why);
-      } catch (err) {
-        const error = err instanceof Error ? err : new Error(String(err));
-        this.logger.warn('dead-lettering failed', {
-          id,
-          deadLetterDestination: this.deadLetterDestination,
-          error: error.message,
-        });
-        this.emit('consumer:error', { phase: 'dead-letter', id, error });
-        if (this.#state === 'stopping' || this.#state === 'idle') {
-          this.#abandoned++;
-          return;
-        }
-        await systemClock.sleep(retryDelayMs(retry, failures), this.#endedOrStopped(delivery));
-        continue;
-      }
-      if (id !== null) this.#attempts.forget(id);
-      this.#ack(delivery, id);
-      const topic = message?.topic ?? delivery.frame.headers['destination'] ?? this.destination;
-      this.logger.error('message dead-lettered', {
-        id,
-        topic,
-        reason: why.reason,
-        failedAttempts: why.failedAttempts,
-        deadLetterDestination: this.deadLetterDestination,
-        error: why.error.message,
-      });
-      this.emit('consumer:message:dead', {
-        id,
-        topic,
-        message,
-        ...why,
-        deadLetterDestination: this.deadLetterDestination,
-      });
-      return;
-    }
-  }
-
   /** ACK on the delivery's connection; reports it lost when that connection is gone. */
   #ack(delivery: Delivery, id: string | null): void {
     sendAck(delivery.session, delivery.frame).catch((err: unknown) => {
@@ -453,82 +211,13 @@ export class StompConsumer<Tx = undefined>
       this.emit('consumer:ack:lost', { id, error });
     });
   }
-
-  #endedOrStopped(delivery: Delivery): AbortSignal {
-    return AbortSignal.any([this.#stopController.signal, delivery.session.connection.ended]);
-  }
-
-  #onLost(session: ConsumerSession, error: Error): void {
-    if (session !== this.#session) return;
-    this.#session = undefined;
-    if (this.#state !== 'running') return;
-    this.logger.warn('consumer connection lost; reconnecting', {
-      destination: this.destination,
-      error: error.message,
-    });
-    this.emit('consumer:connection:lost', { error });
-    this.#reconnecting ??= this.#reconnect(error);
-  }
-
-  async #reconnect(lost: Error): Promise<void> {
-    const { reconnectDelayMs, maxReconnectDelayMs } = this.#options;
-    const downAt = performance.now();
-    let error = lost;
-    try {
-      for (let attempt = 1; this.#state === 'running'; attempt++) {
-        const cap = Math.min(maxReconnectDelayMs, reconnectDelayMs * 2 ** (attempt - 2));
-        const delayMs = attempt === 1 ? 0 : Math.round(cap / 2 + (Math.random() * cap) / 2);
-        this.emit('consumer:reconnecting', { attempt, delayMs, error });
-        if (!(await systemClock.sleep(delayMs, this.#stopController.signal))) return;
-        let session: ConsumerSession;
-        try {
-          session = await this.#open();
-        } catch (err) {
-          error = err instanceof Error ? err : new Error(String(err));
-          this.logger.warn('consumer reconnect failed', {
-            destination: this.destination,
-            attempt,
-            error: error.message,
-          });
-          continue;
-        }
-        if (this.#state !== 'running') {
-          await session.connection.close(
-            connectionLostError(this.#options.endpoint.safeUrl, 'consumer stopped'),
-          );
-          return;
-        }
-        const downMs = performance.now() - downAt;
-        this.#reconnecting = undefined;
-        this.#adopt(session);
-        this.logger.info('consumer reconnected', {
-          destination: this.destination,
-          attempts: attempt,
-          downMs,
-        });
-        this.emit('consumer:reconnected', { downMs, attempts: attempt });
-        return;
-      }
-    } finally {
-      this.#reconnecting = undefined;
-    }
-  }
 }
 
-/** `{ publish }` when the outer context has one (transacted receive), `{}` otherwise. */
-function publishOf(context: ConsumerContext): Partial<Pick<ConsumerContext, 'publish'>> {
-  return context.publish ? { publish: context.publish } : {};
-}
-
-/** True when `promise` settled within `ms`, false when the time ran out first. Never rejects. */
-async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const settled = promise.then(
-    () => true,
-    () => true,
+/** `context.ack()` on a consumer without an inbox. */
+function ackNeedsInboxError(messageId: string): ConfigError {
+  return new ConfigError(
+    'inbox',
+    `context.ack() for message ${messageId} needs an inbox: an acknowledgement is enqueued in the inbox ` +
+      'transaction; give the StompConsumer an inbox, or do not acknowledge from this handler',
   );
-  const expired = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
-  const result = await Promise.race([settled, expired]);
-  clearTimeout(timer);
-  return result;
 }
