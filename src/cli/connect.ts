@@ -144,6 +144,18 @@ export async function openTransport(config: ResolvedConfig): Promise<Transport> 
           : { connectTimeoutMs: Number(config.connectTimeoutMs) }),
       });
     }
+    case 'redis:':
+    case 'rediss:': {
+      // Loaded on demand; needs the ioredis package (an optional peer dependency). Streams are
+      // named by the topic (the default '{topic}' template); docs/transports/redis.md.
+      const { RedisStreamsTransport } = await import('../transports/redis/index.js');
+      return new RedisStreamsTransport({
+        url,
+        ...(config.connectTimeoutMs === undefined
+          ? {}
+          : { connectTimeoutMs: Number(config.connectTimeoutMs) }),
+      });
+    }
     case 'mqtt:':
     case 'mqtts:': {
       // Loaded on demand; MqttTransport loads the mqtt package (MQTT.js 5) on its first connect and
@@ -178,7 +190,7 @@ export async function openTransport(config: ResolvedConfig): Promise<Transport> 
     default:
       throw new ConfigError(
         'transport',
-        `no transport for scheme "${scheme}" in ${redactUrl(url)}; supported: amqp://, amqps://, stomp://, stomps://, http://, https://, mqtt://, mqtts://, kafka://, kafkas://, sqs://, sns://`,
+        `no transport for scheme "${scheme}" in ${redactUrl(url)}; supported: amqp://, amqps://, stomp://, stomps://, http://, https://, redis://, rediss://, mqtt://, mqtts://, kafka://, kafkas://, sqs://, sns://`,
       );
   }
 }

@@ -216,5 +216,6 @@ export function resolveStompOptions(options: StompTransportOptions): ResolvedSto
 
 /** The destination of a topic under a template. */
 export function destinationFor(template: string, topic: string): string {
-  return template.replace('{topic}', topic);
+  // A function replacer: a topic with `$&` or `$'` in it is taken literally.
+  return template.replace('{topic}', () => topic);
 }
