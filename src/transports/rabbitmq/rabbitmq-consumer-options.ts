@@ -10,39 +10,29 @@ import {
   string,
   type ResolvedOptions,
 } from '../../core/options-schema.js';
-import type {
+import * as common from '../../consumer/consumer-options.js';
+import type { AmqpConsumerConnect } from './amqp-consumer-client.js';
+import { resolveAmqpUrl } from './rabbitmq-options.js';
+
+export type {
   ConsumerContext,
   ConsumerHandler,
   ConsumerInbox,
   ConsumerRetryOptions,
 } from '../../consumer/consumer.js';
-import {
-  consumerOrderedOptions,
-  handlerFields,
-  lifecycleFields,
-  loggerField,
-  reconnectFields,
-  requireDistinctDeadLetters,
-  requireHandler,
-  retryOptionsSchema,
-  type ConsumerCommonOptions,
-  type ConsumerOptionKeys,
-  type ConsumerOptionsOf,
-} from '../../consumer/consumer-options.js';
-import type { AmqpConsumerConnect } from './amqp-consumer-client.js';
-import { resolveAmqpUrl } from './rabbitmq-options.js';
-
-export type { ConsumerContext, ConsumerHandler, ConsumerInbox, ConsumerRetryOptions };
 
 /**
  * Options of {@link RabbitMqConsumer}; `url`, `queue`, `bindings` and `handler` are required.
  * With `inbox`, `Tx` is its transaction type and the handler gets the transaction; without,
  * the handler gets `undefined`.
  */
-export type RabbitMqConsumerOptions<Tx = undefined> = ConsumerOptionsOf<RabbitMqConsumerBaseOptions, Tx>;
+export type RabbitMqConsumerOptions<Tx = undefined> = common.ConsumerOptionsOf<
+  RabbitMqConsumerBaseOptions,
+  Tx
+>;
 
 /** The options of {@link RabbitMqConsumer} besides `inbox` and `handler`. */
-export interface RabbitMqConsumerBaseOptions extends ConsumerCommonOptions {
+export interface RabbitMqConsumerBaseOptions extends common.ConsumerCommonOptions {
   /**
    * Broker address, `amqp://` or `amqps://`, with credentials and virtual host. The password
    * never appears in errors or logs.
@@ -160,7 +150,7 @@ const QUEUE_EXPECTED =
 const isQueueName = (v: unknown): v is string =>
   typeof v === 'string' && NAME_RE.test(v) && !v.startsWith('amq.');
 
-const consumerSchema = optionsSchema<ConsumerOptionKeys<RabbitMqConsumerBaseOptions>>()(
+const consumerSchema = optionsSchema<common.ConsumerOptionKeys<RabbitMqConsumerBaseOptions>>()(
   'RabbitMqConsumer',
   {
     url: string({ expected: 'an amqp:// or amqps:// URL string', secret: true, required: true }),
@@ -187,25 +177,25 @@ const consumerSchema = optionsSchema<ConsumerOptionKeys<RabbitMqConsumerBaseOpti
       (v): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v),
       { default: () => ({}) },
     ),
-    ...handlerFields,
+    ...common.handlerFields,
     transacted: boolean({ default: false }),
     commitTimeoutMs: integer({ min: 1, max: MAX_TIMER_MS, default: 30_000 }),
-    retry: nested(retryOptionsSchema('RabbitMqConsumer')),
+    retry: nested(common.retryOptionsSchema('RabbitMqConsumer')),
     deadLetterQueue: custom(QUEUE_EXPECTED, isQueueName, {
       default: (r) => `${r['queue'] as string}.dead`,
     }),
-    ...lifecycleFields,
+    ...common.lifecycleFields,
     heartbeatSeconds: integer({ min: 0, max: 65_535 }),
     socketOptions: custom(
       'an object',
       (v): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v),
       { default: () => ({}) },
     ),
-    ...reconnectFields,
+    ...common.reconnectFields,
     connect: func<AmqpConsumerConnect>('a function (url, socketOptions) => Promise<connection>'),
-    logger: loggerField,
+    logger: common.loggerField,
   },
-  { ordered: consumerOrderedOptions },
+  { ordered: common.consumerOrderedOptions },
 );
 
 /** Options after defaults and validation. */
@@ -227,8 +217,8 @@ export function resolveRabbitMqConsumerOptions<Tx>(
   options: RabbitMqConsumerOptions<Tx>,
 ): ResolvedRabbitMqConsumerOptions {
   const { handler, inbox: _inbox, ...resolved } = consumerSchema.resolve(options);
-  requireHandler('RabbitMqConsumer', handler);
-  requireDistinctDeadLetters('RabbitMqConsumer', {
+  common.requireHandler('RabbitMqConsumer', handler);
+  common.requireDistinctDeadLetters('RabbitMqConsumer', {
     option: 'deadLetterQueue',
     value: resolved.deadLetterQueue,
     source: 'queue',

@@ -1,9 +1,8 @@
 import { isMailroomError } from '../../core/errors/mailroom-error.js';
 import { isPermanentDeliveryError } from '../../core/errors/permanent-delivery-error.js';
-import { TypedEmitter } from '../../core/typed-emitter.js';
 import type { OutboxMessage } from '../../core/types.js';
 import type { AmqpDelivery } from './amqp-consumer-client.js';
-import type { MessageConsumer } from '../../consumer/consumer.js';
+import { CoreDrivenConsumer } from '../../consumer/consumer-base.js';
 import {
   ConsumerCore,
   handlerRunner,
@@ -58,6 +57,12 @@ const CANCEL_TIMEOUT_MS = 2000;
  *   crash never loses the input nor leaves its outputs at the broker twice
  *   (docs/mq-transactions.md).
  *
+ * `start()` connects, declares the exchange, queue, dead-letter queue and bindings (unless
+ * `declare` is false) and starts consuming; it throws a `TransportError` (`unreachable`,
+ * `auth_failed`, `vhost_refused`, `not_amqp`, `declare_failed`, `consume_failed`) naming the
+ * redacted URL and what to do, or a `ConfigError` when amqplib is missing. `stop()` cancels the
+ * consumer (`basic.cancel`) before it waits for the handlers running.
+ *
  * @example
  * ```ts
  * import { Inbox } from 'mailroom';
@@ -78,17 +83,19 @@ const CANCEL_TIMEOUT_MS = 2000;
  * await consumer.stop();
  * ```
  */
-export class RabbitMqConsumer<Tx = undefined>
-  extends TypedEmitter<RabbitMqConsumerEvents>
-  implements MessageConsumer
-{
+export class RabbitMqConsumer<Tx = undefined> extends CoreDrivenConsumer<RabbitMqConsumerEvents> {
   /** The queue consumed. */
   readonly queue: string;
   /** Where failed and undecodable messages go. */
   readonly deadLetterQueue: string;
   // Private: the resolved URL holds the password, and public fields end up in logs.
   readonly #options: Readonly<ResolvedRabbitMqConsumerOptions>;
-  readonly #core: ConsumerCore<ConsumerSession, Delivery, { queue: string }, { deadLetterQueue: string }>;
+  protected readonly core: ConsumerCore<
+    ConsumerSession,
+    Delivery,
+    { queue: string },
+    { deadLetterQueue: string }
+  >;
 
   constructor(options: RabbitMqConsumerOptions<Tx>) {
     const resolved = resolveRabbitMqConsumerOptions(options);
@@ -98,8 +105,8 @@ export class RabbitMqConsumer<Tx = undefined>
     this.deadLetterQueue = resolved.deadLetterQueue;
     const handler = handlerRunner(options, ackNeedsInboxError);
     const hooks: SessionHooks = {
-      onDelivery: (session, raw) => this.#core.deliver({ session, raw }),
-      onLost: (session, error) => this.#core.lost(session, error),
+      onDelivery: (session, raw) => this.core.deliver({ session, raw }),
+      onLost: (session, error) => this.core.lost(session, error),
     };
     const safeUrl = resolved.safeUrl;
     const broker: ConsumerBroker<ConsumerSession, Delivery, { queue: string }, { deadLetterQueue: string }> =
@@ -168,48 +175,12 @@ export class RabbitMqConsumer<Tx = undefined>
         },
         deadTopic: (delivery) => delivery.raw.fields.routingKey,
       };
-    this.#core = new ConsumerCore({
+    this.core = new ConsumerCore({
       options: resolved,
       broker,
       emit: (event, payload) => this.emit(event, payload as RabbitMqConsumerEvents[typeof event]),
       prune: handler.prune,
     });
-  }
-
-  /** True between a successful start() and stop(), also while reconnecting. */
-  get running(): boolean {
-    return this.#core.running;
-  }
-
-  /** True while a connection is open and consuming. */
-  get connected(): boolean {
-    return this.#core.connected;
-  }
-
-  /**
-   * Connects, declares the exchange, queue, dead-letter queue and bindings (unless `declare` is
-   * false) and starts consuming. Idempotent; starts a stopped consumer again. Throws a
-   * `TransportError` (`unreachable`, `auth_failed`, `vhost_refused`, `not_amqp`,
-   * `declare_failed`, `consume_failed`) naming the redacted URL and what to do, or a
-   * `ConfigError` when amqplib is missing. Later losses are not thrown: the consumer reconnects.
-   */
-  start(): Promise<void> {
-    return this.#core.start();
-  }
-
-  /**
-   * Stops consuming, waits for running handlers up to `timeoutMs` (default `stopTimeoutMs`)
-   * and closes the connection. Deliveries not yet started or waiting for a retry are left
-   * unacknowledged: the broker gives them to another consumer. A handler still running at the
-   * deadline may commit, but its acknowledgement is lost; with an inbox its redelivery is a
-   * duplicate. Idempotent; never rejects.
-   */
-  stop(options: { timeoutMs?: number } = {}): Promise<void> {
-    return this.#core.stop(options);
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.stop();
   }
 
   /**
@@ -235,7 +206,7 @@ export class RabbitMqConsumer<Tx = undefined>
       // attempt, so a message whose outputs can never be committed ends as a dead letter rather
       // than being redelivered forever.
       if (id !== null && isMailroomError(error) && error.code === 'transaction_refused') {
-        this.#core.failed(id, error);
+        this.core.failed(id, error);
       }
       this.logger.warn('transaction commit failed; the broker redelivers the message', {
         id,

@@ -11,39 +11,26 @@ import {
   string,
   type ResolvedOptions,
 } from '../../core/options-schema.js';
-import type {
+import * as common from '../../consumer/consumer-options.js';
+import type { StompEndpoint } from './stomp-connection.js';
+import { checkDestinationTemplate, resolveStompUrl } from './stomp-options.js';
+
+export type {
   ConsumerContext,
   ConsumerHandler,
   ConsumerInbox,
   ConsumerRetryOptions,
 } from '../../consumer/consumer.js';
-import {
-  consumerOrderedOptions,
-  handlerFields,
-  lifecycleFields,
-  loggerField,
-  reconnectFields,
-  requireDistinctDeadLetters,
-  requireHandler,
-  retryOptionsSchema,
-  type ConsumerCommonOptions,
-  type ConsumerOptionKeys,
-  type ConsumerOptionsOf,
-} from '../../consumer/consumer-options.js';
-import type { StompEndpoint } from './stomp-connection.js';
-import { checkDestinationTemplate, resolveStompUrl } from './stomp-options.js';
-
-export type { ConsumerContext, ConsumerHandler, ConsumerInbox, ConsumerRetryOptions };
 
 /**
  * Options of {@link StompConsumer}; `url`, `destination` and `handler` are required. With `inbox`,
  * `Tx` is its transaction type and the handler gets the transaction; without, `undefined`.
  * `transacted: true` takes no inbox (see {@link StompConsumerBaseOptions.transacted}).
  */
-export type StompConsumerOptions<Tx = undefined> = ConsumerOptionsOf<StompConsumerBaseOptions, Tx>;
+export type StompConsumerOptions<Tx = undefined> = common.ConsumerOptionsOf<StompConsumerBaseOptions, Tx>;
 
 /** The options of {@link StompConsumer} besides `inbox` and `handler`. */
-export interface StompConsumerBaseOptions extends ConsumerCommonOptions {
+export interface StompConsumerBaseOptions extends common.ConsumerCommonOptions {
   /**
    * Broker address, `stomp://` or `stomps://`, as the transport takes it. The password never
    * appears in errors or logs.
@@ -107,7 +94,7 @@ const DESTINATION_RE = /^\/(queue|topic|exchange|amq\/queue)\/[^\u0000-\u001f\u0
 const DESTINATION_EXPECTED =
   "a destination such as '/queue/orders' (/queue/, /topic/, /exchange/ or /amq/queue/)";
 
-const consumerSchema = optionsSchema<ConsumerOptionKeys<StompConsumerBaseOptions>>()(
+const consumerSchema = optionsSchema<common.ConsumerOptionKeys<StompConsumerBaseOptions>>()(
   'StompConsumer',
   {
     url: string({ expected: 'a stomp:// or stomps:// URL string', secret: true, required: true }),
@@ -122,9 +109,9 @@ const consumerSchema = optionsSchema<ConsumerOptionKeys<StompConsumerBaseOptions
       expected: "a destination template such as '/queue/{topic}'",
       default: '/queue/{topic}',
     }),
-    ...handlerFields,
-    retry: nested(retryOptionsSchema('StompConsumer')),
-    ...lifecycleFields,
+    ...common.handlerFields,
+    retry: nested(common.retryOptionsSchema('StompConsumer')),
+    ...common.lifecycleFields,
     heartbeatMs: integer({ min: 0, max: 3_600_000, default: 10_000 }),
     receiptTimeoutMs: integer({ min: 1, max: MAX_TIMER_MS, default: 30_000 }),
     maxMessageBytes: integer({ min: 1024, max: 2 ** 31 - 1, default: 64 * 1024 * 1024 }),
@@ -133,10 +120,10 @@ const consumerSchema = optionsSchema<ConsumerOptionKeys<StompConsumerBaseOptions
       (v): v is ConnectionOptions => typeof v === 'object' && v !== null && !Array.isArray(v),
       { default: () => ({}) },
     ),
-    ...reconnectFields,
-    logger: loggerField,
+    ...common.reconnectFields,
+    logger: common.loggerField,
   },
-  { ordered: consumerOrderedOptions },
+  { ordered: common.consumerOrderedOptions },
 );
 
 /** Options after defaults and validation. */
@@ -155,8 +142,8 @@ export function resolveStompConsumerOptions<Tx>(
   options: StompConsumerOptions<Tx>,
 ): ResolvedStompConsumerOptions {
   const { handler, inbox, url, ...resolved } = consumerSchema.resolve(options);
-  requireHandler('StompConsumer', handler);
-  requireDistinctDeadLetters('StompConsumer', {
+  common.requireHandler('StompConsumer', handler);
+  common.requireDistinctDeadLetters('StompConsumer', {
     option: 'deadLetterDestination',
     value: resolved.deadLetterDestination,
     source: 'destination',

@@ -1,9 +1,8 @@
 import { toOutboxMessages } from '../../core/broker-transaction.js';
 import { ConfigError } from '../../core/errors/config-error.js';
 import { isPermanentDeliveryError } from '../../core/errors/permanent-delivery-error.js';
-import { TypedEmitter } from '../../core/typed-emitter.js';
 import type { MessageInput, OutboxMessage, ReceivedMessage } from '../../core/types.js';
-import type { MessageConsumer } from '../../consumer/consumer.js';
+import { CoreDrivenConsumer } from '../../consumer/consumer-base.js';
 import { ConsumerCore, handlerRunner, toError, type ConsumerBroker } from '../../consumer/consumer-core.js';
 import type { StompConsumerEvents } from './stomp-consumer-events.js';
 import {
@@ -44,6 +43,10 @@ type DeadLetterTo = { deadLetterDestination: string };
  * that also acknowledges the input, committed once the handler returned: a crash never loses the
  * input and never leaves its outputs at the broker with the input still to be handled again.
  *
+ * `start()` connects, logs in and subscribes; it throws a `TransportError` (`unreachable`,
+ * `not_stomp`, `auth_failed`, `vhost_refused`, `subscribe_failed`). Later losses are not thrown:
+ * the consumer reconnects.
+ *
  * @example
  * ```ts
  * const consumer = new StompConsumer({
@@ -59,17 +62,14 @@ type DeadLetterTo = { deadLetterDestination: string };
  * await consumer.stop();
  * ```
  */
-export class StompConsumer<Tx = undefined>
-  extends TypedEmitter<StompConsumerEvents>
-  implements MessageConsumer
-{
+export class StompConsumer<Tx = undefined> extends CoreDrivenConsumer<StompConsumerEvents> {
   /** The destination consumed. */
   readonly destination: string;
   /** Where failed and undecodable messages go. */
   readonly deadLetterDestination: string;
   readonly #options: Readonly<ResolvedStompConsumerOptions>;
   readonly #handler: ReturnType<typeof handlerRunner>;
-  readonly #core: ConsumerCore<ConsumerSession, Delivery, Started, DeadLetterTo>;
+  protected readonly core: ConsumerCore<ConsumerSession, Delivery, Started, DeadLetterTo>;
 
   constructor(options: StompConsumerOptions<Tx>) {
     const resolved = resolveStompConsumerOptions(options);
@@ -84,7 +84,7 @@ export class StompConsumer<Tx = undefined>
       deadLetterTo: { deadLetterDestination: this.deadLetterDestination },
       safeUrl,
       open: () =>
-        openConsumerSession(this.#options, (session, frame) => this.#core.deliver({ session, frame })),
+        openConsumerSession(this.#options, (session, frame) => this.core.deliver({ session, frame })),
       isOpen: (session) => session.connection.open,
       ended: (session) => session.connection.ended,
       watch: (session, lost) => {
@@ -129,44 +129,12 @@ export class StompConsumer<Tx = undefined>
       deadTopic: (delivery, message) =>
         message?.topic ?? delivery.frame.headers['destination'] ?? this.destination,
     };
-    this.#core = new ConsumerCore({
+    this.core = new ConsumerCore({
       options: resolved,
       broker,
       emit: (event, payload) => this.emit(event, payload as StompConsumerEvents[typeof event]),
       prune: this.#handler.prune,
     });
-  }
-
-  /** True between a successful start() and stop(), also while reconnecting. */
-  get running(): boolean {
-    return this.#core.running;
-  }
-
-  /** True while a connection is open and subscribed. */
-  get connected(): boolean {
-    return this.#core.connected;
-  }
-
-  /**
-   * Connects, logs in and subscribes. Idempotent; starts a stopped consumer again. Throws a
-   * `TransportError` (`unreachable`, `not_stomp`, `auth_failed`, `vhost_refused`,
-   * `subscribe_failed`). Later losses are not thrown: the consumer reconnects.
-   */
-  start(): Promise<void> {
-    return this.#core.start();
-  }
-
-  /**
-   * Stops taking deliveries, waits for running handlers up to `timeoutMs` (default
-   * `stopTimeoutMs`) and disconnects. Deliveries not handled are left unacknowledged: the broker
-   * redelivers them. Idempotent; never rejects.
-   */
-  stop(options: { timeoutMs?: number } = {}): Promise<void> {
-    return this.#core.stop(options);
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.stop();
   }
 
   /** One handler run: plain, through the inbox, or in a broker transaction (transacted receive). */
