@@ -158,11 +158,6 @@ export class ConsumerCore<S, D extends CoreDelivery<S>, Started extends object, 
     return this.#session !== undefined && this.#broker.isOpen(this.#session);
   }
 
-  /** The session consuming now, if any. */
-  get session(): S | undefined {
-    return this.#session;
-  }
-
   async start(): Promise<void> {
     if (this.#stopping) await this.#stopping;
     if (this.#state === 'running') return;
@@ -206,6 +201,11 @@ export class ConsumerCore<S, D extends CoreDelivery<S>, Started extends object, 
     });
     this.#emit('consumer:connection:lost', { error });
     this.#reconnecting ??= this.#reconnect(error);
+  }
+
+  /** A failed run of message `id` that counts against its attempts (a refused commit). */
+  failed(id: string, error: Error): void {
+    this.#attempts.fail(id, error);
   }
 
   async #start(): Promise<void> {
@@ -385,11 +385,6 @@ export class ConsumerCore<S, D extends CoreDelivery<S>, Started extends object, 
       this.#emit('consumer:message:retry', { message, error, failedAttempts, delayMs });
       await systemClock.sleep(delayMs, this.#endedOrStopped(delivery));
     }
-  }
-
-  /** A failed run of message `id` that counts against its attempts (a refused commit). */
-  failed(id: string, error: Error): void {
-    this.#attempts.fail(id, error);
   }
 
   /**

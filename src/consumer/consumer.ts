@@ -2,9 +2,13 @@
  * The shape every Mailroom consumer shares, whatever the broker: a handler run once per message
  * id through an {@link ConsumerInbox} (the `Inbox` from `mailroom`), acknowledged to the broker
  * only after the inbox transaction committed, retried with backoff and then dead-lettered, serial
- * per key on request, started and stopped (draining) the same way. `RabbitMqConsumer` is the
- * first; each later transport's consumer implements {@link MessageConsumer} and takes these
- * option types as they are.
+ * per key on request, started and stopped (draining) the same way.
+ *
+ * A transport's consumer (`RabbitMqConsumer`, `StompConsumer`, and those of issue 17) does not
+ * write that again: it extends `CoreDrivenConsumer` (consumer-base.ts), builds a `ConsumerCore`
+ * (consumer-core.ts) with a `ConsumerBroker` that says how its broker opens a session, decodes,
+ * acknowledges and dead-letters a delivery, declares its options with the shared fields of
+ * consumer-options.ts, and its events as `ConsumerEvents` (consumer-events.ts).
  *
  * @module
  */
