@@ -2,6 +2,7 @@
 // .ci/run). Every subject carries a random prefix and every stream a random name; the streams
 // are deleted after each test.
 import assert from 'node:assert/strict';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { after, describe, it } from 'node:test';
 
 import { isConfigError } from '../../src/core/errors/config-error.js';
@@ -31,6 +32,7 @@ import {
   uniquePrefix,
   uniqueStreamName,
 } from './nats-helpers.js';
+import { waitUntil } from '../helpers/wait.js';
 
 const PREFIX = uniquePrefix();
 const MAX_PAYLOAD_BYTES = 512 * 1024;
@@ -362,6 +364,45 @@ describe('nats transport', () => {
       await assert.rejects(t.probe(), (err: Error) => isTransportError(err) && err.code === 'unreachable');
     } finally {
       await t.close();
+    }
+  });
+
+  it('fails with not_nats, leaving no connection open, against a port that accepts but sends no INFO', async () => {
+    const open = new Set<Socket>();
+    const silent = createServer((socket) => {
+      open.add(socket);
+      socket.on('close', () => open.delete(socket));
+    });
+    const chatty = createServer((socket) => socket.end('HTTP/1.1 400 Bad Request\r\n\r\n'));
+    await Promise.all([
+      new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve)),
+      new Promise<void>((resolve) => chatty.listen(0, '127.0.0.1', resolve)),
+    ]);
+    const portOf = (server: Server) => (server.address() as AddressInfo).port;
+    const t = new NatsTransport({ url: `nats://127.0.0.1:${portOf(silent)}`, connectTimeoutMs: 300 });
+    const http = new NatsTransport({ url: `nats://127.0.0.1:${portOf(chatty)}` });
+    try {
+      await assert.rejects(t.start(), (err: Error) => {
+        assert.ok(isTransportError(err));
+        assert.equal(err.code, 'not_nats');
+        assert.match(err.message, /sent nothing within connectTimeoutMs \(300 ms\)/);
+        return true;
+      });
+      assert.deepEqual(statuses(await t.publish([testMessage()])), ['unavailable']);
+      await assert.rejects(t.probe(), (err: Error) => isTransportError(err) && err.code === 'not_nats');
+      // Every connection the attempts opened is closed again (the NATS client alone would leak them).
+      await waitUntil(() => open.size === 0, 'the silent server to see its connections closed', 5000);
+      await assert.rejects(http.start(), (err: Error) => {
+        assert.ok(isTransportError(err));
+        assert.match(err.message, /answered "HTTP\/1\.1 400/);
+        return true;
+      });
+    } finally {
+      await t.close();
+      await http.close();
+      for (const socket of open) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+      await new Promise((resolve) => chatty.close(resolve));
     }
   });
 

@@ -44,6 +44,25 @@ export function connectError(err: unknown, safeUrl: string, server: string): Err
   );
 }
 
+/** Something answered at the address but sent no NATS `INFO` in time. */
+export function notNatsError(
+  safeUrl: string,
+  server: string,
+  connectTimeoutMs: number,
+  received: string,
+): TransportError {
+  const what =
+    received === ''
+      ? `accepted the connection but sent nothing within connectTimeoutMs (${connectTimeoutMs} ms)`
+      : `answered ${JSON.stringify(received.slice(0, 40))} instead of a NATS INFO line`;
+  return new TransportError(
+    'not_nats',
+    `${server} (${safeUrl}) ${what}: is it a NATS server's client port (4222 by default, not the ` +
+      `monitoring port 8222 or the cluster port 6222), and is the server responsive?${hostHint(server)}`,
+    { details: { url: safeUrl, connectTimeoutMs } },
+  );
+}
+
 /** The server has no JetStream for this account (started without `-js`, or the account has none). */
 export function jetStreamDisabledError(safeUrl: string, cause: unknown): TransportError {
   return new TransportError(

@@ -145,6 +145,9 @@ const natsOptionsSchema = optionsSchema<NatsTransportOptions>()('NatsTransport',
 export interface NatsEndpoint {
   /** `host:port` (IPv6 in brackets), as the client's `servers` takes it. */
   server: string;
+  /** Host (IPv6 without brackets) and port, for the transport's own handshake check. */
+  host: string;
+  port: number;
   tls: boolean;
   user: string | undefined;
   pass: string | undefined;
@@ -250,6 +253,8 @@ export function resolveNatsUrl(value: string, owner = 'NatsTransport'): NatsEndp
   const pass = decode(url.password);
   return {
     server: `${url.hostname}:${url.port === '' ? 4222 : url.port}`,
+    host: url.hostname.replace(/^\[(.*)\]$/, '$1'),
+    port: url.port === '' ? 4222 : Number(url.port),
     tls: url.protocol === 'tls:',
     user: pass === undefined ? undefined : user,
     pass,

@@ -8,10 +8,18 @@
  *
  * @module
  */
+import { connect as tcpConnect } from 'node:net';
+
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 
-import { closedError, connectError, ensureStreamError, jetStreamDisabledError } from './nats-errors.js';
+import {
+  closedError,
+  connectError,
+  ensureStreamError,
+  jetStreamDisabledError,
+  notNatsError,
+} from './nats-errors.js';
 import type { ResolvedNatsTransportOptions } from './nats-options.js';
 
 /** One open connection and the JetStream handles on it. */
@@ -89,6 +97,7 @@ export class NatsSessions {
   async #connect(): Promise<NatsSession> {
     const o = this.#options;
     const { endpoint } = o;
+    await checkHandshake(o);
     let nc: NatsConnection;
     try {
       nc = await connect({
@@ -166,4 +175,57 @@ async function ensureStream(jsm: JetStreamManager, name: string, subjects: reado
   const have = new Set(info.config.subjects ?? []);
   if (subjects.every((s) => have.has(s))) return;
   await jsm.streams.update(name, { ...info.config, subjects: [...new Set([...have, ...subjects])] });
+}
+
+/**
+ * Opens a TCP connection of its own and waits for the server's `INFO` line, then closes it.
+ *
+ * Why: when the NATS client's connect timeout fires after the TCP connection was made but before
+ * the server's INFO came (a hung server, a black-holing proxy, a port of something that waits for
+ * the client to speak first, like HTTP), @nats-io/transport-node 3.4 rejects without closing its
+ * socket (its close handler returns early for a connection it never finished). A relay probing
+ * such a server would leak a socket per attempt. This check takes the common case off the client:
+ * it only connects once a server answered with INFO moments before. Costs one short connection
+ * per (re)connect, never per publish.
+ */
+function checkHandshake(o: Readonly<ResolvedNatsTransportOptions>): Promise<void> {
+  const { host, port, server, safeUrl } = o.endpoint;
+  return new Promise<void>((resolve, reject) => {
+    let received = '';
+    const socket = tcpConnect({ host, port });
+    const finish = (err?: Error) => {
+      clearTimeout(timer);
+      socket.removeAllListeners();
+      socket.on('error', noop);
+      socket.destroy();
+      if (err) reject(err);
+      else resolve();
+    };
+    const timer = setTimeout(
+      () =>
+        finish(
+          received === '' && socket.connecting
+            ? connectError(
+                new Error(`no TCP connection within connectTimeoutMs (${o.connectTimeoutMs} ms)`),
+                safeUrl,
+                server,
+              )
+            : notNatsError(safeUrl, server, o.connectTimeoutMs, received),
+        ),
+      o.connectTimeoutMs,
+    );
+    socket.on('error', (err) => finish(connectError(err, safeUrl, server)));
+    socket.on('close', () =>
+      finish(
+        connectError(new Error('the server closed the connection before sending INFO'), safeUrl, server),
+      ),
+    );
+    socket.on('data', (chunk: Buffer) => {
+      received += chunk.toString('latin1');
+      if (received.startsWith('INFO ') || received.startsWith('INFO\t')) finish();
+      else if (received.length >= 5 || !'INFO '.startsWith(received)) {
+        finish(notNatsError(safeUrl, server, o.connectTimeoutMs, received));
+      }
+    });
+  });
 }
