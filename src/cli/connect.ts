@@ -144,6 +144,19 @@ export async function openTransport(config: ResolvedConfig): Promise<Transport> 
           : { connectTimeoutMs: Number(config.connectTimeoutMs) }),
       });
     }
+    case 'nats:':
+    case 'tls:': {
+      // Loaded on demand: @nats-io/transport-node and @nats-io/jetstream are optional peer
+      // dependencies. `?prefix=` sets the subject prefix, `?stream=NAME[&subjects=a.>,b.>]` makes
+      // the relay create (or extend) that stream at start; see docs/transports/nats.md.
+      const { NatsTransport, natsOptionsFromUrl } = await import('../transports/nats/index.js');
+      return new NatsTransport({
+        ...natsOptionsFromUrl(url),
+        ...(config.connectTimeoutMs === undefined
+          ? {}
+          : { connectTimeoutMs: Number(config.connectTimeoutMs) }),
+      });
+    }
     case 'redis:':
     case 'rediss:': {
       // Loaded on demand; needs the ioredis package (an optional peer dependency). Streams are
@@ -190,7 +203,7 @@ export async function openTransport(config: ResolvedConfig): Promise<Transport> 
     default:
       throw new ConfigError(
         'transport',
-        `no transport for scheme "${scheme}" in ${redactUrl(url)}; supported: amqp://, amqps://, stomp://, stomps://, http://, https://, redis://, rediss://, mqtt://, mqtts://, kafka://, kafkas://, sqs://, sns://`,
+        `no transport for scheme "${scheme}" in ${redactUrl(url)}; supported: amqp://, amqps://, stomp://, stomps://, http://, https://, nats://, tls:// (NATS), redis://, rediss://, mqtt://, mqtts://, kafka://, kafkas://, sqs://, sns://`,
       );
   }
 }
