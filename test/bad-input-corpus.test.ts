@@ -90,7 +90,7 @@ describe('bad input corpus', () => {
     }
     const transports = [
       'amqp//x',
-      'kafka://h:9092',
+      'gopher://h:70',
       'amqp://user:pw-secret@',
       'ftp://user:pw-secret@h',
       'not a url',

@@ -47,9 +47,10 @@ export async function createKafkaProducer(
     brokers: endpoint.brokers,
     connectionTimeout: options.connectTimeoutMs,
     requestTimeout: options.requestTimeoutMs,
-    // kafkajs logs to the console by default; the transport reports through its outcomes and
-    // errors instead, so only kafkajs's own errors are printed.
-    logLevel: logLevel.ERROR,
+    // kafkajs logs to the console by default, in its own JSON, around the CLI's one-line errors
+    // and the relay's logger; the transport reports every failure through its outcomes and
+    // typed errors instead, so kafkajs prints nothing.
+    logLevel: logLevel.NOTHING,
     retry: { retries: options.retries },
     ...(tls === undefined ? {} : { ssl: tls }),
     ...(endpoint.sasl === undefined
