@@ -212,10 +212,6 @@ export function findLeaks(): Leak[] {
         close: () => handle.close(),
       });
     } else if (handle instanceof Socket) {
-      // A socket already destroyed is closing inside Node: nothing a test can still close. One
-      // reset by the test kit's TcpProxy (resetAndDestroy) has been seen listed for seconds
-      // after its destroy, failing files that closed everything.
-      if (handle.destroyed) continue;
       leaks.push({ what: describeSocket(handle), createdAt: frames(origin), close: () => handle.destroy() });
     } else {
       const name = (handle as object | null)?.constructor?.name ?? typeof handle;
