@@ -116,7 +116,11 @@ export class TcpProxy {
   /** Resets every open connection. */
   cut(): void {
     for (const { client, server } of this.#pairs) {
-      client.resetAndDestroy();
+      // A socket whose writing side already ended (the peer sent FIN, and Node shuts ours down
+      // in answer) cannot be reset: Node's reset then fails (EINVAL) and never closes the
+      // handle, which stays open for good and spins the event loop. Such a socket is closed.
+      if (client.writableEnded || client.destroyed) client.destroy();
+      else client.resetAndDestroy();
       server.destroy();
     }
     this.#pairs.clear();
