@@ -38,3 +38,17 @@ export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): ChildProc
     stdio: ['ignore', 'pipe', 'pipe'],
   });
 }
+
+/**
+ * Stops a command started with {@link spawnCli} as an operator would (SIGTERM), SIGKILLs it when
+ * it has not exited 15 s later, and resolves with its exit code (null when killed).
+ */
+export async function stopCli(child: ChildProcess): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+  const code = await exited;
+  clearTimeout(timer);
+  return code;
+}

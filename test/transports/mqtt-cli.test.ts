@@ -2,13 +2,12 @@
 // its own, delivering from PostgreSQL to Mosquitto. Needs the `mqtt:` case in openTransport
 // (src/cli/connect.ts) and a build (`npm run build`); skipped, saying so, until that case exists.
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 
 import { Outbox } from '../../src/core/index.js';
-import { spawnCli } from '../helpers/cli.js';
+import { spawnCli, stopCli } from '../helpers/cli.js';
 import { createTestDb, DATABASE_URL, inTransaction, type TestDb } from '../helpers/postgres.js';
 import { MQTT_URL, subscribe } from './mqtt-helpers.js';
 
@@ -25,16 +24,6 @@ before(async () => {
   outbox = new Outbox({ store: db.store });
 });
 after(async () => db?.drop());
-
-async function stop(child: ChildProcess): Promise<number | null> {
-  if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-  const code = await exited;
-  clearTimeout(timer);
-  return code;
-}
 
 describe('mailroom relay --transport mqtt://', { skip }, () => {
   it('delivers outbox messages to Mosquitto, the key in order, and exits 0 on SIGTERM', async () => {
@@ -76,7 +65,7 @@ describe('mailroom relay --transport mqtt://', { skip }, () => {
         ids,
       );
     } finally {
-      const code = await stop(relay);
+      const code = await stopCli(relay);
       await subscriber.close();
       assert.equal(code, 0, `the relay exits 0 on SIGTERM\n${output}`);
     }

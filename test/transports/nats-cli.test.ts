@@ -3,14 +3,13 @@
 // creates (`stream=`), each key's messages in enqueue order. It runs once src/cli/connect.ts has the
 // nats:// case (skipped, saying so, until then).
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 
 import { Outbox } from '../../src/core/index.js';
 import { isConfigError } from '../../src/core/errors/config-error.js';
 import { openTransport } from '../../src/cli/connect.js';
 import type { ResolvedConfig } from '../../src/cli/options.js';
-import { spawnCli } from '../helpers/cli.js';
+import { spawnCli, stopCli } from '../helpers/cli.js';
 import { createTestDb, DATABASE_URL, inTransaction, type TestDb } from '../helpers/postgres.js';
 import { waitUntil } from '../helpers/wait.js';
 import {
@@ -46,16 +45,6 @@ after(async () => {
   await db.drop();
   await deleteStream(streamName);
 });
-
-async function stop(child: ChildProcess): Promise<number | null> {
-  if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-  const code = await exited;
-  clearTimeout(timer);
-  return code;
-}
 
 describe('mailroom relay --transport nats://', () => {
   it(
@@ -110,7 +99,7 @@ describe('mailroom relay --transport nats://', () => {
           throw new Error(`${err.message}\n${output}`);
         });
       } finally {
-        const code = await stop(relay);
+        const code = await stopCli(relay);
         assert.equal(code, 0, `the relay exits 0 on SIGTERM\n${output}`);
       }
       const stored = await storedMessages(streamName);

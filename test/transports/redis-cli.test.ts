@@ -1,11 +1,10 @@
 // `mailroom relay --transport redis://…` as an operator runs it: the built command in a process of
 // its own, delivering from PostgreSQL to a Redis stream per topic.
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 
 import { Outbox } from '../../src/core/index.js';
-import { spawnCli } from '../helpers/cli.js';
+import { spawnCli, stopCli } from '../helpers/cli.js';
 import { createTestDb, DATABASE_URL, inTransaction, type TestDb } from '../helpers/postgres.js';
 import { deleteKeys, readStreams, REDIS_URL, uniquePrefix } from './redis-helpers.js';
 
@@ -20,16 +19,6 @@ after(async () => {
   await deleteKeys(prefix);
   await db?.drop();
 });
-
-async function stop(child: ChildProcess): Promise<number | null> {
-  if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-  const code = await exited;
-  clearTimeout(timer);
-  return code;
-}
 
 describe('mailroom relay --transport redis://', () => {
   it('adds outbox messages to the topic stream, the key in order, and exits 0 on SIGTERM', async () => {
@@ -68,7 +57,7 @@ describe('mailroom relay --transport redis://', () => {
         [0, 1, 2, 3],
       );
     } finally {
-      const code = await stop(relay);
+      const code = await stopCli(relay);
       await reader.close();
       assert.equal(code, 0, `the relay exits 0 on SIGTERM\n${output}`);
     }

@@ -2,12 +2,11 @@
 // of its own), delivering from PostgreSQL to RabbitMQ's STOMP plugin and to ActiveMQ, atomic
 // groups included (published in one broker transaction).
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 
 import { Outbox } from '../../src/core/index.js';
 import { uniqueTopics } from '../../src/testkit/transport-conformance.js';
-import { spawnCli } from '../helpers/cli.js';
+import { spawnCli, stopCli } from '../helpers/cli.js';
 import { createTestDb, DATABASE_URL, inTransaction, type TestDb } from '../helpers/postgres.js';
 import { BROKERS, deleteRabbitQueues, subscribe } from './stomp-helpers.js';
 
@@ -24,16 +23,6 @@ after(async () => {
   await db.drop();
   await deleteRabbitQueues(rabbitQueues);
 });
-
-async function stop(child: ChildProcess): Promise<number | null> {
-  if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-  const code = await exited;
-  clearTimeout(timer);
-  return code;
-}
 
 describe('mailroom relay --transport stomp://', () => {
   for (const broker of BROKERS) {
@@ -79,7 +68,7 @@ describe('mailroom relay --transport stomp://', () => {
         const group = frames.slice(1).map((f) => f.headers['mailroom-group-size']);
         assert.deepEqual(group, ['3', '3', '3'], 'the members carry their group');
       } finally {
-        const code = await stop(relay);
+        const code = await stopCli(relay);
         await subscriber.close();
         assert.equal(code, 0, `the relay exits 0 on SIGTERM\n${output}`);
       }

@@ -1,7 +1,6 @@
 // `mailroom relay --transport http://…` as an operator runs it: the built command in a process of
 // its own, delivering from PostgreSQL to a receiver that verifies every signature.
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
@@ -10,7 +9,7 @@ import { generateWebhookSecret } from '../../src/callbacks/index.js';
 import { Outbox } from '../../src/core/index.js';
 import type { ReceivedMessage } from '../../src/core/types.js';
 import { createWebhookReceiver } from '../../src/transports/webhook/index.js';
-import { runCli, spawnCli } from '../helpers/cli.js';
+import { runCli, spawnCli, stopCli } from '../helpers/cli.js';
 import { createTestDb, DATABASE_URL, inTransaction, type TestDb } from '../helpers/postgres.js';
 import { waitUntil } from '../helpers/wait.js';
 
@@ -42,16 +41,6 @@ after(async () => {
   await new Promise((r) => server.close(r));
   await db?.drop();
 });
-
-async function stop(child: ChildProcess): Promise<number | null> {
-  if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-  const code = await exited;
-  clearTimeout(timer);
-  return code;
-}
 
 describe('mailroom relay --transport http://', () => {
   it('POSTs signed outbox messages to the URL template, the key in order, and exits 0 on SIGTERM', async () => {
@@ -94,7 +83,7 @@ describe('mailroom relay --transport http://', () => {
       );
       assert.ok(!output.includes(secret), 'the secret is never printed');
     } finally {
-      const code = await stop(relay);
+      const code = await stopCli(relay);
       assert.equal(code, 0, `the relay exits 0 on SIGTERM\n${output}`);
     }
   });
