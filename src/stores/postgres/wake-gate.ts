@@ -6,6 +6,8 @@ import type { PgPool, PgPoolClient } from './postgres-driver.js';
 const DISARM_TIMEOUT_MS = 5000;
 /** How long an aborted `arm` waits for the server to cancel its lock wait before it drops the connection. */
 const CANCEL_WAIT_MS = 1000;
+/** How often an aborted `arm` asks the server again to cancel its lock wait. */
+const CANCEL_RETRY_MS = 50;
 
 /** The statements of the gate (`postgresSql().wakeGate`). */
 export interface WakeGateSql {
@@ -74,36 +76,60 @@ export class PostgresWakeGate implements WakeGate {
       if (arming.signal.aborted) throw arming.signal.reason;
       // A backend waiting for a lock does not notice its client going away, so ending the
       // session alone would leave the request queued (and writers notifying) until it is
-      // granted. On abort: ask the server to cancel the wait, then drop the connection, which
-      // ends the query; after CANCEL_WAIT_MS without an answer, drop it anyway.
+      // granted. On abort: ask the server to cancel the wait, again every CANCEL_RETRY_MS (a
+      // cancel that lands before the backend has started the statement is ignored), until the
+      // statement ends; only that answer proves the wait is gone. After CANCEL_WAIT_MS without
+      // one, drop the connection anyway.
+      const query = co.client.query(this.#sql.arm);
+      let settled = false;
+      const ended = query.then(
+        () => {
+          settled = true;
+        },
+        () => {
+          settled = true;
+        },
+      );
       const onAbort = () => {
-        const drop = () =>
+        const pid = (client as { processID?: unknown }).processID;
+        if (typeof pid !== 'number') {
           co.drop(
             new StoreError('wake_gate_aborted', 'wake gate: arm() was aborted (the relay is stopping)'),
           );
-        const pid = (client as { processID?: unknown }).processID;
-        if (typeof pid !== 'number') return drop();
-        const timer = setTimeout(drop, CANCEL_WAIT_MS);
-        cancelling = this.#pool
-          .query('SELECT pg_cancel_backend($1)', [pid])
-          .then(
-            () => undefined,
-            () => undefined,
-          )
-          .finally(() => {
-            clearTimeout(timer);
-            drop();
-          });
+          return;
+        }
+        cancelling = this.#cancel(pid, ended, () => settled).then((answered) => {
+          if (!answered)
+            co.drop(
+              new StoreError(
+                'wake_gate_aborted',
+                `wake gate: arm() was aborted and the server did not cancel the lock wait within ${CANCEL_WAIT_MS} ms`,
+              ),
+            );
+        });
       };
       arming.signal.addEventListener('abort', onAbort, { once: true });
       try {
-        await co.client.query(this.#sql.arm);
+        await query;
       } catch (err) {
         throw arming.signal.aborted ? arming.signal.reason : this.#wrap(err, 'statement');
       } finally {
         arming.signal.removeEventListener('abort', onAbort);
       }
-      if (arming.signal.aborted) throw arming.signal.reason;
+      if (arming.signal.aborted) {
+        // The lock came before the cancel: give it back on this session, so it is free when
+        // arm() settles (ending the session frees it too, but only once the server notices).
+        await cancelling;
+        if (co.lost === undefined) {
+          try {
+            await co.client.query(this.#sql.disarm);
+            co.giveBack();
+          } catch {
+            // The catch below ends the session.
+          }
+        }
+        throw arming.signal.reason;
+      }
       if (co.lost !== undefined) throw this.#wrap(co.lost, 'statement');
       this.#held = co;
       checkout = undefined;
@@ -116,6 +142,40 @@ export class PostgresWakeGate implements WakeGate {
     } finally {
       signal.removeEventListener('abort', abort);
       if (this.#arming === arming) this.#arming = undefined;
+    }
+  }
+
+  /**
+   * Asks the server to cancel backend `pid`'s statement until `ended` settles or CANCEL_WAIT_MS
+   * pass. True when the statement ended in time and no cancel request is still on its way (a
+   * late one could hit the next statement of that session, or of whoever uses it next).
+   */
+  async #cancel(pid: number, ended: Promise<void>, isSettled: () => boolean): Promise<boolean> {
+    const deadline = Date.now() + CANCEL_WAIT_MS;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<'late'>((resolve) => {
+      timer = setTimeout(() => resolve('late'), CANCEL_WAIT_MS);
+    });
+    try {
+      while (!isSettled() && Date.now() < deadline) {
+        const cancel = this.#pool.query('SELECT pg_cancel_backend($1)', [pid]).then(
+          () => 'done' as const,
+          () => 'done' as const,
+        );
+        // The cancel's own query may wait for a pool connection or a server that does not answer.
+        if ((await Promise.race([cancel, late])) === 'late') return false;
+        if (isSettled()) break;
+        let retry: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([
+          ended,
+          late,
+          new Promise<void>((resolve) => (retry = setTimeout(resolve, CANCEL_RETRY_MS))),
+        ]);
+        clearTimeout(retry);
+      }
+      return isSettled();
+    } finally {
+      clearTimeout(timer);
     }
   }
 
