@@ -18,5 +18,10 @@ export {
   type ConformanceAddress,
   type ConformanceProxy,
 } from './transport-conformance.js';
+export {
+  runConsumerConformance,
+  type ConsumerConformanceOptions,
+  type ConformanceConsumerOptions,
+} from './consumer-conformance.js';
 export { TcpProxy, type TcpProxyOptions } from './tcp-proxy.js';
 export { ManualClock } from './manual-clock.js';
