@@ -77,8 +77,8 @@ describe('fromKysely on PostgreSQL', () => {
   });
 
   it('refuses the Kysely instance and a connection outside a transaction, saying to pass trx', async () => {
-    // @ts-expect-error the Kysely instance is not a transaction: the compiler refuses it too.
     assert.throws(
+      // @ts-expect-error the Kysely instance is not a transaction: the compiler refuses it too.
       () => fromKysely(db),
       notATransaction('a Kysely instance', /db\.transaction\(\)\.execute\(async \(trx\)/),
     );
