@@ -1,6 +1,7 @@
 /**
  * The HTTP webhook transport (`mailroom/webhook`): outbox messages POSTed to an http(s) endpoint,
- * signed per Standard Webhooks, and the receiver that verifies and decodes them.
+ * signed per Standard Webhooks; the receiver that verifies and decodes them, and `WebhookConsumer`,
+ * the endpoint in the shape of every Mailroom consumer (handler + inbox).
  * docs/transports/webhook.md.
  *
  * @module
@@ -41,4 +42,21 @@ export {
   type VerifyWebhookRequestOptions,
   type VerifiedWebhookRequest,
 } from './receiver.js';
+export {
+  WebhookConsumer,
+  type WebhookConsumerAddress,
+  type WebhookRequestListener,
+} from './webhook-consumer.js';
+export {
+  resolveWebhookConsumerOptions,
+  type WebhookConsumerOptions,
+  type WebhookConsumerBaseOptions,
+  type WebhookListenOptions,
+  type ResolvedWebhookConsumerOptions,
+  type ConsumerContext,
+  type ConsumerHandler,
+  type ConsumerInbox,
+} from './webhook-consumer-options.js';
+export type { WebhookConsumerEvents } from './webhook-consumer-events.js';
+export { WebhookStatusError, isWebhookStatusError } from './webhook-status-error.js';
 export { generateWebhookSecret, type WebhookSecret } from '../../callbacks/webhook-secret.js';

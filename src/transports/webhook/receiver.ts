@@ -189,20 +189,7 @@ export function createWebhookReceiver(options: WebhookReceiverOptions): WebhookR
   const pending = new Map<string, Promise<unknown>>();
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    if (req.method !== 'POST') {
-      throw new HttpError(405, 'method_not_allowed', `use POST, not ${req.method ?? 'no method'}`, {
-        allow: 'POST',
-      });
-    }
-    const body = await readRawBody(req, maxBodyBytes, 'raise maxBodyBytes here and on the sender');
-    let verified: VerifiedWebhookRequest;
-    try {
-      verified = verifyWithKeys(keys, { headers: req.headers, body, toleranceSec });
-    } catch (err) {
-      if (isWebhookVerificationError(err)) throw new HttpError(401, err.code, err.message);
-      if (isPermanentDeliveryError(err)) throw new HttpError(400, 'malformed', err.message);
-      throw err;
-    }
+    const verified = await readVerifiedRequest(req, { keys, maxBodyBytes, toleranceSec });
     const { webhookId, timestamp, messages } = verified;
     // Messages already handled (this request replayed, or a copy of a message that came before):
     // not handled again. The ids are the messages' own, so a batch that repeats a message skips it.
@@ -235,16 +222,67 @@ export function createWebhookReceiver(options: WebhookReceiverOptions): WebhookR
   }
 
   return (req, res) => {
-    handle(req, res).catch((err: unknown) => {
-      if (err instanceof HttpError) {
-        if (err.log) logger.error('webhook receiver answered 500', { code: err.code, ...err.log });
-        sendJson(res, err.status, { error: err.code, message: err.message }, err.headers);
-      } else {
-        logger.error('webhook receiver answered 500', { code: 'internal', error: String(err) });
-        sendJson(res, 500, { error: 'internal', message: HANDLER_FAILED });
-      }
-      // Whatever of the body is left unread is thrown away, so the response can go out.
-      if (!req.readableEnded) req.resume();
-    });
+    handle(req, res).catch((err: unknown) => answerError(req, res, err, logger, 'webhook receiver'));
   };
+}
+
+/**
+ * Reads a request's raw body (or takes `body`, read already by a framework) and verifies it, as
+ * {@link createWebhookReceiver} and `WebhookConsumer` do. Throws the `HttpError` to answer: 405
+ * not a POST, 413 a body over `maxBodyBytes`, 401 a bad signature or timestamp, 400 a request
+ * Mailroom's transport would not send.
+ *
+ * @internal
+ */
+export async function readVerifiedRequest(
+  req: IncomingMessage,
+  options: { keys: readonly Uint8Array[]; maxBodyBytes: number; toleranceSec: number; body?: Buffer },
+): Promise<VerifiedWebhookRequest> {
+  if (req.method !== 'POST') {
+    throw new HttpError(405, 'method_not_allowed', `use POST, not ${req.method ?? 'no method'}`, {
+      allow: 'POST',
+    });
+  }
+  const { keys, maxBodyBytes, toleranceSec } = options;
+  const hint = 'raise maxBodyBytes here and on the sender';
+  let body: Buffer;
+  if (options.body === undefined) body = await readRawBody(req, maxBodyBytes, hint);
+  else if (options.body.length > maxBodyBytes) {
+    throw new HttpError(
+      413,
+      'too_large',
+      `the body is ${options.body.length} bytes, over the limit of ${maxBodyBytes}; ${hint}`,
+    );
+  } else body = options.body;
+  try {
+    return verifyWithKeys(keys, { headers: req.headers, body, toleranceSec });
+  } catch (err) {
+    if (isWebhookVerificationError(err)) throw new HttpError(401, err.code, err.message);
+    if (isPermanentDeliveryError(err)) throw new HttpError(400, 'malformed', err.message);
+    throw err;
+  }
+}
+
+/**
+ * Answers a failed request: an `HttpError` with its status, code and headers (logged when it
+ * carries `log`), anything else 500 (logged, not shown). Whatever of the body is left unread is
+ * thrown away, so the response can go out.
+ *
+ * @internal
+ */
+export function answerError(
+  req: IncomingMessage,
+  res: ServerResponse,
+  err: unknown,
+  logger: Logger,
+  who: string,
+): void {
+  if (err instanceof HttpError) {
+    if (err.log) logger.error(`${who} answered ${err.status}`, { code: err.code, ...err.log });
+    sendJson(res, err.status, { error: err.code, message: err.message }, err.headers);
+  } else {
+    logger.error(`${who} answered 500`, { code: 'internal', error: String(err) });
+    sendJson(res, 500, { error: 'internal', message: HANDLER_FAILED });
+  }
+  if (!req.readableEnded) req.resume();
 }
