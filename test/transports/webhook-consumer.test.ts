@@ -118,6 +118,7 @@ describe('WebhookConsumer', () => {
       'consumer:message:dead',
       'consumer:request:refused',
       'consumer:stopped',
+      'consumer:inbox:pruned',
     ] as const) {
       events[name] = [];
       consumer.on(name, (e: unknown) => events[name]?.push(e));
@@ -156,6 +157,7 @@ describe('WebhookConsumer', () => {
     assert.equal((await effects([m.id])).length, 1, 'one effect');
     assert.equal(b.events['consumer:message:handled']?.length, 1);
     assert.equal(b.events['consumer:message:duplicate']?.length, 3);
+    await waitUntil(() => b.events['consumer:inbox:pruned']?.length, 'the inbox pruned at start');
   });
 
   it('answers 2xx only once the inbox transaction committed', async () => {
