@@ -1,0 +1,25 @@
+export {
+  SqliteStore,
+  loadBetterSqlite3,
+  DEFAULT_DEAD_LETTER_BATCH,
+  MAX_TOPICS,
+  type SqliteStoreOptions,
+  type SqliteEnqueueOptions,
+  type SqliteRelayLock,
+} from './sqlite-store.js';
+export { sqliteExecutor, isSqliteDatabase, type SqliteTransactionHandle } from './sqlite-executor.js';
+export {
+  migrateSqlite,
+  loadSqliteMigrations,
+  latestSqliteVersion,
+  type SqliteMigration,
+  type SqliteMigrationResult,
+} from './migrate.js';
+export { isBusyError, describeSqliteError, RETRYABLE_SQLITE_CODES } from './sqlite-errors.js';
+export { MAX_ROWS_PER_INSERT, MIN_SQLITE_VERSION } from './sqlite-sql.js';
+export type {
+  SqliteDatabase,
+  SqliteStatement,
+  SqliteRunResult,
+  SqliteDatabaseConstructor,
+} from './sqlite-driver.js';

@@ -1,0 +1,85 @@
+import { readFileSync, readdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { SqliteDatabase } from './sqlite-driver.js';
+import { runSync, runTransaction, type RunTransactionOptions } from './sqlite-executor.js';
+import { sqliteSql } from './sqlite-sql.js';
+
+/** One numbered migration file. */
+export interface SqliteMigration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+/** Result of one migration in a run: applied now, already there before, or (dry run) pending. */
+export interface SqliteMigrationResult {
+  version: number;
+  name: string;
+  status: 'applied' | 'already-applied' | 'pending';
+}
+
+const SQL_DIR = fileURLToPath(new URL('../../../sql/sqlite/', import.meta.url));
+
+/** Reads `sql/sqlite/NNNNNN_name.sql` in order. */
+export function loadSqliteMigrations(): SqliteMigration[] {
+  return readdirSync(SQL_DIR)
+    .filter((f) => /^\d{6}_[a-z0-9_]+\.sql$/.test(f))
+    .sort()
+    .map((file) => ({
+      version: Number(file.slice(0, 6)),
+      name: file.slice(7, -4),
+      sql: readFileSync(SQL_DIR + file, 'utf8'),
+    }));
+}
+
+/** The highest schema version this copy of Mailroom knows. */
+export function latestSqliteVersion(): number {
+  const all = loadSqliteMigrations();
+  return all.length ? (all[all.length - 1] as SqliteMigration).version : 0;
+}
+
+/**
+ * Applies the migrations the database lacks, all in one `BEGIN IMMEDIATE` transaction: SQLite
+ * takes its write lock at BEGIN, so two processes migrating at once run one after the other, the
+ * second finds every file recorded and applies nothing; DDL in SQLite is transactional, so a
+ * failure leaves nothing half-done. Also switches the file to WAL (readers never wait for the
+ * writer; the mode is kept in the file). With `dryRun`, reports what would be applied.
+ */
+export async function migrateSqlite(
+  db: SqliteDatabase,
+  options: { dryRun?: boolean } & RunTransactionOptions,
+): Promise<SqliteMigrationResult[]> {
+  const sql = sqliteSql;
+  const migrations = loadSqliteMigrations();
+  if (!options.dryRun && !db.memory && !db.inTransaction) {
+    // Outside any transaction (SQLite refuses to change the journal mode inside one).
+    db.exec('PRAGMA journal_mode = WAL');
+  }
+  return runTransaction(
+    db,
+    options.dryRun ? 'DEFERRED' : 'IMMEDIATE',
+    () => {
+      const exists = runSync(db, sql.migrationsTableExists).length > 0;
+      if (!exists && !options.dryRun) db.exec(sql.createMigrationsTable);
+      const applied = new Set(
+        exists ? runSync<{ version: number }>(db, sql.appliedMigrations).map((r) => Number(r.version)) : [],
+      );
+      const results: SqliteMigrationResult[] = [];
+      for (const m of migrations) {
+        if (applied.has(m.version)) {
+          results.push({ version: m.version, name: m.name, status: 'already-applied' });
+          continue;
+        }
+        if (options.dryRun) {
+          results.push({ version: m.version, name: m.name, status: 'pending' });
+          continue;
+        }
+        db.exec(m.sql);
+        runSync(db, sql.recordMigration, [m.version, m.name]);
+        results.push({ version: m.version, name: m.name, status: 'applied' });
+      }
+      return results;
+    },
+    options,
+  );
+}

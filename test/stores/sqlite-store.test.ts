@@ -1,0 +1,394 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import Database from 'better-sqlite3';
+import { fileURLToPath } from 'node:url';
+import { NotATransactionError, Outbox, Relay, StoreError } from '../../src/core/index.js';
+import { MAX_ROWS_PER_INSERT, SqliteStore } from '../../src/stores/sqlite/index.js';
+import { MemoryTransport } from '../../src/transports/memory/index.js';
+import { runStoreConformance, type StoreHarness } from '../../src/testkit/store-conformance.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'mailroom-sqlite-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+let n = 0;
+const freshFile = () => join(dir, `t${n++}.db`);
+
+/** An application transaction on a better-sqlite3 connection, around awaits. */
+async function inTransaction<T>(
+  db: Database.Database,
+  fn: (tx: Database.Database) => Promise<T>,
+): Promise<T> {
+  db.exec('BEGIN IMMEDIATE');
+  try {
+    const result = await fn(db);
+    db.exec('COMMIT');
+    return result;
+  } catch (err) {
+    if (db.inTransaction) db.exec('ROLLBACK');
+    throw err;
+  }
+}
+
+// A file, the store on a connection of its own, the application on another: the usual setup.
+runStoreConformance('SQLite store (file)', {
+  create: async (): Promise<StoreHarness> => {
+    const filename = freshFile();
+    const store = await SqliteStore.connect({ filename });
+    await store.migrate();
+    const app = new Database(filename);
+    return {
+      store,
+      transaction: (fn) => inTransaction(app, fn),
+      close: async () => {
+        await store.close();
+        app.close();
+      },
+    };
+  },
+});
+
+// In memory: one connection, shared by the store and the application.
+runStoreConformance('SQLite store (:memory:, shared connection)', {
+  create: async (): Promise<StoreHarness> => {
+    const db = new Database(':memory:');
+    const store = new SqliteStore({ db });
+    await store.migrate();
+    return {
+      store,
+      transaction: (fn) => inTransaction(db, fn),
+      close: async () => {
+        await store.close();
+        db.close();
+      },
+    };
+  },
+});
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function fileStore(options: { relayLockMs?: number; busyTimeoutMs?: number; archive?: boolean } = {}) {
+  const filename = freshFile();
+  const store = await SqliteStore.connect({ filename, ...options });
+  await store.migrate();
+  return { filename, store };
+}
+
+async function waitUntil(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+describe('SQLite store', () => {
+  it('refuses a second relay on the same file with a typed error naming the holder, until the first gives the lock back', async (t) => {
+    const { filename, store: first } = await fileStore({ relayLockMs: 1000 });
+    const second = await SqliteStore.connect({ filename, relayLockMs: 1000 });
+    t.after(async () => {
+      await first.close();
+      await second.close();
+    });
+    await first.claim({ owner: 'relay-one', limit: 10, leaseMs: 5000 });
+    await assert.rejects(second.claim({ owner: 'relay-two', limit: 10, leaseMs: 5000 }), (err: unknown) => {
+      assert.ok(err instanceof StoreError);
+      assert.equal(err.code, 'relay_locked');
+      assert.match(err.message, /another relay holds SQLite database .* owner "relay-one"/);
+      assert.match(err.message, /one relay per database file/);
+      return true;
+    });
+    // The holder renews its lock while it claims nothing (a transport outage): still refused
+    // after more than one lock lease.
+    await sleep(1500);
+    await assert.rejects(second.claim({ owner: 'relay-two', limit: 10, leaseMs: 5000 }), /relay-one/);
+    const held = await second.relayLock();
+    assert.equal(held?.owner, 'relay-one');
+    assert.equal(held?.mine, false);
+    // close() gives the lock back: the second relay starts at once.
+    await first.close();
+    assert.equal(await second.relayLock(), null);
+    await second.claim({ owner: 'relay-two', limit: 10, leaseMs: 5000 });
+    assert.equal((await second.relayLock())?.mine, true);
+  });
+
+  it('takes over from a relay process that was SIGKILLed, once its lock and leases run out', async (t) => {
+    const { filename, store } = await fileStore({ relayLockMs: 1000 });
+    t.after(() => store.close());
+    const app = new Database(filename);
+    t.after(() => app.close());
+    const outbox = new Outbox({ store });
+    const ids = await inTransaction(app, (tx) =>
+      outbox.enqueue(tx, [
+        { topic: 'takeover', key: 'k', payload: 1 },
+        { topic: 'takeover', key: 'k', payload: 2 },
+      ]),
+    );
+    // A relay in another process claims the first message and dies before settling it.
+    const script = `
+      import { SqliteStore } from ${JSON.stringify(new URL('src/stores/sqlite/index.ts', `file://${ROOT}`).href)};
+      const store = await SqliteStore.connect({ filename: ${JSON.stringify(filename)}, relayLockMs: 1000 });
+      const batch = await store.claim({ owner: 'doomed-relay', limit: 10, leaseMs: 1000 });
+      console.log('claimed ' + batch.messages.length);
+      setInterval(() => {}, 1000);
+    `;
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    let out = '';
+    child.stdout?.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    try {
+      await waitUntil(() => out.includes('claimed'), 'the other process to claim', 15_000);
+    } finally {
+      child.kill('SIGKILL');
+      await exited;
+    }
+    assert.match(out, /claimed 1/);
+
+    const transport = new MemoryTransport();
+    const errors: unknown[] = [];
+    const relay = new Relay({ store, transport, pollIntervalMs: 100, leaseMs: 2000 });
+    relay.on('relay:error', (e) => errors.push(e.error));
+    t.after(() => relay.stop());
+    await relay.start();
+    await transport.waitFor(2, 15_000);
+    assert.deepEqual(
+      transport.messages.map((m) => [m.id, m.attempts]),
+      [
+        [ids[0], 2],
+        [ids[1], 1],
+      ],
+      'the dead relay’s message first, as its second attempt, then the next of its key',
+    );
+    assert.ok(
+      errors.some((e) => e instanceof StoreError && e.code === 'relay_locked'),
+      'the relay was refused while the dead one’s lock lasted',
+    );
+  });
+
+  it('enqueues synchronously inside better-sqlite3’s db.transaction(), all or nothing', async (t) => {
+    const { filename, store } = await fileStore();
+    t.after(() => store.close());
+    const db = new Database(filename);
+    t.after(() => db.close());
+    db.exec('CREATE TABLE orders (id TEXT PRIMARY KEY)');
+    const place = db.transaction((id: string, fail: boolean) => {
+      db.prepare('INSERT INTO orders (id) VALUES (?)').run(id);
+      const messageId = store.enqueueSync(db, { topic: 'order.created', key: id, payload: { id } });
+      if (fail) throw new Error('business failure');
+      return messageId;
+    });
+    const id = place('o1', false);
+    assert.throws(() => place('o2', true), /business failure/);
+    // A bad message throws before anything is written, and rolls the business rows back with it.
+    assert.throws(
+      () =>
+        db.transaction(() => {
+          db.prepare('INSERT INTO orders (id) VALUES (?)').run('o3');
+          store.enqueueSync(db, [
+            { topic: 'ok', payload: 1 },
+            { topic: '', payload: 2 },
+          ]);
+        })(),
+      /topic must not be empty/,
+    );
+    assert.deepEqual(
+      db.prepare('SELECT id FROM orders').all(),
+      [{ id: 'o1' }],
+      'only the committed order is there',
+    );
+    const { messages } = await store.claim({ owner: 'r', limit: 10, leaseMs: 5000 });
+    assert.deepEqual(
+      messages.map((m) => m.id),
+      [id],
+    );
+    const ids = db.transaction(() =>
+      store.enqueueSync(db, [
+        { topic: 'a', payload: 1 },
+        { topic: 'b', payload: 2 },
+      ]),
+    )();
+    assert.equal(ids.length, 2);
+    assert.throws(
+      () => store.enqueueSync(db, { topic: 'no.tx', payload: 1 }),
+      (err: unknown) => err instanceof NotATransactionError && /db\.inTransaction is false/.test(err.message),
+    );
+    assert.equal((await store.stats()).backlog, 3, 'the refused enqueue wrote nothing');
+  });
+
+  it('refuses a Database outside a transaction, and takes an adapter with execute(sql, params)', async (t) => {
+    const { filename, store } = await fileStore();
+    t.after(() => store.close());
+    const db = new Database(filename);
+    t.after(() => db.close());
+    const outbox = new Outbox({ store });
+    await assert.rejects(
+      outbox.enqueue(db, { topic: 'autocommit', payload: 1 }),
+      (err: unknown) =>
+        err instanceof NotATransactionError &&
+        /BEGIN IMMEDIATE/.test(err.message) &&
+        /enqueueSync/.test(err.message),
+    );
+    await assert.rejects(outbox.enqueue({} as never, { topic: 'x', payload: 1 }), NotATransactionError);
+    assert.equal((await store.stats()).backlog, 0);
+    // An ORM-style adapter: the one execute port, over the caller's transaction.
+    const adapter = {
+      async execute(sql: string, params: readonly unknown[] = []) {
+        db.prepare(sql).run(...params);
+        return { rows: [] };
+      },
+    };
+    db.exec('BEGIN');
+    await outbox.enqueue(adapter, { topic: 'adapter', payload: 1 });
+    db.exec('ROLLBACK');
+    assert.equal((await store.stats()).backlog, 0, 'rolled back with the adapter’s transaction');
+  });
+
+  it('writes big enqueues in chunks under SQLite’s parameter limit', async (t) => {
+    const { filename, store } = await fileStore();
+    t.after(() => store.close());
+    const db = new Database(filename);
+    t.after(() => db.close());
+    const outbox = new Outbox({ store });
+    const many = (topic: string, count: number) =>
+      Array.from({ length: count }, (_, i) => ({ topic, payload: i }));
+    // 2,500 messages through the Outbox (its chunks of 1,000 rows bind 8,000 parameters each)…
+    await inTransaction(db, (tx) => outbox.enqueue(tx, many('async', 2500)));
+    // …9,000 synchronously (chunks of 1,000), and the largest statement the store makes.
+    db.transaction(() => store.enqueueSync(db, many('sync', 9000)))();
+    const largest = store.enqueueStatement(outbox.encode(many('largest', MAX_ROWS_PER_INSERT)));
+    assert.ok(largest.params.length <= 32_766, `${largest.params.length} parameters`);
+    await inTransaction(db, async () => {
+      db.prepare(largest.sql).run(...largest.params);
+    });
+    assert.throws(
+      () => store.enqueueStatement(outbox.encode(many('too.many', MAX_ROWS_PER_INSERT + 1))),
+      RangeError,
+    );
+    const stats = await store.stats();
+    assert.equal(stats.backlog, 2500 + 9000 + MAX_ROWS_PER_INSERT);
+    const { messages } = await store.claim({ owner: 'r', limit: 3, leaseMs: 5000 });
+    assert.deepEqual(
+      messages.map((m) => JSON.parse(m.payload.toString())),
+      [0, 1, 2],
+      'in enqueue order',
+    );
+  });
+
+  it('waits for the write lock without blocking the event loop, and gives up at busyTimeoutMs', async (t) => {
+    const { filename, store } = await fileStore({ busyTimeoutMs: 300 });
+    t.after(() => store.close());
+    const other = new Database(filename);
+    t.after(() => other.close());
+    other.exec('BEGIN IMMEDIATE'); // another writer holds SQLite's one write lock
+    let ticks = 0;
+    const ticker = setInterval(() => ticks++, 10);
+    t.after(() => clearInterval(ticker));
+    const claim = store.claim({ owner: 'r', limit: 10, leaseMs: 5000 });
+    await sleep(100);
+    assert.ok(ticks >= 3, `timers ran while the claim waited (${ticks} ticks)`);
+    other.exec('COMMIT');
+    assert.deepEqual((await claim).messages, [], 'the claim ran once the lock was free');
+
+    other.exec('BEGIN IMMEDIATE');
+    await assert.rejects(
+      store.claim({ owner: 'r', limit: 10, leaseMs: 5000 }),
+      (err: unknown) => err instanceof StoreError && err.code === 'busy' && /busyTimeoutMs/.test(err.message),
+    );
+    other.exec('ROLLBACK');
+  });
+
+  it('on a shared connection, runs its statements after the application’s open transaction, never inside it', async (t) => {
+    const db = new Database(':memory:');
+    t.after(() => db.close());
+    const store = new SqliteStore({ db });
+    t.after(() => store.close());
+    await store.migrate();
+    const outbox = new Outbox({ store });
+    db.exec('BEGIN IMMEDIATE');
+    await outbox.enqueue(db, { topic: 'phantom', payload: 1 });
+    // A claim now would see the uncommitted row if it ran inside the open transaction.
+    const claim = store.claim({ owner: 'r', limit: 10, leaseMs: 5000 });
+    await sleep(50);
+    db.exec('ROLLBACK');
+    assert.deepEqual((await claim).messages, [], 'the rolled-back message was never claimed');
+    assert.equal((await store.stats()).backlog, 0);
+  });
+
+  it('migrates once: WAL mode, numbered files recorded, safe to run twice and from two connections at once', async (t) => {
+    const filename = freshFile();
+    const a = await SqliteStore.connect({ filename });
+    const b = await SqliteStore.connect({ filename });
+    t.after(async () => {
+      await a.close();
+      await b.close();
+    });
+    await assert.rejects(
+      a.check(),
+      (err: unknown) => err instanceof StoreError && err.code === 'schema_missing',
+    );
+    const [ra, rb] = await Promise.all([a.migrate(), b.migrate()]);
+    const applied = [...ra, ...rb].filter((r) => r.status === 'applied');
+    assert.deepEqual(
+      applied.map((r) => r.version),
+      [1],
+      'each file applied exactly once',
+    );
+    assert.deepEqual(
+      (await a.migrate()).map((r) => r.status),
+      ['already-applied'],
+    );
+    await a.check();
+    const db = new Database(filename);
+    t.after(() => db.close());
+    assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
+    assert.deepEqual(db.prepare('SELECT version, name FROM mailroom_migrations').all(), [
+      { version: 1, name: 'outbox' },
+    ]);
+  });
+
+  it('archives delivered messages when asked, and prunes the archive', async (t) => {
+    const { filename, store } = await fileStore({ archive: true });
+    t.after(() => store.close());
+    const db = new Database(filename);
+    t.after(() => db.close());
+    const outbox = new Outbox({ store });
+    const id = await inTransaction(db, (tx) => outbox.enqueue(tx, { topic: 'kept', payload: 1 }));
+    const batch = await store.claim({ owner: 'r', limit: 10, leaseMs: 5000 });
+    await store.settle({
+      leaseToken: batch.leaseToken,
+      delivered: batch.messages,
+      released: [],
+      retry: [],
+      dead: [],
+    });
+    assert.equal((await store.stats()).backlog, 0);
+    assert.deepEqual(db.prepare('SELECT id, attempts FROM mailroom_archive').all(), [{ id, attempts: 1 }]);
+    assert.equal(await store.pruneArchive(60_000), 0, 'younger than the retention');
+    await sleep(5);
+    assert.equal(await store.pruneArchive(1), 1);
+  });
+
+  it('refuses messages with ack or callback, which it cannot track, writing nothing', async (t) => {
+    const { filename, store } = await fileStore();
+    t.after(() => store.close());
+    const db = new Database(filename);
+    t.after(() => db.close());
+    const outbox = new Outbox({ store });
+    await assert.rejects(
+      inTransaction(db, (tx) =>
+        outbox.enqueue(tx, [
+          { topic: 'plain', payload: 1 },
+          { topic: 'tracked', payload: 2, ack: { timeoutMs: 5000 } },
+        ]),
+      ),
+      /does not support/,
+    );
+    assert.equal((await store.stats()).backlog, 0);
+  });
+});
