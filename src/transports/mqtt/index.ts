@@ -42,3 +42,23 @@ export {
   type DecodedMqttMessage,
   type MqttPublication,
 } from './mqtt-wire.js';
+export { MqttConsumer } from './mqtt-consumer.js';
+export {
+  resolveMqttConsumerOptions,
+  type MqttConsumerOptions,
+  type MqttConsumerBaseOptions,
+  type ResolvedMqttConsumerOptions,
+  type ConsumerContext,
+  type ConsumerHandler,
+  type ConsumerInbox,
+  type ConsumerRetryOptions,
+} from './mqtt-consumer-options.js';
+export type { MqttConsumerEvents } from './mqtt-consumer-events.js';
+export {
+  ERROR_PROPERTY,
+  FAILED_ATTEMPTS_PROPERTY,
+  DEAD_AT_PROPERTY,
+  DEAD_REASON_PROPERTY,
+  DEAD_QUEUE_PROPERTY,
+  DEAD_TOPIC_PROPERTY,
+} from './mqtt-consumer-session.js';

@@ -1,0 +1,165 @@
+import { ConfigError } from '../../core/errors/config-error.js';
+import { CoreDrivenConsumer } from '../../consumer/consumer-base.js';
+import { ConsumerCore, handlerRunner, type ConsumerBroker } from '../../consumer/consumer-core.js';
+import type { MqttConsumerEvents } from './mqtt-consumer-events.js';
+import {
+  resolveMqttConsumerOptions,
+  type MqttConsumerOptions,
+  type ResolvedMqttConsumerOptions,
+} from './mqtt-consumer-options.js';
+import {
+  acknowledge,
+  openConsumerSession,
+  sendDeadLetter,
+  type ConsumerSession,
+  type MqttDeliveryPacket,
+} from './mqtt-consumer-session.js';
+import { connectionLostError } from './mqtt-errors.js';
+import { decodeMqttMessage } from './mqtt-wire.js';
+
+/** A PUBLISH and the session it came on: only that connection can acknowledge it. */
+interface Delivery {
+  readonly session: ConsumerSession;
+  readonly packet: MqttDeliveryPacket;
+}
+
+type Started = { filter: string; clientId: string };
+type DeadLetterTo = { deadLetterTopic: string };
+
+/**
+ * Consumes the MQTT topic the relay's `MqttTransport` publishes a Mailroom topic to, and runs a
+ * handler for each message, with the shape every Mailroom consumer has ({@link MessageConsumer}):
+ * once per message id with an `inbox`, acknowledged (PUBACK at QoS 1, PUBREC at QoS 2) only after
+ * the inbox transaction committed; retried in the process with backoff, then published to the
+ * dead-letter topic (QoS 1, PUBACKed) and only then acknowledged; serial per key; reconnecting;
+ * draining on stop.
+ *
+ * The consumer connects with an MQTT 5 persistent session (clean start off, a session expiry
+ * interval, a client identifier stable across restarts, from `group` and `instance`), so the
+ * broker keeps the messages not yet acknowledged while the consumer is away and sends them again
+ * when it reconnects. The instances of one `group` share the work through the shared subscription
+ * `$share/<group>/<topic name>`.
+ *
+ * `start()` connects and subscribes; it throws a `TransportError` (`unreachable`, `auth_failed`,
+ * `not_mqtt5`, `connect_refused`, `subscribe_failed`). Later losses are not thrown: the consumer
+ * reconnects.
+ *
+ * @example
+ * ```ts
+ * const consumer = new MqttConsumer({
+ *   url: 'mqtt://billing:s3cret@mosquitto.internal:1883',
+ *   topic: 'order.created',
+ *   group: 'billing',
+ *   inbox: new Inbox({ store, consumer: 'billing' }),
+ *   handler: async (message, tx) => {
+ *     await tx.execute('INSERT INTO invoices (order_id) VALUES ($1)', [message.payload.orderId]);
+ *   },
+ * });
+ * await consumer.start();
+ * // …
+ * await consumer.stop();
+ * ```
+ */
+export class MqttConsumer<Tx = undefined> extends CoreDrivenConsumer<MqttConsumerEvents> {
+  /** The topic filter subscribed to: `$share/<group>/<topic name>`, or the topic name. */
+  readonly filter: string;
+  /** The client identifier that names the persistent session. */
+  readonly clientId: string;
+  /** Where failed and undecodable messages go. */
+  readonly deadLetterTopic: string;
+  readonly #options: Readonly<ResolvedMqttConsumerOptions>;
+  readonly #handler: ReturnType<typeof handlerRunner>;
+  protected readonly core: ConsumerCore<ConsumerSession, Delivery, Started, DeadLetterTo>;
+
+  constructor(options: MqttConsumerOptions<Tx>) {
+    const resolved = resolveMqttConsumerOptions(options);
+    super(resolved.logger);
+    this.#options = Object.freeze(resolved);
+    this.filter = resolved.filter;
+    this.clientId = resolved.clientId;
+    this.deadLetterTopic = resolved.deadLetterTopic;
+    this.#handler = handlerRunner(options, ackNeedsInboxError);
+    const { safeUrl } = resolved.endpoint;
+    const broker: ConsumerBroker<ConsumerSession, Delivery, Started, DeadLetterTo> = {
+      source: { filter: this.filter, clientId: this.clientId },
+      deadLetterTo: { deadLetterTopic: this.deadLetterTopic },
+      safeUrl,
+      open: async () => {
+        const session = await openConsumerSession(this.#options, (s, packet) =>
+          this.core.deliver({ session: s, packet }),
+        );
+        this.logger.debug('mqtt consumer session open', {
+          clientId: this.clientId,
+          filter: this.filter,
+          resumed: session.resumed,
+        });
+        return session;
+      },
+      isOpen: (session) => session.connection.open,
+      ended: (session) => session.connection.ended,
+      watch: (session, lost) => {
+        const onEnd = () => lost(session.connection.lostReason ?? new Error('connection ended'));
+        if (session.connection.ended.aborted) onEnd();
+        else session.connection.ended.addEventListener('abort', onEnd, { once: true });
+      },
+      // A DISCONNECT with reason 0: the broker keeps the session (and the messages not yet
+      // acknowledged in it) for sessionExpirySeconds.
+      close: (session, why) =>
+        session.connection.close(
+          connectionLostError(safeUrl, why === 'stopped' ? 'consumer stopped' : 'stopped while starting'),
+        ),
+      // The connection has ended already.
+      discard: () => {},
+      stoppedWhileStarting: () => connectionLostError(safeUrl, 'the consumer was stopped while starting'),
+      // No UNSUBSCRIBE before draining: it would end the session's subscription for every later
+      // start. New deliveries are left unacknowledged from then on; the broker sends them again
+      // when this session reconnects.
+      countsLateDeliveries: true,
+      decode: ({ packet }) => decodeMqttMessage(packet.topicName, packet.payload, packet.properties),
+      run: async (delivery, message) => {
+        const status = await this.#handler.run(message);
+        return {
+          status,
+          acknowledge: async () => {
+            this.#ack(delivery, message.id);
+            return 'acked';
+          },
+        };
+      },
+      exhausted: (failures) => new Error(`failed ${failures} times`),
+      sendDeadLetter: (delivery, why) =>
+        sendDeadLetter(delivery.session, delivery.packet, this.#options, why),
+      acknowledgeDead: async (delivery, id) => this.#ack(delivery, id),
+      deadTopic: (delivery, message) => message?.topic ?? delivery.packet.topicName,
+    };
+    this.core = new ConsumerCore({
+      options: resolved,
+      broker,
+      emit: (event, payload) => this.emit(event, payload as MqttConsumerEvents[typeof event]),
+      prune: this.#handler.prune,
+    });
+  }
+
+  /** PUBACK/PUBREC on the delivery's connection; reports it lost when that connection is gone. */
+  #ack(delivery: Delivery, id: string | null): void {
+    if (acknowledge(delivery.session, delivery.packet)) return;
+    const error = connectionLostError(
+      this.#options.endpoint.safeUrl,
+      `${delivery.session.connection.lostReason?.message ?? 'closed'}; the acknowledgement could not be sent`,
+    );
+    this.logger.warn('acknowledgement lost; the broker redelivers the message to this session', {
+      id,
+      error: error.message,
+    });
+    this.emit('consumer:ack:lost', { id, error });
+  }
+}
+
+/** `context.ack()` on a consumer without an inbox. */
+function ackNeedsInboxError(messageId: string): ConfigError {
+  return new ConfigError(
+    'inbox',
+    `context.ack() for message ${messageId} needs an inbox: an acknowledgement is enqueued in the inbox ` +
+      'transaction; give the MqttConsumer an inbox, or do not acknowledge from this handler',
+  );
+}
