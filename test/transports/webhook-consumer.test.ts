@@ -12,6 +12,7 @@ import { PermanentDeliveryError } from '../../src/core/errors/permanent-delivery
 import { isTransportError } from '../../src/core/errors/transport-error.js';
 import type { OutboxMessage, ReceivedMessage } from '../../src/core/types.js';
 import { Inbox } from '../../src/inbox/index.js';
+import { TcpProxy } from '../../src/testkit/tcp-proxy.js';
 import { testMessage, uniqueTopics } from '../../src/testkit/transport-conformance.js';
 import {
   messageHeaders,
@@ -177,6 +178,27 @@ describe('WebhookConsumer', () => {
     hold.open();
     assert.equal((await publishing)[0]?.status, 'ok');
     assert.equal((await effects([m.id])).length, 1, 'committed before the 2xx arrived');
+  });
+
+  it('a connection cut after the commit but before the answer arrived: the sender resends, and the copy is answered duplicate', async () => {
+    const b = await bed();
+    const proxy = await TcpProxy.start({ targetPort: b.consumer.address?.port as number });
+    cleanups.push(() => proxy.close());
+    const m = message({ topic: 'cut' });
+    // Emitted once the inbox transaction committed, before the answer is written.
+    const off = b.consumer.on('consumer:message:handled', () => proxy.cut());
+    const viaProxy = () => {
+      const t = new WebhookTransport({ url: `http://127.0.0.1:${proxy.port}/hooks/{topic}`, secret: SECRET });
+      cleanups.push(() => t.close());
+      return t;
+    };
+    const [lost] = await viaProxy().publish([m]);
+    off();
+    assert.equal(lost?.status, 'unavailable', 'no answer: the sender keeps the message');
+    assert.equal((await effects([m.id])).length, 1, 'committed all the same');
+    assert.equal((await viaProxy().publish([{ ...m, attempts: 2 }]))[0]?.status, 'ok');
+    assert.equal((await effects([m.id])).length, 1, 'one effect');
+    assert.equal(b.events['consumer:message:duplicate']?.length, 1);
   });
 
   it('rolls back a handler that throws after writing its effect, answers 500, and processes the resent message once', async () => {

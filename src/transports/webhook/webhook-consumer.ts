@@ -192,6 +192,7 @@ export class WebhookConsumer<Tx = undefined>
     return this.#stopping;
   }
 
+  /** `await using consumer = new WebhookConsumer(…)`: stops it (default deadline) at the scope's end. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
   }
@@ -251,7 +252,8 @@ export class WebhookConsumer<Tx = undefined>
     clearTimeout(this.#pruneTimer);
     this.#pruneTimer = undefined;
     const server = this.#server;
-    // No new connections; kept-alive ones stay, and their requests are answered 503 from now on.
+    // No new connections, idle kept-alive ones closed; requests on the busy ones are answered 503
+    // from now on.
     const closed = server && new Promise<void>((resolve) => server.close(() => resolve()));
     const drained = await within(Promise.allSettled([...this.#exchanges.values()]), timeoutMs);
     let abandoned = 0;
