@@ -35,3 +35,28 @@ export {
   type NatsMessageFields,
   type NatsWireMessage,
 } from './nats-wire.js';
+export { NatsConsumer } from './nats-consumer.js';
+export {
+  resolveNatsConsumerOptions,
+  defaultDurable,
+  type NatsConsumerOptions,
+  type NatsConsumerBaseOptions,
+  type ResolvedNatsConsumerOptions,
+  type ConsumerContext,
+  type ConsumerHandler,
+  type ConsumerInbox,
+  type ConsumerRetryOptions,
+} from './nats-consumer-options.js';
+export type { NatsConsumerEvents } from './nats-consumer-events.js';
+export {
+  ERROR_HEADER,
+  FAILED_ATTEMPTS_HEADER,
+  DEAD_AT_HEADER,
+  DEAD_REASON_HEADER,
+  DEAD_QUEUE_HEADER,
+  DEAD_TOPIC_HEADER,
+  DEAD_STREAM_HEADER,
+  DEAD_SEQ_HEADER,
+  DEAD_CONSUMER_HEADER,
+  MAX_ERROR_HEADER_CHARS,
+} from './nats-consumer-session.js';
