@@ -530,6 +530,40 @@ describe('MqttConsumer', () => {
     assert.equal(total(), 40);
   });
 
+  it("keeps a stopped instance's share of a shared subscription in its session until that instance returns", async () => {
+    const [topic] = uniqueTopics(1) as [string];
+    const group = uniqueGroup();
+    const seen = { a: [] as string[], b: [] as string[] };
+    const make = (instance: 'a' | 'b') =>
+      consumer({
+        url: MQTT_URL,
+        topic,
+        group,
+        instance,
+        handler: async (m) => void seen[instance].push(m.id),
+      });
+    const a = make('a');
+    const b = make('b');
+    await a.start();
+    await b.start();
+    await b.stop(); // its session, and its membership of the share, stay at the broker
+    const sent = messagesFor(topic, 10);
+    await publish(sent);
+    await sleep(QUIET_MS);
+    const whileAway = seen.a.length;
+    assert.ok(whileAway < sent.length, `the running instance got ${whileAway} of ${sent.length}`);
+    const back = make('b');
+    await back.start();
+    await waitUntil(
+      () => seen.a.length + seen.b.length === sent.length,
+      'the rest, at the returning instance',
+    );
+    await back.stop();
+    await a.stop();
+    assert.equal(seen.b.length, sent.length - whileAway);
+    assert.deepEqual([...seen.a, ...seen.b].sort(), sent.map((m) => m.id).sort());
+  });
+
   it('reconnects after the connection is cut and loses nothing; the inbox absorbs the copies', async () => {
     const [topic] = uniqueTopics(1) as [string];
     const group = uniqueGroup();
