@@ -1,6 +1,7 @@
 import { NotATransactionError } from '../core/errors/not-a-transaction-error.js';
 import type { SqlExecutor } from '../core/ports.js';
 import { describeValue, isFunction, requireObject } from './adapter-support.js';
+import { UnreadableResultError } from './unreadable-result-error.js';
 
 /**
  * The slice of a Prisma interactive-transaction client that the adapter uses. Prisma generates
@@ -13,6 +14,25 @@ export interface PrismaTransactionClient {
   $queryRawUnsafe<T = unknown>(query: string, ...values: any[]): PromiseLike<T>;
   readonly $connect?: never;
   readonly $disconnect?: never;
+}
+
+/**
+ * Prisma's driver adapters read a result only when they map every column's type; they refuse
+ * PostgreSQL's `void` (`pg_notify()`'s type) after the statement ran. Said plainly, with what to do.
+ */
+function unreadable(err: unknown): UnreadableResultError | undefined {
+  const message = err instanceof Error ? err.message : '';
+  const name = /deserialize column of type '([^']+)'/.exec(message)?.[1];
+  if (name === undefined) return undefined;
+  return new UnreadableResultError(
+    `Prisma ran the statement but could not read its result: its driver adapter has no mapping for a column of type ` +
+      `${name}. The statement's changes are in your open transaction; let this error roll it back. ` +
+      (name === 'void'
+        ? "A PostgreSQL store whose enqueue returns pg_notify()'s void needs updating: upgrade Mailroom, or set the " +
+          'store option notify: false (relays then find messages by polling)'
+        : 'Report it to Mailroom with the statement that failed'),
+    { cause: err, details: { columnType: name } },
+  );
 }
 
 const INSTEAD =
@@ -63,7 +83,12 @@ export function fromPrisma(tx: PrismaTransactionClient): SqlExecutor {
   }
   return {
     async execute<Row>(sql: string, params: readonly unknown[] = []) {
-      const rows: unknown = await tx.$queryRawUnsafe(sql, ...params);
+      let rows: unknown;
+      try {
+        rows = await tx.$queryRawUnsafe(sql, ...params);
+      } catch (err) {
+        throw unreadable(err) ?? err;
+      }
       return { rows: (Array.isArray(rows) ? rows : []) as Row[] };
     },
   };

@@ -7,7 +7,7 @@ import {
   type MessageInput,
   type SqlExecutor,
 } from '../../src/core/index.js';
-import type { PostgresTransactionHandle } from '../../src/stores/postgres/index.js';
+import type { PostgresStore, PostgresTransactionHandle } from '../../src/stores/postgres/index.js';
 import { MemoryTransport } from '../../src/transports/memory/index.js';
 import { createTestDb, type TestDb } from '../helpers/postgres.js';
 
@@ -16,7 +16,10 @@ import { createTestDb, type TestDb } from '../helpers/postgres.js';
  * store), a business table `orders (id text primary key)`, an Outbox, and a Relay publishing to a
  * MemoryTransport. Registers the file's `before`/`after` hooks; call it at the top of a `describe`.
  */
-export function adapterTestBed(prefix: string) {
+export function adapterTestBed(
+  prefix: string,
+  options: { outboxStore?: (db: TestDb) => PostgresStore } = {},
+) {
   let db: TestDb | undefined;
   let relay: Relay | undefined;
   let outbox: Outbox<PostgresTransactionHandle> | undefined;
@@ -25,7 +28,7 @@ export function adapterTestBed(prefix: string) {
   before(async () => {
     db = await createTestDb(prefix);
     await db.pool.query(`CREATE TABLE "${db.schema}".orders (id text PRIMARY KEY)`);
-    outbox = new Outbox({ store: db.store });
+    outbox = new Outbox({ store: options.outboxStore?.(db) ?? db.store });
     relay = new Relay({ store: db.store, transport: memory });
     await relay.start();
   });

@@ -1,0 +1,80 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import knexFactory, { type Knex } from 'knex';
+import { fromKnex } from '../../src/adapters/knex.js';
+import { DATABASE_URL } from '../helpers/postgres.js';
+import { adapterTestBed, notATransaction } from './adapter-bed.js';
+
+describe('fromKnex on PostgreSQL', () => {
+  const bed = adapterTestBed('knex');
+  let knex: Knex;
+  before(() => {
+    knex = knexFactory({ client: 'pg', connection: DATABASE_URL, pool: { min: 0, max: 3 } });
+  });
+  after(async () => {
+    await knex.destroy();
+  });
+
+  it('delivers the message of a committed transaction, and its business row is there', async () => {
+    const { id, message } = bed.order();
+    const messageId = await knex.transaction(async (trx) => {
+      await trx.withSchema(bed.schema).table('orders').insert({ id });
+      return bed.enqueue(fromKnex(trx), message);
+    });
+    assert.equal(await bed.orderExists(id), true);
+    await bed.delivered(messageId);
+  });
+
+  it('leaves neither the row nor the message when an error thrown in the callback rolls back', async () => {
+    const { id, message } = bed.order();
+    let messageId: string | undefined;
+    await assert.rejects(
+      knex.transaction(async (trx) => {
+        await trx.withSchema(bed.schema).table('orders').insert({ id });
+        messageId = await bed.enqueue(fromKnex(trx), message);
+        throw new Error('business failure');
+      }),
+      /business failure/,
+    );
+    await bed.assertRolledBack(id, messageId, () =>
+      knex.transaction((trx) => bed.enqueue(fromKnex(trx), bed.order().message)),
+    );
+  });
+
+  it('rolls back with a transaction object ended by trx.rollback()', async () => {
+    const { id, message } = bed.order();
+    const trx = await knex.transaction();
+    await trx.withSchema(bed.schema).table('orders').insert({ id });
+    const messageId = await bed.enqueue(fromKnex(trx), message);
+    await trx.rollback();
+    await bed.assertRolledBack(id, messageId, async () => {
+      const later = await knex.transaction();
+      const laterId = await bed.enqueue(fromKnex(later), bed.order().message);
+      await later.commit();
+      return laterId;
+    });
+  });
+
+  it("rewrites the store's $n to Knex's ?, keeping the JSON operators ?, ?| and ? in literals as text", async () => {
+    const { rows } = await knex.transaction((trx) =>
+      fromKnex(trx).execute(
+        `SELECT $1::int AS a, $1::int + $2::int AS b, '?' AS q, '{"k":1}'::jsonb ? 'k' AS has, ` +
+          `'{"k":1}'::jsonb ?| array['z', $3::text] AS any, $4::text[] AS arr, $5::bytea AS bytes /* ?? */`,
+        [1, 2, 'k', ['x', 'y'], Buffer.from('hi')],
+      ),
+    );
+    assert.deepEqual(rows, [
+      { a: 1, b: 3, q: '?', has: true, any: true, arr: ['x', 'y'], bytes: Buffer.from('hi') },
+    ]);
+  });
+
+  it('refuses the knex instance, saying to pass trx', () => {
+    assert.throws(
+      // @ts-expect-error the knex instance is not a transaction: the compiler refuses it too.
+      () => fromKnex(knex),
+      notATransaction('a Knex instance', /knex\.transaction\(async \(trx\)/),
+    );
+    // @ts-expect-error nor is undefined.
+    assert.throws(() => fromKnex(undefined), notATransaction('undefined', /fromKnex\(trx\)/));
+  });
+});
