@@ -1,10 +1,29 @@
 /**
  * The Amazon SQS and SNS transports (`mailroom/aws`): batch APIs with per-entry outcomes, FIFO
- * groups by key and deduplication by id. docs/transports/sns-sqs.md.
+ * groups by key and deduplication by id; and the SQS consumer. docs/transports/sns-sqs.md.
  *
  * @module
  */
 export { SqsTransport } from './sqs-transport.js';
+export { SqsConsumer, decodeSqsMessage } from './sqs-consumer.js';
+export type { SqsConsumerEvents } from './sqs-consumer-events.js';
+export {
+  resolveSqsConsumerOptions,
+  type SqsConsumerOptions,
+  type SqsConsumerBaseOptions,
+  type ResolvedSqsConsumerOptions,
+  type QueueRef,
+  type ConsumerContext,
+  type ConsumerHandler,
+  type ConsumerInbox,
+  type ConsumerRetryOptions,
+} from './sqs-consumer-options.js';
+export {
+  DEAD_ATTRIBUTE,
+  deadLetterInput,
+  type SqsDelivery,
+  type SqsMessage,
+} from './sqs-consumer-session.js';
 export { SnsTransport, partitionOf } from './sns-transport.js';
 export { AwsTransport, entryId } from './aws-transport.js';
 export {
