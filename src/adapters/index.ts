@@ -10,5 +10,6 @@ export { fromKnex } from './knex.js';
 export { fromTypeORM } from './typeorm.js';
 export { fromPrisma, type PrismaTransactionClient } from './prisma.js';
 export { PlaceholderError, isPlaceholderError } from './placeholder-error.js';
+export { UnreadableResultError, isUnreadableResultError } from './unreadable-result-error.js';
 export type { SqlDialect } from './placeholders.js';
 export { NotATransactionError, isNotATransactionError } from '../core/errors/not-a-transaction-error.js';
