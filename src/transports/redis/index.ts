@@ -1,6 +1,7 @@
 /**
  * The Redis Streams transport (`mailroom/redis`): `XADD` to a stream per topic, pipelined
- * batches, optional `MAXLEN ~` trimming and `WAIT` for replicas. docs/transports/redis.md.
+ * batches, optional `MAXLEN ~` trimming and `WAIT` for replicas; and `RedisConsumer`, a consumer
+ * group reading those streams into a handler and an inbox. docs/transports/redis.md.
  *
  * @module
  */
@@ -41,3 +42,27 @@ export {
   type DecodedEntry,
 } from './redis-wire.js';
 export { OUTAGE_REPLIES, isReplyError } from './redis-errors.js';
+export { RedisConsumer } from './redis-consumer.js';
+export {
+  resolveRedisConsumerOptions,
+  type RedisConsumerOptions,
+  type RedisConsumerBaseOptions,
+  type ResolvedRedisConsumerOptions,
+  type RedisStartFrom,
+  type ConsumerContext,
+  type ConsumerHandler,
+  type ConsumerInbox,
+  type ConsumerRetryOptions,
+} from './redis-consumer-options.js';
+export type { RedisConsumerEvents, RedisConsumerSource } from './redis-consumer-events.js';
+export {
+  deadLetterFields,
+  ERROR_FIELD,
+  FAILED_ATTEMPTS_FIELD,
+  DEAD_AT_FIELD,
+  DEAD_REASON_FIELD,
+  DEAD_STREAM_FIELD,
+  DEAD_GROUP_FIELD,
+  DEAD_ENTRY_FIELD,
+  DEAD_TOPIC_FIELD,
+} from './redis-consumer-session.js';
