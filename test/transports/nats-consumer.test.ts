@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 
-import { jetstream } from '@nats-io/jetstream';
+import { AckPolicy, jetstream } from '@nats-io/jetstream';
 
 import { isConfigError } from '../../src/core/errors/config-error.js';
 import { PermanentDeliveryError } from '../../src/core/errors/permanent-delivery-error.js';
@@ -376,6 +376,77 @@ describe('nats consumer', () => {
       await waitUntil(() => dead === 1, 'the dead letter once the stream is back');
       await waitUntil(async () => (await consumerState(stream, c.durable)).ackPending === 0, 'acknowledged');
       assert.equal((await storedMessages(deadStream.name)).length, 1);
+    } finally {
+      await c.stop();
+    }
+  });
+
+  it('dead-letters at once a message JetStream delivered maxAttempts times already (its delivery count)', async () => {
+    const { prefix, topic, stream, subject } = await setup();
+    const [message] = await publish(prefix, topic, 1);
+    const durable = defaultDurable('billing', subject);
+    // An earlier durable of the same name, whose instances failed the message twice.
+    const a = await admin();
+    try {
+      await a.jsm.consumers.add(stream, {
+        durable_name: durable,
+        ack_policy: AckPolicy.Explicit,
+        filter_subject: subject,
+        ack_wait: 30_000_000_000,
+      });
+      const raw = await jetstream(a.nc).consumers.get(stream, durable);
+      for (let i = 0; i < 2; i++) {
+        const m = await raw.next({ expires: 2000 });
+        assert.equal(m?.info.deliveryCount, i + 1);
+        m?.nak();
+      }
+    } finally {
+      await a.close();
+    }
+    let runs = 0;
+    const dead: Array<{ id: string | null; failedAttempts: number; error: Error }> = [];
+    const c = consumer({
+      subjectPrefix: prefix,
+      topic,
+      retry: fastRetry(2),
+      handler: async () => void runs++,
+    });
+    c.on('consumer:message:dead', (e) => dead.push(e));
+    try {
+      await c.start();
+      await waitUntil(() => dead.length === 1, 'the dead letter');
+      assert.equal(runs, 0);
+      assert.equal(dead[0]?.id, message?.id);
+      assert.equal(dead[0]?.failedAttempts, 2);
+      assert.match(dead[0]?.error.message ?? '', /delivered 2 times without being acknowledged/);
+      const admin2 = await admin();
+      try {
+        const info = await admin2.jsm.consumers.info(stream, durable);
+        assert.equal(info.config.ack_wait, ACK_WAIT_MS * 1_000_000, 'the existing durable was updated');
+      } finally {
+        await admin2.close();
+      }
+    } finally {
+      await c.stop();
+    }
+  });
+
+  it("with deliverPolicy 'new', a new durable skips what the stream held before", async () => {
+    const { prefix, topic } = await setup();
+    await publish(prefix, topic, 2);
+    const handled: string[] = [];
+    const c = consumer({
+      subjectPrefix: prefix,
+      topic,
+      deliverPolicy: 'new',
+      handler: async (m) => void handled.push(m.id),
+    });
+    try {
+      await c.start();
+      const [later] = await publish(prefix, topic, 1);
+      await waitUntil(() => handled.length === 1, 'the later message');
+      await sleep(200);
+      assert.deepEqual(handled, [later?.id]);
     } finally {
       await c.stop();
     }
