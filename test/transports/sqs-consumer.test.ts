@@ -127,10 +127,10 @@ async function publish(queue: TestQueue, messages: OutboxMessage[]): Promise<Out
   }
 }
 
-/** Receives (and deletes) what `url` holds, until it stays empty for a second. */
-async function drain(url: string): Promise<Message[]> {
+/** Receives (and deletes) what `url` holds: `expected` messages, or until it stays empty for a second. */
+async function drain(url: string, expected = Infinity): Promise<Message[]> {
   const out: Message[] = [];
-  for (;;) {
+  while (out.length < expected) {
     const answer = await admin.send(
       new sdk.ReceiveMessageCommand({
         QueueUrl: url,
@@ -141,7 +141,7 @@ async function drain(url: string): Promise<Message[]> {
       }),
     );
     const messages = answer.Messages ?? [];
-    if (messages.length === 0) return out;
+    if (messages.length === 0) break;
     out.push(...messages);
     await admin.send(
       new sdk.DeleteMessageBatchCommand({
@@ -150,6 +150,7 @@ async function drain(url: string): Promise<Message[]> {
       }),
     );
   }
+  return out;
 }
 
 /** Messages in `url`, visible or not. */
@@ -323,17 +324,22 @@ describe('SqsConsumer', () => {
         runsB.push(m.id);
       },
     });
+    const lostA: Array<string | null> = [];
+    a.on('consumer:ack:lost', (e) => lostA.push(e.id));
     await a.start();
     await waitUntil(() => runsA.length === 1, 'A runs the message');
     await b.start();
     try {
-      // Three visibility timeouts: without the heartbeat B would get it.
-      await sleep(3000);
+      // Two visibility timeouts: without the heartbeat B would get it.
+      await sleep(2200);
       assert.deepEqual(runsB, [], 'held by A meanwhile');
-      const stopped = a.stop({ timeoutMs: 50 });
-      await stopped;
+      await a.stop({ timeoutMs: 50 });
       await waitUntil(() => runsB.length === 1, 'B gets the message once A stopped', 10_000);
       assert.deepEqual(runsB, [message!.id]);
+      // A's handler ends after its stop: it deletes nothing (its acknowledgement is lost).
+      release();
+      await waitUntil(() => lostA.length === 1, "A's acknowledgement reported lost");
+      assert.deepEqual(lostA, [message!.id]);
     } finally {
       release();
       await a.stop();
@@ -362,7 +368,7 @@ describe('SqsConsumer', () => {
     assert.equal(started, 1);
     assert.equal(stopped?.abandoned, 1, 'the second (waiting behind its key) was left');
     // Visible again at once, not after the 30 s visibility timeout.
-    const left = await drain(queue.url);
+    const left = await drain(queue.url, 1);
     assert.equal(left.length, 1);
   });
 
@@ -451,7 +457,7 @@ describe('SqsConsumer', () => {
         { reason: 'malformed', id: null },
       ],
     );
-    const letters = await drain(queue.deadUrl);
+    const letters = await drain(queue.deadUrl, 2);
     const malformed = letters.find((l) => l.Body === 'hello, no id');
     const why = JSON.parse(malformed?.MessageAttributes?.['mailroom-dead']?.StringValue ?? '{}') as Record<
       string,
@@ -515,7 +521,7 @@ describe('SqsConsumer', () => {
     assert.equal(runs, 2, 'run maxAttempts times only, not again on the receives that follow');
     assert.ok(dead.length >= 1);
     assert.match(dead[0] ?? '', new RegExp(`^arn:aws:sqs:.*:${queue.deadName}$`));
-    const [letter] = await drain(queue.deadUrl);
+    const [letter] = await drain(queue.deadUrl, 1);
     assert.equal(letter?.MessageAttributes?.['mailroom-id']?.StringValue, message!.id);
   });
 
@@ -644,9 +650,9 @@ describe('SqsConsumer', () => {
   it('throttling and 5xx answers are outages, never dead letters', { skip: fakeOnly }, async () => {
     const queue = await makeQueue();
     const sent = await publish(queue, [testMessage()]);
-    // More than the SDK's own 3 attempts.
-    fake!.fail('ReceiveMessage', { status: 400, type: 'ThrottlingException' }, 4);
-    fake!.fail('ReceiveMessage', { status: 503, type: 'ServiceUnavailable' }, 4);
+    // As many as the SDK's own 3 attempts, twice: two receives fail.
+    fake!.fail('ReceiveMessage', { status: 400, type: 'ThrottlingException' }, 3);
+    fake!.fail('ReceiveMessage', { status: 503, type: 'ServiceUnavailable' }, 3);
     const handled: string[] = [];
     const consumer = consumerFor(queue, {
       reconnectDelayMs: 20,

@@ -90,7 +90,26 @@ export class SqsCalls {
     this.#client = options.client;
   }
 
+  /**
+   * True once the consumer stopped: a handler that finishes after stop()'s deadline does not
+   * delete its message (the copy SQS hands out again is a duplicate for the inbox), and no client
+   * is built again until the next start.
+   */
+  #stopped = false;
+
+  /** The consumer starts (again). */
+  reopen(): void {
+    this.#stopped = false;
+  }
+
   async client(): Promise<AwsClientLike> {
+    if (this.#stopped) {
+      throw new TransportError(
+        'closed',
+        `the SqsConsumer for ${this.options.safeUrl} is stopped; start() it again to call SQS`,
+        { details: { url: this.options.safeUrl } },
+      );
+    }
     if (this.#client !== undefined) return this.#client;
     this.#building ??= (async () => {
       const { SQSClient } = await loadSqs();
@@ -217,10 +236,13 @@ export class SqsCalls {
     while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
   }
 
-  /** Destroys a client the consumer built (never one it was given); the next call builds another. */
+  /** The consumer stopped: destroys a client it built (never one it was given); calls fail until {@link reopen}. */
   destroy(): void {
-    if (this.#own) this.#client?.destroy?.();
-    if (this.#own) this.#client = undefined;
+    this.#stopped = true;
+    if (this.#own) {
+      this.#client?.destroy?.();
+      this.#client = undefined;
+    }
     this.#own = false;
   }
 }

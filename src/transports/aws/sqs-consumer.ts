@@ -106,6 +106,7 @@ export class SqsConsumer<Tx = undefined> extends CoreDrivenConsumer<SqsConsumerE
       deadLetterTo: this.#deadLetterTo,
       safeUrl: resolved.safeUrl,
       open: async () => {
+        this.#calls.reopen();
         const session = await openSession(
           this.#options,
           this.#calls,
