@@ -564,6 +564,35 @@ describe('MqttConsumer', () => {
     assert.deepEqual([...seen.a, ...seen.b].sort(), sent.map((m) => m.id).sort());
   });
 
+  it('two consumers with one client id take the session from each other with a growing pause, and say so', async () => {
+    const [topic] = uniqueTopics(1) as [string];
+    const group = uniqueGroup();
+    const warnings: string[] = [];
+    const logger = { debug() {}, info() {}, warn: (text: string) => void warnings.push(text), error() {} };
+    const make = () =>
+      consumer({
+        url: MQTT_URL,
+        topic,
+        group,
+        instance: 'same',
+        maxReconnectDelayMs: 300,
+        logger,
+        handler: async () => {},
+      });
+    const first = make();
+    const second = make();
+    const lost = counter(first, 'consumer:connection:lost');
+    await first.start();
+    await second.start();
+    await sleep(1000);
+    await Promise.all([first.stop(), second.stop()]);
+    assert.ok(lost.length >= 1 && lost.length <= 6, `the first lost its session ${lost.length} times in 1 s`);
+    assert.ok(
+      warnings.some((w) => /another connection with the same client id/.test(w)),
+      warnings.join('\n'),
+    );
+  });
+
   it('reconnects after the connection is cut and loses nothing; the inbox absorbs the copies', async () => {
     const [topic] = uniqueTopics(1) as [string];
     const group = uniqueGroup();

@@ -130,7 +130,14 @@ export interface ConsumerSession {
   readonly resumed: boolean;
   /** PUBACK reason codes of this connection's dead letters, by packet identifier, until read. */
   readonly pubackCodes: Map<number, number>;
+  /** When the session was subscribed (`performance.now()`). */
+  readonly openedAt: number;
+  /** The reason code of the broker's DISCONNECT, once it sent one. */
+  readonly disconnectCode: () => number | undefined;
 }
+
+/** DISCONNECT reason code 0x8E: another connection with the same client id took the session. */
+export const SESSION_TAKEN_OVER = 0x8e;
 
 /**
  * Connects with the persistent session and subscribes (waiting for the SUBACK, so a refused
@@ -142,9 +149,12 @@ export async function openConsumerSession(
   onDelivery: (session: ConsumerSession, delivery: MqttDeliveryPacket) => void,
 ): Promise<ConsumerSession> {
   const connect = await loadMqttConnect();
-  const holder: { session?: ConsumerSession; client?: MqttSubscriberClient; resumed: boolean } = {
-    resumed: false,
-  };
+  const holder: {
+    session?: ConsumerSession;
+    client?: MqttSubscriberClient;
+    resumed: boolean;
+    disconnectCode?: number;
+  } = { resumed: false };
   const pending: MqttDeliveryPacket[] = [];
   const pubackCodes = new Map<number, number>();
   const onPacket = (packet: ReceivedPacket) => {
@@ -186,6 +196,7 @@ export async function openConsumerSession(
       }
       client.on('packetreceive', onPacket);
       client.on('connect', (connack) => (holder.resumed = connack.sessionPresent === true));
+      client.on('disconnect', (packet) => (holder.disconnectCode = packet.reasonCode ?? 0));
       holder.client = client;
       return client;
     },
@@ -201,13 +212,20 @@ export async function openConsumerSession(
     new AbortController().signal,
   );
   const client = holder.client as MqttSubscriberClient;
-  const session: ConsumerSession = { connection, client, resumed: holder.resumed, pubackCodes };
   try {
-    await subscribe(session, options);
+    await subscribe(connection, client, options);
   } catch (err) {
     connection.destroy(err instanceof Error ? err : new Error(String(err)));
     throw err;
   }
+  const session: ConsumerSession = {
+    connection,
+    client,
+    resumed: holder.resumed,
+    pubackCodes,
+    openedAt: performance.now(),
+    disconnectCode: () => holder.disconnectCode,
+  };
   holder.session = session;
   for (const delivery of pending.splice(0)) onDelivery(session, delivery);
   return session;
@@ -215,7 +233,8 @@ export async function openConsumerSession(
 
 /** SUBSCRIBE at the consumer's QoS; throws a `subscribe_failed` TransportError unless granted QoS 1 or 2. */
 async function subscribe(
-  session: ConsumerSession,
+  connection: MqttConnection,
+  client: MqttSubscriberClient,
   options: Readonly<ResolvedMqttConsumerOptions>,
 ): Promise<void> {
   const { safeUrl } = options.endpoint;
@@ -233,12 +252,12 @@ async function subscribe(
     );
     const onEnd = () => {
       clearTimeout(timer);
-      reject(session.connection.lostReason ?? failed('the connection ended'));
+      reject(connection.lostReason ?? failed('the connection ended'));
     };
-    session.connection.ended.addEventListener('abort', onEnd, { once: true });
-    session.client.subscribe(filter, { qos: options.qos }, (error, grants) => {
+    connection.ended.addEventListener('abort', onEnd, { once: true });
+    client.subscribe(filter, { qos: options.qos }, (error, grants) => {
       clearTimeout(timer);
-      session.connection.ended.removeEventListener('abort', onEnd);
+      connection.ended.removeEventListener('abort', onEnd);
       if (error) reject(failed(describe(error), error));
       else resolve(grants?.[0]?.qos ?? 0x80);
     });

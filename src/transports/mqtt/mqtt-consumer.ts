@@ -11,6 +11,7 @@ import {
   acknowledge,
   openConsumerSession,
   sendDeadLetter,
+  SESSION_TAKEN_OVER,
   type ConsumerSession,
   type MqttDeliveryPacket,
 } from './mqtt-consumer-session.js';
@@ -69,6 +70,8 @@ export class MqttConsumer<Tx = undefined> extends CoreDrivenConsumer<MqttConsume
   readonly deadLetterTopic: string;
   readonly #options: Readonly<ResolvedMqttConsumerOptions>;
   readonly #handler: ReturnType<typeof handlerRunner>;
+  /** Sessions in a row that ended within {@link SHORT_SESSION_MS} of opening. */
+  #shortSessions = 0;
   protected readonly core: ConsumerCore<ConsumerSession, Delivery, Started, DeadLetterTo>;
 
   constructor(options: MqttConsumerOptions<Tx>) {
@@ -84,7 +87,13 @@ export class MqttConsumer<Tx = undefined> extends CoreDrivenConsumer<MqttConsume
       source: { filter: this.filter, clientId: this.clientId },
       deadLetterTo: { deadLetterTopic: this.deadLetterTopic },
       safeUrl,
-      open: async () => {
+      open: async (cancelled) => {
+        if (this.#shortSessions > 0) {
+          // Sessions that end as soon as they open (two consumers with one client id take it from
+          // each other, and Mosquitto just closes the older socket): a growing pause between them.
+          const { reconnectDelayMs, maxReconnectDelayMs } = this.#options;
+          await pause(Math.min(maxReconnectDelayMs, reconnectDelayMs * 2 ** this.#shortSessions), cancelled);
+        }
         const session = await openConsumerSession(this.#options, (s, packet) =>
           this.core.deliver({ session: s, packet }),
         );
@@ -98,7 +107,24 @@ export class MqttConsumer<Tx = undefined> extends CoreDrivenConsumer<MqttConsume
       isOpen: (session) => session.connection.open,
       ended: (session) => session.connection.ended,
       watch: (session, lost) => {
-        const onEnd = () => lost(session.connection.lostReason ?? new Error('connection ended'));
+        const onEnd = () => {
+          const code = session.disconnectCode();
+          if (performance.now() - session.openedAt < SHORT_SESSION_MS) this.#shortSessions++;
+          else this.#shortSessions = 0;
+          if (code === SESSION_TAKEN_OVER || this.#shortSessions >= 2) {
+            this.logger.warn(
+              'the consumer session keeps ending as soon as it opens: another connection with the same client id ' +
+                'may be taking it over; give every running instance its own instance (or clientId)',
+              {
+                clientId: this.clientId,
+                filter: this.filter,
+                disconnectCode: code,
+                shortSessions: this.#shortSessions,
+              },
+            );
+          }
+          lost(session.connection.lostReason ?? new Error('connection ended'));
+        };
         if (session.connection.ended.aborted) onEnd();
         else session.connection.ended.addEventListener('abort', onEnd, { once: true });
       },
@@ -152,6 +178,17 @@ export class MqttConsumer<Tx = undefined> extends CoreDrivenConsumer<MqttConsume
       error: error.message,
     });
     this.emit('consumer:ack:lost', { id, error });
+  }
+}
+
+/** A session that ends sooner than this after opening counts as flapping. */
+const SHORT_SESSION_MS = 1000;
+
+/** Waits `ms`, or less when `cancelled()` turns true (checked every 100 ms). */
+async function pause(ms: number, cancelled: () => boolean): Promise<void> {
+  const until = performance.now() + ms;
+  while (!cancelled() && performance.now() < until) {
+    await new Promise((resolve) => setTimeout(resolve, Math.min(100, until - performance.now())));
   }
 }
 
