@@ -10,7 +10,10 @@ import type pg from 'pg';
 import { isConfigError } from '../../src/core/errors/config-error.js';
 import { PermanentDeliveryError } from '../../src/core/errors/permanent-delivery-error.js';
 import { isTransportError } from '../../src/core/errors/transport-error.js';
+import { Outbox, Relay } from '../../src/core/index.js';
 import type { OutboxMessage, ReceivedMessage } from '../../src/core/types.js';
+import { Inbox } from '../../src/inbox/inbox.js';
+import type { PostgresTransactionHandle } from '../../src/stores/postgres/postgres-driver.js';
 import { TcpProxy } from '../../src/testkit/tcp-proxy.js';
 import { testMessage, uniqueTopics } from '../../src/testkit/transport-conformance.js';
 import {
@@ -21,7 +24,7 @@ import {
   type MqttConsumerEvents,
   type MqttConsumerOptions,
 } from '../../src/transports/mqtt/index.js';
-import { createTestDb, type TestDb } from '../helpers/postgres.js';
+import { createTestDb, inTransaction, type TestDb } from '../helpers/postgres.js';
 import { waitUntil } from '../helpers/wait.js';
 import { freePort, mapped, MQTT_URL, subscribe } from './mqtt-helpers.js';
 
@@ -733,5 +736,51 @@ describe('MqttConsumer', () => {
     const { group: _group, ...groupless } = base;
     const plain = new MqttConsumer({ ...groupless, clientId: 'me' });
     assert.equal(plain.filter, 'order/created');
+  });
+
+  it('end to end: outbox → Relay → MqttTransport → MqttConsumer with the Inbox on PostgreSQL, each key in order, each effect once', async () => {
+    const [topic] = uniqueTopics(1) as [string];
+    const group = uniqueGroup();
+    const transport = new MqttTransport({ url: MQTT_URL, prefix: 'shop/' });
+    const relay = new Relay({ store: db.store, transport, batchSize: 20, pollIntervalMs: 50 });
+    const outbox = new Outbox({ store: db.store });
+    const c = consumer<PostgresTransactionHandle>({
+      url: MQTT_URL,
+      topic,
+      prefix: 'shop/',
+      group,
+      instance: 'a',
+      concurrency: 4,
+      inbox: new Inbox({ store: db.store, consumer: group }),
+      handler: async (m: ReceivedMessage, tx: PostgresTransactionHandle) =>
+        void (await writeEffect(tx as pg.PoolClient, m)),
+    });
+    const keys = ['k0', 'k1', 'k2', 'k3'];
+    await c.start();
+    await relay.start();
+    try {
+      const ids = await inTransaction(db.pool, (client) =>
+        outbox.enqueue(
+          client,
+          Array.from({ length: 40 }, (_, n) => ({ topic, key: keys[n % 4]!, payload: { n } })),
+        ),
+      );
+      await waitUntil(async () => (await effects()).length === ids.length, 'every effect');
+      const rows = await db.pool.query<{ id: string; key: string }>(
+        `SELECT id::text, key FROM "${db.schema}".effects ORDER BY at`,
+      );
+      for (const key of keys) {
+        assert.deepEqual(
+          rows.rows.filter((r) => r.key === key).map((r) => r.id),
+          ids.filter((_, n) => keys[n % 4] === key),
+          `key ${key} in the order written`,
+        );
+      }
+      assert.equal(new Set(rows.rows.map((r) => r.id)).size, ids.length);
+    } finally {
+      await relay.stop();
+      await transport.close();
+      await c.stop();
+    }
   });
 });
