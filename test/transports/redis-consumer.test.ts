@@ -366,6 +366,42 @@ describe('RedisConsumer in a group', () => {
     await c.stop();
   });
 
+  it('a handler slower than claimIdleMs keeps its entry: not taken over, not even counted again', async () => {
+    let runs = 0;
+    /** The entry's delivery count (XPENDING) near the end of the slow run. */
+    const deliveries: number[] = [];
+    const make = (name: string) =>
+      consumer({
+        consumerName: name,
+        claimIdleMs: 150,
+        handler: async () => {
+          runs++;
+          await sleep(600);
+          const rows = (await redis.call('XPENDING', bed.stream, bed.group, '-', '+', '10')) as Array<
+            [string, string, number, number]
+          >;
+          deliveries.push(...rows.map((r) => Number(r[3])));
+          await sleep(100);
+        },
+      });
+    const a = make('a');
+    const b = make('b');
+    const claims: string[] = [];
+    for (const c of [a, b]) c.on('consumer:entries:claimed', (e) => claims.push(...e.ids));
+    let handled = 0;
+    for (const c of [a, b]) c.on('consumer:message:handled', () => handled++);
+    await a.start();
+    await b.start();
+    await bed.publish([message()]);
+    await waitUntil(() => handled === 1, 'the message handled');
+    await sleep(200);
+    assert.equal(runs, 1, 'one run: the entry was kept fresh while it ran');
+    assert.deepEqual(claims, []);
+    // Without the refresh, XAUTOCLAIM (the other consumer's, or its own) would have claimed it.
+    assert.deepEqual(deliveries, [1]);
+    assert.equal(await pendingCount(), 0);
+  });
+
   it('two consumers of one group share the work: every entry handled once, by one of them', async () => {
     const seen = new Map<string, string>();
     const twice: string[] = [];
@@ -493,6 +529,31 @@ describe('RedisConsumer failures', () => {
     const malformed = letters.find((l) => l.get('mailroom-dead-reason')?.toString() === 'malformed');
     assert.match(malformed?.get('mailroom-error')?.toString() ?? '', /no mailroom-id field/);
     assert.equal(malformed?.get('payload')?.toString(), 'hello');
+    assert.equal(await pendingCount(), 0);
+    await c.stop();
+  });
+
+  it('acknowledges a failed entry only with its dead letter: while the dead letter cannot be added, it stays pending', async () => {
+    const c = consumer({
+      retry: fastRetry(1),
+      handler: async () => {
+        throw new PermanentDeliveryError('refused');
+      },
+    });
+    const errors = once(c, 'consumer:error', 2);
+    const dead = once(c, 'consumer:message:dead');
+    await c.start();
+    // The dead-letter key turns into another type after start: XADD would fail inside the
+    // transaction while the XACK went through, so the consumer must not send them.
+    await redis.set(bed.dead, 'in the way');
+    await bed.publish([message()]);
+    const [first] = await errors;
+    assert.equal(first?.phase, 'dead-letter');
+    assert.match(first?.error.message ?? '', /is a string, not a stream/);
+    assert.equal(await pendingCount(), 1, 'not acknowledged');
+    await redis.del(bed.dead);
+    await dead;
+    assert.equal((await deadLetters()).length, 1);
     assert.equal(await pendingCount(), 0);
     await c.stop();
   });

@@ -70,7 +70,12 @@ export interface StreamEntry {
 /** An entry handed to the consumer, with what the pending entries list knows of it. */
 export interface EntryDelivery {
   entry: StreamEntry & { fields: Buffer[] };
-  /** Deliveries of the entry before this one (its delivery count minus one), when known. */
+  /**
+   * Deliveries of the entry before this one (its delivery count in the pending entries list minus
+   * one), when known and meaningful: for entries taken over from another consumer, and for this
+   * consumer's own pending entries read by the first session after `start()`; undefined for those
+   * re-read after a reconnect (the process counted their failures itself).
+   */
   failedBefore: number | undefined;
   /** `'claimed'`: taken over from another consumer with XAUTOCLAIM. */
   via: 'new' | 'pending' | 'claimed';
@@ -164,6 +169,8 @@ function connectionName(options: Readonly<ResolvedRedisConsumerOptions>, role: s
 export class RedisConsumerSession {
   readonly #options: Readonly<ResolvedRedisConsumerOptions>;
   readonly #hooks: SessionHooks;
+  /** Pass on the delivery counts of this consumer's own pending entries (first session after start()). */
+  readonly #countPending: boolean;
   readonly #readerConnection: RedisSessions;
   readonly #commandConnection: RedisSessions;
   #reader!: RedisConsumerClient;
@@ -185,9 +192,14 @@ export class RedisConsumerSession {
   #deadLetters: Promise<unknown> = Promise.resolve();
   #closing: Promise<void> | undefined;
 
-  private constructor(options: Readonly<ResolvedRedisConsumerOptions>, hooks: SessionHooks) {
+  private constructor(
+    options: Readonly<ResolvedRedisConsumerOptions>,
+    hooks: SessionHooks,
+    countPending: boolean,
+  ) {
     this.#options = options;
     this.#hooks = hooks;
+    this.#countPending = countPending;
     this.#readerConnection = new RedisSessions(options.connection);
     this.#commandConnection = new RedisSessions(options.connection);
   }
@@ -195,14 +207,15 @@ export class RedisConsumerSession {
   /**
    * Connects both connections, creates the group when missing and starts reading. Throws a
    * `TransportError` (`unreachable`, `auth_failed`, `group_failed`, `dead_letter_stream_invalid`) or
-   * a `ConfigError` for a client without `callBuffer`.
+   * a `ConfigError` for a client without `callBuffer`. `countPending`: see {@link EntryDelivery.failedBefore}.
    */
   static async open(
     options: Readonly<ResolvedRedisConsumerOptions>,
     hooks: SessionHooks,
     cancelled: () => boolean,
+    countPending: boolean,
   ): Promise<RedisConsumerSession> {
-    const session = new RedisConsumerSession(options, hooks);
+    const session = new RedisConsumerSession(options, hooks, countPending);
     try {
       await session.#connect(cancelled);
     } catch (err) {
@@ -401,7 +414,12 @@ export class RedisConsumerSession {
         ...gone,
       ]);
     }
-    const counts = via === 'new' ? new Map<string, number>() : await this.#deliveryCounts(live);
+    // A reconnect's re-read of this process's own entries is no failure of theirs (the core
+    // counts the failures it saw itself): only the delivery counts of entries taken over, and of
+    // the first session after start() (an earlier process under this name may have crashed on
+    // them), are passed on.
+    const counted = via === 'claimed' || (via === 'pending' && this.#countPending);
+    const counts = counted ? await this.#deliveryCounts(live) : new Map<string, number>();
     for (const entry of live) {
       if (!this.open) return;
       this.#held.add(entry.id);

@@ -63,6 +63,8 @@ export class RedisConsumer<Tx = undefined> extends CoreDrivenConsumer<RedisConsu
   readonly deadLetterStream: string;
   readonly #options: Readonly<ResolvedRedisConsumerOptions>;
   readonly #handler: ReturnType<typeof handlerRunner>;
+  /** The next session opened is the first since start(), not a reconnect's. */
+  #fresh = false;
   protected readonly core: ConsumerCore<RedisConsumerSession, Delivery, RedisConsumerSource, DeadLetterTo>;
 
   constructor(options: RedisConsumerOptions<Tx>) {
@@ -93,7 +95,11 @@ export class RedisConsumer<Tx = undefined> extends CoreDrivenConsumer<RedisConsu
       source: { stream: this.stream, group: this.group, consumerName: this.consumerName },
       deadLetterTo: { deadLetterStream: this.deadLetterStream },
       safeUrl,
-      open: (cancelled) => RedisConsumerSession.open(this.#options, hooks, cancelled),
+      open: (cancelled) => {
+        const fresh = this.#fresh;
+        this.#fresh = false;
+        return RedisConsumerSession.open(this.#options, hooks, cancelled, fresh);
+      },
       isOpen: (session) => session.open,
       ended: (session) => session.ended,
       watch: (session, lost) => {
@@ -141,6 +147,15 @@ export class RedisConsumer<Tx = undefined> extends CoreDrivenConsumer<RedisConsu
       emit: (event, payload) => this.emit(event, payload as RedisConsumerEvents[typeof event]),
       prune: this.#handler.prune,
     });
+  }
+
+  /**
+   * Connects, creates the consumer group when missing and starts reading (this consumer's own
+   * pending entries first, then new ones). See {@link CoreDrivenConsumer.start}.
+   */
+  override start(): Promise<void> {
+    if (!this.running) this.#fresh = true;
+    return super.start();
   }
 
   /** XACK on the delivery's session; reports it lost when that fails (the entry stays pending). */
