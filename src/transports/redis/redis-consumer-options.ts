@@ -100,7 +100,7 @@ export interface RedisConsumerBaseOptions extends common.ConsumerCommonOptions {
   deadLetterStream?: string;
   /**
    * Entries another consumer of the group has held unacknowledged for this long (a crashed or cut
-   * off instance) are taken over with `XAUTOCLAIM`, checked every `claimIdleMs / 2`. This
+   * off instance) are taken over with `XAUTOCLAIM`, checked every `claimIdleMs / 3`. This
    * consumer keeps its own entries fresh while it holds them (`XCLAIM … JUSTID` every
    * `claimIdleMs / 3`), so a slow handler or a long retry delay is not taken from it. `0`: never
    * take over (a crashed instance's entries wait for an instance with its `consumerName`).
