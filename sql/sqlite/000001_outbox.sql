@@ -2,6 +2,9 @@
 -- Times are integers: milliseconds since 1970 (UTC), from SQLite's own clock (every connection
 -- to a SQLite file runs on the same machine, so they all read the same clock).
 -- STRICT tables: a value of the wrong type is an error at INSERT, not a surprise at claim.
+-- Payload and headers are the last columns: SQLite stores a row's columns in order and spills a
+-- big row into overflow pages, so the columns a claim or a count reads (times, leases, key) stay
+-- on the row's first page and never make it read a payload.
 
 -- The outbox: one row per undelivered message, deleted (or archived) once the transport
 -- confirmed it. AUTOINCREMENT: a seq is never used twice, not even after the newest row was
@@ -13,16 +16,16 @@ CREATE TABLE IF NOT EXISTS mailroom_outbox (
   topic TEXT NOT NULL,
   key TEXT,
   type TEXT,
-  payload BLOB NOT NULL,
   content_type TEXT NOT NULL,
-  headers TEXT NOT NULL DEFAULT '{}',
   created_at INTEGER NOT NULL,
   available_at INTEGER NOT NULL,
   attempts INTEGER NOT NULL DEFAULT 0,
   lease_token TEXT,
   lease_owner TEXT,
   lease_until INTEGER,
-  last_error TEXT
+  last_error TEXT,
+  headers TEXT NOT NULL DEFAULT '{}',
+  payload BLOB NOT NULL
 ) STRICT;
 
 -- The claim's per-key order probe ("is an older row of this key left?") and runs.
@@ -39,13 +42,13 @@ CREATE TABLE IF NOT EXISTS mailroom_dead_letters (
   topic TEXT NOT NULL,
   key TEXT,
   type TEXT,
-  payload BLOB NOT NULL,
   content_type TEXT NOT NULL,
-  headers TEXT NOT NULL DEFAULT '{}',
   created_at INTEGER NOT NULL,
   attempts INTEGER NOT NULL,
   dead_at INTEGER NOT NULL,
-  last_error TEXT
+  last_error TEXT,
+  headers TEXT NOT NULL DEFAULT '{}',
+  payload BLOB NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS mailroom_dead_letters_dead_at ON mailroom_dead_letters (dead_at, id);
 CREATE INDEX IF NOT EXISTS mailroom_dead_letters_topic ON mailroom_dead_letters (topic);
@@ -57,12 +60,12 @@ CREATE TABLE IF NOT EXISTS mailroom_archive (
   topic TEXT NOT NULL,
   key TEXT,
   type TEXT,
-  payload BLOB NOT NULL,
   content_type TEXT NOT NULL,
-  headers TEXT NOT NULL DEFAULT '{}',
   created_at INTEGER NOT NULL,
   attempts INTEGER NOT NULL,
-  sent_at INTEGER NOT NULL
+  sent_at INTEGER NOT NULL,
+  headers TEXT NOT NULL DEFAULT '{}',
+  payload BLOB NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS mailroom_archive_sent_at ON mailroom_archive (sent_at);
 CREATE INDEX IF NOT EXISTS mailroom_archive_id ON mailroom_archive (id);

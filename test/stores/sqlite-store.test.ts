@@ -7,7 +7,10 @@ import { after, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { fileURLToPath } from 'node:url';
 import { NotATransactionError, Outbox, Relay, StoreError } from '../../src/core/index.js';
-import { MAX_ROWS_PER_INSERT, SqliteStore } from '../../src/stores/sqlite/index.js';
+import { Inbox } from '../../src/inbox/inbox.js';
+import { loadSqliteMigrations, MAX_ROWS_PER_INSERT, SqliteStore } from '../../src/stores/sqlite/index.js';
+import { uuidv7 } from '../../src/core/uuid.js';
+import type { ReceivedMessage } from '../../src/core/types.js';
 import { MemoryTransport } from '../../src/transports/memory/index.js';
 import { runStoreConformance, type StoreHarness } from '../../src/testkit/store-conformance.js';
 
@@ -249,55 +252,74 @@ describe('SQLite store', () => {
     assert.equal((await store.stats()).backlog, 0, 'rolled back with the adapter’s transaction');
   });
 
-  it('writes big enqueues in chunks under SQLite’s parameter limit', async (t) => {
+  it('writes big enqueues in one statement each, in order, whatever SQLite’s parameter limit', async (t) => {
     const { filename, store } = await fileStore();
     t.after(() => store.close());
     const db = new Database(filename);
     t.after(() => db.close());
     const outbox = new Outbox({ store });
     const many = (topic: string, count: number) =>
-      Array.from({ length: count }, (_, i) => ({ topic, payload: i }));
-    // 2,500 messages through the Outbox (its chunks of 1,000 rows bind 8,000 parameters each)…
+      Array.from({ length: count }, (_, i) => ({ topic, key: `k${i % 7}`, payload: i }));
+    // The usual form: one JSON parameter whatever the number of rows (the Outbox's chunks of
+    // 1,000 messages as VALUES rows would bind 8,000 parameters each)…
+    const usual = store.enqueueStatement(outbox.encode(many('usual', 1500)));
+    assert.equal(usual.params.length, 1);
     await inTransaction(db, (tx) => outbox.enqueue(tx, many('async', 2500)));
-    // …9,000 synchronously (chunks of 1,000), and the largest statement the store makes.
-    db.transaction(() => store.enqueueSync(db, many('sync', 9000)))();
-    const largest = store.enqueueStatement(outbox.encode(many('largest', MAX_ROWS_PER_INSERT)));
-    assert.ok(largest.params.length <= 32_766, `${largest.params.length} parameters`);
-    await inTransaction(db, async () => {
-      db.prepare(largest.sql).run(...largest.params);
-    });
-    assert.throws(
-      () => store.enqueueStatement(outbox.encode(many('too.many', MAX_ROWS_PER_INSERT + 1))),
-      RangeError,
-    );
-    const stats = await store.stats();
-    assert.equal(stats.backlog, 2500 + 9000 + MAX_ROWS_PER_INSERT);
-    const { messages } = await store.claim({ owner: 'r', limit: 3, leaseMs: 5000 });
-    assert.deepEqual(
-      messages.map((m) => JSON.parse(m.payload.toString())),
-      [0, 1, 2],
-      'in enqueue order',
-    );
+    db.transaction(() => store.enqueueSync(db, many('sync', 3000)))();
+    // …and big payloads (over 16 MiB in one statement: 17 of 1 MiB) as blob parameters of VALUES rows, under
+    // the limit of 32,766 parameters, refusing more rows than fit.
+    const big = Array.from({ length: 17 }, (_, i) => ({
+      topic: 'big',
+      payload: Buffer.alloc(1024 * 1024, i),
+    }));
+    const values = store.enqueueStatement(outbox.encode(big));
+    assert.equal(values.params.length, 17 * 8);
+    await inTransaction(db, (tx) => outbox.enqueue(tx, big));
+    const tooMany = Array.from({ length: MAX_ROWS_PER_INSERT + 1 }, () => ({
+      topic: 'x',
+      payload: Buffer.alloc(8 * 1024),
+    }));
+    assert.ok(MAX_ROWS_PER_INSERT * 8 <= 32_766);
+    assert.throws(() => store.enqueueStatement(outbox.encode(tooMany)), RangeError);
+
+    assert.equal((await store.stats()).backlog, 2500 + 3000 + 17);
+    const rows = db.prepare('SELECT topic, key, payload FROM mailroom_outbox ORDER BY seq').all() as Array<{
+      topic: string;
+      key: string | null;
+      payload: Buffer;
+    }>;
+    const decoded = rows.map((r) => (r.topic === 'big' ? r.payload[0] : JSON.parse(r.payload.toString())));
+    assert.deepEqual(decoded, [
+      ...Array.from({ length: 2500 }, (_, i) => i),
+      ...Array.from({ length: 3000 }, (_, i) => i),
+      ...Array.from({ length: 17 }, (_, i) => i),
+    ]);
+    assert.ok(rows.filter((r) => r.topic === 'big').every((r) => r.payload.length === 1024 * 1024));
+    assert.equal(rows[8]?.key, 'k1');
   });
 
   it('waits for the write lock without blocking the event loop, and gives up at busyTimeoutMs', async (t) => {
-    const { filename, store } = await fileStore({ busyTimeoutMs: 300 });
-    t.after(() => store.close());
+    const { filename, store } = await fileStore({ busyTimeoutMs: 3000 });
+    const impatient = await SqliteStore.connect({ filename, busyTimeoutMs: 300 });
     const other = new Database(filename);
-    t.after(() => other.close());
+    t.after(async () => {
+      if (other.inTransaction) other.exec('ROLLBACK');
+      await store.close();
+      await impatient.close();
+      other.close();
+    });
     other.exec('BEGIN IMMEDIATE'); // another writer holds SQLite's one write lock
-    let ticks = 0;
-    const ticker = setInterval(() => ticks++, 10);
-    t.after(() => clearInterval(ticker));
     const claim = store.claim({ owner: 'r', limit: 10, leaseMs: 5000 });
-    await sleep(100);
-    assert.ok(ticks >= 3, `timers ran while the claim waited (${ticks} ticks)`);
+    // Waiting in SQLite's busy handler would block this process for the whole 3 s.
+    const started = Date.now();
+    await sleep(50);
+    assert.ok(Date.now() - started < 1500, `a timer ran while the claim waited (${Date.now() - started} ms)`);
     other.exec('COMMIT');
     assert.deepEqual((await claim).messages, [], 'the claim ran once the lock was free');
 
     other.exec('BEGIN IMMEDIATE');
     await assert.rejects(
-      store.claim({ owner: 'r', limit: 10, leaseMs: 5000 }),
+      impatient.extendLease('no-such-lease', 1000),
       (err: unknown) => err instanceof StoreError && err.code === 'busy' && /busyTimeoutMs/.test(err.message),
     );
     other.exec('ROLLBACK');
@@ -332,24 +354,31 @@ describe('SQLite store', () => {
       a.check(),
       (err: unknown) => err instanceof StoreError && err.code === 'schema_missing',
     );
+    const files = loadSqliteMigrations();
+    assert.deepEqual(
+      files.map((m) => m.version),
+      files.map((_, i) => i + 1),
+      'numbered from 1 without gaps',
+    );
     const [ra, rb] = await Promise.all([a.migrate(), b.migrate()]);
     const applied = [...ra, ...rb].filter((r) => r.status === 'applied');
     assert.deepEqual(
-      applied.map((r) => r.version),
-      [1],
+      applied.map((r) => r.version).sort((x, y) => x - y),
+      files.map((m) => m.version),
       'each file applied exactly once',
     );
     assert.deepEqual(
       (await a.migrate()).map((r) => r.status),
-      ['already-applied'],
+      files.map(() => 'already-applied'),
     );
     await a.check();
     const db = new Database(filename);
     t.after(() => db.close());
     assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
-    assert.deepEqual(db.prepare('SELECT version, name FROM mailroom_migrations').all(), [
-      { version: 1, name: 'outbox' },
-    ]);
+    assert.deepEqual(
+      db.prepare('SELECT version, name FROM mailroom_migrations ORDER BY version').all(),
+      files.map((m) => ({ version: m.version, name: m.name })),
+    );
   });
 
   it('archives delivered messages when asked, and prunes the archive', async (t) => {
@@ -390,5 +419,49 @@ describe('SQLite store', () => {
       /does not support/,
     );
     assert.equal((await store.stats()).backlog, 0);
+  });
+
+  it('inbox: runs a handler once per message in a transaction with its record, and not after a rollback', async (t) => {
+    const { filename, store } = await fileStore();
+    t.after(() => store.close());
+    const db = new Database(filename);
+    t.after(() => db.close());
+    db.exec('CREATE TABLE effects (message_id TEXT)');
+    const inbox = new Inbox({ store, consumer: 'billing' });
+    const message: ReceivedMessage = {
+      id: uuidv7(),
+      topic: 'order.created',
+      key: null,
+      type: null,
+      headers: {},
+      contentType: 'application/json',
+      body: Buffer.from('{}'),
+      payload: {},
+      ackTo: null,
+      attempt: 1,
+      createdAt: null,
+    };
+    let runs = 0;
+    const effect = async (tx: Database.Database) => {
+      runs++;
+      tx.prepare('INSERT INTO effects (message_id) VALUES (?)').run(message.id);
+      await sleep(5);
+    };
+    await assert.rejects(
+      inbox.handle(message, async (tx) => {
+        await effect(tx as Database.Database);
+        throw new Error('handler failed');
+      }),
+      /handler failed/,
+    );
+    assert.deepEqual(db.prepare('SELECT * FROM effects').all(), [], 'the failed attempt left no effect');
+    const first = await inbox.handle(message, (tx) => effect(tx as Database.Database));
+    const again = await inbox.handle(message, (tx) => effect(tx as Database.Database));
+    assert.equal(first.status, 'processed');
+    assert.equal(again.status, 'duplicate');
+    assert.equal(runs, 2, 'the duplicate did not run the handler');
+    assert.equal((db.prepare('SELECT count(*) AS n FROM effects').get() as { n: number }).n, 1);
+    await sleep(5);
+    assert.equal(await store.pruneInbox('billing', 1, 100), 1);
   });
 });

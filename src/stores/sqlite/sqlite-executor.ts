@@ -177,35 +177,53 @@ export async function runTransaction<T>(
   fn: () => T,
   options: RunTransactionOptions,
 ): Promise<T> {
+  return whenBegun(db, mode, options, () => {
+    let result: T;
+    try {
+      result = fn();
+      db.exec('COMMIT');
+    } catch (err) {
+      rollbackQuietly(db);
+      throw options.wrap(err);
+    }
+    return result;
+  });
+}
+
+/** ROLLBACK unless SQLite already rolled back by itself (it does after some errors). */
+export function rollbackQuietly(db: SqliteDatabase): void {
+  if (!db.inTransaction) return;
+  try {
+    db.exec('ROLLBACK');
+  } catch {
+    // Nothing to roll back after all.
+  }
+}
+
+/**
+ * Waits (asynchronously) until a transaction can begin on `db`, begins it, and calls `body`
+ * synchronously right after the BEGIN, with nothing in between: its result is returned. See
+ * {@link runTransaction} for why the wait never blocks the event loop.
+ */
+export async function whenBegun<T>(
+  db: SqliteDatabase,
+  mode: TransactionMode,
+  options: RunTransactionOptions,
+  body: () => T,
+): Promise<T> {
   const deadline = Date.now() + options.busyTimeoutMs;
   let pause = 2;
   for (;;) {
     if (db.inTransaction) {
       if (Date.now() >= deadline) throw options.timedOut('in-transaction', undefined);
     } else {
-      let begun = false;
+      let begun: boolean;
       try {
         begun = begin(db, mode);
       } catch (err) {
         throw options.wrap(err);
       }
-      if (begun) {
-        let result: T;
-        try {
-          result = fn();
-          db.exec('COMMIT');
-        } catch (err) {
-          if (db.inTransaction) {
-            try {
-              db.exec('ROLLBACK');
-            } catch {
-              // The connection rolled back by itself (SQLite does after some errors).
-            }
-          }
-          throw options.wrap(err);
-        }
-        return result;
-      }
+      if (begun) return body();
       if (Date.now() >= deadline) throw options.timedOut('locked', undefined);
     }
     await sleep(pause);
@@ -220,7 +238,8 @@ function begin(db: SqliteDatabase, mode: TransactionMode): boolean {
     db.exec('BEGIN DEFERRED');
     return true;
   }
-  const saved = (db.prepare('PRAGMA busy_timeout').get() as { timeout?: unknown } | undefined)?.timeout;
+  const saved = (prepareCached(db, 'PRAGMA busy_timeout').get() as { timeout?: unknown } | undefined)
+    ?.timeout;
   const restore = typeof saved === 'number' && saved !== 0;
   if (restore) db.exec('PRAGMA busy_timeout = 0');
   try {

@@ -28,8 +28,16 @@ export const SQLITE_MAX_PARAMS = 32_766;
 /** Most rows one INSERT carries: under the parameter limit (4,095 rows of 8 parameters). */
 export const MAX_ROWS_PER_INSERT = Math.floor(SQLITE_MAX_PARAMS / PARAMS_PER_ROW);
 
-/** Oldest SQLite the store runs on: STRICT tables (3.37) and built-in JSON (3.38). */
-export const MIN_SQLITE_VERSION = '3.38.0';
+/** Oldest SQLite the store runs on: STRICT tables (3.37), built-in JSON and `->>` (3.38), `unhex` (3.41). */
+export const MIN_SQLITE_VERSION = '3.41.0';
+
+/**
+ * Up to this many payload bytes in one enqueue, the rows travel as one JSON parameter
+ * ({@link sqliteSql.enqueueJson}); above it, as a multi-row VALUES statement with the payloads as
+ * blob parameters ({@link sqliteSql.enqueue}), so no JSON text nears SQLite's string limit (1e9
+ * bytes) or V8's.
+ */
+export const JSON_ENQUEUE_MAX_PAYLOAD_BYTES = 16 * 1024 * 1024;
 
 /** The columns a message is read back with (`toMessage` in the store). */
 const MESSAGE_COLUMNS = 'seq, id, topic, key, type, payload, content_type, headers, created_at, attempts';
@@ -133,6 +141,16 @@ FROM mailroom_dead_letters d WHERE d.id = ? AND NOT EXISTS (SELECT 1 FROM mailro
   /** Parameters: older than (ms since 1970). */
   pruneArchive: 'DELETE FROM mailroom_archive WHERE sent_at < ?',
 
+  /**
+   * Records that a consumer processed a message: one row back when new, none for a duplicate.
+   * Parameters: consumer, id.
+   */
+  inboxRecord: `INSERT INTO mailroom_inbox (consumer, id, processed_at) VALUES (?, ?, ${NOW})
+ON CONFLICT (consumer, id) DO NOTHING RETURNING id`,
+  /** Parameters: consumer, older than (ms since 1970), most rows. */
+  pruneInbox: `DELETE FROM mailroom_inbox WHERE rowid IN (
+  SELECT rowid FROM mailroom_inbox WHERE consumer = ? AND processed_at < ? ORDER BY processed_at LIMIT ?)`,
+
   relayLockRead:
     "SELECT owner, token, acquired_at, lease_until FROM mailroom_relay_lock WHERE name = 'relay'",
   /** Parameters: owner, token, acquired at, lease end. */
@@ -145,7 +163,41 @@ ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, token = excluded.token,
   /** Parameter: token. */
   relayLockRelease: "DELETE FROM mailroom_relay_lock WHERE name = 'relay' AND token = ?",
 
-  /** One multi-row INSERT for `rows` messages (at most {@link MAX_ROWS_PER_INSERT}). */
+  /**
+   * The usual enqueue: one statement of constant text for any number of messages, the rows as one
+   * JSON array parameter (payloads in hex), inserted in array order (`ORDER BY j.key`, the array
+   * index), so seq follows the order given. Constant text is prepared once per connection; SQLite
+   * parses a multi-row VALUES statement in time that grows faster than its rows (measured with
+   * better-sqlite3 12: 1,000 rows 170 ms, 4,095 rows 1.5 s to prepare, against 16 ms and 78 ms to
+   * run this one), and each distinct row count is another statement to prepare.
+   */
+  enqueueJson: `INSERT INTO mailroom_outbox
+  (id, topic, key, type, payload, content_type, headers, created_at, available_at)
+SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, unhex(j.value ->> 4),
+  j.value ->> 5, j.value ->> 6, n.now, n.now + (j.value ->> 7)
+FROM json_each(?) j, (SELECT ${NOW} AS now) n
+ORDER BY j.key`,
+
+  /** The one parameter of {@link enqueueJson}. */
+  enqueueJsonParam(messages: readonly EncodedMessage[]): string {
+    return JSON.stringify(
+      messages.map((m) => [
+        m.id,
+        m.topic,
+        m.key,
+        m.type,
+        m.payload.toString('hex'),
+        m.contentType,
+        JSON.stringify(m.headers),
+        m.delayMs,
+      ]),
+    );
+  },
+
+  /**
+   * One multi-row INSERT for `rows` messages (at most {@link MAX_ROWS_PER_INSERT}, under SQLite's
+   * parameter limit), for batches whose payloads are too big for {@link enqueueJson}.
+   */
   enqueue(rows: number): string {
     return (
       'INSERT INTO mailroom_outbox (id, topic, key, type, payload, content_type, headers, created_at, available_at) VALUES ' +

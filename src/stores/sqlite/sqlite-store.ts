@@ -13,6 +13,7 @@ import type {
   DeadLetterBatchOptions,
   DeadLetterFilter,
   DeadLetterOpResult,
+  InboxPort,
   OutboxStats,
   OutboxStore,
   Settlement,
@@ -28,6 +29,7 @@ import { describeSqliteError } from './sqlite-errors.js';
 import {
   isSqliteDatabase,
   rejectAutocommitDatabase,
+  rollbackQuietly,
   runChanges,
   runSync,
   runTransaction,
@@ -35,8 +37,15 @@ import {
   type RunTransactionOptions,
   type SqliteTransactionHandle,
   type TransactionMode,
+  whenBegun,
 } from './sqlite-executor.js';
-import { MAX_ROWS_PER_INSERT, MIN_SQLITE_VERSION, sqliteSql as sql, whereClause } from './sqlite-sql.js';
+import {
+  JSON_ENQUEUE_MAX_PAYLOAD_BYTES,
+  MAX_ROWS_PER_INSERT,
+  MIN_SQLITE_VERSION,
+  sqliteSql as sql,
+  whereClause,
+} from './sqlite-sql.js';
 
 /** Options of {@link SqliteStore}. Give `db` or `filename`. */
 export interface SqliteStoreOptions {
@@ -208,7 +217,7 @@ function versionAtLeast(version: string, min: string): boolean {
  * db.transaction(() => store.enqueueSync(db, { topic: 'order.created', payload: { id } }))();
  * ```
  */
-export class SqliteStore implements OutboxStore<SqliteTransactionHandle> {
+export class SqliteStore implements OutboxStore<SqliteTransactionHandle>, InboxPort<SqliteDatabase> {
   readonly name = 'sqlite';
   readonly capabilities: StoreCapabilities;
   /** The store's connection: yours (`db`) or its own (`filename`). */
@@ -297,9 +306,6 @@ export class SqliteStore implements OutboxStore<SqliteTransactionHandle> {
   }
 
   enqueueStatement(messages: readonly EncodedMessage[]): SqlStatement {
-    if (messages.length > MAX_ROWS_PER_INSERT) {
-      throw new RangeError(`enqueueStatement takes at most ${MAX_ROWS_PER_INSERT} messages`);
-    }
     for (const m of messages) {
       if (m.delivery !== null) {
         const what = m.delivery.ack ? 'ack' : 'callback';
@@ -309,6 +315,17 @@ export class SqliteStore implements OutboxStore<SqliteTransactionHandle> {
             'callbacks need PostgresStore or PGliteStore): send it without that field',
         );
       }
+    }
+    let payloadBytes = 0;
+    for (const m of messages) payloadBytes += m.payload.byteLength;
+    if (payloadBytes <= JSON_ENQUEUE_MAX_PAYLOAD_BYTES) {
+      return { sql: sql.enqueueJson, params: [sql.enqueueJsonParam(messages)] };
+    }
+    if (messages.length > MAX_ROWS_PER_INSERT) {
+      throw new RangeError(
+        `enqueueStatement takes at most ${MAX_ROWS_PER_INSERT} messages whose payloads total over ` +
+          `${JSON_ENQUEUE_MAX_PAYLOAD_BYTES} bytes (SQLite's limit of parameters per statement)`,
+      );
     }
     return { sql: sql.enqueue(messages.length), params: sql.enqueueParams(messages) };
   }
@@ -370,6 +387,44 @@ export class SqliteStore implements OutboxStore<SqliteTransactionHandle> {
     for (const s of statements) runSync(db, s.sql, s.params);
     const ids = members.map((m) => m.id);
     return Array.isArray(input) ? ids : (ids[0] as string);
+  }
+
+  /**
+   * Runs `fn` in a new write transaction on the store's connection, with that connection as the
+   * handle (what `outbox.enqueue` and your own statements take): commits when `fn` resolves,
+   * rolls back and rethrows when it throws. The inbox runs handlers in these. The transaction
+   * holds SQLite's write lock until it ends, so keep `fn` short: other writers wait for it.
+   */
+  async transaction<T>(fn: (tx: SqliteDatabase) => Promise<T>): Promise<T> {
+    if (this.#closed) throw closedError(this.file);
+    const db = this.db;
+    return whenBegun(db, 'IMMEDIATE', this.#tx, async () => {
+      let result: T;
+      try {
+        result = await fn(db);
+      } catch (err) {
+        rollbackQuietly(db);
+        // The handler's own error, as it threw it.
+        throw err;
+      }
+      try {
+        db.exec('COMMIT');
+      } catch (err) {
+        rollbackQuietly(db);
+        throw describeSqliteError(err, { file: this.file });
+      }
+      return result;
+    });
+  }
+
+  inboxRecordStatement(consumer: string, id: string): SqlStatement {
+    return { sql: sql.inboxRecord, params: [consumer, id] };
+  }
+
+  async pruneInbox(consumer: string, olderThanMs: number, limit: number): Promise<number> {
+    return this.#run('IMMEDIATE', (now) =>
+      runChanges(this.db, sql.pruneInbox, [consumer, now - Math.round(olderThanMs), limit]),
+    );
   }
 
   async claim(request: ClaimRequest): Promise<ClaimedBatch> {
@@ -762,6 +817,10 @@ export class SqliteStore implements OutboxStore<SqliteTransactionHandle> {
     this.#closed = true;
     if (this.#ownsDb && this.db.open) this.db.close();
   }
+}
+
+function closedError(file: string): StoreError {
+  return new StoreError('closed', `this SqliteStore (${JSON.stringify(file)}) was closed; make a new one`);
 }
 
 function openDatabase(filename: string, busyTimeoutMs: number): SqliteDatabase {
