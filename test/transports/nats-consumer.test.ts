@@ -227,16 +227,19 @@ describe('nats consumer', () => {
     }
   });
 
-  it('a message whose handler outlives the stop deadline comes back to another instance', async () => {
-    const { prefix, topic } = await setup();
-    const [message] = await publish(prefix, topic, 1);
+  it('stop(): a handler past the deadline keeps its message until ack_wait; those not started go back at once', async () => {
+    const { prefix, topic, stream } = await setup();
+    const sent = await publish(prefix, topic, 3);
+    const ackWaitMs = 5000; // longer than the wait below: only a nak brings messages back in time
     let release!: () => void;
     const blocked = new Promise<void>((resolve) => (release = resolve));
     const seenByA: string[] = [];
-    const seenByB: ReceivedMessage[] = [];
+    const seenByB: string[] = [];
     const a = consumer({
       subjectPrefix: prefix,
       topic,
+      prefetch: 3,
+      ackWaitMs,
       handler: async (m) => {
         seenByA.push(m.id);
         await blocked;
@@ -244,15 +247,27 @@ describe('nats consumer', () => {
     });
     let stopped: { abandoned: number } | undefined;
     a.on('consumer:stopped', (e) => (stopped = e));
-    const b = consumer({ subjectPrefix: prefix, topic, handler: async (m) => void seenByB.push(m) });
+    const b = consumer({
+      subjectPrefix: prefix,
+      topic,
+      ackWaitMs,
+      handler: async (m) => void seenByB.push(m.id),
+    });
     try {
       await a.start();
-      await waitUntil(() => seenByA.length === 1, 'A running the handler');
+      await waitUntil(
+        async () => (await consumerState(stream, a.durable)).ackPending === 3,
+        'A holding all three',
+      );
+      assert.deepEqual(seenByA, [sent[0]?.id], 'one handler at a time');
       await a.stop({ timeoutMs: 100 });
-      assert.deepEqual(stopped, { abandoned: 1 });
+      assert.deepEqual(stopped, { abandoned: 3 });
       await b.start();
-      await waitUntil(() => seenByB.length === 1, 'B getting the message after ack_wait');
-      assert.equal(seenByB[0]?.id, message?.id);
+      await waitUntil(() => seenByB.length === 2, 'B getting the two A had not started', ackWaitMs - 1500);
+      assert.deepEqual(seenByB, [sent[1]?.id, sent[2]?.id]);
+      // The one whose handler still runs in A is not redelivered before ack_wait.
+      await sleep(300);
+      assert.equal(seenByB.length, 2);
     } finally {
       release();
       await a.stop();

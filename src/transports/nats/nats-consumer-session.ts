@@ -16,6 +16,7 @@ import {
 import { headers as natsHeaders } from '@nats-io/transport-node';
 
 import { TransportError } from '../../core/errors/transport-error.js';
+import { within } from '../../consumer/consumer-core.js';
 import type { DeadLetterReason } from '../../consumer/consumer-events.js';
 import { describe } from './nats-errors.js';
 import type { ResolvedNatsConsumerOptions } from './nats-consumer-options.js';
@@ -92,6 +93,8 @@ export class ConsumerSession {
   readonly #working: ReturnType<typeof setInterval>;
   /** Why the session was given up while its connection was open (a pull that failed). */
   #failure: Error | undefined;
+  /** Aborted when the connection ends or the session is given up, whichever comes first. */
+  readonly #ended = new AbortController();
   #closing: Promise<void> | undefined;
 
   constructor(setup: {
@@ -119,22 +122,27 @@ export class ConsumerSession {
       }
     }, every);
     this.#working.unref();
-    this.nats.ended.addEventListener('abort', () => this.#end(), { once: true });
+    const onEnd = () => {
+      this.#end();
+      this.#ended.abort(this.nats.ended.reason);
+    };
+    if (this.nats.ended.aborted) onEnd();
+    else this.nats.ended.addEventListener('abort', onEnd, { once: true });
   }
 
   /** True while the connection is open and the session not given up. */
   get open(): boolean {
-    return !this.nats.ended.aborted && this.#failure === undefined;
+    return !this.#ended.signal.aborted;
   }
 
-  /** Aborted when the connection ends. */
+  /** Aborted when the connection ends, the session is given up or closed. */
   get ended(): AbortSignal {
-    return this.nats.ended;
+    return this.#ended.signal;
   }
 
   /** Why the session ended. */
   get lostReason(): Error {
-    const reason: unknown = this.#failure ?? this.nats.ended.reason;
+    const reason: unknown = this.#failure ?? this.#ended.signal.reason;
     return reason instanceof Error ? reason : new Error(describe(reason ?? 'connection closed'));
   }
 
@@ -171,10 +179,14 @@ export class ConsumerSession {
             // Gone with the connection: redelivered after ack_wait.
           }
         }
+        // Closing does not flush what was written: the naks are sent first (bounded).
+        await within(this.nats.nc.flush(), this.#options.ackTimeoutMs);
       }
       this.#end();
-      this.#sessions.drop(this.nats); // flushes what was written, then closes
-      await this.nats.nc.closed().catch(noop);
+      this.#ended.abort(new Error('the consumer closed the connection'));
+      this.#sessions.drop(this.nats);
+      // Bounded: a close never holds stop() up for long, even on a link that went dead.
+      await within(this.nats.nc.closed(), this.#options.connectTimeoutMs);
     })();
     return this.#closing;
   }
@@ -222,6 +234,9 @@ export class ConsumerSession {
             `${JSON.stringify(this.stream)} at ${this.#options.endpoint.safeUrl} failed: ${describe(err)}; reconnecting`,
           { cause: err, details: { url: this.#options.endpoint.safeUrl, durable: this.#options.durable } },
         );
+        // Ended now, without waiting for the connection to close (which may hang on a dead link).
+        this.#end();
+        this.#ended.abort(this.#failure);
         this.#sessions.drop(this.nats);
         return;
       } finally {
