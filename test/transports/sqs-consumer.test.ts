@@ -541,6 +541,30 @@ describe('SqsConsumer', () => {
     assert.equal(letter?.MessageAttributes?.['mailroom-id']?.StringValue, message!.id);
   });
 
+  it('sends dead letters to a deadLetterQueueUrl named, even when the queue has a redrive policy', async () => {
+    const queue = await makeQueue({ maxReceiveCount: 5 });
+    const other = await makeQueue();
+    const [message] = await publish(queue, [testMessage()]);
+    const consumer = consumerFor(queue, {
+      deadLetterQueueUrl: `sqs:///${other.name}`,
+      handler: async () => {
+        throw new PermanentDeliveryError('no');
+      },
+    });
+    let dead: string | undefined;
+    consumer.on('consumer:message:dead', (e) => (dead = e.deadLetterQueue));
+    await consumer.start();
+    try {
+      await waitUntil(() => dead !== undefined, 'the dead letter');
+    } finally {
+      await consumer.stop();
+    }
+    assert.match(dead ?? '', new RegExp(`${other.name}$`));
+    const [letter] = await drain(other.url, 1);
+    assert.equal(letter?.MessageAttributes?.['mailroom-id']?.StringValue, message!.id);
+    await assertEmpty(queue.url);
+  });
+
   it('serial per key: a key runs one at a time, in order; other keys run alongside up to concurrency', async () => {
     const queue = await makeQueue();
     const sent = await publish(queue, [

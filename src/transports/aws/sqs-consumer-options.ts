@@ -64,8 +64,8 @@ export interface SqsConsumerBaseOptions extends common.ConsumerCommonOptions {
    * - `redrive`: the queue's own `RedrivePolicy` moves them: the consumer makes the message visible
    *   again at once and lets SQS count its receives up to `maxReceiveCount`. The queue must have a
    *   redrive policy (start() checks).
-   * - `auto`: `redrive` when the queue has a redrive policy (read with `GetQueueAttributes` at
-   *   start), else `queue`.
+   * - `auto`: `queue` when `deadLetterQueueUrl` is given; else `redrive` when the queue has a
+   *   redrive policy (read with `GetQueueAttributes` at start), else `queue`.
    *
    * @default 'auto'
    */
@@ -233,6 +233,8 @@ export function resolveSqsConsumerOptions<Tx>(options: SqsConsumerOptions<Tx>): 
   const { handler, url, deadLetterQueueUrl, inbox: _inbox, ...resolved } = consumerSchema.resolve(options);
   common.requireHandler('SqsConsumer', handler);
   const queue = resolveQueueRef(url, 'url', resolved.region);
+  // A dead-letter queue named: the consumer sends its dead letters there.
+  if (resolved.deadLetters === 'auto' && deadLetterQueueUrl !== undefined) resolved.deadLetters = 'queue';
   if (resolved.deadLetters === 'redrive' && deadLetterQueueUrl !== undefined) {
     throw new ConfigError(
       'deadLetterQueueUrl',

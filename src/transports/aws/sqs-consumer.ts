@@ -188,6 +188,23 @@ export class SqsConsumer<Tx = undefined> extends CoreDrivenConsumer<SqsConsumerE
   }
 
   /**
+   * Looks the queue up (and the dead letters' way) and starts receiving, as every consumer does
+   * (see {@link CoreDrivenConsumer.start}). When it throws, a client the consumer built is
+   * destroyed again.
+   */
+  override async start(): Promise<void> {
+    try {
+      await super.start();
+    } catch (err) {
+      if (!this.running) {
+        await this.#calls.settle();
+        this.#calls.destroy();
+      }
+      throw err;
+    }
+  }
+
+  /**
    * Stops as every consumer does (see {@link CoreDrivenConsumer.stop}): receiving ends at once (a
    * long poll under way is aborted), handlers running get `timeoutMs`, messages not started are
    * made visible again; then the calls under way finish and a client the consumer built is
