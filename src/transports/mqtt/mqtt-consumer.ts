@@ -72,6 +72,8 @@ export class MqttConsumer<Tx = undefined> extends CoreDrivenConsumer<MqttConsume
   readonly #handler: ReturnType<typeof handlerRunner>;
   /** Sessions in a row that ended within {@link SHORT_SESSION_MS} of opening. */
   #shortSessions = 0;
+  /** Sessions this consumer closed itself (stop): their end is no loss. */
+  readonly #closed = new WeakSet<ConsumerSession>();
   protected readonly core: ConsumerCore<ConsumerSession, Delivery, Started, DeadLetterTo>;
 
   constructor(options: MqttConsumerOptions<Tx>) {
@@ -108,6 +110,7 @@ export class MqttConsumer<Tx = undefined> extends CoreDrivenConsumer<MqttConsume
       ended: (session) => session.connection.ended,
       watch: (session, lost) => {
         const onEnd = () => {
+          if (this.#closed.has(session)) return;
           const code = session.disconnectCode();
           if (performance.now() - session.openedAt < SHORT_SESSION_MS) this.#shortSessions++;
           else this.#shortSessions = 0;
@@ -130,10 +133,12 @@ export class MqttConsumer<Tx = undefined> extends CoreDrivenConsumer<MqttConsume
       },
       // A DISCONNECT with reason 0: the broker keeps the session (and the messages not yet
       // acknowledged in it) for sessionExpirySeconds.
-      close: (session, why) =>
-        session.connection.close(
+      close: (session, why) => {
+        this.#closed.add(session);
+        return session.connection.close(
           connectionLostError(safeUrl, why === 'stopped' ? 'consumer stopped' : 'stopped while starting'),
-        ),
+        );
+      },
       // The connection has ended already.
       discard: () => {},
       stoppedWhileStarting: () => connectionLostError(safeUrl, 'the consumer was stopped while starting'),
