@@ -6,9 +6,14 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { fileURLToPath } from 'node:url';
-import { NotATransactionError, Outbox, Relay, StoreError } from '../../src/core/index.js';
+import { ConfigError, NotATransactionError, Outbox, Relay, StoreError } from '../../src/core/index.js';
 import { Inbox } from '../../src/inbox/inbox.js';
-import { loadSqliteMigrations, MAX_ROWS_PER_INSERT, SqliteStore } from '../../src/stores/sqlite/index.js';
+import {
+  loadSqliteMigrations,
+  MAX_ROWS_PER_INSERT,
+  SqliteStore,
+  sqliteFilenameFromUrl,
+} from '../../src/stores/sqlite/index.js';
 import { uuidv7 } from '../../src/core/uuid.js';
 import type { ReceivedMessage } from '../../src/core/types.js';
 import { MemoryTransport } from '../../src/transports/memory/index.js';
@@ -463,5 +468,42 @@ describe('SQLite store', () => {
     assert.equal((db.prepare('SELECT count(*) AS n FROM effects').get() as { n: number }).n, 1);
     await sleep(5);
     assert.equal(await store.pruneInbox('billing', 1, 100), 1);
+  });
+
+  it('reads the database file from a sqlite: URL, and refuses URLs that name none', () => {
+    assert.equal(sqliteFilenameFromUrl('databaseUrl', 'sqlite:./data/app.db'), './data/app.db');
+    assert.equal(sqliteFilenameFromUrl('databaseUrl', 'sqlite:app.db'), 'app.db');
+    assert.equal(
+      sqliteFilenameFromUrl('databaseUrl', 'sqlite:///var/lib/app%20one.db'),
+      '/var/lib/app one.db',
+    );
+    for (const bad of ['sqlite:', 'sqlite::memory:', 'postgres://x/y', 'sqlite:./a.db?mode=ro']) {
+      assert.throws(
+        () => sqliteFilenameFromUrl('databaseUrl', bad),
+        (err: unknown) => err instanceof ConfigError && err.message.includes(JSON.stringify(bad)),
+        bad,
+      );
+    }
+  });
+
+  it('explains a missing schema and a closed store, and checks its options', async () => {
+    const db = new Database(':memory:');
+    const store = new SqliteStore({ db });
+    try {
+      await assert.rejects(
+        store.claim({ owner: 'r', limit: 1, leaseMs: 1000 }),
+        (err: unknown) =>
+          err instanceof StoreError &&
+          err.code === 'schema_missing' &&
+          /store\.migrate\(\)/.test(err.message),
+      );
+      assert.throws(() => new SqliteStore({ db, relayLockMs: 10 }), /relayLockMs/);
+      assert.throws(() => new SqliteStore({} as never), /db and filename are both missing/);
+      assert.throws(() => new SqliteStore({ db, filename: 'x.db' }), /not both/);
+    } finally {
+      await store.close();
+      db.close();
+    }
+    await assert.rejects(store.stats(), (err: unknown) => err instanceof StoreError && err.code === 'closed');
   });
 });

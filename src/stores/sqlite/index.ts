@@ -1,6 +1,7 @@
 export {
   SqliteStore,
   loadBetterSqlite3,
+  sqliteFilenameFromUrl,
   DEFAULT_DEAD_LETTER_BATCH,
   MAX_TOPICS,
   type SqliteStoreOptions,

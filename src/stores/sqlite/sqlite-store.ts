@@ -819,6 +819,43 @@ export class SqliteStore implements OutboxStore<SqliteTransactionHandle>, InboxP
   }
 }
 
+/**
+ * The database file a `sqlite:` URL names, for `--database-url`: `sqlite:./data/app.db` and
+ * `sqlite:data/app.db` (relative to the working directory), `sqlite:///var/lib/app.db` (absolute).
+ * Refuses other schemes, an empty path and `:memory:` (a private database no other process or
+ * connection can write to), naming the value.
+ */
+export function sqliteFilenameFromUrl(key: string, url: string): string {
+  if (!url.startsWith('sqlite:')) {
+    throw new ConfigError(
+      key,
+      `${key} must be a sqlite: URL such as sqlite:./app.db, got ${JSON.stringify(url)}`,
+      {
+        value: url,
+      },
+    );
+  }
+  let path = url.slice('sqlite:'.length);
+  if (path.startsWith('//')) path = path.slice(2);
+  const query = path.search(/[?#]/);
+  if (query !== -1) {
+    throw new ConfigError(
+      key,
+      `${key} ${JSON.stringify(url)} has a query or fragment, which a sqlite: URL does not take: give the file path only`,
+      { value: url },
+    );
+  }
+  if (path === '' || path === ':memory:') {
+    throw new ConfigError(
+      key,
+      `${key} ${JSON.stringify(url)} names no database file: give one, e.g. sqlite:./app.db or sqlite:///var/lib/app.db ` +
+        '(a database in memory cannot be shared with the application that writes the outbox)',
+      { value: url },
+    );
+  }
+  return decodeURIComponent(path);
+}
+
 function closedError(file: string): StoreError {
   return new StoreError('closed', `this SqliteStore (${JSON.stringify(file)}) was closed; make a new one`);
 }
