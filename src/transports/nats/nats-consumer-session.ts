@@ -5,6 +5,8 @@
  *
  * @module
  */
+import { setMaxListeners } from 'node:events';
+
 import {
   AckPolicy,
   DeliverPolicy,
@@ -122,6 +124,8 @@ export class ConsumerSession {
       }
     }, every);
     this.#working.unref();
+    // One listener per request in flight on it (acks, dead letters) and per delivery waiting.
+    setMaxListeners(0, this.#ended.signal);
     const onEnd = () => {
       this.#end();
       this.#ended.abort(this.nats.ended.reason);
