@@ -63,6 +63,7 @@ export {
   type LogTransaction,
 } from './log-source.js';
 export { Outbox, type EnqueueOptions, type OutboxOptions } from './outbox.js';
+export { TransactionContext, type AmbientTransaction } from './transaction-context.js';
 export {
   Relay,
   resolveRelayOptions,

@@ -1,5 +1,7 @@
 import { ConfigError } from './errors/config-error.js';
 import { InvalidMessageError } from './errors/invalid-message-error.js';
+import { NotATransactionError } from './errors/not-a-transaction-error.js';
+import { ambientGetter, type AmbientTransaction } from './transaction-context.js';
 import { isUuid } from './uuid.js';
 import { encodeGroup } from './atomic-group.js';
 import { encodeMessage, MAX_TOPIC_BYTES, type MessageLimits } from './message.js';
@@ -26,6 +28,16 @@ export interface OutboxOptions<Tx = unknown> extends MessageLimits {
    * @example new Outbox({ store, requireTransaction: true })
    */
   requireTransaction?: boolean;
+  /**
+   * Where `enqueue(message)` (called without a transaction) finds the current one: a
+   * {@link TransactionContext}, or a function returning the transaction your app keeps in
+   * `AsyncLocalStorage` (NestJS CLS: `() => txHost.tx`). When it returns nothing, that
+   * `enqueue` throws a `NotATransactionError`: never an autocommit write. `enqueue(tx, message)`
+   * ignores it.
+   *
+   * @example new Outbox({ store, ambientTransaction: () => cls.get('tx') })
+   */
+  ambientTransaction?: AmbientTransaction<Tx>;
 }
 
 const outboxOptionsSchema = optionsSchema<OutboxOptions>()('Outbox', {
@@ -37,6 +49,12 @@ const outboxOptionsSchema = optionsSchema<OutboxOptions>()('Outbox', {
   // Left out, encodeMessage applies DEFAULT_MAX_PAYLOAD_BYTES.
   maxPayloadBytes: integer({ min: 1 }),
   requireTransaction: boolean({ default: false }),
+  ambientTransaction: custom(
+    'a function returning the current transaction, or an object with current() (a TransactionContext)',
+    (v): v is AmbientTransaction<unknown> =>
+      typeof v === 'function' ||
+      (typeof v === 'object' && v !== null && typeof (v as { current?: unknown }).current === 'function'),
+  ),
   // Left out, encodeMessage applies DEFAULT_ACK_TOPIC; checked as a topic there too.
   ackTopic: string({ expected: `a topic of 1 to ${MAX_TOPIC_BYTES} bytes` }),
 });
@@ -80,9 +98,11 @@ export class Outbox<Tx = unknown> {
   readonly store: OutboxStore<Tx>;
   readonly #limits: MessageLimits;
   readonly #requireTransaction: ((executor: SqlExecutor) => Promise<void>) | undefined;
+  readonly #ambient: (() => Tx | undefined) | undefined;
 
   constructor(options: OutboxOptions<Tx>) {
     const { requireTransaction, maxPayloadBytes, ackTopic } = outboxOptionsSchema.resolve(options);
+    this.#ambient = options.ambientTransaction ? ambientGetter(options.ambientTransaction) : undefined;
     const store = options.store;
     const check = store.requireTransaction;
     if (requireTransaction && typeof check !== 'function') {
@@ -119,7 +139,52 @@ export class Outbox<Tx = unknown> {
    */
   enqueue(tx: Tx, message: MessageInput): Promise<string>;
   enqueue(tx: Tx, messages: readonly MessageInput[], options?: EnqueueOptions): Promise<string[]>;
+  /**
+   * The same, in the ambient transaction (see {@link OutboxOptions.ambientTransaction}).
+   *
+   * @throws NotATransactionError (writing nothing) when the Outbox has no `ambientTransaction`,
+   *   or it returns none here (the call is outside your transaction's scope).
+   */
+  enqueue(message: MessageInput): Promise<string>;
+  enqueue(messages: readonly MessageInput[], options?: EnqueueOptions): Promise<string[]>;
   async enqueue(
+    first: Tx | MessageInput | readonly MessageInput[],
+    second?: MessageInput | readonly MessageInput[] | EnqueueOptions,
+    third?: EnqueueOptions,
+  ): Promise<string | string[]> {
+    // A transaction handle is never an array nor has a topic; a message always has one.
+    if (isMessageInput(second)) return this.#enqueue(first as Tx, second, third);
+    if (!Array.isArray(first) && !isMessageInput(first)) {
+      // enqueue(tx) or enqueue(tx, somethingElse): a message is missing.
+      return this.#enqueue(first as Tx, second as MessageInput, third);
+    }
+    return this.#enqueue(this.#ambientTransaction(), first as MessageInput, second as EnqueueOptions);
+  }
+
+  /** The ambient transaction, or the error that says how to give one. */
+  #ambientTransaction(): Tx {
+    if (!this.#ambient) {
+      throw new NotATransactionError(
+        'no transaction',
+        'enqueue(message) was called without a transaction, and this Outbox has no ambientTransaction: pass ' +
+          'your transaction first, outbox.enqueue(tx, message), or create the Outbox with ' +
+          '{ ambientTransaction } (a TransactionContext, or a function returning the transaction your app keeps ' +
+          'in AsyncLocalStorage). Nothing was written.',
+      );
+    }
+    const tx = this.#ambient();
+    if (tx === undefined || tx === null) {
+      throw new NotATransactionError(
+        'no ambient transaction',
+        'enqueue(message) found no ambient transaction here: call it inside your transaction scope ' +
+          "(TransactionContext.run(tx, fn), or your framework's transactional method), or pass the transaction " +
+          'first, outbox.enqueue(tx, message). Nothing was written: Mailroom never enqueues in autocommit.',
+      );
+    }
+    return tx;
+  }
+
+  async #enqueue(
     tx: Tx,
     input: MessageInput | readonly MessageInput[],
     options: EnqueueOptions = {},
@@ -195,6 +260,11 @@ export class Outbox<Tx = unknown> {
     }
     return store as unknown as AckPort & Pick<OutboxStore, 'subscribeState'>;
   }
+}
+
+/** A message or a list of them, as `enqueue` takes them (a transaction handle is neither). */
+function isMessageInput(v: unknown): v is MessageInput | readonly MessageInput[] {
+  return Array.isArray(v) || (typeof v === 'object' && v !== null && 'topic' in v);
 }
 
 function checkId(id: unknown, method: string): void {
