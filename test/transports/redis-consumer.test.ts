@@ -641,6 +641,34 @@ describe('RedisConsumer failures', () => {
       await proxy.close();
     }
   });
+
+  it('a server that stops answering ends the session after the reply deadline; it reconnects once healed', async () => {
+    const proxy = await TcpProxy.start({ targetPort: REDIS_PORT });
+    try {
+      const handled = new Set<string>();
+      const c = consumer({
+        url: `redis://127.0.0.1:${proxy.port}`,
+        replyTimeoutMs: 300,
+        connectTimeoutMs: 500,
+        handler: async (m: ReceivedMessage) => void handled.add(m.id),
+      });
+      await c.start();
+      const lost = once(c, 'consumer:connection:lost');
+      const reconnected = once(c, 'consumer:reconnected');
+      proxy.blackhole();
+      const [event] = await lost;
+      assert.match(event?.error.message ?? '', /no reply to XREADGROUP/);
+      const messages = [message(), message()];
+      await bed.publish(messages);
+      proxy.heal();
+      await reconnected;
+      await waitUntil(() => handled.size === 2, 'both messages handled after the heal');
+      await waitUntil(async () => (await pendingCount()) === 0, 'both acknowledged');
+      await c.stop();
+    } finally {
+      await proxy.close();
+    }
+  });
 });
 
 describe('RedisConsumer lifecycle', () => {

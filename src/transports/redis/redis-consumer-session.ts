@@ -346,7 +346,7 @@ export class RedisConsumerSession {
    * Sends a command and waits for its reply at most `replyTimeoutMs` (plus `extraMs`); no reply by
    * then ends the session (the server or the network is stuck) and rejects.
    */
-  async #call(
+  #call(
     client: RedisConsumerClient,
     binary: boolean,
     args: [string, ...RedisArgument[]],
@@ -354,6 +354,11 @@ export class RedisConsumerSession {
   ): Promise<unknown> {
     const [command, ...rest] = args;
     const sent = binary ? client.callBuffer(command, ...rest) : client.call(command, ...rest);
+    return this.#replyWithin(sent, command, extraMs);
+  }
+
+  /** `reply`, or the session ended when none came within `replyTimeoutMs` (plus `extraMs`). */
+  async #replyWithin<T>(reply: Promise<T>, command: string, extraMs = 0): Promise<T> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const ms = this.#options.replyTimeoutMs + extraMs;
     const timeout = new Promise<never>((_, reject) => {
@@ -367,7 +372,7 @@ export class RedisConsumerSession {
       }, ms);
     });
     try {
-      return await Promise.race([sent, timeout]);
+      return await Promise.race([reply, timeout]);
     } finally {
       clearTimeout(timer);
     }
@@ -537,12 +542,7 @@ export class RedisConsumerSession {
         pipeline.call('XADD', deadLetterStream, '*', ...fields);
         pipeline.call('XACK', streamKey, group, entry.id);
         pipeline.call('EXEC');
-        const replies = await Promise.race([
-          pipeline.exec(),
-          new Promise<never>((_, reject) =>
-            this.#ended.signal.addEventListener('abort', () => reject(this.#lostReason), { once: true }),
-          ),
-        ]);
+        const replies = await this.#replyWithin(pipeline.exec(), 'EXEC');
         const exec = replies?.at(-1);
         if (exec === undefined) return fail('no reply to EXEC');
         if (exec[0] !== null) return fail(describe(exec[0]), exec[0]);
