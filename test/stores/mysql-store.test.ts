@@ -4,7 +4,14 @@ import { after, before, describe, it } from 'node:test';
 import mysql from 'mysql2/promise';
 import { Outbox, Relay } from '../../src/core/index.js';
 import { Inbox } from '../../src/inbox/index.js';
-import { MySqlStore, splitStatements } from '../../src/stores/mysql/index.js';
+import {
+  isRetryableMySqlError,
+  MySqlStore,
+  mysqlExecutor,
+  splitStatements,
+} from '../../src/stores/mysql/index.js';
+import { closedPort } from '../../src/testkit/conformance-support.js';
+import { createConnection as createCallbackConnection } from 'mysql2';
 import { runStoreConformance, type StoreHarness } from '../../src/testkit/store-conformance.js';
 import { MemoryTransport } from '../../src/transports/memory/index.js';
 import type { OutboxMessage } from '../../src/core/types.js';
@@ -356,6 +363,214 @@ describe('MySQL store', () => {
       await Promise.all(relays.map((r) => r.stop()));
       await s2.close();
     }
+  });
+
+  it('misses no message when concurrent transactions commit out of their insert order', async () => {
+    const p = await sharedPool();
+    const early = await p.getConnection();
+    const late = await p.getConnection();
+    try {
+      await early.beginTransaction();
+      await late.beginTransaction();
+      const a = await outbox.enqueue(early, { topic: 'ooo', key: 'k', payload: 'first insert' });
+      const b = await outbox.enqueue(late, { topic: 'ooo', key: 'k', payload: 'second insert' });
+      const c = await outbox.enqueue(late, { topic: 'ooo', payload: 'keyless' });
+      await late.commit();
+      const first = await store.claim({ owner: 't', limit: 10, leaseMs: 5000 });
+      assert.deepEqual(first.messages.map((m) => m.id).sort(), [b, c].sort(), 'the committed ones');
+      await store.settle({
+        leaseToken: first.leaseToken,
+        delivered: first.messages,
+        released: [],
+        retry: [],
+        dead: [],
+      });
+      await early.commit();
+      const second = await store.claim({ owner: 't', limit: 10, leaseMs: 5000 });
+      assert.deepEqual(
+        second.messages.map((m) => m.id),
+        [a],
+        'the one that committed last is not skipped',
+      );
+      await store.settle({
+        leaseToken: second.leaseToken,
+        delivered: second.messages,
+        released: [],
+        retry: [],
+        dead: [],
+      });
+    } finally {
+      early.release();
+      late.release();
+    }
+  });
+
+  it('claims and settles do not wait for a writer whose transaction is open', async () => {
+    await inTransaction((conn) => outbox.enqueue(conn, { topic: 'gap', key: 'g', payload: 1 }));
+    const c = await store.claim({ owner: 't', limit: 10, leaseMs: 5000 });
+    // A writer holds an open transaction with a new row of the same key while a settle runs
+    // and another claim scans: neither waits for the writer, nor the writer for them.
+    const p = await sharedPool();
+    const writer = await p.getConnection();
+    try {
+      await writer.beginTransaction();
+      await outbox.enqueue(writer, { topic: 'gap', key: 'g', payload: 2 });
+      const started = Date.now();
+      await store.settle({
+        leaseToken: c.leaseToken,
+        delivered: c.messages,
+        released: [],
+        retry: [],
+        dead: [],
+      });
+      assert.equal((await store.claim({ owner: 't', limit: 10, leaseMs: 5000 })).messages.length, 0);
+      assert.ok(Date.now() - started < 2000, 'no lock wait');
+      await writer.commit();
+    } finally {
+      writer.release();
+    }
+    await drain();
+  });
+
+  it("takes an ORM adapter's execute, and checks it with @@in_transaction (MariaDB)", async () => {
+    const p = await sharedPool();
+    const conn = await p.getConnection();
+    const adapter = {
+      async execute<Row>(sql: string, params: readonly unknown[] = []) {
+        const [result] = await conn.query(sql, [...params]);
+        return { rows: (Array.isArray(result) ? result : []) as Row[] };
+      },
+    };
+    const strict = new Outbox({ store, requireTransaction: true });
+    try {
+      await assert.rejects(strict.enqueue(adapter, { topic: 'adapter', payload: 1 }), {
+        name: 'NotATransactionError',
+      });
+      await conn.beginTransaction();
+      const id = await strict.enqueue(adapter, { topic: 'adapter', payload: 1 });
+      await conn.commit();
+      const c = await store.claim({ owner: 't', limit: 10, leaseMs: 5000 });
+      assert.deepEqual(
+        c.messages.map((m) => m.id),
+        [id],
+      );
+      await store.settle({
+        leaseToken: c.leaseToken,
+        delivered: c.messages,
+        released: [],
+        retry: [],
+        dead: [],
+      });
+    } finally {
+      conn.release();
+    }
+  });
+
+  it("takes a connection of mysql2's callback API (through its promise wrapper)", async () => {
+    const conn = createCallbackConnection({ uri: DATABASE_URL });
+    try {
+      await conn.promise().beginTransaction();
+      await outbox.enqueue(conn as never, { topic: 'callback.api', payload: 1 });
+      assert.equal(typeof mysqlExecutor(conn as never).execute, 'function');
+      await conn.promise().rollback();
+      assert.equal((await store.stats()).backlog, 0, 'rolled back with the transaction');
+    } finally {
+      await conn.promise().end();
+    }
+  });
+
+  it('delivers at once after relay.wake() in the committing process, with a one-minute poll', async () => {
+    const transport = new MemoryTransport();
+    const relay = new Relay({ store, transport, pollIntervalMs: 60_000 });
+    await relay.start();
+    try {
+      await new Promise((r) => setTimeout(r, 100)); // the relay's first claim found nothing; it sleeps
+      const id = await inTransaction((conn) => outbox.enqueue(conn, { topic: 'woken', payload: 1 }));
+      relay.wake();
+      const [m] = await transport.waitFor(1, 3000);
+      assert.equal(m?.id, id);
+    } finally {
+      await relay.stop();
+    }
+  });
+
+  it('explains an unreachable server without printing the password, and classifies retryable errors', async () => {
+    const p = await sharedPool();
+    const sharedPoolNow = () => p;
+    const port = await closedPort();
+    const s = await MySqlStore.connect({ connectionString: `mysql://root:s3cret@127.0.0.1:${port}/x` });
+    try {
+      await assert.rejects(s.check(), (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'unreachable');
+        assert.match(err.message, new RegExp(`127\\.0\\.0\\.1:${port}`));
+        assert.doesNotMatch(err.message, /s3cret/);
+        assert.ok(isRetryableMySqlError(err));
+        return true;
+      });
+    } finally {
+      await s.close();
+    }
+    assert.ok(isRetryableMySqlError({ errno: 1213, sqlState: '40001', code: 'ER_LOCK_DEADLOCK' }));
+    assert.ok(isRetryableMySqlError({ errno: 1205, sqlState: 'HY000', code: 'ER_LOCK_WAIT_TIMEOUT' }));
+    assert.ok(!isRetryableMySqlError({ errno: 1062, sqlState: '23000', code: 'ER_DUP_ENTRY' }));
+    assert.throws(() => new MySqlStore({ connectionString: 'postgres://x/y' }), { name: 'ConfigError' });
+    assert.throws(() => new MySqlStore({ pool: sharedPoolNow(), tablePrefix: 'bad-prefix' }), {
+      name: 'ConfigError',
+    });
+  });
+
+  it("works on a pool of yours, leaving its sessions' isolation level as it was", async () => {
+    const own = mysql.createPool({ uri: DATABASE_URL, connectionLimit: 2 });
+    try {
+      const s = new MySqlStore({ pool: own, tablePrefix: prefix() });
+      await s.migrate();
+      const conn = await own.getConnection();
+      try {
+        await conn.beginTransaction();
+        const id = await new Outbox({ store: s }).enqueue(conn, { topic: 'yours', key: 'k', payload: 1 });
+        await conn.commit();
+        const c = await s.claim({ owner: 't', limit: 10, leaseMs: 5000 });
+        assert.deepEqual(
+          c.messages.map((m) => m.id),
+          [id],
+        );
+        await s.settle({
+          leaseToken: c.leaseToken,
+          delivered: c.messages,
+          released: [],
+          retry: [],
+          dead: [],
+        });
+        const [[row]] = (await conn.query('SELECT @@tx_isolation AS level')) as unknown as [
+          [{ level: string }],
+        ];
+        assert.equal(row.level, 'REPEATABLE-READ', 'the session keeps its own level');
+      } finally {
+        conn.release();
+      }
+      assert.equal((await s.stats()).backlog, 0);
+      await s.close();
+    } finally {
+      await own.end();
+    }
+  });
+
+  it('gives up waiting for a free pool connection at its deadline', async () => {
+    const small = mysql.createPool({ uri: DATABASE_URL, connectionLimit: 1 });
+    const s = new MySqlStore({ pool: small, tablePrefix: store.tablePrefix, statementTimeoutMs: 300 });
+    const held = await small.getConnection();
+    try {
+      await assert.rejects(s.stats(), (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'pool_timeout');
+        assert.match(err.message, /within 300 ms/);
+        return true;
+      });
+    } finally {
+      held.release();
+    }
+    assert.equal(typeof (await s.stats()).backlog, 'number', 'works again once a connection is free');
+    await s.close();
+    await small.end();
   });
 
   it('archives delivered messages when asked', async () => {

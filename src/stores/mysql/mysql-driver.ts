@@ -51,7 +51,7 @@ export interface MySqlPool {
    * A pool's settings, only read to name the server (host and port, never the password) in
    * errors about a pool you passed in.
    */
-  readonly pool?: { readonly config?: { readonly connectionConfig?: MySqlConnectionSettings } };
+  readonly pool?: { readonly config?: unknown };
 }
 
 /** The settings of a mysql2 connection that say which server it connects to. */

@@ -28,6 +28,7 @@ import {
 import { redactUrl } from '../../core/redact.js';
 import type { DeadLetter, EncodedMessage, OutboxMessage } from '../../core/types.js';
 import type {
+  MySqlConnectionSettings,
   MySqlPool,
   MySqlPoolConnection,
   MySqlResultHeader,
@@ -237,7 +238,9 @@ export class MySqlStore implements OutboxStore<MySqlTransactionHandle> {
       }
       this.#pool = resolved.pool;
       this.#ownsPool = false;
-      const settings = resolved.pool.pool?.config?.connectionConfig;
+      const settings = (
+        resolved.pool.pool?.config as { connectionConfig?: MySqlConnectionSettings } | undefined
+      )?.connectionConfig;
       const target =
         typeof settings?.host === 'string' ? `${settings.host}:${String(settings.port ?? 3306)}` : undefined;
       this.#errorContext = {
@@ -333,7 +336,7 @@ export class MySqlStore implements OutboxStore<MySqlTransactionHandle> {
     if (this.#closed) throw new StoreError('closed', 'the MySQL store is closed');
     let raw: MySqlPoolConnection;
     try {
-      raw = await this.#pool.getConnection();
+      raw = await this.#checkout();
     } catch (err) {
       throw this.#wrap(err, 'connect');
     }
@@ -366,6 +369,42 @@ export class MySqlStore implements OutboxStore<MySqlTransactionHandle> {
     } finally {
       if (broken) raw.destroy();
       else raw.release();
+    }
+  }
+
+  /**
+   * A connection of the pool, within a deadline (`connectTimeoutMs` on the store's own pool, else
+   * `statementTimeoutMs`): mysql2 waits for a free connection for ever when every one is checked
+   * out. A connection that comes after the deadline goes straight back.
+   */
+  async #checkout(): Promise<MySqlPoolConnection> {
+    const ms = this.#errorContext.connectTimeoutMs ?? this.#statementTimeoutMs;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let late = false;
+    const pending = this.#pool.getConnection();
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        late = true;
+        reject(
+          new StoreError(
+            'pool_timeout',
+            `no connection to ${this.#errorContext.target ?? 'the database'} came free within ${ms} ms: every ` +
+              'connection of the pool was in use (or opening one hung); raise poolSize, or look for long transactions ' +
+              'holding connections (SHOW PROCESSLIST)',
+          ),
+        );
+      }, ms);
+    });
+    pending.then(
+      (conn) => {
+        if (late) conn.release();
+      },
+      () => undefined,
+    );
+    try {
+      return await Promise.race([pending, deadline]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
