@@ -207,8 +207,8 @@ export class SqsConsumer<Tx = undefined> extends CoreDrivenConsumer<SqsConsumerE
   /**
    * Stops as every consumer does (see {@link CoreDrivenConsumer.stop}): receiving ends at once (a
    * long poll under way is aborted), handlers running get `timeoutMs`, messages not started are
-   * made visible again; then the calls under way finish and a client the consumer built is
-   * destroyed.
+   * made visible again; then the calls under way finish (each within `requestTimeoutMs`) and a
+   * client the consumer built is destroyed.
    */
   override async stop(options: { timeoutMs?: number } = {}): Promise<void> {
     await super.stop(options);
