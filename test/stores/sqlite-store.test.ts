@@ -506,4 +506,56 @@ describe('SQLite store', () => {
     }
     await assert.rejects(store.stats(), (err: unknown) => err instanceof StoreError && err.code === 'closed');
   });
+
+  it('keeps per-key order through a relay whose transport fails a third of first attempts mid-run', async (t) => {
+    const { filename, store } = await fileStore();
+    const db = new Database(filename);
+    const keys = 6;
+    const perKey = 30;
+    const expected = new Map<string, number[]>();
+    for (let i = 0; i < perKey; i++) {
+      // One transaction per round, with a message of every key, as concurrent writers would.
+      db.transaction(() =>
+        store.enqueueSync(
+          db,
+          Array.from({ length: keys }, (_, k) => ({ topic: 'order', key: `k${k}`, payload: i })),
+        ),
+      )();
+      for (let k = 0; k < keys; k++) expected.set(`k${k}`, [...(expected.get(`k${k}`) ?? []), i]);
+    }
+    // Deterministic: every third message fails its first attempt.
+    const seen = new Set<string>();
+    let n = 0;
+    const transport = new MemoryTransport({
+      failWith: (m) => {
+        if (seen.has(m.id)) return undefined;
+        seen.add(m.id);
+        return n++ % 3 === 1 ? 'retry' : undefined;
+      },
+    });
+    const relay = new Relay({
+      store,
+      transport,
+      pollIntervalMs: 20,
+      leaseMs: 2000,
+      maxPerKey: 10,
+      retry: { baseDelayMs: 5, maxDelayMs: 20, maxAttempts: 10, jitter: 'none' },
+    });
+    t.after(async () => {
+      await relay.stop();
+      await store.close();
+      db.close();
+    });
+    await relay.start();
+    await waitUntil(async () => (await store.stats()).backlog === 0, 'an empty outbox', 15_000);
+    const firsts = new Map<string, number[]>();
+    const delivered = new Set<string>();
+    for (const m of transport.messages) {
+      if (delivered.has(m.id) || m.key === null) continue;
+      delivered.add(m.id);
+      firsts.set(m.key, [...(firsts.get(m.key) ?? []), JSON.parse(m.payload.toString()) as number]);
+    }
+    assert.deepEqual(firsts, expected, 'every key’s messages delivered once each, in enqueue order');
+    assert.equal((await store.stats()).deadLetters, 0);
+  });
 });
