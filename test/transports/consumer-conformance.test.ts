@@ -1,12 +1,16 @@
-// Every consumer through runConsumerConformance (mailroom/testkit): the RabbitMQ consumer, and
-// the STOMP consumer on RabbitMQ's STOMP plugin and on ActiveMQ. The consumers of issue 17's
-// transports run it from their own test files.
+// Every pull consumer through runConsumerConformance (mailroom/testkit), with its defaults:
+// RabbitMQ, STOMP (RabbitMQ's plugin and ActiveMQ), MQTT (Mosquitto), NATS JetStream, Redis
+// Streams. Not WebhookConsumer: senders push to it and retry themselves (its own test file
+// covers the same ground); not SqsConsumer: no SQS endpoint runs here (its file runs it when
+// AWS_ENDPOINT_URL is set).
 import { after } from 'node:test';
 
 import { runConsumerConformance } from '../../src/testkit/consumer-conformance.js';
 import { closedPort } from '../../src/testkit/conformance-support.js';
 import { RabbitMqConsumer, RabbitMqTransport } from '../../src/transports/rabbitmq/index.js';
 import { StompConsumer, StompTransport } from '../../src/transports/stomp/index.js';
+import { MqttConsumer, MqttTransport } from '../../src/transports/mqtt/index.js';
+import { endSession, mapped, MQTT_URL, subscribe, type MqttSubscriber } from './mqtt-helpers.js';
 import { RABBITMQ_URL } from './rabbitmq-helpers.js';
 import { BROKERS, deleteRabbitQueues, uniqueName } from './stomp-helpers.js';
 
@@ -53,3 +57,38 @@ for (const broker of BROKERS) {
       } as never),
   });
 }
+
+/** Persistent sessions the MQTT consumers leave, and the dead-letter readers, ended afterwards. */
+const mqttSessions = new Set<string>();
+const deadReaders: MqttSubscriber[] = [];
+after(async () => {
+  for (const reader of deadReaders) await reader.close();
+  for (const clientId of mqttSessions) await endSession(MQTT_URL, clientId);
+});
+runConsumerConformance('mqtt', {
+  createTransport: async () => new MqttTransport({ url: MQTT_URL }),
+  createConsumer: async (topic, options) => {
+    // Someone reads the dead letters (as in production): Mosquitto drops a message nobody
+    // subscribes to, and the consumer keeps such a dead letter unacknowledged by default.
+    if (!deadReaders.some((r) => (r as { topic?: string }).topic === topic)) {
+      const reader = Object.assign(await subscribe(MQTT_URL, [`${mapped(topic)}/dead`]), { topic });
+      deadReaders.push(reader);
+    }
+    const consumer = new MqttConsumer({
+      url: MQTT_URL,
+      topic,
+      group: `g-${topic}`,
+      instance: 'a',
+      ...options,
+    } as never);
+    mqttSessions.add(consumer.clientId);
+    return consumer;
+  },
+  createUnreachable: async (topic, options) =>
+    new MqttConsumer({
+      url: `mqtt://127.0.0.1:${await closedPort()}`,
+      topic,
+      group: 'g',
+      ...options,
+    } as never),
+});

@@ -26,7 +26,7 @@ import {
 } from '../../src/transports/mqtt/index.js';
 import { createTestDb, inTransaction, type TestDb } from '../helpers/postgres.js';
 import { waitUntil } from '../helpers/wait.js';
-import { freePort, mapped, MQTT_URL, subscribe } from './mqtt-helpers.js';
+import { endSession, freePort, mapped, MQTT_URL, subscribe } from './mqtt-helpers.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /** Long enough for a redelivery the broker owes to arrive. */
@@ -53,18 +53,6 @@ after(async () => {
 beforeEach(async () => {
   await db.pool.query(`TRUNCATE "${db.schema}".effects, "${db.schema}".test_inbox`);
 });
-
-/** Connects with clean start and no session expiry: the broker forgets the session. */
-async function endSession(url: string, clientId: string): Promise<void> {
-  const client = await mqtt.connectAsync(url, {
-    protocolVersion: 5,
-    clientId,
-    clean: true,
-    reconnectPeriod: 0,
-    properties: { sessionExpiryInterval: 0 },
-  });
-  await client.endAsync(true);
-}
 
 /**
  * An inbox over PostgreSQL with the semantics of `Inbox.handle`: the record and the effects in one

@@ -77,6 +77,18 @@ export async function subscribe(url: string, filters: readonly string[]): Promis
   };
 }
 
+/** Connects with clean start and no session expiry: the broker forgets the session. */
+export async function endSession(url: string, clientId: string): Promise<void> {
+  const client = await mqtt.connectAsync(url, {
+    protocolVersion: 5,
+    clientId,
+    clean: true,
+    reconnectPeriod: 0,
+    properties: { sessionExpiryInterval: 0 },
+  });
+  await client.endAsync(true);
+}
+
 /** The MQTT topic filter of a Mailroom topic under the default mapping (dots → slashes). */
 export function mapped(topic: string, prefix = ''): string {
   return prefix + topic.replaceAll('.', '/');
