@@ -23,6 +23,10 @@ import {
   type NatsConsumerBaseOptions,
   type NatsConsumerOptions,
 } from '../../src/transports/nats/index.js';
+import { Outbox, Relay } from '../../src/core/index.js';
+import { Inbox } from '../../src/inbox/inbox.js';
+import type { PostgresTransactionHandle } from '../../src/stores/postgres/postgres-driver.js';
+import { createTestDb, inTransaction, type TestDb } from '../helpers/postgres.js';
 import { waitUntil } from '../helpers/wait.js';
 import {
   admin,
@@ -45,8 +49,10 @@ const fastRetry = (maxAttempts: number) => ({
 });
 
 const streams: string[] = [];
+let db: TestDb | undefined;
 after(async () => {
   for (const name of streams) await deleteStream(name);
+  await db?.drop();
 });
 
 /** A prefix and a stream capturing `<prefix>.>` (dead letters `<subject>.dead` included). */
@@ -159,6 +165,79 @@ describe('nats consumer', () => {
       assert.deepEqual(await consumerState(stream, c.durable), { ackPending: 0, pending: 0, redelivered: 0 });
     } finally {
       await c.stop();
+    }
+  });
+
+  it('end to end: outbox → Relay → NatsTransport → NatsConsumer with the Inbox on PostgreSQL, a connection cut after a commit: each effect once, each key in order', async () => {
+    const { prefix, topic } = await setup();
+    db = await createTestDb('natscons');
+    const { schema, pool, store } = db;
+    await pool.query(
+      `CREATE TABLE "${schema}".effects (id uuid NOT NULL, key text, at timestamptz NOT NULL DEFAULT clock_timestamp())`,
+    );
+    const proxy = await TcpProxy.start({ targetPort: NATS_PORT });
+    const transport = new NatsTransport({ url: NATS_URL, subjectPrefix: prefix });
+    const relay = new Relay({ store, transport, batchSize: 20, pollIntervalMs: 50 });
+    const outbox = new Outbox({ store });
+    const inner = new Inbox({ store, consumer: 'billing' });
+    let cuts = 0;
+    // The real Inbox; the connection is cut once, right after the 10th commit, before its ack.
+    const inbox: ConsumerInbox<PostgresTransactionHandle> = {
+      consumer: inner.consumer,
+      handle: async (m, handler) => {
+        const result = await inner.handle(m, handler);
+        if (result.status === 'processed' && ++cuts === 10) proxy.cut();
+        return result;
+      },
+    };
+    let duplicates = 0;
+    const c = new NatsConsumer<PostgresTransactionHandle>({
+      url: `nats://127.0.0.1:${proxy.port}`,
+      group: 'billing',
+      subjectPrefix: prefix,
+      topic,
+      ackWaitMs: ACK_WAIT_MS,
+      concurrency: 4,
+      inbox,
+      handler: async (m, tx) => {
+        await (tx as unknown as { query(sql: string, values: unknown[]): Promise<unknown> }).query(
+          `INSERT INTO "${schema}".effects (id, key) VALUES ($1, $2)`,
+          [m.id, m.key],
+        );
+      },
+    });
+    c.on('consumer:message:duplicate', () => duplicates++);
+    const keys = ['k0', 'k1', 'k2', 'k3'];
+    await c.start();
+    await relay.start();
+    try {
+      const ids = await inTransaction(pool, (client) =>
+        outbox.enqueue(
+          client,
+          Array.from({ length: 40 }, (_, n) => ({ topic, key: keys[n % 4]!, payload: { n } })),
+        ),
+      );
+      const effects = async () =>
+        (
+          await pool.query<{ id: string; key: string }>(
+            `SELECT id::text, key FROM "${schema}".effects ORDER BY at`,
+          )
+        ).rows;
+      await waitUntil(async () => (await effects()).length === ids.length && duplicates >= 1, 'every effect');
+      const rows = await effects();
+      assert.equal(new Set(rows.map((r) => r.id)).size, ids.length, 'each effect once');
+      for (const key of keys) {
+        assert.deepEqual(
+          rows.filter((r) => r.key === key).map((r) => r.id),
+          ids.filter((_, n) => keys[n % 4] === key),
+          `key ${key} in the order written`,
+        );
+      }
+    } finally {
+      await relay.stop();
+      await transport.close();
+      await c.stop();
+      await proxy.close();
     }
   });
 

@@ -66,6 +66,9 @@ const DEAD_HEADERS: ReadonlySet<string> = new Set([
  */
 const PULL_EXPIRES_MS = 10_000;
 
+/** JetStream's negative acknowledgement: redeliver now. */
+const NAK = new TextEncoder().encode('-NAK');
+
 /** A message pulled on a session: only that session can acknowledge it. */
 export interface Delivery {
   readonly session: ConsumerSession;
@@ -158,6 +161,35 @@ export class ConsumerSession {
   /** A held delivery was acknowledged or returned: its prefetch slot is free. */
   release(delivery: Delivery): void {
     if (this.#held.delete(delivery)) this.#wakeUp();
+  }
+
+  /**
+   * The held messages whose handler is not running (queued, waiting for a retry), no longer
+   * held here: for the next session to return after this one was lost.
+   */
+  takeWaiting(): Delivery[] {
+    const waiting = [...this.#held].filter((d) => !d.running);
+    for (const delivery of waiting) this.#held.delete(delivery);
+    return waiting;
+  }
+
+  /**
+   * Returns (nak) messages a lost session held and had not started, on this connection (an ack
+   * subject works from any connection), before the first pull: the server redelivers them first,
+   * at once, instead of after ack_wait behind later messages of their keys.
+   */
+  async returnWaiting(deliveries: readonly Delivery[]): Promise<void> {
+    if (deliveries.length === 0) return;
+    for (const { msg } of deliveries) {
+      const reply = (msg as JsMsg & { reply?: string }).reply;
+      if (!reply) continue;
+      try {
+        this.nats.nc.publish(reply, NAK);
+      } catch {
+        // This connection is gone too: they come back after ack_wait.
+      }
+    }
+    await within(this.nats.nc.flush(), this.#options.ackTimeoutMs);
   }
 
   /** No more pulls; a pull under way is cancelled. Messages arriving after are returned at once. */

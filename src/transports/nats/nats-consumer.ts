@@ -67,6 +67,8 @@ export class NatsConsumer<Tx = undefined> extends CoreDrivenConsumer<NatsConsume
   readonly #options: Readonly<ResolvedNatsConsumerOptions>;
   readonly #sessions: NatsSessions;
   #stream: string | undefined;
+  /** The last session opened: a lost one's waiting messages are returned by the next. */
+  #last: ConsumerSession | undefined;
   protected readonly core: ConsumerCore<ConsumerSession, Delivery, Started, DeadLetterTo>;
 
   constructor(options: NatsConsumerOptions<Tx>) {
@@ -97,6 +99,9 @@ export class NatsConsumer<Tx = undefined> extends CoreDrivenConsumer<NatsConsume
           stoppedWhileStarting,
         );
         this.#stream = session.stream;
+        const lost = this.#last !== undefined && !this.#last.open ? this.#last : undefined;
+        this.#last = session;
+        if (lost) await session.returnWaiting(lost.takeWaiting());
         session.startPulling((delivery) => this.core.deliver(delivery));
         return session;
       },
