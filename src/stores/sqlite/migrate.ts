@@ -52,8 +52,18 @@ export async function migrateSqlite(
   const sql = sqliteSql;
   const migrations = loadSqliteMigrations();
   if (!options.dryRun && !db.memory && !db.inTransaction) {
-    // Outside any transaction (SQLite refuses to change the journal mode inside one).
-    db.exec('PRAGMA journal_mode = WAL');
+    // Outside any transaction (SQLite refuses to change the journal mode inside one). The mode is
+    // kept in the file, so this switches it once; later runs only read it.
+    const mode = (
+      runSync<{ journal_mode: string }>(db, 'PRAGMA journal_mode')[0]?.journal_mode ?? ''
+    ).toLowerCase();
+    if (mode !== 'wal') {
+      try {
+        db.exec('PRAGMA journal_mode = WAL');
+      } catch (err) {
+        throw options.wrap(err);
+      }
+    }
   }
   return runTransaction(
     db,

@@ -379,14 +379,32 @@ export class SqliteStore implements OutboxStore<SqliteTransactionHandle>, InboxP
       );
     }
     const members = list.map((m) => encodeMessage(m, limits));
-    const encoded = atomic ? [encodeGroup(members)] : members;
-    const statements: SqlStatement[] = [];
-    for (let i = 0; i < encoded.length; i += ENQUEUE_CHUNK) {
-      statements.push(this.enqueueStatement(encoded.slice(i, i + ENQUEUE_CHUNK)));
-    }
-    for (const s of statements) runSync(db, s.sql, s.params);
+    this.writeSync(db, atomic ? [encodeGroup(members)] : members);
     const ids = members.map((m) => m.id);
     return Array.isArray(input) ? ids : (ids[0] as string);
+  }
+
+  /**
+   * Writes messages already validated and encoded (`outbox.encode(…)`) synchronously, in the
+   * transaction open on `db`, in statements of 1,000 messages; every statement is built (and
+   * every message checked) before the first one runs. What {@link enqueueSync} and a synchronous
+   * `Outbox` method would call.
+   *
+   * @throws NotATransactionError when no transaction is open on `db`.
+   */
+  writeSync(db: SqliteDatabase, messages: readonly EncodedMessage[]): void {
+    if (!isSqliteDatabase(db)) {
+      throw new NotATransactionError(
+        'not a better-sqlite3 Database',
+        'writeSync takes the better-sqlite3 Database your transaction is open on',
+      );
+    }
+    if (!db.inTransaction) rejectAutocommitDatabase(db);
+    const statements: SqlStatement[] = [];
+    for (let i = 0; i < messages.length; i += ENQUEUE_CHUNK) {
+      statements.push(this.enqueueStatement(messages.slice(i, i + ENQUEUE_CHUNK)));
+    }
+    for (const s of statements) runSync(db, s.sql, s.params);
   }
 
   /**
