@@ -276,19 +276,26 @@ describe('nats consumer', () => {
   it('keeps a message whose handler runs past ack_wait (in progress), and stop() lets it finish first', async () => {
     const { prefix, topic, stream } = await setup();
     const [message] = await publish(prefix, topic, 1);
+    const ackWaitMs = 500;
     const seenByA: string[] = [];
     const seenByB: string[] = [];
     let handled = false;
     const a = consumer({
       subjectPrefix: prefix,
       topic,
+      ackWaitMs,
       handler: async (m) => {
         seenByA.push(m.id);
-        await sleep(2.5 * ACK_WAIT_MS);
+        await sleep(2.5 * ackWaitMs);
       },
     });
     a.on('consumer:message:handled', () => (handled = true));
-    const b = consumer({ subjectPrefix: prefix, topic, handler: async (m) => void seenByB.push(m.id) });
+    const b = consumer({
+      subjectPrefix: prefix,
+      topic,
+      ackWaitMs,
+      handler: async (m) => void seenByB.push(m.id),
+    });
     try {
       await a.start();
       await waitUntil(() => seenByA.length === 1, 'A running the handler');
@@ -296,7 +303,7 @@ describe('nats consumer', () => {
       assert.equal((await consumerState(stream, a.durable)).ackPending, 1, 'not acknowledged while running');
       await a.stop(); // drains: the handler finishes and is acknowledged
       assert.ok(handled);
-      await sleep(ACK_WAIT_MS + 300);
+      await sleep(ackWaitMs + 300);
       assert.deepEqual(seenByA, [message?.id]);
       assert.deepEqual(seenByB, [], 'never redelivered to B');
       assert.equal((await consumerState(stream, a.durable)).redelivered, 0);
