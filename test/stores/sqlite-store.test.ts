@@ -11,6 +11,7 @@ import { Inbox } from '../../src/inbox/inbox.js';
 import {
   loadSqliteMigrations,
   MAX_ROWS_PER_INSERT,
+  pendingSqliteSql,
   SqliteStore,
   sqliteFilenameFromUrl,
 } from '../../src/stores/sqlite/index.js';
@@ -365,6 +366,20 @@ describe('SQLite store', () => {
       files.map((_, i) => i + 1),
       'numbered from 1 without gaps',
     );
+    const dry = await a.migrate({ dryRun: true });
+    assert.deepEqual(
+      dry.map((r) => r.status),
+      files.map(() => 'pending'),
+    );
+    await assert.rejects(a.check(), /schema_missing|version 0/, 'a dry run changes nothing');
+    // What `mailroom migrate --dry-run` would print applies as it is.
+    const scratch = new Database(':memory:');
+    scratch.exec(pendingSqliteSql(dry));
+    assert.equal(
+      (scratch.prepare('SELECT count(*) AS n FROM mailroom_migrations').get() as { n: number }).n,
+      files.length,
+    );
+    scratch.close();
     const [ra, rb] = await Promise.all([a.migrate(), b.migrate()]);
     const applied = [...ra, ...rb].filter((r) => r.status === 'applied');
     assert.deepEqual(

@@ -11,6 +11,7 @@ export {
 export { sqliteExecutor, isSqliteDatabase, type SqliteTransactionHandle } from './sqlite-executor.js';
 export {
   migrateSqlite,
+  pendingSqliteSql,
   loadSqliteMigrations,
   latestSqliteVersion,
   type SqliteMigration,

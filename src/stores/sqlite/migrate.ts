@@ -93,3 +93,25 @@ export async function migrateSqlite(
     options,
   );
 }
+
+/**
+ * The SQL of the migrations a dry run reported `pending`, in order, each under a comment naming
+ * its file: what `mailroom migrate --dry-run` prints, for review or for applying by hand (then
+ * record each version in `mailroom_migrations`, as the statements at the end do).
+ */
+export function pendingSqliteSql(results: readonly SqliteMigrationResult[]): string {
+  const pending = new Set(results.filter((r) => r.status === 'pending').map((r) => r.version));
+  const migrations = loadSqliteMigrations().filter((m) => pending.has(m.version));
+  if (migrations.length === 0) return '';
+  const parts = [
+    'BEGIN IMMEDIATE;',
+    `${sqliteSql.createMigrationsTable.replace('CREATE TABLE', 'CREATE TABLE IF NOT EXISTS')};`,
+  ];
+  for (const m of migrations) {
+    const file = `${String(m.version).padStart(6, '0')}_${m.name}.sql`;
+    parts.push(`-- ${file}`, m.sql.trim());
+    parts.push(`INSERT INTO mailroom_migrations (version, name) VALUES (${m.version}, '${m.name}');`);
+  }
+  parts.push('COMMIT;');
+  return `${parts.join('\n')}\n`;
+}
