@@ -100,6 +100,8 @@ export class ConsumerSession {
   #failure: Error | undefined;
   /** Aborted when the connection ends or the session is given up, whichever comes first. */
   readonly #ended = new AbortController();
+  /** When the session ended (performance.now()). */
+  #endedAt: number | undefined;
   #closing: Promise<void> | undefined;
 
   constructor(setup: {
@@ -165,12 +167,16 @@ export class ConsumerSession {
 
   /**
    * The held messages whose handler is not running (queued, waiting for a retry), no longer
-   * held here: for the next session to return after this one was lost.
+   * held here: for the next session to return after this one was lost. None once half of
+   * ack_wait has passed since the loss: they may have been redelivered (their last in-progress
+   * report was at most a third of ack_wait before it), and a nak must not hit another
+   * instance's delivery.
    */
   takeWaiting(): Delivery[] {
     const waiting = [...this.#held].filter((d) => !d.running);
     for (const delivery of waiting) this.#held.delete(delivery);
-    return waiting;
+    const since = performance.now() - (this.#endedAt ?? performance.now());
+    return since < this.#options.ackWaitMs / 2 ? waiting : [];
   }
 
   /**
@@ -209,6 +215,7 @@ export class ConsumerSession {
       if (!this.nats.ended.aborted) {
         for (const delivery of this.#held) {
           if (delivery.running) continue;
+          this.#held.delete(delivery); // returned: never nak'ed again by a later session
           try {
             delivery.msg.nak();
           } catch {
@@ -228,6 +235,7 @@ export class ConsumerSession {
   }
 
   #end(): void {
+    this.#endedAt ??= performance.now();
     clearInterval(this.#working);
     this.#pulling = false;
     this.#wakeUp();
