@@ -75,7 +75,7 @@ function rowsOf(result: unknown): Array<Record<string, unknown>> {
     const [first] = result as unknown[];
     if (Array.isArray(first)) return first as Array<Record<string, unknown>>;
     if (first !== null && typeof first === 'object' && 'affectedRows' in first) return [];
-    // postgres.js, better-sqlite3, libsql: the rows.
+    // postgres.js, libsql: the rows.
     return Array.from(result as Array<Record<string, unknown>>);
   }
   const rows = (result as { rows?: unknown } | null | undefined)?.rows;
@@ -83,24 +83,35 @@ function rowsOf(result: unknown): Array<Record<string, unknown>> {
   return Array.isArray(rows) ? (rows as Array<Record<string, unknown>>) : [];
 }
 
-/** better-sqlite3 refuses `all()` for a statement without a result (before running it). */
-const isNotAReader = (err: unknown): boolean =>
-  err instanceof TypeError && /does not return data/.test(err.message);
+/**
+ * Drizzle's better-sqlite3 transactions are synchronous (better-sqlite3's `transaction()`): the
+ * callback cannot await, so an async enqueue would write its row and report a failure only after
+ * the transaction committed without it.
+ */
+function rejectSynchronous(kind: string | undefined): never {
+  throw new NotATransactionError(
+    'a synchronous Drizzle SQLite transaction',
+    `fromDrizzle() got a synchronous SQLite transaction (${kind ?? 'better-sqlite3'}): its callback cannot await, ` +
+      'so an async enqueue could fail after your transaction committed without the message. Inside ' +
+      '`db.transaction((tx) => …)` call `store.enqueueSync(db.$client, message)` of SqliteStore (`db.$client` is the ' +
+      'better-sqlite3 Database you gave Drizzle: same connection, same transaction)',
+  );
+}
 
 /**
  * A Drizzle transaction as the store's {@link SqlExecutor}: the store's statements run on the
  * transaction's connection, so the message commits and rolls back with your business rows.
- * Works with Drizzle's PostgreSQL (node-postgres, postgres.js, PGlite…), MySQL (mysql2) and SQLite
- * (better-sqlite3, libsql) drivers; the placeholders are rendered by Drizzle's own dialect.
+ * Works with Drizzle's PostgreSQL (node-postgres, postgres.js, PGlite…), MySQL (mysql2) and
+ * asynchronous SQLite (libsql) drivers; the placeholders are rendered by Drizzle's own dialect.
  *
  * Rows come back as the driver returns them (node-postgres under Drizzle keeps timestamps as
- * strings), as plain objects. With better-sqlite3 each statement runs synchronously, at the
- * moment `execute` is called, as its synchronous `transaction()` requires.
+ * strings), as plain objects. Drizzle's better-sqlite3 transactions are synchronous and refused:
+ * call SqliteStore's `enqueueSync(db.$client, message)` inside them.
  *
  * @param tx - the transaction Drizzle hands you: `db.transaction(async (tx) => …)`. The `db`
  *   itself is refused (by the compiler, and at run time): each of its statements would commit on
  *   its own.
- * @throws NotATransactionError when `tx` is not a Drizzle transaction.
+ * @throws NotATransactionError when `tx` is not a Drizzle transaction, or is a synchronous one.
  *
  * @example
  * ```ts
@@ -127,25 +138,14 @@ export function fromDrizzle(tx: DrizzleTransaction): SqlExecutor {
     );
   }
   const dialect = DIALECT_OF_TRANSACTION[family] as SqlDialect;
-  const db = o as {
-    execute?(q: SQLWrapper): unknown;
-    all?(q: SQLWrapper): unknown;
-    run?(q: SQLWrapper): unknown;
-  };
+  if (dialect === 'sqlite' && o.resultKind === 'sync') rejectSynchronous(kinds[0]);
+  const db = o as { execute?(q: SQLWrapper): unknown; all?(q: SQLWrapper): unknown };
   return {
     async execute<Row>(sql: string, params: readonly unknown[] = []) {
       const query = drizzleQuery(sql, params, dialect);
-      if (dialect !== 'sqlite') return { rows: rowsOf(await db.execute?.(query)) as Row[] };
-      // SQLite: `all` gives rows; a statement without a result needs `run`.
-      let result: unknown;
-      try {
-        result = db.all?.(query);
-      } catch (err) {
-        if (!isNotAReader(err)) throw err;
-        await db.run?.(query);
-        return { rows: [] };
-      }
-      return { rows: rowsOf(await result) as Row[] };
+      // PostgreSQL and MySQL: `execute`; SQLite has `all` (rows, also for statements without any).
+      const result = dialect === 'sqlite' ? await db.all?.(query) : await db.execute?.(query);
+      return { rows: rowsOf(result) as Row[] };
     },
   };
 }

@@ -1,13 +1,21 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import Database from 'better-sqlite3';
+import { sql } from 'drizzle-orm';
+import { drizzle as drizzleSqlite, type BetterSQLite3Database } from 'drizzle-orm/better-sqlite3';
+import { mysqlTable, varchar } from 'drizzle-orm/mysql-core';
+import { drizzle as drizzleMysql, type MySql2Database } from 'drizzle-orm/mysql2';
 import { drizzle as drizzlePg, type NodePgDatabase } from 'drizzle-orm/node-postgres';
 import { pgSchema, text } from 'drizzle-orm/pg-core';
 import { drizzle as drizzlePostgresJs, type PostgresJsDatabase } from 'drizzle-orm/postgres-js';
+import mysql from 'mysql2/promise';
 import pg from 'pg';
 import postgres from 'postgres';
 import { fromDrizzle } from '../../src/adapters/drizzle.js';
+import { SqliteStore } from '../../src/stores/sqlite/index.js';
 import { DATABASE_URL } from '../helpers/postgres.js';
 import { adapterTestBed, notATransaction } from './adapter-bed.js';
+import { transactionContract } from './adapter-contract.js';
 
 const ordersIn = (schema: string) => pgSchema(schema).table('orders', { id: text('id').primaryKey() });
 
@@ -116,6 +124,86 @@ describe('fromDrizzle on PostgreSQL', () => {
       // @ts-expect-error a pool is not a Drizzle transaction.
       () => fromDrizzle(pool),
       notATransaction('an object of class BoundPool', /fromDrizzle\(tx\)/),
+    );
+  });
+});
+
+describe('fromDrizzle on MySQL/MariaDB (mysql2)', () => {
+  const bed = adapterTestBed('drizzle', 'mysql');
+  let pool: mysql.Pool;
+  let db: MySql2Database;
+  const orders = mysqlTable('orders', { id: varchar('id', { length: 64 }).primaryKey() });
+  before(() => {
+    pool = mysql.createPool({ uri: bed.mysqlUrl, connectionLimit: 3 });
+    db = drizzleMysql(pool);
+  });
+  after(async () => {
+    await pool.end();
+  });
+  transactionContract(bed, (fn) =>
+    db.transaction((tx) =>
+      fn({
+        executor: fromDrizzle(tx),
+        insertOrder: async (id) => {
+          await tx.insert(orders).values({ id });
+        },
+      }),
+    ),
+  );
+
+  it('returns the rows of a statement, and none for an INSERT', async () => {
+    const rows = await db.transaction(async (tx) => {
+      const executor = fromDrizzle(tx);
+      const inserted = await executor.execute('INSERT INTO orders (id) VALUES (?)', ['drizzle-rows']);
+      assert.deepEqual(inserted.rows, []);
+      return executor.execute("SELECT ? + 1 AS a, '?' AS q", [1]);
+    });
+    assert.deepEqual(rows.rows, [{ a: 2, q: '?' }]);
+  });
+});
+
+describe('fromDrizzle on SQLite (better-sqlite3)', () => {
+  const bed = adapterTestBed('drizzle', 'sqlite');
+  let sqlite: Database.Database;
+  let db: BetterSQLite3Database & { $client: Database.Database };
+  let store: SqliteStore;
+  before(async () => {
+    sqlite = new Database(bed.sqliteFile);
+    db = drizzleSqlite(sqlite);
+    store = new SqliteStore({ db: sqlite });
+  });
+  after(async () => {
+    await store.close();
+    sqlite.close();
+  });
+
+  it("refuses Drizzle's synchronous transaction, naming store.enqueueSync(db.$client, …), which commits and rolls back with it", async () => {
+    const committed = bed.order();
+    const messageId = db.transaction((tx) => {
+      assert.throws(
+        () => fromDrizzle(tx),
+        notATransaction(
+          'a synchronous Drizzle SQLite transaction',
+          /store\.enqueueSync\(db\.\$client, message\)/,
+        ),
+      );
+      tx.run(sql`INSERT INTO orders (id) VALUES (${committed.id})`);
+      return store.enqueueSync(db.$client, committed.message);
+    });
+    await bed.delivered(messageId);
+    const rolledBack = bed.order();
+    let lostId: string | undefined;
+    assert.throws(
+      () =>
+        db.transaction((tx) => {
+          tx.run(sql`INSERT INTO orders (id) VALUES (${rolledBack.id})`);
+          lostId = store.enqueueSync(db.$client, rolledBack.message);
+          throw new Error('business failure');
+        }),
+      /business failure/,
+    );
+    await bed.assertRolledBack(rolledBack.id, lostId, async () =>
+      db.transaction(() => store.enqueueSync(db.$client, bed.order().message)),
     );
   });
 });

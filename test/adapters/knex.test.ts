@@ -2,8 +2,10 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import knexFactory, { type Knex } from 'knex';
 import { fromKnex } from '../../src/adapters/knex.js';
+import { isPlaceholderError } from '../../src/adapters/placeholder-error.js';
 import { DATABASE_URL } from '../helpers/postgres.js';
 import { adapterTestBed, notATransaction } from './adapter-bed.js';
+import { transactionContract } from './adapter-contract.js';
 
 describe('fromKnex on PostgreSQL', () => {
   const bed = adapterTestBed('knex');
@@ -78,3 +80,51 @@ describe('fromKnex on PostgreSQL', () => {
     assert.throws(() => fromKnex(undefined), notATransaction('undefined', /fromKnex\(trx\)/));
   });
 });
+
+for (const backend of ['mysql', 'sqlite'] as const) {
+  describe(`fromKnex on ${backend === 'mysql' ? 'MySQL/MariaDB (mysql2)' : 'SQLite (better-sqlite3)'}`, () => {
+    const bed = adapterTestBed('knex', backend);
+    let knex: Knex;
+    before(() => {
+      knex =
+        backend === 'mysql'
+          ? knexFactory({ client: 'mysql2', connection: bed.mysqlUrl, pool: { min: 0, max: 3 } })
+          : knexFactory({
+              client: 'better-sqlite3',
+              connection: { filename: bed.sqliteFile },
+              useNullAsDefault: true,
+            });
+    });
+    after(async () => {
+      await knex.destroy();
+    });
+    transactionContract(bed, (fn) =>
+      knex.transaction((trx) =>
+        fn({
+          executor: fromKnex(trx),
+          insertOrder: async (id) => {
+            await trx('orders').insert({ id });
+          },
+        }),
+      ),
+    );
+
+    it("passes the store's ? placeholders as they are, and refuses a ? that Knex would take for a binding", async () => {
+      await knex.transaction(async (trx) => {
+        const executor = fromKnex(trx);
+        assert.deepEqual((await executor.execute('SELECT ? + 1 AS a, ? AS b', [1, 'x'])).rows, [
+          { a: 2, b: 'x' },
+        ]);
+        assert.deepEqual(
+          (await executor.execute('INSERT INTO orders (id) VALUES (?)', ['knex-rows'])).rows,
+          [],
+        );
+        await assert.rejects(executor.execute("SELECT '?' AS q", []), (err: unknown) => {
+          assert.ok(isPlaceholderError(err), String(err));
+          assert.match(err.message, /Knex cannot send the `\?` at offset 8 as text/);
+          return true;
+        });
+      });
+    });
+  });
+}

@@ -1,10 +1,13 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { CamelCasePlugin, Kysely, PostgresDialect, sql } from 'kysely';
+import Database from 'better-sqlite3';
+import { CamelCasePlugin, Kysely, MysqlDialect, PostgresDialect, SqliteDialect, sql } from 'kysely';
+import { createPool as createMysqlPool } from 'mysql2';
 import pg from 'pg';
 import { fromKysely } from '../../src/adapters/kysely.js';
 import { DATABASE_URL } from '../helpers/postgres.js';
 import { adapterTestBed, notATransaction } from './adapter-bed.js';
+import { transactionContract } from './adapter-contract.js';
 
 interface Db {
   orders: { id: string };
@@ -90,4 +93,48 @@ describe('fromKysely on PostgreSQL', () => {
     // @ts-expect-error nor is a string.
     assert.throws(() => fromKysely('trx'), notATransaction('a string', /trx/));
   });
+});
+
+describe('fromKysely on MySQL/MariaDB', () => {
+  const bed = adapterTestBed('kysely', 'mysql');
+  let pool: ReturnType<typeof createMysqlPool>;
+  let db: Kysely<Db>;
+  before(() => {
+    pool = createMysqlPool({ uri: bed.mysqlUrl, connectionLimit: 3 });
+    db = new Kysely<Db>({ dialect: new MysqlDialect({ pool }) });
+  });
+  after(async () => {
+    await db.destroy();
+  });
+  transactionContract(bed, (fn) =>
+    db.transaction().execute((trx) =>
+      fn({
+        executor: fromKysely(trx),
+        insertOrder: async (id) => {
+          await trx.insertInto('orders').values({ id }).execute();
+        },
+      }),
+    ),
+  );
+});
+
+describe('fromKysely on SQLite (better-sqlite3)', () => {
+  const bed = adapterTestBed('kysely', 'sqlite');
+  let db: Kysely<Db>;
+  before(() => {
+    db = new Kysely<Db>({ dialect: new SqliteDialect({ database: new Database(bed.sqliteFile) }) });
+  });
+  after(async () => {
+    await db.destroy();
+  });
+  transactionContract(bed, (fn) =>
+    db.transaction().execute((trx) =>
+      fn({
+        executor: fromKysely(trx),
+        insertOrder: async (id) => {
+          await trx.insertInto('orders').values({ id }).execute();
+        },
+      }),
+    ),
+  );
 });

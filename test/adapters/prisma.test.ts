@@ -28,7 +28,7 @@ class NotifyAsBooleanStore extends PostgresStore {
 }
 
 describe('fromPrisma on PostgreSQL (a Prisma 7 client generated here, driver adapter @prisma/adapter-pg)', () => {
-  const bed = adapterTestBed('prisma', {
+  const bed = adapterTestBed('prisma', 'postgres', {
     outboxStore: (db) => new NotifyAsBooleanStore({ pool: db.pool, schema: db.schema }),
   });
   let prisma: GeneratedPrismaClient;

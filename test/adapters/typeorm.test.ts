@@ -4,6 +4,7 @@ import { DataSource } from 'typeorm';
 import { fromTypeORM } from '../../src/adapters/typeorm.js';
 import { DATABASE_URL } from '../helpers/postgres.js';
 import { adapterTestBed, notATransaction } from './adapter-bed.js';
+import { transactionContract } from './adapter-contract.js';
 
 describe('fromTypeORM on PostgreSQL', () => {
   const bed = adapterTestBed('typeorm');
@@ -93,3 +94,41 @@ describe('fromTypeORM on PostgreSQL', () => {
     );
   });
 });
+
+for (const backend of ['mysql', 'sqlite'] as const) {
+  describe(`fromTypeORM on ${backend === 'mysql' ? 'MySQL/MariaDB (mysql2)' : 'SQLite (better-sqlite3)'}`, () => {
+    const bed = adapterTestBed('typeorm', backend);
+    let dataSource: DataSource;
+    before(async () => {
+      dataSource =
+        backend === 'mysql'
+          ? new DataSource({ type: 'mariadb', url: bed.mysqlUrl, poolSize: 3, entities: [] })
+          : new DataSource({ type: 'better-sqlite3', database: bed.sqliteFile, entities: [] });
+      await dataSource.initialize();
+    });
+    after(async () => {
+      await dataSource.destroy();
+    });
+    transactionContract(bed, (fn) =>
+      dataSource.transaction((manager) =>
+        fn({
+          executor: fromTypeORM(manager),
+          insertOrder: async (id) => {
+            await manager.query('INSERT INTO orders (id) VALUES (?)', [id]);
+          },
+        }),
+      ),
+    );
+
+    it('returns the rows of a statement, and none for an INSERT', async () => {
+      await dataSource.transaction(async (manager) => {
+        const executor = fromTypeORM(manager);
+        assert.deepEqual((await executor.execute('SELECT ? + 1 AS a', [1])).rows, [{ a: 2 }]);
+        assert.deepEqual(
+          (await executor.execute('INSERT INTO orders (id) VALUES (?)', ['typeorm-rows'])).rows,
+          [],
+        );
+      });
+    });
+  });
+}
