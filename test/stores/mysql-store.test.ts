@@ -12,6 +12,7 @@ import {
 } from '../../src/stores/mysql/index.js';
 import { closedPort } from '../../src/testkit/conformance-support.js';
 import { createConnection as createCallbackConnection } from 'mysql2';
+import { runReceivingConformance } from '../../src/testkit/receiving-conformance.js';
 import { runStoreConformance, type StoreHarness } from '../../src/testkit/store-conformance.js';
 import { MemoryTransport } from '../../src/transports/memory/index.js';
 import type { OutboxMessage } from '../../src/core/types.js';
@@ -82,6 +83,7 @@ const harness = async (): Promise<StoreHarness> => {
   return { store, transaction: (fn) => inTransaction(fn), close: () => store.close() };
 };
 runStoreConformance('MySQL store (MariaDB)', { create: harness });
+runReceivingConformance('MySQL store (MariaDB)', { create: harness });
 
 const payloadOf = (m: OutboxMessage): unknown => JSON.parse(m.payload.toString());
 
@@ -110,13 +112,13 @@ describe('MySQL store', () => {
     try {
       const [ra, rb] = await Promise.all([a.migrate(), b.migrate()]);
       const applied = [...ra, ...rb].filter((r) => r.status === 'applied').map((r) => r.version);
-      assert.deepEqual(applied.sort(), [1, 2, 3], 'each migration applied by exactly one of them');
+      assert.deepEqual(applied.sort(), [1, 2, 3, 4], 'each migration applied by exactly one of them');
       assert.ok((await a.migrate()).every((r) => r.status === 'already-applied'));
       await a.check();
       const versions = await rows(`SELECT version FROM \`${p}migrations\` ORDER BY version`);
       assert.deepEqual(
         versions.map((r) => r.version),
-        [1, 2, 3],
+        [1, 2, 3, 4],
       );
     } finally {
       await a.close();

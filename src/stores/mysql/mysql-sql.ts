@@ -15,6 +15,8 @@ export const OBJECT_NAMES = [
   'migrations',
   'enqueue',
   'inbox_record',
+  'ack',
+  'callback',
 ] as const;
 export type ObjectName = (typeof OBJECT_NAMES)[number];
 
@@ -98,6 +100,9 @@ export function mysqlSql(database: string | undefined, prefix: string) {
     enqueue(messages: readonly EncodedMessage[]): SqlStatement {
       const params: unknown[] = [];
       const rows: string[] = [];
+      // Messages with `ack` or `callback` carry a `delivery` column; plain ones leave it out, so
+      // the statement of the common case stays the same.
+      const tracked = messages.some((m) => m.delivery !== null);
       for (const m of messages) {
         params.push(
           m.id,
@@ -109,14 +114,17 @@ export function mysqlSql(database: string | undefined, prefix: string) {
           JSON.stringify(m.headers),
           m.delayMs * 1000,
         );
-        rows.push(`(?, ?, ?, ?, ?, ?, ?, ${NOW}, ${NOW} + INTERVAL ? MICROSECOND)`);
+        if (tracked) params.push(m.delivery === null ? null : JSON.stringify(m.delivery));
+        rows.push(`(?, ?, ?, ?, ?, ?, ?, ${NOW}, ${NOW} + INTERVAL ? MICROSECOND${tracked ? ', ?' : ''})`);
       }
       const sql =
-        `INSERT INTO ${t} (id, topic, msg_key, type, payload, content_type, headers, created_at, available_at) ` +
-        `VALUES ${rows.join(', ')}`;
+        `INSERT INTO ${t} (id, topic, msg_key, type, payload, content_type, headers, created_at, available_at` +
+        `${tracked ? ', delivery' : ''}) VALUES ${rows.join(', ')}`;
       // One message per transaction is the common case: the executor prepares that text once
       // per connection (mysql2 caches it under its text).
-      return messages.length === 1 ? { sql, params, name: `mailroom_enqueue1_${prefix}` } : { sql, params };
+      return messages.length === 1 && !tracked
+        ? { sql, params, name: `mailroom_enqueue1_${prefix}` }
+        : { sql, params };
     },
 
     /**
@@ -352,6 +360,143 @@ FOR UPDATE SKIP LOCKED`;
       return `INSERT INTO ${t} (id, topic, msg_key, type, payload, content_type, headers, created_at, available_at, delivery)
 SELECT id, topic, msg_key, type, payload, content_type, headers, created_at, ${NOW}, delivery
 FROM ${n.dead_letter} WHERE id IN (${marks(count)}) ORDER BY dead_at, id`;
+    },
+
+    /**
+     * Acknowledged delivery and callbacks (sql/mysql/000004_ack_callbacks.sql); the steps are
+     * run by src/stores/mysql/mysql-ack.ts in the transaction they belong to.
+     */
+    ack: {
+      /** Delivered rows that asked for `ack` or `callback`, locked for the settle. */
+      trackedRows(count: number): string {
+        return `SELECT CAST(seq AS CHAR) AS seq, id, topic, delivery FROM ${t}
+WHERE seq IN (${marks(count)}) AND delivery IS NOT NULL FOR UPDATE`;
+      },
+
+      /** Only the plain rows: tracked ones are settled by the steps below. */
+      deletePlain(count: number): string {
+        return `DELETE FROM ${t} WHERE seq IN (${marks(count)}) AND delivery IS NULL`;
+      },
+
+      /**
+       * A delivered message with `ack` into the ack table, awaiting. A row already there: a
+       * resend's delivery sets it back to awaiting with a new deadline; an early or late
+       * acknowledgement keeps its state. (MySQL applies the assignments left to right, so the
+       * deadline is computed from the state before the state changes.)
+       */
+      awaiting: `INSERT INTO ${n.ack} (id, state, topic, msg_key, type, payload, content_type, headers, created_at, delivery,
+  deadline, sent_at, updated_at)
+SELECT id, 'awaiting', topic, msg_key, type, payload, content_type, headers, created_at, delivery,
+  ${NOW} + INTERVAL (CAST(JSON_EXTRACT(delivery, '$.ack.timeoutMs') AS UNSIGNED) * 1000) MICROSECOND, ${NOW}, ${NOW}
+FROM ${t} WHERE seq = ?
+ON DUPLICATE KEY UPDATE deadline = IF(state = 'resending', VALUES(deadline), NULL),
+  sent_at = VALUES(sent_at), updated_at = VALUES(updated_at), topic = VALUES(topic), msg_key = VALUES(msg_key),
+  type = VALUES(type), payload = VALUES(payload), content_type = VALUES(content_type), headers = VALUES(headers),
+  created_at = VALUES(created_at), delivery = VALUES(delivery),
+  state = IF(state = 'resending', 'awaiting', state)`,
+
+      ackState: `SELECT state, acked_at IS NOT NULL AS acked, consumer, result, topic, delivery FROM ${n.ack} WHERE id = ? FOR UPDATE`,
+
+      callbackExists: `SELECT 1 AS x FROM ${n.callback} WHERE message_id = ? AND event = ? LIMIT 1`,
+
+      insertCallback: `INSERT INTO ${n.callback} (id, message_id, topic, event, url, detail, occurred_at, available_at)
+VALUES (?, ?, ?, ?, ?, ?, ${NOW}, ${NOW})`,
+
+      /** Tracked rows among those a dead-letter settle holds: their `dead` callbacks. */
+      deadTracked(count: number): string {
+        return `SELECT CAST(seq AS CHAR) AS seq, id, topic, delivery FROM ${t} WHERE seq IN (${marks(count)}) AND delivery IS NOT NULL`;
+      },
+
+      early: `INSERT INTO ${n.ack} (id, state, acked_at, consumer, result, updated_at)
+VALUES (?, 'acknowledged', ${NOW}, ?, ?, ${NOW})`,
+
+      acknowledge: `UPDATE ${n.ack} SET state = 'acknowledged', acked_at = ${NOW}, consumer = ?, result = ?, deadline = NULL,
+  updated_at = ${NOW} WHERE id = ?`,
+
+      late: `UPDATE ${n.ack} SET acked_at = ${NOW}, consumer = ?, result = ?, updated_at = ${NOW} WHERE id = ?`,
+
+      /** Deadlines passed, oldest first, skipping rows another relay is sweeping. */
+      due: `SELECT id, resends, topic, msg_key, delivery FROM ${n.ack}
+WHERE state = 'awaiting' AND deadline <= ${NOW} ORDER BY deadline LIMIT ? FOR UPDATE SKIP LOCKED`,
+
+      /** The same id back into the outbox, due now (a copy already there stays as it is). */
+      resend: `INSERT INTO ${t} (id, topic, msg_key, type, payload, content_type, headers, created_at, available_at, delivery)
+SELECT a.id, a.topic, a.msg_key, a.type, a.payload, a.content_type, a.headers, a.created_at, ${NOW}, a.delivery
+FROM ${n.ack} a WHERE a.id = ?
+ON DUPLICATE KEY UPDATE seq = ${t}.seq`,
+
+      resending: `UPDATE ${n.ack} SET state = 'resending', resends = resends + 1, deadline = NULL, updated_at = ${NOW} WHERE id = ?`,
+
+      expire: `UPDATE ${n.ack} SET state = 'expired', expired_at = ${NOW}, deadline = NULL, updated_at = ${NOW} WHERE id = ?`,
+
+      /** An expired message's cancellation, an ordinary outbox message. */
+      cancellation: `INSERT INTO ${t} (id, topic, msg_key, type, payload, content_type, headers, created_at, available_at)
+VALUES (?, ?, ?, 'mailroom.expired', ?, 'application/json', ?, ${NOW}, ${NOW})`,
+
+      nextDue: `SELECT TIMESTAMPDIFF(MICROSECOND, ${NOW}, MIN(deadline)) AS us FROM ${n.ack} WHERE state = 'awaiting'`,
+
+      list(withState: boolean): string {
+        return `SELECT id, state, topic, msg_key, resends, JSON_EXTRACT(delivery, '$.ack.maxResends') AS max_resends,
+  ${epochMicros('deadline')} AS deadline_us, ${epochMicros('sent_at')} AS sent_us, ${epochMicros('acked_at')} AS acked_us,
+  consumer, result, ${epochMicros('expired_at')} AS expired_us
+FROM ${n.ack} ${withState ? 'WHERE state = ?' : ''} ORDER BY updated_at DESC, id LIMIT ?`;
+      },
+
+      counts: `SELECT
+  (SELECT COUNT(*) FROM ${n.ack} WHERE state IN ('awaiting', 'resending')) AS awaiting,
+  (SELECT COUNT(*) FROM ${n.ack} WHERE state = 'acknowledged') AS acknowledged,
+  (SELECT COUNT(*) FROM ${n.ack} WHERE state = 'expired') AS expired,
+  (SELECT COUNT(*) FROM ${n.callback} WHERE dead_at IS NULL) AS callbacks_pending,
+  (SELECT COUNT(*) FROM ${n.callback} WHERE dead_at IS NOT NULL) AS callbacks_dead`,
+
+      prune: `DELETE FROM ${n.ack} WHERE state IN ('acknowledged', 'expired') AND updated_at < ${NOW} - INTERVAL ? MICROSECOND
+ORDER BY updated_at LIMIT ?`,
+
+      /** A resend that died and is purged will never be delivered: its record would wait for ever. */
+      forgetResending(count: number): string {
+        return `DELETE FROM ${n.ack} WHERE id IN (${marks(count)}) AND state = 'resending'`;
+      },
+
+      /** Where each id is: outbox, ack table, dead letters. */
+      status(count: number): string {
+        const q = Array.from(
+          { length: count },
+          (_, i) => `SELECT CONVERT(? USING ascii) COLLATE ascii_bin AS id, ${i} AS n`,
+        ).join(' UNION ALL ');
+        return `SELECT q.id, o.id IS NOT NULL AS in_outbox, (o.lease_until > ${NOW}) AS leased, a.state AS ack_state,
+  d.id IS NOT NULL AS dead, COALESCE(o.topic, a.topic, d.topic) AS topic, COALESCE(o.attempts, d.attempts) AS attempts,
+  a.resends, ${epochMicros('a.acked_at')} AS acked_us, a.consumer, a.result, ${epochMicros('a.expired_at')} AS expired_us,
+  ${epochMicros('a.deadline')} AS deadline_us, COALESCE(o.last_error, d.last_error) AS last_error
+FROM (${q}) q
+LEFT JOIN ${t} o ON o.id = q.id
+LEFT JOIN ${n.ack} a ON a.id = q.id
+LEFT JOIN ${n.dead_letter} d ON d.id = q.id
+ORDER BY q.n`;
+      },
+    },
+
+    /** Callbacks: claimed under leases and settled like messages. */
+    callbacks: {
+      pick: `SELECT id FROM ${n.callback}
+WHERE dead_at IS NULL AND available_at <= ${NOW} AND (lease_until IS NULL OR lease_until <= ${NOW})
+ORDER BY available_at LIMIT ? FOR UPDATE SKIP LOCKED`,
+      lease(count: number): string {
+        return `UPDATE ${n.callback} SET lease_owner = ?, lease_token = ?, lease_until = ${NOW} + INTERVAL ? MICROSECOND,
+  attempts = attempts + 1 WHERE id IN (${marks(count)})`;
+      },
+      read(count: number): string {
+        return `SELECT id, message_id, topic, event, url, attempts, detail, ${epochMicros('occurred_at')} AS occurred_us
+FROM ${n.callback} WHERE id IN (${marks(count)}) ORDER BY available_at, id`;
+      },
+      delivered(count: number): string {
+        return `DELETE FROM ${n.callback} WHERE id IN (${marks(count)})`;
+      },
+      retry: `UPDATE ${n.callback} SET available_at = ${NOW} + INTERVAL ? MICROSECOND, last_error = ?,
+  lease_owner = NULL, lease_token = NULL, lease_until = NULL WHERE id = ? AND lease_token = ?`,
+      dead: `UPDATE ${n.callback} SET dead_at = ${NOW}, last_error = ?, lease_owner = NULL, lease_token = NULL,
+  lease_until = NULL WHERE id = ? AND lease_token = ?`,
+      nextDue: `SELECT TIMESTAMPDIFF(MICROSECOND, ${NOW}, MIN(GREATEST(available_at, COALESCE(lease_until, available_at)))) AS us
+FROM ${n.callback} WHERE dead_at IS NULL`,
     },
 
     deleteDeadLetters(count: number): string {

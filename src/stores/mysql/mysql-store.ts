@@ -1,13 +1,17 @@
 import { randomUUID } from 'node:crypto';
 import { ConfigError } from '../../core/errors/config-error.js';
-import { InvalidMessageError } from '../../core/errors/invalid-message-error.js';
 import { StoreError } from '../../core/errors/store-error.js';
 import type {
+  AckCounts,
+  AckOutcome,
+  AckRecord,
+  CallbackEvent,
   ClaimRequest,
   ClaimedBatch,
   DeadLetterBatchOptions,
   DeadLetterFilter,
   DeadLetterOpResult,
+  MessageStatus,
   OutboxStats,
   OutboxStore,
   Settlement,
@@ -26,7 +30,7 @@ import {
   string,
 } from '../../core/options-schema.js';
 import { redactUrl } from '../../core/redact.js';
-import type { DeadLetter, EncodedMessage, OutboxMessage } from '../../core/types.js';
+import type { AckReceipt, DeadLetter, EncodedMessage, OutboxMessage } from '../../core/types.js';
 import type {
   MySqlConnectionSettings,
   MySqlPool,
@@ -42,6 +46,16 @@ import {
   type MySqlErrorContext,
 } from './mysql-errors.js';
 import { mysqlExecutor, mysqlRows, requireMySqlTransaction } from './mysql-executor.js';
+import {
+  applyAck,
+  deadCallbacks,
+  readStatus,
+  settleDelivered,
+  sweepAcks,
+  toAckCounts,
+  toAckRecord,
+  toCallbackEvent,
+} from './mysql-ack.js';
 import {
   MAX_ROWS_PER_INSERT,
   mysqlSql,
@@ -302,16 +316,6 @@ export class MySqlStore implements OutboxStore<MySqlTransactionHandle> {
     if (messages.length > MAX_ROWS_PER_INSERT) {
       throw new RangeError(`enqueueStatement takes at most ${MAX_ROWS_PER_INSERT} messages`);
     }
-    for (const m of messages) {
-      if (m.delivery !== null) {
-        const what = m.delivery.ack ? 'ack' : 'callback';
-        throw new InvalidMessageError(
-          what,
-          `message ${m.id} has ${what}, which the MySQL store does not support yet (acknowledged delivery and ` +
-            'callbacks need the PostgreSQL store): enqueue it without it',
-        );
-      }
-    }
     return this.#sql.enqueue(messages);
   }
 
@@ -437,6 +441,14 @@ export class MySqlStore implements OutboxStore<MySqlTransactionHandle> {
     }
   }
 
+  /**
+   * One writing statement: on the store's own pool (READ COMMITTED sessions) as it is, on yours
+   * in a READ COMMITTED transaction of its own, so that it takes no gap locks there either.
+   */
+  #write<T>(fn: (conn: StoreConnection) => Promise<T>): Promise<T> {
+    return this.#ownsPool ? this.#withConnection(fn) : this.#transaction(fn);
+  }
+
   async claim(request: ClaimRequest): Promise<ClaimedBatch> {
     const leaseToken = randomUUID();
     const limit = request.limit;
@@ -559,7 +571,7 @@ export class MySqlStore implements OutboxStore<MySqlTransactionHandle> {
   }
 
   async extendLease(leaseToken: string, leaseMs: number): Promise<void> {
-    await this.#withConnection((c) => c.run(this.#sql.extendLease, [Math.ceil(leaseMs) * 1000, leaseToken]));
+    await this.#write((c) => c.run(this.#sql.extendLease, [Math.ceil(leaseMs) * 1000, leaseToken]));
   }
 
   async settle(settlement: Settlement): Promise<void> {
@@ -569,9 +581,9 @@ export class MySqlStore implements OutboxStore<MySqlTransactionHandle> {
     await this.#transaction(async (c) => {
       if (delivered.length) {
         const seqs = delivered.map((m) => m.seq);
-        // Regardless of the lease: delivery happened, whoever holds the row now.
-        if (this.archive) await c.run(this.#sql.archiveDelivered(seqs.length), seqs);
-        await c.run(this.#sql.deleteDelivered(seqs.length), seqs);
+        // Regardless of the lease: delivery happened, whoever holds the row now. Messages with
+        // `ack` or `callback` go on to the ack table and the callbacks.
+        await settleDelivered(c, this.#sql, seqs, this.archive);
       }
       if (released.length) {
         await c.run(this.#sql.release(released.length, this.#sql.perRow(released.length)), [
@@ -598,6 +610,11 @@ export class MySqlStore implements OutboxStore<MySqlTransactionHandle> {
         );
         const mine = dead.filter((d) => held.has(d.message.seq));
         if (mine.length) {
+          await deadCallbacks(
+            c,
+            this.#sql,
+            mine.map((d) => ({ seq: d.message.seq, error: truncateError(d.error) })),
+          );
           await c.run(this.#sql.deadLetter(mine.length, this.#sql.perRow(mine.length)), [
             ...pairs(mine, seqOf, (d) => truncateError(d.error)),
             ...mine.map(seqOf),
@@ -828,6 +845,7 @@ export class MySqlStore implements OutboxStore<MySqlTransactionHandle> {
           if (idsPicked.length > 0) {
             if (action === 'replay') await c.run(this.#sql.replayInsert(idsPicked.length), idsPicked);
             await c.run(this.#sql.deleteDeadLetters(idsPicked.length), idsPicked);
+            if (action === 'purge') await c.run(this.#sql.ack.forgetResending(idsPicked.length), idsPicked);
           }
           return rows;
         });
@@ -877,17 +895,109 @@ export class MySqlStore implements OutboxStore<MySqlTransactionHandle> {
   }
 
   async pruneInbox(consumer: string, olderThanMs: number, limit: number): Promise<number> {
-    const res = await this.#withConnection((c) =>
+    const res = await this.#write((c) =>
       c.run(this.#sql.pruneInbox, [consumer, Math.round(olderThanMs) * 1000, limit]),
     );
     return Number(res.affectedRows ?? 0);
   }
 
+  async status(ids: readonly string[]): Promise<MessageStatus[]> {
+    if (ids.length === 0) return [];
+    return this.#withConnection((c) => readStatus(c, this.#sql, ids));
+  }
+
+  async applyAck(receipt: AckReceipt): Promise<AckOutcome> {
+    try {
+      return await this.#transaction((c) => applyAck(c, this.#sql, receipt));
+    } catch (err) {
+      // Two first acknowledgements (or one and the settle) made the row at once: apply to it.
+      if (mysqlErrno(err) !== 1062) throw err;
+      return this.#transaction((c) => applyAck(c, this.#sql, receipt));
+    }
+  }
+
+  async sweepAcks(limit: number): Promise<{ resent: number; expired: number }> {
+    return this.#transaction((c) => sweepAcks(c, this.#sql, limit));
+  }
+
+  async nextAckDueInMs(): Promise<number | null> {
+    const [row] = await this.#withConnection((c) => c.rows(this.#sql.ack.nextDue));
+    return row?.us === null || row?.us === undefined ? null : Math.max(0, Number(row.us) / 1000);
+  }
+
+  async listAcks(filter: { state?: AckRecord['state']; limit?: number } = {}): Promise<AckRecord[]> {
+    const limit = filter.limit ?? 100;
+    if (!Number.isInteger(limit) || limit < 1) {
+      throw new ConfigError('limit', `limit must be a positive integer, got ${String(limit)}`);
+    }
+    const state = filter.state === 'awaiting-ack' ? 'awaiting' : filter.state;
+    const rows = await this.#withConnection((c) =>
+      c.rows(this.#sql.ack.list(state !== undefined), state !== undefined ? [state, limit] : [limit]),
+    );
+    return rows.map(toAckRecord);
+  }
+
+  async ackCounts(): Promise<AckCounts> {
+    const [row = {}] = await this.#withConnection((c) => c.rows(this.#sql.ack.counts));
+    return toAckCounts(row);
+  }
+
+  async pruneAcks(olderThanMs: number, limit: number): Promise<number> {
+    const res = await this.#write((c) => c.run(this.#sql.ack.prune, [Math.round(olderThanMs) * 1000, limit]));
+    return Number(res.affectedRows ?? 0);
+  }
+
+  async claimCallbacks(request: { owner: string; limit: number; leaseMs: number }): Promise<{
+    leaseToken: string;
+    callbacks: CallbackEvent[];
+  }> {
+    const leaseToken = randomUUID();
+    const sql = this.#sql.callbacks;
+    const callbacks = await this.#transaction(async (c) => {
+      const ids = (await c.rows(sql.pick, [request.limit])).map((r) => String(r.id));
+      if (ids.length === 0) return [];
+      await c.run(sql.lease(ids.length), [
+        request.owner,
+        leaseToken,
+        Math.ceil(request.leaseMs) * 1000,
+        ...ids,
+      ]);
+      return (await c.rows(sql.read(ids.length), ids)).map(toCallbackEvent);
+    });
+    return { leaseToken, callbacks };
+  }
+
+  async settleCallbacks(settlement: {
+    leaseToken: string;
+    delivered: string[];
+    retry: Array<{ id: string; delayMs: number; error: string }>;
+    dead: Array<{ id: string; error: string }>;
+  }): Promise<void> {
+    const { leaseToken, delivered, retry, dead } = settlement;
+    if (delivered.length + retry.length + dead.length === 0) return;
+    const sql = this.#sql.callbacks;
+    await this.#transaction(async (c) => {
+      if (delivered.length) await c.run(sql.delivered(delivered.length), delivered);
+      for (const r of retry) {
+        await c.run(sql.retry, [
+          Math.max(0, Math.round(r.delayMs)) * 1000,
+          truncateError(r.error),
+          r.id,
+          leaseToken,
+        ]);
+      }
+      for (const d of dead) await c.run(sql.dead, [truncateError(d.error), d.id, leaseToken]);
+    });
+  }
+
+  async nextCallbackDueInMs(): Promise<number | null> {
+    const [row] = await this.#withConnection((c) => c.rows(this.#sql.callbacks.nextDue));
+    return row?.us === null || row?.us === undefined ? null : Math.max(0, Number(row.us) / 1000);
+  }
+
   /** Deletes archived messages older than `retentionMs`; returns how many. */
   async pruneArchive(retentionMs: number): Promise<number> {
-    const res = await this.#withConnection((c) =>
-      c.run(this.#sql.pruneArchive, [Math.round(retentionMs) * 1000]),
-    );
+    const res = await this.#write((c) => c.run(this.#sql.pruneArchive, [Math.round(retentionMs) * 1000]));
     return Number(res.affectedRows ?? 0);
   }
 
