@@ -674,8 +674,10 @@ describe('RedisConsumer failures', () => {
 describe('RedisConsumer lifecycle', () => {
   it('stop() lets a running handler finish and acknowledges it, within its deadline', async () => {
     let finished = false;
+    let runs = 0;
     const c = consumer({
       handler: async () => {
+        runs++;
         await sleep(300);
         finished = true;
       },
@@ -691,6 +693,12 @@ describe('RedisConsumer lifecycle', () => {
     assert.equal(await pendingCount(), 0);
     assert.equal(c.running, false);
     assert.equal(c.connected, false);
+    // Started again, it consumes again.
+    await c.start();
+    assert.equal(c.connected, true);
+    await bed.publish([message()]);
+    await waitUntil(async () => finished && (await pendingCount()) === 0 && runs === 2, 'the second message');
+    await c.stop();
   });
 
   it('start() on an unreachable server is a TransportError naming the redacted URL', async () => {

@@ -166,6 +166,10 @@ function connectionName(options: Readonly<ResolvedRedisConsumerOptions>, role: s
   return `mailroom-consumer:${options.group}:${options.consumerName}:${role}`.replace(/[^\w.:@/-]/g, '_');
 }
 
+/**
+ * One session of a {@link RedisConsumer}: its two connections and what runs on them. Made by
+ * {@link RedisConsumerSession.open}; ended by {@link close} (stopped) or {@link destroy} (lost).
+ */
 export class RedisConsumerSession {
   readonly #options: Readonly<ResolvedRedisConsumerOptions>;
   readonly #hooks: SessionHooks;
