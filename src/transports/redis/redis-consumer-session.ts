@@ -13,6 +13,7 @@
  */
 import { TransportError } from '../../core/errors/transport-error.js';
 import { ConfigError } from '../../core/errors/config-error.js';
+import { isMailroomError } from '../../core/errors/mailroom-error.js';
 import type { DeadLetterReason } from '../../consumer/consumer-events.js';
 import type { RedisArgument, RedisClient } from './redis-client.js';
 import type { ResolvedRedisConsumerOptions } from './redis-consumer-options.js';
@@ -210,7 +211,8 @@ export class RedisConsumerSession {
 
   /**
    * Connects both connections, creates the group when missing and starts reading. Throws a
-   * `TransportError` (`unreachable`, `auth_failed`, `group_failed`, `dead_letter_stream_invalid`) or
+   * `TransportError` (`unreachable`, `auth_failed`, `group_failed`, `dead_letter_stream_invalid`,
+   * `setup_failed`) or
    * a `ConfigError` for a client without `callBuffer`. `countPending`: see {@link EntryDelivery.failedBefore}.
    */
   static async open(
@@ -296,7 +298,18 @@ export class RedisConsumerSession {
       ),
     );
     aborted.catch(noop);
-    await Promise.race([setup(), aborted]);
+    try {
+      await Promise.race([setup(), aborted]);
+    } catch (err) {
+      if (isMailroomError(err)) throw err;
+      const reason = this.#lostReason?.message ?? describe(err);
+      throw new TransportError(
+        'setup_failed',
+        `the Redis server at ${safeUrl} did not complete the consumer's setup (${reason}); the user needs ` +
+          'CLIENT, XGROUP, TYPE and the stream commands on the stream and dead-letter keys',
+        { cause: err, details: { url: safeUrl } },
+      );
+    }
     if (cancelled() || !this.open) return;
     this.#reading = true;
     this.#readLoop = this.#read();
