@@ -160,25 +160,22 @@ ORDER BY w.seq`;
     },
 
     /**
-     * The claim's walk (pass 2): up to `?` distinct keys after a cursor, in key order, through
-     * the (msg_key, seq) index (one probe per key for the next key, one for its head), each with
-     * its head row and whether that head is ready (due, unleased). Bounded whatever the number
-     * of keys; the store keeps the cursor between claims so every key is reached.
+     * The claim's walk (pass 2): up to `?` distinct keys after a cursor, in key order, each with
+     * its head row and whether that head is ready (due, unleased). `GROUP BY msg_key` with
+     * `MIN(seq)` over the (msg_key, seq) index is a loose index scan on MySQL and MariaDB alike
+     * ("Using index for group-by"): it jumps from key to key, two index reads per key, and stops
+     * at the limit, so the walk is bounded whatever the number of keys. The store keeps the
+     * cursor between claims so every key is reached.
      */
     claimWalk(fromStart: boolean): string {
-      const first = fromStart
-        ? `(SELECT MIN(k0.msg_key) FROM ${t} k0 WHERE k0.msg_key IS NOT NULL)`
-        : `(SELECT MIN(k0.msg_key) FROM ${t} k0 WHERE k0.msg_key > ?)`;
-      return `WITH RECURSIVE walk (k, n) AS (
-  SELECT ${first}, 1
-  UNION ALL
-  SELECT (SELECT MIN(k1.msg_key) FROM ${t} k1 WHERE k1.msg_key > walk.k), walk.n + 1
-  FROM walk WHERE walk.k IS NOT NULL AND walk.n < ?
-)
-SELECT walk.k AS msg_key, CAST(h.seq AS CHAR) AS seq, (${due('h')}) AS ready
-FROM walk JOIN ${t} h ON h.seq = (SELECT MIN(h1.seq) FROM ${t} h1 WHERE h1.msg_key = walk.k)
-WHERE walk.k IS NOT NULL
-ORDER BY walk.n`;
+      return `SELECT w.msg_key, CAST(h.seq AS CHAR) AS seq, (${due('h')}) AS ready
+FROM (
+  SELECT k.msg_key, MIN(k.seq) AS head FROM ${t} k
+  WHERE ${fromStart ? 'k.msg_key IS NOT NULL' : 'k.msg_key > ?'}
+  GROUP BY k.msg_key ORDER BY k.msg_key LIMIT ?
+) w
+JOIN ${t} h ON h.seq = w.head
+ORDER BY w.msg_key`;
     },
 
     /** Due keyless rows, oldest first (past a window full of blocked keyed rows). */

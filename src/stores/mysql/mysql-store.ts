@@ -136,8 +136,6 @@ export const DEFAULT_DEAD_LETTER_BATCH = 1000;
 const MAX_DEAD_LETTER_BATCH = 10_000;
 /** A deadlock rolls a transaction back whole: the store runs it again, at most this often. */
 const DEADLOCK_RETRIES = 3;
-/** MySQL's cte_max_recursion_depth is 1000 by default: the walk stays under it. */
-const MAX_WALK = 999;
 
 type Row = Record<string, unknown>;
 
@@ -486,7 +484,7 @@ export class MySqlStore implements OutboxStore<MySqlTransactionHandle> {
    * the end of the slice), or back to the first key when it ran out of keys.
    */
   async #walk(c: StoreConnection, need: number, limit: number): Promise<Candidate[]> {
-    const budget = Math.min(Math.max(limit * 2, 500), MAX_WALK);
+    const budget = Math.max(limit * 2, 500);
     const cursor = this.#keyCursor;
     const rows = await c.rows(
       this.#sql.claimWalk(cursor === null),
