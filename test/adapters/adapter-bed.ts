@@ -73,24 +73,37 @@ export function adapterTestBed(
     }
     if (backend === 'mysql') {
       const admin = await mysql.createConnection(MYSQL_SERVER_URL);
-      await admin.query(`CREATE DATABASE \`${mysqlDatabase}\``);
-      const pool = mysql.createPool({ uri: `${MYSQL_SERVER_URL}/${mysqlDatabase}`, connectionLimit: 4 });
-      const store = new MySqlStore({ pool, tablePrefix: 'mr_' });
-      await store.migrate();
-      await pool.query('CREATE TABLE orders (id VARCHAR(64) PRIMARY KEY) ENGINE=InnoDB');
+      let pool: mysql.Pool | undefined;
+      let store: MySqlStore | undefined;
+      const close = async () => {
+        try {
+          await store?.close();
+          await pool?.end();
+          await admin.query(`DROP DATABASE IF EXISTS \`${mysqlDatabase}\``);
+        } finally {
+          await admin.end().catch(() => admin.destroy());
+        }
+      };
+      try {
+        await admin.query(`CREATE DATABASE \`${mysqlDatabase}\``);
+        pool = mysql.createPool({ uri: `${MYSQL_SERVER_URL}/${mysqlDatabase}`, connectionLimit: 4 });
+        store = new MySqlStore({ pool, tablePrefix: 'mr_' });
+        await store.migrate();
+        await pool.query('CREATE TABLE orders (id VARCHAR(64) PRIMARY KEY) ENGINE=InnoDB');
+      } catch (err) {
+        // Nothing left open for the leak guard to report instead of the cause.
+        await close().catch(() => undefined);
+        throw err;
+      }
       const outbox = new Outbox({ store });
+      const ready = pool;
       return {
         enqueue: (executor, message) => outbox.enqueue(executor, message),
         relay: new Relay({ store, transport: memory }),
-        query: async (sql, params) => (await pool.query(sql, params))[0] as unknown[],
+        query: async (sql, params) => (await ready.query(sql, params))[0] as unknown[],
         orders: 'orders',
         outbox: 'mr_outbox',
-        async close() {
-          await store.close();
-          await pool.end();
-          await admin.query(`DROP DATABASE IF EXISTS \`${mysqlDatabase}\``);
-          await admin.end();
-        },
+        close,
       };
     }
     sqliteDir = mkdtempSync(join(tmpdir(), `mailroom-${prefix}-`));
