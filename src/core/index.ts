@@ -72,6 +72,17 @@ export {
   type RelayEvents,
 } from './relay.js';
 export {
+  RelayGroup,
+  SOURCE_NAME,
+  type BudgetUsage,
+  type RelayGroupEvents,
+  type RelayGroupOptions,
+  type RelayGroupSource,
+  type RelayGroupSourceBacklog,
+  type RelayGroupSourceOverrides,
+  type RelayGroupSourceStatus,
+} from './relay-group.js';
+export {
   resolveRetryPolicy,
   retryDelayMs,
   type RetryPolicyOptions,
