@@ -650,6 +650,29 @@ describe('nats consumer', () => {
     }
   });
 
+  it('sets the durable up again when it is deleted under it', async () => {
+    const { prefix, topic, stream } = await setup();
+    const handled: string[] = [];
+    let reconnected = 0;
+    const c = consumer({ subjectPrefix: prefix, topic, handler: async (m) => void handled.push(m.id) });
+    c.on('consumer:reconnected', () => reconnected++);
+    try {
+      await c.start();
+      const a = await admin();
+      try {
+        await a.jsm.consumers.delete(stream, c.durable);
+      } finally {
+        await a.close();
+      }
+      await waitUntil(() => reconnected === 1, 'a new session');
+      const [message] = await publish(prefix, topic, 1);
+      await waitUntil(() => handled.length === 1, 'the message');
+      assert.deepEqual(handled, [message?.id]);
+    } finally {
+      await c.stop();
+    }
+  });
+
   it('start() throws a TransportError naming the redacted URL, a missing stream, a missing dead-letter stream', async () => {
     const down = consumer({
       url: 'nats://billing:s3cret@127.0.0.1:1',
