@@ -1,8 +1,9 @@
-// Every pull consumer through runConsumerConformance (mailroom/testkit), with its defaults:
-// RabbitMQ, STOMP (RabbitMQ's plugin and ActiveMQ), MQTT (Mosquitto), NATS JetStream, Redis
-// Streams. Not WebhookConsumer: senders push to it and retry themselves (its own test file
-// covers the same ground); not SqsConsumer: no SQS endpoint runs here (its file runs it when
-// AWS_ENDPOINT_URL is set).
+// Consumers through runConsumerConformance (mailroom/testkit), with their defaults: RabbitMQ,
+// STOMP (RabbitMQ's plugin and ActiveMQ) and MQTT (Mosquitto). NATS JetStream, Redis Streams
+// and SQS (a fake server; a real one with AWS_ENDPOINT_URL) run it from files of their own
+// (*-consumer-conformance.test.ts). Not WebhookConsumer: senders push to it and retry
+// themselves, so "another consumer gets what was not acknowledged" is the sender's resend,
+// covered in webhook-consumer.test.ts.
 import { after } from 'node:test';
 
 import { runConsumerConformance } from '../../src/testkit/consumer-conformance.js';
