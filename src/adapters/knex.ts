@@ -100,7 +100,9 @@ export function fromKnex(trx: Knex.Transaction): SqlExecutor {
         },
       });
       // `trx.raw(sql, bindings)`: a bindings array binds by position (an object would bind by name).
-      const result: unknown = await trx.raw(rewritten.sql, rewritten.params as Knex.RawBinding[]);
+      // Knex refuses `undefined` bindings, which the drivers send as NULL: sent as NULL here too.
+      const bindings = rewritten.params.map((p) => (p === undefined ? null : p)) as Knex.RawBinding[];
+      const result: unknown = await trx.raw(rewritten.sql, bindings);
       return { rows: rowsOf(result) as Row[] };
     },
   };

@@ -70,6 +70,13 @@ describe('fromKnex on PostgreSQL', () => {
     ]);
   });
 
+  it('sends an undefined parameter as NULL, as the drivers do (Knex alone refuses it)', async () => {
+    const { rows } = await knex.transaction((trx) =>
+      fromKnex(trx).execute('SELECT $1::text IS NULL AS missing', [undefined]),
+    );
+    assert.deepEqual(rows, [{ missing: true }]);
+  });
+
   it('refuses the knex instance, saying to pass trx', () => {
     assert.throws(
       // @ts-expect-error the knex instance is not a transaction: the compiler refuses it too.
