@@ -6,6 +6,7 @@ export {
   DEFAULT_DEAD_LETTER_BATCH,
   MYSQL_EXACT_COUNT_LIMIT,
   MYSQL_TOPIC_SAMPLE_ROWS,
+  MYSQL_MAX_TOPICS,
   type MySqlStoreOptions,
 } from './mysql-store.js';
 export { mysqlExecutor, requireMySqlTransaction } from './mysql-executor.js';

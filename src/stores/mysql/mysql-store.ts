@@ -129,6 +129,8 @@ export const mysqlStoreOptionsSchema = mysqlStoreSchema;
 
 /** Counts up to this are exact; past it, estimates (InnoDB's row estimate, a sample of topics). */
 export const MYSQL_EXACT_COUNT_LIMIT = 100_000;
+/** Topics `stats()` lists at most (the busiest); `topicsTruncated` says when there are more. */
+export const MYSQL_MAX_TOPICS = 50;
 /** Rows per table read for per-topic counts of a table past the exact limit. */
 export const MYSQL_TOPIC_SAMPLE_ROWS = 20_000;
 /** Dead letters per statement of a replay or purge run. */
@@ -455,7 +457,7 @@ export class MySqlStore implements OutboxStore<MySqlTransactionHandle> {
       const seqs = perKey > 1 ? await this.#planRuns(c, limit, perKey) : await this.#planHeads(c, limit);
       if (seqs.length === 0) return [];
       await c.run(this.#sql.claimLease(seqs.length), [
-        request.owner,
+        request.owner.slice(0, 255),
         leaseToken,
         Math.ceil(request.leaseMs) * 1000,
         ...seqs,
@@ -719,17 +721,28 @@ export class MySqlStore implements OutboxStore<MySqlTransactionHandle> {
         topics.set(topic, entry);
       }
       const oldest = row.oldest_us;
+      // The busiest topics first, as the PostgreSQL store ranks them.
+      const ranked = [...topics.values()].sort(
+        (a, b) =>
+          b.backlog - a.backlog ||
+          b.deadLetters - a.deadLetters ||
+          (a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : 0),
+      );
+      const inFlight = atMost('inFlight', row.in_flight);
+      const scheduled = atMost('scheduled', row.scheduled);
       return {
         backlog,
-        inFlight: atMost('inFlight', row.in_flight),
-        scheduled: atMost('scheduled', row.scheduled),
+        inFlight,
+        scheduled,
         oldestAgeMs:
           oldest === null || oldest === undefined ? null : Math.max(0, Math.round(Number(oldest) / 1000)),
         deadLetters,
-        topics: [...topics.values()].sort((a, b) => (a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : 0)),
+        topics: ranked.slice(0, MYSQL_MAX_TOPICS),
         approximate: estimated.size > 0,
-        estimated: [...estimated],
-        topicsTruncated: false,
+        estimated: (['backlog', 'inFlight', 'scheduled', 'deadLetters', 'topics'] as const).filter((f) =>
+          estimated.has(f),
+        ),
+        topicsTruncated: ranked.length > MYSQL_MAX_TOPICS,
       };
     });
   }
@@ -955,7 +968,7 @@ export class MySqlStore implements OutboxStore<MySqlTransactionHandle> {
       const ids = (await c.rows(sql.pick, [request.limit])).map((r) => String(r.id));
       if (ids.length === 0) return [];
       await c.run(sql.lease(ids.length), [
-        request.owner,
+        request.owner.slice(0, 255),
         leaseToken,
         Math.ceil(request.leaseMs) * 1000,
         ...ids,
