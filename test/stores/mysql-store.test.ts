@@ -256,6 +256,43 @@ describe('MySQL store', () => {
     await rows(`DELETE FROM ${store.names.outbox}`);
   });
 
+  it('enqueues from a trigger in the writing transaction, and nothing when it rolls back', async () => {
+    const orders = `\`${store.tablePrefix}orders\``;
+    await rows(`CREATE TABLE ${orders} (id INT PRIMARY KEY, total INT NOT NULL)`);
+    await rows(
+      `CREATE TRIGGER \`${store.tablePrefix}orders_outbox\` AFTER INSERT ON ${orders} FOR EACH ROW
+       BEGIN
+         DECLARE v_id CHAR(36);
+         CALL ${store.names.enqueue}('order.created', JSON_OBJECT('id', NEW.id, 'total', NEW.total),
+                                     CONCAT('order-', NEW.id), NULL, 'order.created', 0, v_id);
+       END`,
+    );
+    await assert.rejects(
+      inTransaction(async (conn) => {
+        await conn.query(`INSERT INTO ${orders} (id, total) VALUES (1, 10)`);
+        throw new Error('rollback');
+      }),
+    );
+    assert.equal((await store.stats()).backlog, 0, 'the rolled-back order left no message');
+    await inTransaction((conn) => conn.query(`INSERT INTO ${orders} (id, total) VALUES (2, 20), (3, 30)`));
+    const c = await store.claim({ owner: 't', limit: 10, leaseMs: 5000 });
+    assert.deepEqual(
+      c.messages.map((m) => [m.key, payloadOf(m)]),
+      [
+        ['order-2', { id: 2, total: 20 }],
+        ['order-3', { id: 3, total: 30 }],
+      ],
+    );
+    await store.settle({
+      leaseToken: c.leaseToken,
+      delivered: c.messages,
+      released: [],
+      retry: [],
+      dead: [],
+    });
+    await rows(`DROP TABLE ${orders}`);
+  });
+
   it('claims heads behind a window full of a blocked key (the bounded walk over keys)', async () => {
     // 1,200 rows of one key whose head is leased fill the window (4 × limit, at least 1,000);
     // the heads of 30 other keys are behind it and must still be claimed.
