@@ -3,34 +3,14 @@ import { after, before, describe, it } from 'node:test';
 import { PrismaPg } from '@prisma/adapter-pg';
 import { fromPrisma } from '../../src/adapters/prisma.js';
 import { isUnreadableResultError } from '../../src/adapters/unreadable-result-error.js';
-import type { EncodedMessage, SqlStatement } from '../../src/core/index.js';
-import { PostgresStore } from '../../src/stores/postgres/index.js';
 import { DATABASE_URL } from '../helpers/postgres.js';
 import { adapterTestBed, notATransaction } from './adapter-bed.js';
 import { generatedPrismaClient, type GeneratedPrismaClient } from './prisma-client.js';
 
-/**
- * The PostgreSQL store as it will be once its enqueue returns a boolean instead of pg_notify()'s
- * `void`, which Prisma's driver adapters cannot read (the change to src/stores/postgres/postgres-sql.ts
- * is proposed in helper-48's report of issue 18). Once it is in, the replace finds nothing and this
- * class can go.
- */
-class NotifyAsBooleanStore extends PostgresStore {
-  override enqueueStatement(messages: readonly EncodedMessage[]): SqlStatement {
-    const statement = super.enqueueStatement(messages);
-    const sql = statement.sql.replace(
-      /\) SELECT (.+) FROM \(SELECT 1 FROM ins LIMIT 1\) AS x$/s,
-      ') SELECT ($1) IS NOT NULL AS notified FROM (SELECT 1 FROM ins LIMIT 1) AS x',
-    );
-    // A prepared statement's name stands for one text: a changed text goes unnamed.
-    return sql === statement.sql ? statement : { sql, params: statement.params };
-  }
-}
-
 describe('fromPrisma on PostgreSQL (a Prisma 7 client generated here, driver adapter @prisma/adapter-pg)', () => {
-  const bed = adapterTestBed('prisma', 'postgres', {
-    outboxStore: (db) => new NotifyAsBooleanStore({ pool: db.pool, schema: db.schema }),
-  });
+  // The store's defaults (notify on): its enqueue returns a boolean, not pg_notify()'s void,
+  // which Prisma's driver adapters cannot read.
+  const bed = adapterTestBed('prisma', 'postgres');
   let prisma: GeneratedPrismaClient;
   before(async () => {
     const PrismaClient = await generatedPrismaClient();

@@ -98,7 +98,9 @@ export function postgresSql(schema: string, channel: string) {
           ? `CASE WHEN pg_try_advisory_xact_lock_shared(${gateKey}) THEN NULL ELSE pg_notify(${quoteLiteral(channel)}, '') END`
           : `pg_notify(${quoteLiteral(channel)}, '')`;
       return {
-        sql: `WITH ins AS (${insert} RETURNING 1) SELECT ${wake} FROM (SELECT 1 FROM ins LIMIT 1) AS x`,
+        // A boolean, not pg_notify's void: some drivers cannot read a void column (Prisma's
+        // driver adapters fail the statement over it).
+        sql: `WITH ins AS (${insert} RETURNING 1) SELECT (${wake}) IS NOT NULL AS notified FROM (SELECT 1 FROM ins LIMIT 1) AS x`,
         params,
         ...named,
       };
