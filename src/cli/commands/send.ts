@@ -2,15 +2,13 @@ import { readFile } from 'node:fs/promises';
 import { InvalidMessageError, isInvalidMessageError } from '../../core/errors/invalid-message-error.js';
 import { isPayloadTooLargeError } from '../../core/errors/payload-too-large-error.js';
 import { Outbox } from '../../core/outbox.js';
-import { redactUrl } from '../../core/redact.js';
+import type { OutboxStore } from '../../core/ports.js';
 import type { MessageInput } from '../../core/types.js';
-import { describeDbError } from '../../stores/postgres/postgres-errors.js';
-import { openPgPool } from '../../stores/postgres/postgres-store.js';
-import type { PgPoolClient } from '../../stores/postgres/postgres-driver.js';
+import { PostgresStore } from '../../stores/postgres/postgres-store.js';
 import { UsageError } from '../cli-error.js';
 import { compactJson } from '../json-text.js';
 import type { Command } from '../command.js';
-import { CONNECTION_OPTIONS, connectionSettings, openStore } from '../connect.js';
+import { ALL_STORE_KINDS, CONNECTION_OPTIONS, openStore } from '../connect.js';
 import { parseDuration } from '../duration.js';
 import { COMMON_OPTIONS, type FlagValue, type OptionSpec, type ResolvedConfig } from '../options.js';
 
@@ -140,6 +138,8 @@ export const sendCommand: Command = {
   options: OPTIONS,
   required: ['databaseUrl', 'topic'],
   details: [
+    'The message is written in a transaction of its own, in any database the URL names',
+    '(postgres://, mysql://, mariadb://, sqlite:path, pglite:path).',
     'The payload is JSON, from --payload, --payload-file or stdin (in that order of preference).',
     'It is stored as written, without the whitespace between tokens: numbers keep every digit.',
     'A message that is not valid (bad JSON, empty topic, header without "=") exits with code 2',
@@ -151,41 +151,37 @@ export const sendCommand: Command = {
   ].join('\n'),
   async run({ config, flags, out }) {
     let input: MessageInput;
-    const store = await openStore(config);
+    const store = await openStore(config, { kinds: ALL_STORE_KINDS });
     try {
-      const outbox = new Outbox({ store });
+      // Any store's Outbox validates the same way: the message limits are the Outbox's own.
+      const check = new Outbox({ store: store as OutboxStore });
       try {
         input = await buildMessage(config, flags);
         // Validate before connecting, so a bad message never opens a transaction.
-        outbox.encode([input]);
+        check.encode([input]);
       } catch (err) {
         if (isInvalidMessageError(err) || isPayloadTooLargeError(err)) throw new UsageError(err.message);
         throw err;
       }
       // First contact through the store, with its deadlines and its explanations (a server
-      // that is not PostgreSQL, a schema to migrate), the same as every other command gives.
+      // that is not the database the URL says, a schema to migrate), as every other command.
       await store.check();
-      const url = String(config.databaseUrl);
-      const describe = (err: unknown) =>
-        describeDbError(err, { schema: store.schema, target: redactUrl(url) });
-      // The transaction needs a client of its own (the store keeps its pool to itself), with
-      // the store's deadlines, so a link that dies now cannot hang `send` either.
-      const pool = await openPgPool(url, { max: 1, ...connectionSettings(config) });
-      let client: PgPoolClient | undefined;
-      try {
-        client = await pool.connect();
-        await client.query('BEGIN');
-        const id = await outbox.enqueue(client, input);
-        await client.query('COMMIT');
-        out(id);
-        return 0;
-      } catch (err) {
-        await client?.query('ROLLBACK').catch(() => undefined);
-        throw describe(err);
-      } finally {
-        client?.release(true);
-        await pool.end();
+      // The message in a transaction of its own, on a connection of the store's, with the
+      // store's deadlines: the same enqueue an application runs in its transaction.
+      const message = input;
+      let id: string;
+      if (store instanceof PostgresStore) {
+        const outbox = new Outbox({ store });
+        id = await store.transaction((tx) => outbox.enqueue(tx, message));
+      } else if ('tablePrefix' in store) {
+        const outbox = new Outbox({ store });
+        id = await store.transaction((tx) => outbox.enqueue(tx, message));
+      } else {
+        const outbox = new Outbox({ store });
+        id = await store.transaction((tx) => outbox.enqueue(tx, message));
       }
+      out(id);
+      return 0;
     } finally {
       await store.close();
     }
