@@ -21,8 +21,9 @@ export interface OutboxOptions<Tx = unknown> extends MessageLimits {
    * Without it, `enqueue` still refuses pools and, for free, node-postgres clients that the server
    * last reported idle; this adds an exact check for every other handle (postgres.js, ORM
    * executors), at the cost of one round trip per `enqueue` for those (PostgreSQL: a `LOCK TABLE`
-   * on the outbox in the mode the INSERT takes anyway). Needs a store that can check (PostgreSQL,
-   * PGlite); other stores refuse the option.
+   * on the outbox in the mode the INSERT takes anyway; MySQL: the session's transaction flag). Needs
+   * a store that can check (PostgreSQL, PGlite, MySQL/MariaDB); other stores refuse the option
+   * (SQLite checks a Database handle exactly on every enqueue anyway).
    *
    * @default false
    * @example new Outbox({ store, requireTransaction: true })
@@ -42,7 +43,7 @@ export interface OutboxOptions<Tx = unknown> extends MessageLimits {
 
 const outboxOptionsSchema = optionsSchema<OutboxOptions>()('Outbox', {
   store: custom(
-    'an outbox store (PostgresStore, PGliteStore…)',
+    'an outbox store (PostgresStore, PGliteStore, MySqlStore, SqliteStore…)',
     hasMethods<OutboxStore>('executor', 'enqueueStatement'),
     { required: true },
   ),
@@ -109,7 +110,7 @@ export class Outbox<Tx = unknown> {
       throw new ConfigError(
         'requireTransaction',
         `Outbox option requireTransaction: the ${store.name} store cannot check that a handle is inside a transaction: ` +
-          'remove requireTransaction, or use a store that can (PostgresStore, PGliteStore)',
+          'remove requireTransaction, or use a store that can (PostgresStore, PGliteStore, MySqlStore)',
       );
     }
     this.#requireTransaction =
