@@ -4,6 +4,7 @@ import { pathToFileURL } from 'node:url';
 import { rangeText, type Field } from '../core/options-schema.js';
 import { redactUrl } from '../core/redact.js';
 import { UsageError } from './cli-error.js';
+import { parseSourceList, redactSourceList, type SourceEntry } from './source-list.js';
 
 /** One configurable setting, reachable from a flag, an environment variable and the config file. */
 export interface OptionSpec {
@@ -16,7 +17,7 @@ export interface OptionSpec {
    * config file, so a stray variable cannot widen a destructive command.
    */
   env?: string;
-  type: 'string' | 'int' | 'bool' | 'enum' | 'url';
+  type: 'string' | 'int' | 'bool' | 'enum' | 'url' | 'sources';
   values?: readonly string[];
   default?: string | number | boolean;
   min?: number;
@@ -31,6 +32,13 @@ export interface OptionSpec {
    * configuration: commands read it from the parsed flags.
    */
   repeatable?: boolean;
+  /**
+   * The flag may be given several times, and the setting also comes from the environment and
+   * the config file as usual (`--database-url`, `--schema` of the commands that serve several
+   * sources: see {@link resolveSources}). `parseFlags` collects the values as a `string[]`; the
+   * resolved configuration holds the last one.
+   */
+  multiple?: boolean;
   description: string;
 }
 
@@ -153,7 +161,7 @@ export function parseFlags(
         i++;
       }
     }
-    if (spec.repeatable && typeof value === 'string') {
+    if ((spec.repeatable || spec.multiple) && typeof value === 'string') {
       const seen = flags.get(name);
       flags.set(name, [...(Array.isArray(seen) ? seen : []), value]);
       continue;
@@ -209,6 +217,8 @@ function coerce(spec: OptionSpec, raw: unknown, source: string): string | number
       }
       return raw;
     }
+    case 'sources':
+      return JSON.stringify(parseSourceList(raw, where));
     default: {
       if (typeof raw !== 'string')
         throw new UsageError(`${where} must be a string, got ${shown}`, { key: spec.key });
@@ -322,7 +332,9 @@ export function resolveConfig(
       if (fromEnv !== undefined && fromEnv !== '') value = coerce(spec, fromEnv, 'environment');
     }
     const fromFlag = flags.get(spec.flag);
-    if (fromFlag !== undefined) value = coerce(spec, fromFlag, 'flag');
+    if (Array.isArray(fromFlag)) {
+      for (const one of fromFlag) value = coerce(spec, one, 'flag');
+    } else if (fromFlag !== undefined) value = coerce(spec, fromFlag, 'flag');
     out[spec.key] = value;
   }
   return out;
@@ -343,6 +355,13 @@ export function requireOption(config: ResolvedConfig, specs: readonly OptionSpec
 
 /** A secret option's value as printed: a URL without its password, any other secret not at all. */
 function redactSecret(spec: OptionSpec, value: string): string {
+  if (spec.type === 'sources') {
+    try {
+      return JSON.stringify(redactSourceList(JSON.parse(value) as SourceEntry[]));
+    } catch {
+      return '***';
+    }
+  }
   return spec.type === 'url' ? redactUrl(value) : '***';
 }
 
@@ -354,6 +373,10 @@ export function printableConfig(
   const out: Record<string, unknown> = {};
   for (const spec of specs) {
     const v = config[spec.key];
+    if (spec.type === 'sources' && typeof v === 'string') {
+      out[spec.key] = redactSourceList(JSON.parse(v) as SourceEntry[]);
+      continue;
+    }
     out[spec.key] = spec.secret && typeof v === 'string' ? redactSecret(spec, v) : v;
   }
   return out;

@@ -7,7 +7,8 @@ import type { Command, CommandContext } from '../command.js';
 import { confirm, requireConfirmable } from '../confirm.js';
 import { CONNECTION_OPTIONS, openStore } from '../connect.js';
 import { formatDuration, parseDuration } from '../duration.js';
-import { COMMON_OPTIONS, type FlagValue, type OptionSpec, type ResolvedConfig } from '../options.js';
+import { type FlagValue, type OptionSpec, type ResolvedConfig } from '../options.js';
+import { resolveSources, runPerSource, SOURCE_OPTIONS } from '../sources.js';
 import { formatTable, truncate } from '../table.js';
 import { compactJson, indentJson, RawJson, stringifyWithRaw } from '../json-text.js';
 
@@ -21,7 +22,7 @@ export const DEFAULT_LIST_LIMIT = 100;
 const BATCH = DEFAULT_DEAD_LETTER_BATCH;
 
 const OPTIONS: OptionSpec[] = [
-  ...COMMON_OPTIONS.filter((o) => o.key === 'databaseUrl' || o.key === 'schema'),
+  ...SOURCE_OPTIONS,
   ...CONNECTION_OPTIONS,
   {
     key: 'topic',
@@ -362,7 +363,6 @@ export const dlqCommand: Command = {
   options: OPTIONS,
   positionals: 2,
   booleans: ['json', 'yes', 'dry-run'],
-  required: ['databaseUrl'],
   details: [
     '--json: print JSON instead of a table. --yes, -y: do not ask. --dry-run: change nothing.',
     '',
@@ -381,6 +381,10 @@ export const dlqCommand: Command = {
     '--json: list prints an array, show an object, replay/purge { action, matched, replayed|purged,',
     'skipped, failed, results: [{ id, status }] }. Payloads are JSON values when the content',
     'type is JSON, otherwise base64 (payloadEncoding says which).',
+    '',
+    'Several sources (repeated --database-url or --schema, or a sources list): each source in',
+    'turn under a header line (replay and purge ask per source unless --yes); --json prints',
+    '{ "<source>": …what one source prints… or { "error": "…" } }.',
   ].join('\n'),
   async run(ctx) {
     const { sub, id } = parseSubcommand(ctx.positionals);
@@ -389,19 +393,30 @@ export const dlqCommand: Command = {
       // Refuse before connecting: a script that forgot --yes learns it at once.
       requireConfirmable({ yes: ctx.flags.get('yes') === true, command: `dlq ${sub}` });
     }
-    const store = await openStore(ctx.config);
-    try {
-      switch (sub) {
-        case 'list':
-          return await list(store, ctx, parsed);
-        case 'show':
-          return await show(store, ctx, id as string);
-        case 'replay':
-        case 'purge':
-          return await mutate(store, ctx, sub, parsed);
-      }
-    } finally {
-      await store.close();
-    }
+    // Each source in turn, under its name; a source that fails does not stop the others.
+    return runPerSource(ctx, resolveSources(ctx.config, ctx.flags), (one) => dlqOfOne(one, sub, id, parsed));
   },
 };
+
+/** A `dlq` subcommand on one database and schema. */
+async function dlqOfOne(
+  ctx: CommandContext,
+  sub: Subcommand,
+  id: string | undefined,
+  parsed: ReturnType<typeof parseFilter>,
+): Promise<number> {
+  const store = await openStore(ctx.config);
+  try {
+    switch (sub) {
+      case 'list':
+        return await list(store, ctx, parsed);
+      case 'show':
+        return await show(store, ctx, id as string);
+      case 'replay':
+      case 'purge':
+        return await mutate(store, ctx, sub, parsed);
+    }
+  } finally {
+    await store.close();
+  }
+}

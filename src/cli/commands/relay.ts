@@ -3,11 +3,14 @@ import { requireOrdered } from '../../core/options-schema.js';
 import type { OutboxStore, Transport } from '../../core/ports.js';
 import { redactUrl } from '../../core/redact.js';
 import { relayOptionsSchema } from '../../core/relay-options.js';
-import { Relay } from '../../core/relay.js';
+import { Relay, type RelayOptions } from '../../core/relay.js';
+import { RelayGroup } from '../../core/relay-group.js';
+import type { PostgresStore } from '../../stores/postgres/postgres-store.js';
 import { CONNECTION_OPTIONS, openStore, openTransport } from '../connect.js';
 import { PostgresLogSource } from '../../replication/postgres-log-source.js';
 import { ConfigError } from '../../core/errors/config-error.js';
-import { bounds, COMMON_OPTIONS, printableConfig, type OptionSpec } from '../options.js';
+import { bounds, COMMON_OPTIONS, printableConfig, type OptionSpec, type ResolvedConfig } from '../options.js';
+import { databaseTarget, resolveSources, SOURCE_OPTIONS, type ResolvedSource } from '../sources.js';
 import { RelayActivityLog, relayLogger } from '../relay-activity.js';
 import { settlesWithin, ShutdownDeadline } from '../shutdown-deadline.js';
 import type { Command } from '../command.js';
@@ -26,7 +29,8 @@ export const SHUTDOWN_CLOSE_MARGIN_MS = 5000;
 const RELAY_STOP_GRACE_MS = 1000;
 
 const OPTIONS: OptionSpec[] = [
-  ...COMMON_OPTIONS,
+  ...SOURCE_OPTIONS,
+  ...COMMON_OPTIONS.filter((o) => o.key !== 'databaseUrl' && o.key !== 'schema'),
   ...CONNECTION_OPTIONS,
   {
     key: 'transport',
@@ -251,16 +255,6 @@ const OPTIONS: OptionSpec[] = [
   },
 ];
 
-/** `host:port/database` of a PostgreSQL URL: where the relay reads, without user or password. */
-function databaseTarget(url: string): string {
-  try {
-    const u = new URL(url);
-    return `${u.hostname || 'localhost'}:${u.port || '5432'}${u.pathname || '/'}`;
-  } catch {
-    return redactUrl(url);
-  }
-}
-
 /**
  * Closes what was opened, in parallel (neither depends on the other), each as a named step of
  * the shutdown deadline. Waits at most `ms`: what did not close by then is the deadline's to
@@ -290,15 +284,24 @@ async function closeAll(
 export const relayCommand: Command = {
   name: 'relay',
   summary: 'deliver outbox messages to the transport until stopped (SIGINT/SIGTERM drain gracefully)',
-  usage: 'mailroom relay --database-url URL --transport amqp://… [options]',
+  usage: 'mailroom relay --database-url URL… [--schema NAME]… --transport amqp://… [options]',
   options: OPTIONS,
   booleans: ['print-config'],
-  required: ['databaseUrl', 'transport'],
-  async run({ config, flags, out, logger }) {
+  required: ['transport'],
+  details: [
+    'Several databases or schemas: repeat --schema (schemas of one --database-url) or',
+    '--database-url (the same --schema in each), or list them by name in "sources" (config file,',
+    'MAILROOM_SOURCES or --sources). One claim loop per source, one broker connection, a shared',
+    'budget of batches in flight handed out round-robin (docs/relay.md, "Several databases or',
+    'schemas"). Log lines carry the source name; a source whose database is down is retried.',
+  ].join('\n'),
+  async run({ config: settings, flags, out, logger }) {
     if (flags.get('print-config') === true) {
-      out(JSON.stringify(printableConfig(config, OPTIONS), null, 2));
+      out(JSON.stringify(printableConfig(settings, OPTIONS), null, 2));
       return 0;
     }
+    const sources = resolveSources(settings, flags);
+    const config = (sources[0] as ResolvedSource).config;
     // The library refuses this pair too, but only once the store and broker are open, and by its
     // own option names: check it first, by the flags' names.
     const side = (key: string, name: string) => ({
@@ -322,6 +325,16 @@ export const relayCommand: Command = {
       }
     }
 
+    if (sources.length > 1) {
+      if (replication && (config.slot !== undefined || config.publication !== undefined)) {
+        throw new ConfigError(
+          config.slot !== undefined ? 'slot' : 'publication',
+          'with several sources each one reads the log through its own <schema>_relay slot and <schema>_outbox ' +
+            'publication: leave --slot and --publication out',
+        );
+      }
+      return runGroup(settings, sources, logger);
+    }
     const shutdownTimeoutMs = Number(config.shutdownTimeoutMs);
     const database = databaseTarget(String(config.databaseUrl));
     const broker = redactUrl(String(config.transport));
@@ -387,35 +400,7 @@ export const relayCommand: Command = {
         store,
         transport,
         logger: relayLogger(logger),
-        batchSize: Number(config.batchSize),
-        concurrency: Number(config.concurrency),
-        ...(config.maxPerKey === undefined ? {} : { maxPerKey: Number(config.maxPerKey) }),
-        leaseMs: Number(config.leaseMs),
-        ...(replication
-          ? {
-              source: new PostgresLogSource({
-                connectionString: String(config.databaseUrl),
-                schema: String(config.schema),
-                store,
-                logger: relayLogger(logger),
-                ...(config.slot === undefined ? {} : { slot: String(config.slot) }),
-                ...(config.publication === undefined ? {} : { publication: String(config.publication) }),
-              }),
-            }
-          : { wakeup: config.wakeup as 'notify' | 'poll' }),
-        ...(config.pollIntervalMs === undefined ? {} : { pollIntervalMs: Number(config.pollIntervalMs) }),
-        shutdownTimeoutMs,
-        publishTimeoutMs: Number(config.publishTimeoutMs),
-        ackSweepIntervalMs: Number(config.ackSweepIntervalMs),
-        ackRetentionMs: Number(config.ackRetentionMs),
-        ...(config.callbackSecret === undefined
-          ? {}
-          : { callbacks: { secret: String(config.callbackSecret) } }),
-        retry: {
-          maxAttempts: Number(config.maxAttempts),
-          baseDelayMs: Number(config.retryBaseMs),
-          maxDelayMs: Number(config.retryMaxMs),
-        },
+        ...relayOptionsFrom(config, store, relayLogger(logger)),
       });
       starting = relay.start();
       started =
@@ -477,3 +462,216 @@ export const relayCommand: Command = {
     return closed ? 0 : 1;
   },
 };
+
+/** The relay options the settings give, for one source's store (its log source in replication mode). */
+function relayOptionsFrom(
+  config: ResolvedConfig,
+  store: PostgresStore,
+  logger: Logger,
+): Omit<RelayOptions, 'store' | 'transport' | 'logger'> {
+  const replication = config.wakeup === 'replication';
+  return {
+    batchSize: Number(config.batchSize),
+    concurrency: Number(config.concurrency),
+    ...(config.maxPerKey === undefined ? {} : { maxPerKey: Number(config.maxPerKey) }),
+    leaseMs: Number(config.leaseMs),
+    ...(replication
+      ? {
+          source: new PostgresLogSource({
+            connectionString: String(config.databaseUrl),
+            schema: String(config.schema),
+            store,
+            logger,
+            ...(config.slot === undefined ? {} : { slot: String(config.slot) }),
+            ...(config.publication === undefined ? {} : { publication: String(config.publication) }),
+          }),
+        }
+      : { wakeup: config.wakeup as 'notify' | 'poll' }),
+    ...(config.pollIntervalMs === undefined ? {} : { pollIntervalMs: Number(config.pollIntervalMs) }),
+    shutdownTimeoutMs: Number(config.shutdownTimeoutMs),
+    publishTimeoutMs: Number(config.publishTimeoutMs),
+    ackSweepIntervalMs: Number(config.ackSweepIntervalMs),
+    ackRetentionMs: Number(config.ackRetentionMs),
+    ...(config.callbackSecret === undefined ? {} : { callbacks: { secret: String(config.callbackSecret) } }),
+    retry: {
+      maxAttempts: Number(config.maxAttempts),
+      baseDelayMs: Number(config.retryBaseMs),
+      maxDelayMs: Number(config.retryMaxMs),
+    },
+  };
+}
+
+/** Per source, what happened since the last progress line. */
+interface SourceCounts {
+  delivered: number;
+  retried: number;
+  dead: number;
+  errors: number;
+}
+
+/**
+ * `mailroom relay` with several sources: a {@link RelayGroup} over one store per source and one
+ * transport. Stores are opened lazily (a database that is down fails that source's start, which
+ * the group retries); the process stops on SIGINT/SIGTERM by the same deadline as one relay.
+ */
+async function runGroup(
+  settings: ResolvedConfig,
+  sources: readonly ResolvedSource[],
+  logger: Logger,
+): Promise<number> {
+  const shutdownTimeoutMs = Number(settings.shutdownTimeoutMs);
+  const broker = redactUrl(String(settings.transport));
+  const transport = await openTransport(settings);
+  const deadline = new ShutdownDeadline({ logger, deadlineMs: shutdownTimeoutMs + SHUTDOWN_CLOSE_MARGIN_MS });
+  deadline.install();
+  void deadline.requested.then((signal) =>
+    logger.info('stopping: draining in-flight batches', { signal, shutdownTimeoutMs }),
+  );
+  const stores: PostgresStore[] = [];
+  const closeEverything = async (ms: number): Promise<boolean> => {
+    let ok = true;
+    const closing = [
+      deadline.step(`transport (closing ${broker})`, transport.close()).catch((err: unknown) => {
+        ok = false;
+        logger.error('closing the transport failed', { error: String(err) });
+      }),
+      ...stores.map((store, i) =>
+        deadline
+          .step(`store (closing ${sources[i]?.name ?? '?'})`, store.close())
+          .catch((err: unknown) => logger.warn('closing a store failed', { error: String(err) })),
+      ),
+    ];
+    await settlesWithin(Promise.all(closing), ms);
+    return ok;
+  };
+  let group: RelayGroup;
+  try {
+    for (const source of sources) {
+      stores.push(
+        await openStore(source.config, {
+          archive: Boolean(settings.archive),
+          poolSize: Number(settings.concurrency) * 2 + 3,
+        }),
+      );
+    }
+    group = new RelayGroup({
+      transport,
+      logger: relayLogger(logger),
+      sources: sources.map((source, i) => {
+        const store = stores[i] as PostgresStore;
+        const {
+          batchSize: _b,
+          concurrency: _c,
+          ...own
+        } = relayOptionsFrom(source.config, store, relayLogger(logger));
+        return { name: source.name, store, ...own };
+      }),
+      batchSize: Number(settings.batchSize),
+      concurrency: Number(settings.concurrency),
+      ...(settings.maxPerKey === undefined ? {} : { maxPerKey: Number(settings.maxPerKey) }),
+    });
+  } catch (err) {
+    deadline.begin();
+    await closeEverything(SHUTDOWN_CLOSE_MARGIN_MS);
+    throw err;
+  }
+  logger.info('relay starting', {
+    sources: sources.map((s) => `${s.name}=${databaseTarget(s.databaseUrl)}#${s.schema}`).join(', '),
+    broker,
+    wakeup: settings.wakeup,
+    maxInFlightBatches: group.maxInFlightBatches,
+  });
+  const starting = group.start();
+  let started: boolean;
+  try {
+    started =
+      (await deadline.unlessStopped(
+        `relay group (starting ${sources.length} sources, connecting to ${broker})`,
+        starting.then(() => true),
+      )) ?? false;
+  } catch (err) {
+    deadline.begin();
+    await closeEverything(SHUTDOWN_CLOSE_MARGIN_MS);
+    throw err;
+  }
+  if (!started) {
+    starting.then(
+      () => void group.stop(),
+      () => undefined,
+    );
+    await closeEverything(SHUTDOWN_CLOSE_MARGIN_MS);
+    return 0;
+  }
+  // Progress: one line per source that did something in the interval, with its backlog.
+  const counts = new Map<string, SourceCounts>(
+    sources.map((s) => [s.name, { delivered: 0, retried: 0, dead: 0, errors: 0 }]),
+  );
+  const totals = { delivered: 0, retried: 0, dead: 0 };
+  const at = (source: string) => counts.get(source) as SourceCounts;
+  group.on('relay:batch:settled', ({ source, delivered }) => {
+    at(source).delivered += delivered;
+    totals.delivered += delivered;
+  });
+  group.on('relay:message:retry', ({ source }) => {
+    at(source).retried++;
+    totals.retried++;
+  });
+  group.on('relay:message:dead', ({ source, message, error }) => {
+    if (at(source).dead === 0) {
+      logger.warn('messages are being dead-lettered', {
+        source,
+        topic: message.topic,
+        error: error.message,
+        see: `mailroom dlq list --schema ${sources.find((s) => s.name === source)?.schema ?? ''}`,
+      });
+    }
+    at(source).dead++;
+    totals.dead++;
+  });
+  group.on('relay:error', ({ source }) => void at(source).errors++);
+  const everyMs = Number(settings.progressIntervalMs);
+  const progress =
+    everyMs > 0
+      ? setInterval(() => {
+          const busy = [...counts].filter(([, c]) => c.delivered + c.retried + c.dead + c.errors > 0);
+          if (busy.length === 0) return;
+          void group.backlog(2000).then((backlogs) => {
+            for (const [source, c] of busy) {
+              const b = backlogs.find((x) => x.name === source);
+              logger.info('progress', {
+                source,
+                ...c,
+                ...(b?.stats ? { backlog: b.stats.backlog } : {}),
+              });
+              Object.assign(c, { delivered: 0, retried: 0, dead: 0, errors: 0 });
+            }
+          });
+        }, everyMs)
+      : undefined;
+  let pruneTimer: NodeJS.Timeout | undefined;
+  if (settings.archive) {
+    const prune = () =>
+      Promise.all(
+        stores.map((store, i) =>
+          store
+            .pruneArchive(Number(settings.archiveRetentionMs))
+            .then((n) => n && logger.info('pruned archive', { source: sources[i]?.name, deleted: n }))
+            .catch((err: unknown) =>
+              logger.warn('archive prune failed', { source: sources[i]?.name, error: String(err) }),
+            ),
+        ),
+      );
+    pruneTimer = setInterval(() => void prune(), 60_000);
+    void prune();
+  }
+  await deadline.requested;
+  clearInterval(pruneTimer);
+  clearInterval(progress);
+  await settlesWithin(
+    deadline.step('relay group (stopping)', group.stop()),
+    shutdownTimeoutMs + RELAY_STOP_GRACE_MS,
+  );
+  const closed = await closeEverything(SHUTDOWN_CLOSE_MARGIN_MS - RELAY_STOP_GRACE_MS);
+  logger.info('relay exited', totals);
+  return closed ? 0 : 1;
+}

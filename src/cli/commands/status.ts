@@ -7,7 +7,9 @@ import { openPgPool } from '../../stores/postgres/postgres-store.js';
 import { MAX_TOPICS, type StatsCount } from '../../stores/postgres/postgres-stats.js';
 import { CONNECTION_OPTIONS, connectionSettings, openStore } from '../connect.js';
 import { formatDuration } from '../duration.js';
-import { COMMON_OPTIONS, type OptionSpec, type ResolvedConfig } from '../options.js';
+import { type OptionSpec, type ResolvedConfig } from '../options.js';
+import { resolveSources, runPerSource, SOURCE_OPTIONS } from '../sources.js';
+import { ConfigError } from '../../core/errors/config-error.js';
 import {
   closeSlotClient,
   describeSlotError,
@@ -21,10 +23,10 @@ import {
   type SlotHealth,
 } from '../slot-health.js';
 import { formatTable } from '../table.js';
-import type { Command } from '../command.js';
+import type { Command, CommandContext } from '../command.js';
 
 const OPTIONS: OptionSpec[] = [
-  ...COMMON_OPTIONS.filter((o) => o.key === 'databaseUrl' || o.key === 'schema'),
+  ...SOURCE_OPTIONS,
   ...CONNECTION_OPTIONS,
   {
     key: 'slot',
@@ -179,10 +181,10 @@ export const statusCommand: Command = {
   name: 'status',
   summary:
     'show the backlog, messages in flight, the oldest message, dead letters per topic, acknowledgements, the verify ledger and the replication slot',
-  usage: 'mailroom status [--database-url URL] [--schema NAME] [--slot NAME] [--slot-warn-bytes N] [--json]',
+  usage:
+    'mailroom status [--database-url URL]… [--schema NAME]… [--sources JSON] [--slot NAME] [--slot-warn-bytes N] [--json]',
   options: OPTIONS,
   booleans: ['json'],
-  required: ['databaseUrl'],
   details: [
     'backlog counts every undelivered message; in flight and scheduled are parts of it',
     '(claimed by a relay now; waiting for a retry or a delay). oldest is the age of the oldest',
@@ -207,32 +209,47 @@ export const statusCommand: Command = {
     '    callbacksDead } or null on a schema older than version 8,',
     '    slot: { slot, plugin, active, activePid, confirmedFlushLsn, restartLsn, walStatus,',
     '    currentLsn, retainedWalBytes, lagBytes, lagSeconds, warnings } or null without a slot }',
+    '',
+    'Several sources (repeated --database-url or --schema, or a sources list): one report per',
+    'source under a header line; --json prints { "<source>": { …report… } or { "error": "…" } }.',
   ].join('\n'),
-  async run({ config, flags, out }) {
-    // A bad --slot is a usage error before anything connects.
-    const slotLooked = slotName(config, String(config.schema));
-    const store = await openStore(config);
-    try {
-      const stats = await store.stats();
-      const report: StatusReport = {
-        schema: store.schema,
-        backlog: stats.backlog,
-        inFlight: stats.inFlight,
-        scheduled: stats.scheduled,
-        oldestAgeMs: stats.oldestAgeMs === null ? null : Math.round(stats.oldestAgeMs),
-        deadLetters: stats.deadLetters,
-        topics: stats.topics,
-        approximate: stats.approximate,
-        estimated: stats.estimated,
-        topicsTruncated: stats.topicsTruncated,
-        verifyLedger: await verifyLedgerOn(config, store.schema),
-        acks: await ackCounts(store),
-        slot: SLOT_NAME.test(slotLooked) ? await slotHealth(config, slotLooked) : null,
-      };
-      out(flags.get('json') === true ? JSON.stringify(report) : humanStatus(report, slotLooked));
-      return 0;
-    } finally {
-      await store.close();
+  async run(ctx) {
+    const sources = resolveSources(ctx.config, ctx.flags);
+    if (sources.length > 1 && ctx.config.slot !== undefined) {
+      throw new ConfigError(
+        'slot',
+        '--slot names one replication slot; with several sources each shows its own <schema>_relay slot: leave --slot out',
+      );
     }
+    return runPerSource(ctx, sources, statusOfOne);
   },
 };
+
+/** `status` of one database and schema. */
+async function statusOfOne({ config, flags, out }: CommandContext): Promise<number> {
+  // A bad --slot is a usage error before anything connects.
+  const slotLooked = slotName(config, String(config.schema));
+  const store = await openStore(config);
+  try {
+    const stats = await store.stats();
+    const report: StatusReport = {
+      schema: store.schema,
+      backlog: stats.backlog,
+      inFlight: stats.inFlight,
+      scheduled: stats.scheduled,
+      oldestAgeMs: stats.oldestAgeMs === null ? null : Math.round(stats.oldestAgeMs),
+      deadLetters: stats.deadLetters,
+      topics: stats.topics,
+      approximate: stats.approximate,
+      estimated: stats.estimated,
+      topicsTruncated: stats.topicsTruncated,
+      verifyLedger: await verifyLedgerOn(config, store.schema),
+      acks: await ackCounts(store),
+      slot: SLOT_NAME.test(slotLooked) ? await slotHealth(config, slotLooked) : null,
+    };
+    out(flags.get('json') === true ? JSON.stringify(report) : humanStatus(report, slotLooked));
+    return 0;
+  } finally {
+    await store.close();
+  }
+}

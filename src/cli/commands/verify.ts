@@ -10,11 +10,13 @@ import type { PgQueryable } from '../../stores/postgres/postgres-driver.js';
 import { UsageError } from '../cli-error.js';
 import { CONNECTION_OPTIONS, connectionSettings, openStore } from '../connect.js';
 import { formatDuration } from '../duration.js';
-import { COMMON_OPTIONS, type OptionSpec, type ResolvedConfig } from '../options.js';
+import { type OptionSpec, type ResolvedConfig } from '../options.js';
+import { resolveSources, SOURCE_OPTIONS, type ResolvedSource } from '../sources.js';
+import { ConfigError } from '../../core/errors/config-error.js';
 import type { Command } from '../command.js';
 
 const OPTIONS: OptionSpec[] = [
-  ...COMMON_OPTIONS.filter((o) => o.key === 'databaseUrl' || o.key === 'schema'),
+  ...SOURCE_OPTIONS,
   ...CONNECTION_OPTIONS,
   {
     key: 'transport',
@@ -158,7 +160,6 @@ export const verifyCommand: Command = {
   options: OPTIONS,
   positionals: 1,
   booleans: ['json', 'keep'],
-  required: ['databaseUrl'],
   details: [
     'start  turn the audit ledger on (every committed enqueue is recorded) and bind a durable',
     '       queue to the exchange that keeps a copy of every delivered message',
@@ -171,7 +172,20 @@ export const verifyCommand: Command = {
     'The relay must publish with the default exchange type (topic). The ledger costs one extra',
     'row per message while it is on.',
   ].join('\n'),
-  async run({ config, flags, positionals, out }) {
+  async run({ config: settings, flags, positionals, out }) {
+    const sources = resolveSources(settings, flags);
+    if (sources.length > 1) {
+      // One queue receives what the relay delivers from every source, and a delivery does not
+      // say which source it came from: checked against one source's ledger, the others' messages
+      // would all count as phantoms.
+      throw new ConfigError(
+        'sources',
+        `verify checks one source at a time (${sources.length} given: ${sources.map((s) => s.name).join(', ')}): ` +
+          "the verifier's queue cannot tell which source a delivery came from. Run it per source with one " +
+          '--database-url and --schema, while only that source is relayed',
+      );
+    }
+    const config = (sources[0] as ResolvedSource).config;
     const action = positionals[0];
     if (action !== 'start' && action !== 'check' && action !== 'stop') {
       throw new UsageError(
