@@ -141,7 +141,7 @@ describe('Relay options', () => {
       () => resolveRelayOptions(relay({ batchsize: 10 })),
       configError(
         'batchsize',
-        /^unknown Relay option "batchsize" \(did you mean batchSize\?\); allowed: store, transport, batchSize, concurrency, leaseMs, source, wakeup, pollIntervalMs, maxPerKey, retry, publishTimeoutMs, probeMinDelayMs, probeMaxDelayMs, shutdownTimeoutMs, ackSweepIntervalMs, ackRetentionMs, callbacks, owner, signal, logger, clock/,
+        /^unknown Relay option "batchsize" \(did you mean batchSize\?\); allowed: store, transport, batchSize, concurrency, leaseMs, source, wakeup, pollIntervalMs, idlePollMaxMs, maxPerKey, retry, publishTimeoutMs, probeMinDelayMs, probeMaxDelayMs, shutdownTimeoutMs, ackSweepIntervalMs, ackRetentionMs, callbacks, owner, signal, logger, clock/,
       ),
     );
   });

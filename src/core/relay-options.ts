@@ -56,6 +56,16 @@ export interface RelayOptions {
    */
   pollIntervalMs?: number;
   /**
+   * Longest wait between polls while claims find nothing: each empty claim doubles the wait,
+   * from `pollIntervalMs` up to this; a claim that finds work, a wake-up (`relay.wake()`, a
+   * NOTIFY) or a settled batch brings it back to `pollIntervalMs`. For stores without
+   * notifications (MySQL, SQLite), where polling is the only trigger: a busy relay polls
+   * often, an idle one rarely. Equal to `pollIntervalMs`: no backing off.
+   *
+   * @default 2000 with `wakeup: 'poll'` (or `pollIntervalMs` when larger); otherwise `pollIntervalMs`
+   */
+  idlePollMaxMs?: number;
+  /**
    * Where new messages come from besides the relay's claims: a log-tailing source such as
    * `PostgresLogSource` from `mailroom/replication`. Implies `wakeup: 'replication'`; the store
    * must have `claimIds`.
@@ -159,6 +169,12 @@ export const relayOptionsSchema = optionsSchema<RelayOptions>()(
       max: HOUR_MS,
       default: (o) => (o.wakeup === 'notify' ? 1000 : o.wakeup === 'replication' ? 5000 : 250),
     }),
+    idlePollMaxMs: integer({
+      min: 10,
+      max: HOUR_MS,
+      default: (o) =>
+        o.wakeup === 'poll' ? Math.max(2000, o.pollIntervalMs as number) : (o.pollIntervalMs as number),
+    }),
     maxPerKey: integer({
       min: 1,
       max: 10_000,
@@ -186,7 +202,12 @@ export const relayOptionsSchema = optionsSchema<RelayOptions>()(
       default: systemClock,
     }),
   },
-  { ordered: [['probeMinDelayMs', 'probeMaxDelayMs']] },
+  {
+    ordered: [
+      ['probeMinDelayMs', 'probeMaxDelayMs'],
+      ['pollIntervalMs', 'idlePollMaxMs'],
+    ],
+  },
 );
 
 /** {@link RelayOptions} with every default applied; what the relay runs with. */

@@ -87,6 +87,8 @@ export class Relay extends TypedEmitter<RelayEvents> {
   #claimWanted = true;
   /** The source left rows in the table since the last claim that found less than a batch. */
   #leftInTable = false;
+  /** Claims in a row that found nothing (the poll backs off: `idlePollMaxMs`). */
+  #emptyPolls = 0;
   #loop: Promise<void> | undefined;
   #stopping: Promise<void> | undefined;
   #abort = new AbortController();
@@ -333,6 +335,7 @@ export class Relay extends TypedEmitter<RelayEvents> {
           maxPerKey: this.options.maxPerKey,
         }));
         claimFailures = 0;
+        this.#emptyPolls = messages.length === 0 ? this.#emptyPolls + 1 : 0;
         if (this.#source) {
           // Claim again at once after a full batch, or while claims find work the table is known
           // to hold (a backlog after an outage, keys held behind a retry: `leftInTable`), up to
@@ -387,7 +390,11 @@ export class Relay extends TypedEmitter<RelayEvents> {
 
   /** Waits for a wake-up, a settled batch, the next due message or the poll interval. */
   async #idle(signal: AbortSignal, seen: number): Promise<void> {
-    let wait = this.options.pollIntervalMs;
+    // Backing off while polls find nothing (idlePollMaxMs): 1×, 2×, 4×… the interval.
+    let wait = Math.min(
+      this.options.idlePollMaxMs,
+      this.options.pollIntervalMs * 2 ** Math.min(Math.max(this.#emptyPolls - 1, 0), 16),
+    );
     // With its source down, the relay leans on the table: claims at most a second apart.
     if (this.#source && !this.#source.connected) wait = Math.min(wait, 1000);
     let source: 'poll' | 'due' = 'poll';
@@ -403,6 +410,8 @@ export class Relay extends TypedEmitter<RelayEvents> {
       }
     }
     const timedOut = await this.#wakeup.idle(wait, seen, signal);
+    // Woken (a NOTIFY, relay.wake(), a settled batch): poll at the full rate again.
+    if (!timedOut) this.#emptyPolls = 0;
     if (timedOut) this.#claimWanted = true;
     if (timedOut && this.listens('relay:wakeup')) this.emit('relay:wakeup', { source });
   }
