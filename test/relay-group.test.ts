@@ -8,6 +8,7 @@ import {
   RelayStateError,
   type MessageInput,
   type RelayGroupEvents,
+  type Transport,
 } from '../src/core/index.js';
 import { PostgresStore } from '../src/stores/postgres/index.js';
 import { MemoryTransport } from '../src/transports/memory/index.js';
@@ -298,6 +299,48 @@ describe('RelayGroup: several schemas through one transport', () => {
     } finally {
       await Promise.all(pools.map((p) => p.end()));
     }
+  });
+
+  it('fails start() when the shared transport does not start, and starts on the next call', async () => {
+    await clean();
+    const inner = new MemoryTransport();
+    let starts = 0;
+    const transport: Transport = {
+      name: inner.name,
+      probe: (o) => inner.probe(o),
+      close: () => inner.close(),
+      publish: (m, o) => inner.publish(m, o),
+      async start() {
+        if (++starts === 1) throw new Error('broker refused the connection');
+        await inner.start();
+      },
+    };
+    const group = track(new RelayGroup({ transport, sources: [{ name: 'one', store: quiet.store }] }));
+    await assert.rejects(group.start(), /broker refused/);
+    await group.start();
+    assert.equal(group.status()[0]?.state, 'running');
+  });
+
+  it('wake() makes a polling source claim now', async () => {
+    await clean();
+    const transport = new MemoryTransport();
+    const group = track(
+      new RelayGroup({
+        transport,
+        wakeup: 'poll',
+        pollIntervalMs: 600_000,
+        sources: [
+          { name: 'one', store: busy.store },
+          { name: 'two', store: quiet.store },
+        ],
+      }),
+    );
+    await group.start();
+    await enqueue(quiet, [{ topic: 'woken', payload: 1 }]);
+    // The poll is ten minutes away: only the wake-up can deliver it within waitFor's 5 s.
+    group.wake('two');
+    const [got] = await transport.waitFor(1);
+    assert.equal(got?.topic, 'woken');
   });
 
   it('tags forwarded events and log lines with the source name', async () => {

@@ -357,7 +357,15 @@ export class RelayGroup extends TypedEmitter<RelayGroupEvents> {
         ),
       );
     }
-    this.#starting ??= this.#start();
+    this.#starting ??= this.#start().catch((err: unknown) => {
+      // The transport did not start: nothing runs, and start() may be called again (as a
+      // Relay's may). No source could start: the group is stopped for good.
+      if (!this.#stopping) {
+        this.#signal?.removeEventListener('abort', this.#onAbort);
+        this.#starting = undefined;
+      }
+      throw err;
+    });
     return this.#starting;
   }
 
@@ -426,6 +434,15 @@ export class RelayGroup extends TypedEmitter<RelayGroupEvents> {
       }
       delay = Math.min(this.#probeMaxDelayMs, delay * 2);
     }
+  }
+
+  /**
+   * Wakes the relay of one source, or of every source, to look for work now: what a store
+   * without NOTIFY needs after a commit in this process (see `Relay.wake`).
+   */
+  wake(source?: string): void {
+    if (source === undefined) for (const state of this.#sources) state.relay.wake();
+    else this.relay(source).wake();
   }
 
   /**
