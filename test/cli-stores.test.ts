@@ -14,7 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import mysql from 'mysql2/promise';
 import { ConfigError } from '../src/core/errors/config-error.js';
-import { driverLoadError, parseStoreUrl } from '../src/cli/connect.js';
+import { checkWakeup, driverLoadError, parseStoreUrl, relayWakeup } from '../src/cli/connect.js';
 import { MySqlStore } from '../src/stores/mysql/index.js';
 import { SqliteStore } from '../src/stores/sqlite/index.js';
 import { runCli, spawnCli, stopCli } from './helpers/cli.js';
@@ -304,6 +304,40 @@ describe('parseStoreUrl', () => {
     assert.throws(() => parseStoreUrl('sqlite:./app.db?mode=ro'), /has a query or fragment/);
     assert.throws(() => parseStoreUrl('pglite:'), /names no data directory/);
     assert.throws(() => parseStoreUrl('not a url'), ConfigError);
+  });
+});
+
+describe('checkWakeup and relayWakeup', () => {
+  const config = (databaseUrl: string, wakeup?: string) => ({ databaseUrl, ...(wakeup ? { wakeup } : {}) });
+  const store = (notify: boolean) => ({ capabilities: { notify } });
+
+  it('refuses, from the URL, a wake-up the database cannot give', () => {
+    assert.throws(
+      () => checkWakeup(config('mysql://h/db', 'notify')),
+      /--wakeup notify needs wake-ups at commit, which MySQL and MariaDB cannot send/,
+    );
+    for (const url of ['mariadb://h/db', 'sqlite:./a.db', 'pglite:./data']) {
+      assert.throws(
+        () => checkWakeup(config(url, 'replication')),
+        /--wakeup replication reads PostgreSQL's write-ahead log/,
+      );
+    }
+    for (const [url, wakeup] of [
+      ['postgres://h/db', 'replication'],
+      ['postgres://h/db', 'notify'],
+      ['sqlite:./a.db', 'notify'],
+      ['mysql://h/db', 'poll'],
+      ['mysql://h/db', undefined],
+    ] as const) {
+      assert.doesNotThrow(() => checkWakeup(config(url, wakeup)));
+    }
+  });
+
+  it('wakes at commit where the store can, polls where it cannot, and keeps a --wakeup given', () => {
+    assert.equal(relayWakeup(config('sqlite:./a.db'), store(true)), 'notify');
+    assert.equal(relayWakeup(config('mysql://h/db'), store(false)), 'poll');
+    assert.equal(relayWakeup(config('postgres://h/db', 'poll'), store(true)), 'poll');
+    assert.equal(relayWakeup(config('postgres://h/db', 'replication'), store(true)), 'replication');
   });
 });
 

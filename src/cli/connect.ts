@@ -76,6 +76,9 @@ export interface StoreByKind {
   sqlite: SqliteStore;
 }
 
+/** Any store {@link openStore} opens. */
+export type OpenedStore = StoreByKind[StoreKind];
+
 /** Every store a command can be given; pass as `kinds` when the command works with all of them. */
 export const ALL_STORE_KINDS = ['postgres', 'pglite', 'mysql', 'sqlite'] as const;
 
@@ -453,10 +456,50 @@ export async function openStore(
 }
 
 /**
+ * Refuses, from the URL and before anything connects, a `--wakeup` the database cannot give:
+ * `replication` reads PostgreSQL's write-ahead log (a logical replication slot), which PGlite,
+ * MySQL and SQLite do not have; `notify` needs wake-ups at commit, which MySQL and MariaDB cannot
+ * send. Unset, {@link relayWakeup} picks one.
+ */
+export function checkWakeup(config: ResolvedConfig): void {
+  const { kind } = parseStoreUrl(String(config.databaseUrl));
+  if (config.wakeup === 'replication' && kind !== 'postgres') {
+    throw new ConfigError(
+      '--wakeup',
+      `--wakeup replication reads PostgreSQL's write-ahead log through a logical replication slot, which a ` +
+        `${STORES[kind].title} database does not have: leave --wakeup out, or give notify or poll`,
+      { value: 'replication', store: kind },
+    );
+  }
+  if (config.wakeup === 'notify' && kind === 'mysql') {
+    throw new ConfigError(
+      '--wakeup',
+      '--wakeup notify needs wake-ups at commit, which MySQL and MariaDB cannot send: leave --wakeup out, or give ' +
+        '--wakeup poll (the relay polls every --poll-interval-ms)',
+      { value: 'notify', store: kind },
+    );
+  }
+}
+
+/**
+ * The relay's wake-up: `--wakeup` when given (see {@link checkWakeup}), else `notify` where the
+ * store sends wake-ups at commit (PostgreSQL and PGlite by NOTIFY, SQLite by `data_version`) and
+ * `poll` where it cannot (MySQL, MariaDB).
+ */
+export function relayWakeup(
+  config: ResolvedConfig,
+  store: Pick<OpenedStore, 'capabilities'>,
+): 'notify' | 'poll' | 'replication' {
+  const given = config.wakeup;
+  if (given === 'notify' || given === 'poll' || given === 'replication') return given;
+  return store.capabilities.notify ? 'notify' : 'poll';
+}
+
+/**
  * Where a store keeps Mailroom's tables, for a command's output: `schema "mailroom"`,
  * `tables mailroom_* in database "shop"`, `database file "./app.db"`.
  */
-export function storeLocation(store: PostgresStore | MySqlStore | SqliteStore, url: string): string {
+export function storeLocation(store: OpenedStore, url: string): string {
   if (store instanceof PostgresStore) return `schema "${store.schema}"`;
   if ('tablePrefix' in store) {
     let database = store.database;
