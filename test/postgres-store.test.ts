@@ -15,6 +15,22 @@ const harness = async (): Promise<StoreHarness> => {
 };
 runStoreConformance('PostgreSQL store', { create: harness });
 runReceivingConformance('PostgreSQL store', { create: harness });
+// The same store, with the enqueues in postgres.js transactions (`sql.begin`), the other driver
+// users hold their transactions with.
+runStoreConformance('PostgreSQL store, enqueue through postgres.js', {
+  create: async (): Promise<StoreHarness> => {
+    const db = await createTestDb('confjs');
+    const sql = postgres(DATABASE_URL, { max: 2, onnotice: () => {} });
+    return {
+      store: db.store,
+      transaction: <T>(fn: (tx: unknown) => Promise<T>) => sql.begin((tx) => fn(tx)) as Promise<T>,
+      close: async () => {
+        await sql.end();
+        await db.drop();
+      },
+    };
+  },
+});
 
 describe('PostgreSQL store', () => {
   let db: TestDb;
