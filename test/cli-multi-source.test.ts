@@ -187,5 +187,25 @@ describe('mailroom with several sources', () => {
     const printed = JSON.parse(res.stdout) as { sources: Array<{ name: string; databaseUrl: string }> };
     assert.equal(printed.sources[0]?.name, 'one');
     assert.doesNotMatch(res.stdout, new RegExp(SECRET));
+    // Repeated flags: the sources as the relay would serve them, named by schema.
+    const flags = await runCli(
+      ['relay', '--print-config', '--transport', AMQP_URL, '--schema', 'x', '--schema', 'y'],
+      {
+        DATABASE_URL: withPassword(DATABASE_URL),
+      },
+    );
+    assert.equal(flags.code, 0, flags.stderr);
+    const shown = JSON.parse(flags.stdout) as { sources: Array<{ name: string; schema: string }> };
+    assert.deepEqual(
+      shown.sources.map((s) => [s.name, s.schema]),
+      [
+        ['x', 'x'],
+        ['y', 'y'],
+      ],
+    );
+    assert.doesNotMatch(flags.stdout, new RegExp(SECRET));
+    // Without any database URL it still prints the settings.
+    const bare = await runCli(['relay', '--print-config', '--transport', AMQP_URL], {});
+    assert.equal(bare.code, 0, bare.stderr);
   });
 });

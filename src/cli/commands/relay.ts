@@ -10,6 +10,7 @@ import { CONNECTION_OPTIONS, openStore, openTransport } from '../connect.js';
 import { PostgresLogSource } from '../../replication/postgres-log-source.js';
 import { ConfigError } from '../../core/errors/config-error.js';
 import { bounds, COMMON_OPTIONS, printableConfig, type OptionSpec, type ResolvedConfig } from '../options.js';
+import { UsageError } from '../cli-error.js';
 import { databaseTarget, resolveSources, SOURCE_OPTIONS, type ResolvedSource } from '../sources.js';
 import { RelayActivityLog, relayLogger } from '../relay-activity.js';
 import { settlesWithin, ShutdownDeadline } from '../shutdown-deadline.js';
@@ -296,11 +297,32 @@ export const relayCommand: Command = {
     'schemas"). Log lines carry the source name; a source whose database is down is retried.',
   ].join('\n'),
   async run({ config: settings, flags, out, logger }) {
-    if (flags.get('print-config') === true) {
-      out(JSON.stringify(printableConfig(settings, OPTIONS), null, 2));
+    const printOnly = flags.get('print-config') === true;
+    let sources: ResolvedSource[];
+    try {
+      sources = resolveSources(settings, flags);
+    } catch (err) {
+      // --print-config shows the settings also before a database URL is given.
+      if (!(printOnly && err instanceof UsageError && err.details.key === 'databaseUrl')) throw err;
+      sources = [];
+    }
+    if (printOnly) {
+      // The sources as the relay would serve them (names, where, schema), passwords taken out.
+      const printed = {
+        ...printableConfig(settings, OPTIONS),
+        ...(sources.length > 1
+          ? {
+              sources: sources.map((s) => ({
+                name: s.name,
+                databaseUrl: redactUrl(s.databaseUrl),
+                schema: s.schema,
+              })),
+            }
+          : {}),
+      };
+      out(JSON.stringify(printed, null, 2));
       return 0;
     }
-    const sources = resolveSources(settings, flags);
     const config = (sources[0] as ResolvedSource).config;
     // The library refuses this pair too, but only once the store and broker are open, and by its
     // own option names: check it first, by the flags' names.
