@@ -144,6 +144,15 @@ const OPTIONS: OptionSpec[] = [
     description: 'poll interval (default 1000 with notify, 250 with poll, 5000 with replication)',
   },
   {
+    key: 'idlePollMaxMs',
+    flag: 'idle-poll-max-ms',
+    env: 'MAILROOM_IDLE_POLL_MAX_MS',
+    type: 'int',
+    ...bounds(relayOptionsSchema.fields.idlePollMaxMs),
+    description:
+      'longest wait between polls while they find nothing: the wait doubles from the poll interval up to this (default 2000 with poll, else the poll interval)',
+  },
+  {
     key: 'maxAttempts',
     flag: 'max-attempts',
     env: 'MAILROOM_MAX_ATTEMPTS',
@@ -510,6 +519,7 @@ function relayOptionsFrom(
         }
       : { wakeup: config.wakeup as 'notify' | 'poll' }),
     ...(config.pollIntervalMs === undefined ? {} : { pollIntervalMs: Number(config.pollIntervalMs) }),
+    ...(config.idlePollMaxMs === undefined ? {} : { idlePollMaxMs: Number(config.idlePollMaxMs) }),
     shutdownTimeoutMs: Number(config.shutdownTimeoutMs),
     publishTimeoutMs: Number(config.publishTimeoutMs),
     ackSweepIntervalMs: Number(config.ackSweepIntervalMs),
