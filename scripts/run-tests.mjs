@@ -39,6 +39,12 @@ const SLOW_FIRST = [
   'test/cli-admin.test.ts',
   'test/bad-input-corpus.test.ts',
   'test/relay-hardening.test.ts',
+  // Measured 2026-12-03 on a busy machine: 20-60 s each.
+  'test/testkit/conformance-catches-defects.test.ts',
+  'test/stores/mysql-store.test.ts',
+  'test/stores/sqlite-store.test.ts',
+  'test/transports/consumer-conformance.test.ts',
+  'test/transports/sqs-consumer.test.ts',
 ];
 if (!faults) {
   const rank = (f) => {
