@@ -393,3 +393,86 @@ describe('driverLoadError', () => {
     );
   });
 });
+
+describe('relay, status and dlq on MySQL/MariaDB and SQLite', () => {
+  /** `status --json` of the URL. */
+  async function status(
+    url: string,
+    extra: string[],
+  ): Promise<{ backlog: number; verifyLedger: boolean; slot: unknown }> {
+    const res = await runCli(['status', '--json', '--database-url', url, ...extra]);
+    assert.equal(res.code, 0, res.stderr);
+    return JSON.parse(res.stdout) as { backlog: number; verifyLedger: boolean; slot: unknown };
+  }
+
+  /** Sends one message, relays it to a Redis stream of its own, then reads status and dlq. */
+  async function relayOne(url: string, wakeup: string, extra: string[] = []): Promise<void> {
+    const topic = `mailroom-cli-stores-${randomBytes(4).toString('hex')}`;
+    const id = await send(url, topic, '{"relayed":true}', extra);
+    assert.equal((await status(url, extra)).backlog, 1);
+    const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
+    await redis.connect();
+    const relay = spawnCli(['relay', '--database-url', url, '--transport', REDIS_URL, ...extra]);
+    let log = '';
+    relay.stderr?.on('data', (d: Buffer) => (log += d.toString()));
+    try {
+      await waitUntil(async () => (await redis.xlen(topic)) === 1, `the message in Redis stream ${topic}`);
+      const [[, fields] = ['', []]] = await redis.xrange(topic, '-', '+');
+      assert.ok(fields.includes(id), JSON.stringify(fields));
+    } finally {
+      assert.equal(await stopCli(relay), 0, log);
+      await redis.del(topic);
+      redis.disconnect();
+    }
+    assert.match(log, new RegExp(`"msg":"relay starting".*"wakeup":"${wakeup}"`));
+    assert.match(log, /"msg":"relay exited".*"delivered":1\b/);
+    const after = await status(url, extra);
+    assert.equal(after.backlog, 0);
+    assert.equal(after.verifyLedger, false);
+    assert.equal(after.slot, null);
+    const dlq = await runCli(['dlq', 'list', '--json', '--database-url', url, ...extra]);
+    assert.equal(dlq.code, 0, dlq.stderr);
+    assert.deepEqual(JSON.parse(dlq.stdout), []);
+  }
+
+  it('relays from MariaDB by polling (no NOTIFY), and status and dlq read it', async () => {
+    const url = `${MYSQL_SERVER}/${MYSQL_DATABASE}`;
+    const migrated = await runCli(['migrate', '--database-url', url, '--schema', 'relayed']);
+    assert.equal(migrated.code, 0, migrated.stderr);
+    await relayOne(url, 'poll', ['--schema', 'relayed']);
+  });
+
+  it('relays from a SQLite file, woken at commit', async () => {
+    const url = `sqlite:${join(dir, 'relayed.db')}`;
+    assert.equal((await runCli(['migrate', '--database-url', url])).code, 0);
+    await relayOne(url, 'notify');
+  });
+
+  it('refuses a wake-up the database cannot give, before connecting', async () => {
+    const mysqlNotify = await runCli([
+      'relay',
+      '--database-url',
+      `${MYSQL_SERVER}/${MYSQL_DATABASE}`,
+      '--transport',
+      REDIS_URL,
+      '--wakeup',
+      'notify',
+    ]);
+    assert.equal(mysqlNotify.code, 2);
+    assert.match(
+      mysqlNotify.stderr,
+      /--wakeup notify needs wake-ups at commit, which MySQL and MariaDB cannot send/,
+    );
+    const sqliteLog = await runCli([
+      'relay',
+      '--database-url',
+      `sqlite:${join(dir, 'relayed.db')}`,
+      '--transport',
+      REDIS_URL,
+      '--wakeup',
+      'replication',
+    ]);
+    assert.equal(sqliteLog.code, 2);
+    assert.match(sqliteLog.stderr, /--wakeup replication reads PostgreSQL's write-ahead log/);
+  });
+});

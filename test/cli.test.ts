@@ -112,9 +112,12 @@ describe('mailroom command', () => {
       r2.stderr,
       /environment MAILROOM_WAKEUP must be one of notify, poll, replication, got "sometimes"/,
     );
-    const r3 = await runCli(['relay', '--database-url', 'mysql://x@y/z', '--transport', AMQP_URL]);
+    const r3 = await runCli(['relay', '--database-url', 'mongodb://x@y/z', '--transport', AMQP_URL]);
     assert.equal(r3.code, 2);
-    assert.match(r3.stderr, /postgres:\/\/ or postgresql:\/\/ URL/);
+    assert.match(
+      r3.stderr,
+      /names no database Mailroom can open \(scheme "mongodb:"\); supported: postgres:\/\//,
+    );
     const r4 = await runCli(['relay', '--database-url', DATABASE_URL, '--transport', 'gopher://broker:70']);
     assert.equal(r4.code, 2);
     assert.match(r4.stderr, /no transport for scheme "gopher:"/);

@@ -2,6 +2,7 @@ import { ConfigError } from '../core/errors/config-error.js';
 import { redactUrl } from '../core/redact.js';
 import { SOURCE_NAME } from '../core/relay-group.js';
 import { UsageError } from './cli-error.js';
+import { parseStoreUrl } from './connect.js';
 import type { CommandContext } from './command.js';
 import { COMMON_OPTIONS, type FlagValue, type OptionSpec, type ResolvedConfig } from './options.js';
 import type { SourceEntry } from './source-list.js';
@@ -43,11 +44,16 @@ export const SOURCE_OPTIONS: OptionSpec[] = [
   },
 ];
 
-/** `host:port/database` of a URL: where a source is, without user or password. */
+/**
+ * Where a source is, without user or password: `host:port/database` of a server's URL, the file
+ * or directory of a SQLite or PGlite one.
+ */
 export function databaseTarget(url: string): string {
   try {
+    const parsed = parseStoreUrl(url);
+    if (parsed.kind === 'sqlite' || parsed.kind === 'pglite') return parsed.path ?? 'memory';
     const u = new URL(url);
-    return `${u.hostname || 'localhost'}:${u.port || '5432'}${u.pathname || '/'}`;
+    return `${u.hostname || 'localhost'}:${u.port || (parsed.kind === 'mysql' ? '3306' : '5432')}${u.pathname || '/'}`;
   } catch {
     return redactUrl(url);
   }

@@ -5,7 +5,7 @@ import { DEFAULT_DEAD_LETTER_BATCH, type PostgresStore } from '../../stores/post
 import { UsageError } from '../cli-error.js';
 import type { Command, CommandContext } from '../command.js';
 import { confirm, requireConfirmable } from '../confirm.js';
-import { CONNECTION_OPTIONS, openStore } from '../connect.js';
+import { ALL_STORE_KINDS, CONNECTION_OPTIONS, openStore } from '../connect.js';
 import { formatDuration, parseDuration } from '../duration.js';
 import { type FlagValue, type OptionSpec, type ResolvedConfig } from '../options.js';
 import { resolveSources, runPerSource, SOURCE_OPTIONS } from '../sources.js';
@@ -405,7 +405,7 @@ async function dlqOfOne(
   id: string | undefined,
   parsed: ReturnType<typeof parseFilter>,
 ): Promise<number> {
-  const store = await openStore(ctx.config);
+  const store = await openStore(ctx.config, { kinds: ALL_STORE_KINDS });
   try {
     switch (sub) {
       case 'list':

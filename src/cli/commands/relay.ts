@@ -5,8 +5,16 @@ import { redactUrl } from '../../core/redact.js';
 import { relayOptionsSchema } from '../../core/relay-options.js';
 import { Relay, type RelayOptions } from '../../core/relay.js';
 import { RelayGroup } from '../../core/relay-group.js';
-import type { PostgresStore } from '../../stores/postgres/postgres-store.js';
-import { CONNECTION_OPTIONS, openStore, openTransport } from '../connect.js';
+import { PostgresStore } from '../../stores/postgres/postgres-store.js';
+import {
+  ALL_STORE_KINDS,
+  checkWakeup,
+  CONNECTION_OPTIONS,
+  openStore,
+  openTransport,
+  relayWakeup,
+  type OpenedStore,
+} from '../connect.js';
 import { PostgresLogSource } from '../../replication/postgres-log-source.js';
 import { ConfigError } from '../../core/errors/config-error.js';
 import { bounds, COMMON_OPTIONS, printableConfig, type OptionSpec, type ResolvedConfig } from '../options.js';
@@ -115,9 +123,8 @@ const OPTIONS: OptionSpec[] = [
     env: 'MAILROOM_WAKEUP',
     type: 'enum',
     values: ['notify', 'poll', 'replication'],
-    default: 'notify',
     description:
-      'notify: LISTEN/NOTIFY plus a poll backstop; poll: polling only; replication: tail the outbox inserts in the log (logical replication slot), claims for retries and a 5 s backstop',
+      'notify: wake-ups at commit (PostgreSQL LISTEN/NOTIFY, SQLite data_version) plus a poll backstop; poll: polling only; replication: tail the outbox inserts in the log (PostgreSQL logical replication slot), claims for retries and a 5 s backstop (default: notify, poll for MySQL/MariaDB, which have no NOTIFY)',
   },
   {
     key: 'slot',
@@ -342,6 +349,8 @@ export const relayCommand: Command = {
     });
     requireOrdered(side('retryBaseMs', '--retry-base-ms'), side('retryMaxMs', '--retry-max-ms'));
     const replication = config.wakeup === 'replication';
+    // A wake-up a database cannot give is refused from its URL, before anything connects.
+    for (const source of sources) checkWakeup(source.config);
     if (!replication) {
       for (const [key, flag] of [
         ['slot', '--slot'],
@@ -387,6 +396,7 @@ export const relayCommand: Command = {
     const store = await deadline.unlessStopped(
       `store (connecting to ${database})`,
       openStore(config, {
+        kinds: ALL_STORE_KINDS,
         archive: Boolean(config.archive),
         // Each batch in flight may extend its lease while it settles (two connections), plus a
         // claim, the LISTEN connection and the wake gate's (held while the relay is idle); the
@@ -413,7 +423,7 @@ export const relayCommand: Command = {
       schema: config.schema,
       broker,
       ...(amqp ? { exchange: config.exchange } : {}),
-      wakeup: config.wakeup,
+      wakeup: relayWakeup(config, store),
       ...(amqp ? { mandatory } : {}),
     });
     if (amqp && !mandatory) {
@@ -497,27 +507,29 @@ export const relayCommand: Command = {
 /** The relay options the settings give, for one source's store (its log source in replication mode). */
 function relayOptionsFrom(
   config: ResolvedConfig,
-  store: PostgresStore,
+  store: OpenedStore,
   logger: Logger,
 ): Omit<RelayOptions, 'store' | 'transport' | 'logger'> {
-  const replication = config.wakeup === 'replication';
+  const wakeup = relayWakeup(config, store);
+  // checkWakeup let replication through for a PostgreSQL URL only: its store is a PostgresStore.
+  const logStore = wakeup === 'replication' && store instanceof PostgresStore ? store : undefined;
   return {
     batchSize: Number(config.batchSize),
     concurrency: Number(config.concurrency),
     ...(config.maxPerKey === undefined ? {} : { maxPerKey: Number(config.maxPerKey) }),
     leaseMs: Number(config.leaseMs),
-    ...(replication
+    ...(logStore
       ? {
           source: new PostgresLogSource({
             connectionString: String(config.databaseUrl),
             schema: String(config.schema),
-            store,
+            store: logStore,
             logger,
             ...(config.slot === undefined ? {} : { slot: String(config.slot) }),
             ...(config.publication === undefined ? {} : { publication: String(config.publication) }),
           }),
         }
-      : { wakeup: config.wakeup as 'notify' | 'poll' }),
+      : { wakeup: wakeup as 'notify' | 'poll' }),
     ...(config.pollIntervalMs === undefined ? {} : { pollIntervalMs: Number(config.pollIntervalMs) }),
     ...(config.idlePollMaxMs === undefined ? {} : { idlePollMaxMs: Number(config.idlePollMaxMs) }),
     shutdownTimeoutMs: Number(config.shutdownTimeoutMs),
@@ -559,7 +571,7 @@ async function runGroup(
   void deadline.requested.then((signal) =>
     logger.info('stopping: draining in-flight batches', { signal, shutdownTimeoutMs }),
   );
-  const stores: PostgresStore[] = [];
+  const stores: OpenedStore[] = [];
   const closeEverything = async (ms: number): Promise<boolean> => {
     let ok = true;
     const closing = [
@@ -581,6 +593,7 @@ async function runGroup(
     for (const source of sources) {
       stores.push(
         await openStore(source.config, {
+          kinds: ALL_STORE_KINDS,
           archive: Boolean(settings.archive),
           poolSize: Number(settings.concurrency) * 2 + 3,
         }),
@@ -590,7 +603,7 @@ async function runGroup(
       transport,
       logger: relayLogger(logger),
       sources: sources.map((source, i) => {
-        const store = stores[i] as PostgresStore;
+        const store = stores[i] as OpenedStore;
         const {
           batchSize: _b,
           concurrency: _c,

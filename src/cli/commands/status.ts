@@ -5,7 +5,13 @@ import { PostgresLedger } from '../../stores/postgres/ledger.js';
 import { describeDbError } from '../../stores/postgres/postgres-errors.js';
 import { openPgPool } from '../../stores/postgres/postgres-store.js';
 import { MAX_TOPICS, type StatsCount } from '../../stores/postgres/postgres-stats.js';
-import { CONNECTION_OPTIONS, connectionSettings, openStore } from '../connect.js';
+import {
+  ALL_STORE_KINDS,
+  CONNECTION_OPTIONS,
+  connectionSettings,
+  openStore,
+  parseStoreUrl,
+} from '../connect.js';
 import { formatDuration } from '../duration.js';
 import { type OptionSpec, type ResolvedConfig } from '../options.js';
 import { resolveSources, runPerSource, SOURCE_OPTIONS } from '../sources.js';
@@ -130,7 +136,8 @@ async function verifyLedgerOn(config: ResolvedConfig, schema: string): Promise<b
   }
 }
 
-function ackLines(acks: AckCounts | null): string[] {
+function ackLines(acks: AckCounts | null, kept: boolean): string[] {
+  if (acks === null && !kept) return ['acks          -  (this store keeps no acknowledgements)'];
   if (acks === null) return ['acks          -  (schema older than version 8: run `npx mailroom migrate`)'];
   const expired = acks.expired > 0 ? '  (mailroom ack expired lists them)' : '';
   return [
@@ -139,7 +146,7 @@ function ackLines(acks: AckCounts | null): string[] {
   ];
 }
 
-function humanStatus(report: StatusReport, slotLooked: string): string {
+function humanStatus(report: StatusReport, slotLooked: string, acksKept: boolean): string {
   const age = report.oldestAgeMs === null ? '-' : formatDuration(report.oldestAgeMs);
   // An estimate is marked with "~" (backlog, dead letters: about; in flight, scheduled: at least).
   const n = (field: StatsCount, value: number) => `${report.estimated.includes(field) ? '~' : ''}${value}`;
@@ -150,7 +157,7 @@ function humanStatus(report: StatusReport, slotLooked: string): string {
     `  scheduled   ${n('scheduled', report.scheduled)}  (waiting for a retry or a delay)`,
     `oldest        ${age}`,
     `dead letters  ${n('deadLetters', report.deadLetters)}`,
-    ...ackLines(report.acks),
+    ...ackLines(report.acks, acksKept),
     `verify ledger ${report.verifyLedger ? 'on  (every enqueue is recorded for mailroom verify; `mailroom verify stop` ends it)' : 'off'}`,
     ...slotLines(report.slot, slotLooked),
   ];
@@ -229,25 +236,28 @@ export const statusCommand: Command = {
 async function statusOfOne({ config, flags, out }: CommandContext): Promise<number> {
   // A bad --slot is a usage error before anything connects.
   const slotLooked = slotName(config, String(config.schema));
-  const store = await openStore(config);
+  const store = await openStore(config, { kinds: ALL_STORE_KINDS });
   try {
+    // The verify ledger and replication slots are PostgreSQL's, read on connections of their own.
+    const postgres = parseStoreUrl(String(config.databaseUrl)).kind === 'postgres';
+    const acksKept = 'ackCounts' in store;
     const stats = await store.stats();
     const report: StatusReport = {
-      schema: store.schema,
+      schema: String(config.schema),
       backlog: stats.backlog,
       inFlight: stats.inFlight,
       scheduled: stats.scheduled,
       oldestAgeMs: stats.oldestAgeMs === null ? null : Math.round(stats.oldestAgeMs),
       deadLetters: stats.deadLetters,
       topics: stats.topics,
-      approximate: stats.approximate,
-      estimated: stats.estimated,
-      topicsTruncated: stats.topicsTruncated,
-      verifyLedger: await verifyLedgerOn(config, store.schema),
-      acks: await ackCounts(store),
-      slot: SLOT_NAME.test(slotLooked) ? await slotHealth(config, slotLooked) : null,
+      approximate: stats.approximate ?? false,
+      estimated: stats.estimated ?? [],
+      topicsTruncated: stats.topicsTruncated ?? false,
+      verifyLedger: postgres ? await verifyLedgerOn(config, String(config.schema)) : false,
+      acks: 'ackCounts' in store ? await ackCounts(store) : null,
+      slot: postgres && SLOT_NAME.test(slotLooked) ? await slotHealth(config, slotLooked) : null,
     };
-    out(flags.get('json') === true ? JSON.stringify(report) : humanStatus(report, slotLooked));
+    out(flags.get('json') === true ? JSON.stringify(report) : humanStatus(report, slotLooked, acksKept));
     return 0;
   } finally {
     await store.close();

@@ -2,7 +2,7 @@ import { StoreError } from '../../core/errors/store-error.js';
 import { redactUrl } from '../../core/redact.js';
 import { describeDbError } from '../../stores/postgres/postgres-errors.js';
 import { PostgresLedger } from '../../stores/postgres/ledger.js';
-import { openPgPool, validatePostgresUrl } from '../../stores/postgres/postgres-store.js';
+import { openPgPool } from '../../stores/postgres/postgres-store.js';
 import { RabbitMqCollector } from '../../verify/rabbitmq-collector.js';
 import { verifyDeliveries, type VerifyReport } from '../../verify/verify-report.js';
 import { quoteIdent } from '../../stores/sql-identifier.js';
@@ -72,10 +72,12 @@ const OPTIONS: OptionSpec[] = [
 
 async function openPool(config: ResolvedConfig) {
   const url = String(config.databaseUrl);
-  validatePostgresUrl('databaseUrl', url);
   // First contact through the store, with its deadlines and explanations (a server that is not
   // PostgreSQL, a schema to migrate), the same as every other command gives.
-  const store = await openStore(config);
+  const store = await openStore(config, {
+    kinds: ['postgres'],
+    needs: 'the verify ledger is a PostgreSQL trigger and table, read over connections of its own',
+  });
   try {
     await store.check();
   } finally {
