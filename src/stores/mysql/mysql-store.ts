@@ -239,8 +239,13 @@ export class MySqlStore implements OutboxStore<MySqlTransactionHandle> {
     this.archive = resolved.archive;
     this.#sql = mysqlSql(this.database, this.tablePrefix);
     this.#statementTimeoutMs = resolved.statementTimeoutMs;
+    // The CLI's --schema is the table prefix without its trailing `_`.
     const migrateHint =
-      `npx mailroom migrate --database-url mysql://… ${this.tablePrefix === 'mailroom_' ? '' : `--table-prefix ${this.tablePrefix}`}`.trim();
+      this.tablePrefix === 'mailroom_'
+        ? 'npx mailroom migrate --database-url mysql://…'
+        : this.tablePrefix.endsWith('_')
+          ? `npx mailroom migrate --database-url mysql://… --schema ${this.tablePrefix.slice(0, -1)}`
+          : 'await store.migrate()';
     const tables = this.#sql.names.outbox;
     if (resolved.pool) {
       if (options.connectTimeoutMs !== undefined) {

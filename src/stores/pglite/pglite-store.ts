@@ -206,7 +206,7 @@ export class PGliteStore extends PostgresStore {
 
   /**
    * As the PostgreSQL store's check, but a schema to create or upgrade says to call
-   * `store.migrate()`: the `mailroom migrate` command does not open PGlite databases.
+   * `store.migrate()`, or the command with the `pglite:` URL of the data directory.
    */
   override async check(): Promise<void> {
     try {
@@ -220,7 +220,10 @@ export class PGliteStore extends PostgresStore {
       if (!isStoreError(err) || !err.message.includes('npx mailroom migrate')) throw err;
       throw new StoreError(
         err.code,
-        err.message.replace(/`npx mailroom migrate --schema [A-Za-z0-9_]+`/, '`await store.migrate()`'),
+        err.message.replace(
+          /`npx mailroom migrate --schema ([A-Za-z0-9_]+)`/,
+          '`await store.migrate()` (or `npx mailroom migrate --database-url pglite:<data directory> --schema $1`)',
+        ),
         { cause: err.cause, details: err.details },
       );
     }
