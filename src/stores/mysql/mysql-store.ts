@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { ConfigError } from '../../core/errors/config-error.js';
+import { deadLetterBatchSize, runDeadLetterBatches } from '../dead-letter-run.js';
 import { StoreError } from '../../core/errors/store-error.js';
 import type {
   AckCounts,
@@ -134,8 +135,7 @@ export const MYSQL_MAX_TOPICS = 50;
 /** Rows per table read for per-topic counts of a table past the exact limit. */
 export const MYSQL_TOPIC_SAMPLE_ROWS = 20_000;
 /** Dead letters per statement of a replay or purge run. */
-export const DEFAULT_DEAD_LETTER_BATCH = 1000;
-const MAX_DEAD_LETTER_BATCH = 10_000;
+export { DEFAULT_DEAD_LETTER_BATCH } from '../dead-letter-run.js';
 /** A deadlock rolls a transaction back whole: the store runs it again, at most this often. */
 const DEADLOCK_RETRIES = 3;
 
@@ -817,31 +817,16 @@ export class MySqlStore implements OutboxStore<MySqlTransactionHandle> {
     filter: DeadLetterFilter,
     options: DeadLetterBatchOptions,
   ): Promise<DeadLetterOpResult[]> {
-    const batchSize = options.batchSize ?? DEFAULT_DEAD_LETTER_BATCH;
-    if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > MAX_DEAD_LETTER_BATCH) {
-      throw new ConfigError(
-        'batchSize',
-        `batchSize must be a whole number from 1 to ${MAX_DEAD_LETTER_BATCH}, got ${String(batchSize)}`,
-        { value: batchSize },
-      );
-    }
+    deadLetterBatchSize(options);
     this.#checkLimit(filter);
-    const status = action === 'replay' ? ('replayed' as const) : ('purged' as const);
     const [clock] = await this.#withConnection((c) => c.rows(this.#sql.clockText));
     const bound = String(clock?.t);
     const { ids: _ids, limit: _limit, ...narrowing } = filter;
-    const idSlices =
-      filter.ids !== undefined && filter.limit === undefined
-        ? Array.from({ length: Math.ceil(filter.ids.length / batchSize) }, (_, n) =>
-            (filter.ids as string[]).slice(n * batchSize, (n + 1) * batchSize),
-          )
-        : [filter.ids];
-    const results: DeadLetterOpResult[] = [];
-    let left = filter.limit ?? Infinity;
-    for (const ids of idSlices) {
-      if (ids !== undefined && ids.length === 0) continue;
-      let cursor: { at: string; id: string } | undefined;
-      while (left > 0) {
+    return runDeadLetterBatches<{ at: string; id: string }>(
+      action,
+      filter,
+      options,
+      async ({ ids, cursor, size }) => {
         const { conds, params } = this.#sql.deadLetterWhere({ ...narrowing, ...(ids ? { ids } : {}) });
         conds.push('dl.dead_at <= ?');
         params.push(bound);
@@ -850,7 +835,6 @@ export class MySqlStore implements OutboxStore<MySqlTransactionHandle> {
           conds.push('dl.dead_at >= ? AND (dl.dead_at > ? OR dl.id > ?)');
           params.push(cursor.at, cursor.at, cursor.id);
         }
-        const size = Math.min(batchSize, left);
         params.push(size);
         const picked = await this.#transaction(async (c) => {
           const rows = await c.rows(
@@ -866,15 +850,13 @@ export class MySqlStore implements OutboxStore<MySqlTransactionHandle> {
           return rows;
         });
         const last = picked[picked.length - 1];
-        if (last) cursor = { at: String(last.cursor_at), id: String(last.id) };
-        left -= picked.length;
-        const batch = picked.map((r) => ({ id: String(r.id), status }));
-        results.push(...batch);
-        if (batch.length > 0) options.onBatch?.(batch);
-        if (picked.length < size) break;
-      }
-    }
-    return results;
+        return {
+          found: picked.length,
+          cursor: last ? { at: String(last.cursor_at), id: String(last.id) } : undefined,
+          done: picked.map((r) => String(r.id)),
+        };
+      },
+    );
   }
 
   /**

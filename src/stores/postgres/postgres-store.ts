@@ -49,6 +49,7 @@ import { postgresExecutor, requirePostgresTransaction, type PgNamedQueryable } f
 import { postgresSql, MAX_ROWS_PER_INSERT, type PostgresSql } from './postgres-sql.js';
 import { latestVersion, migrate, type MigrationResult } from './migrate.js';
 import { notifyChannel, SLOT_NAME, validateSchemaName } from './schema-name.js';
+import { deadLetterBatchSize, runDeadLetterBatches } from '../dead-letter-run.js';
 import { quoteIdent } from '../sql-identifier.js';
 import { readStats, type PostgresStats } from './postgres-stats.js';
 import { PostgresWakeGate } from './wake-gate.js';
@@ -753,34 +754,17 @@ export class PostgresStore implements OutboxStore {
     filter: DeadLetterFilter,
     options: DeadLetterBatchOptions,
   ): Promise<DeadLetterOpResult[]> {
-    const batchSize = options.batchSize ?? DEFAULT_DEAD_LETTER_BATCH;
-    if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > MAX_DEAD_LETTER_BATCH) {
-      throw new ConfigError(
-        'batchSize',
-        `batchSize must be a whole number from 1 to ${MAX_DEAD_LETTER_BATCH}, got ${String(batchSize)}`,
-        { value: batchSize },
-      );
-    }
+    deadLetterBatchSize(options);
     this.#deadLetterQuery(filter); // validates the limit before anything runs
-    const status = action === 'replay' ? ('replayed' as const) : ('purged' as const);
     // The run's upper bound, on the database clock: dead letters that die from here on (a
     // replayed message failing again among them) are not this run's, so it always ends.
     const bound = String((await this.#query(this.#sql.clockText)).rows[0]?.t);
-    // A long id list is worked through a slice at a time; with a limit the oldest matching
-    // must be found among all of them, so the whole list goes with every batch.
-    const idSlices =
-      filter.ids !== undefined && filter.limit === undefined
-        ? Array.from({ length: Math.ceil(filter.ids.length / batchSize) }, (_, n) =>
-            (filter.ids as string[]).slice(n * batchSize, (n + 1) * batchSize),
-          )
-        : [filter.ids];
     const { ids: _ids, limit: _limit, ...narrowing } = filter;
-    const results: DeadLetterOpResult[] = [];
-    let left = filter.limit ?? Infinity;
-    for (const ids of idSlices) {
-      if (ids !== undefined && ids.length === 0) continue;
-      let cursor: { at: string; id: string } | undefined;
-      while (left > 0) {
+    return runDeadLetterBatches<{ at: string; id: string }>(
+      action,
+      filter,
+      options,
+      async ({ ids, cursor, size }) => {
         const { conds, params } = this.#sql.deadLetterWhere({ ...narrowing, ...(ids ? { ids } : {}) });
         params.push(bound);
         conds.push(`dead_at <= $${params.length}::timestamptz`);
@@ -790,7 +774,6 @@ export class PostgresStore implements OutboxStore {
           // The plain dead_at bound lets the (dead_at) index start the scan at the cursor.
           conds.push(`dead_at >= ${a} AND (dead_at, id) > (${a}, $${params.length}::uuid)`);
         }
-        const size = Math.min(batchSize, left);
         params.push(size);
         const sql =
           action === 'replay'
@@ -798,15 +781,13 @@ export class PostgresStore implements OutboxStore {
             : this.#sql.purgeDeadLetterBatch(`WHERE ${conds.join(' AND ')}`, `LIMIT $${params.length}`);
         const rows = (await this.#deadLetterBatch(action, sql, params)).rows;
         const last = rows[rows.length - 1];
-        if (last) cursor = { at: String(last.cursor_at), id: String(last.id) };
-        left -= rows.length;
-        const batch = rows.filter((r) => r.done === true).map((r) => ({ id: String(r.id), status }));
-        results.push(...batch);
-        if (batch.length > 0) options.onBatch?.(batch);
-        if (rows.length < size) break;
-      }
-    }
-    return results;
+        return {
+          found: rows.length,
+          cursor: last ? { at: String(last.cursor_at), id: String(last.id) } : undefined,
+          done: rows.filter((r) => r.done === true).map((r) => String(r.id)),
+        };
+      },
+    );
   }
 
   /** Runs one batch; a replay also wakes the relays, in the same short transaction. */
@@ -1027,8 +1008,7 @@ class HandlerFailure {
 }
 
 /** Dead letters per statement of a replay or purge run. */
-export const DEFAULT_DEAD_LETTER_BATCH = 1000;
-const MAX_DEAD_LETTER_BATCH = 10_000;
+export { DEFAULT_DEAD_LETTER_BATCH } from '../dead-letter-run.js';
 
 export type { DeadLetterBatchOptions } from '../../core/ports.js';
 

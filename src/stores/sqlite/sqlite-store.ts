@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { encodeGroup } from '../../core/atomic-group.js';
 import { ConfigError } from '../../core/errors/config-error.js';
+import { deadLetterBatchSize, runDeadLetterBatches } from '../dead-letter-run.js';
 import { InvalidMessageError } from '../../core/errors/invalid-message-error.js';
 import { NotATransactionError } from '../../core/errors/not-a-transaction-error.js';
 import { StoreError } from '../../core/errors/store-error.js';
@@ -127,8 +128,7 @@ export interface SqliteRelayLock {
 }
 
 /** Dead letters per statement of a replay or purge run. */
-export const DEFAULT_DEAD_LETTER_BATCH = 1000;
-const MAX_DEAD_LETTER_BATCH = 10_000;
+export { DEFAULT_DEAD_LETTER_BATCH } from '../dead-letter-run.js';
 /** Most topics `stats()` lists (the busiest). */
 export const MAX_TOPICS = 100;
 /** Most messages one INSERT of `enqueueSync` carries (as `Outbox.enqueue`). */
@@ -755,60 +755,53 @@ export class SqliteStore implements OutboxStore<SqliteTransactionHandle>, InboxP
     filter: DeadLetterFilter,
     options: DeadLetterBatchOptions,
   ): Promise<DeadLetterOpResult[]> {
-    const batchSize = options.batchSize ?? DEFAULT_DEAD_LETTER_BATCH;
-    if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > MAX_DEAD_LETTER_BATCH) {
-      throw new ConfigError(
-        'batchSize',
-        `batchSize must be a whole number from 1 to ${MAX_DEAD_LETTER_BATCH}, got ${String(batchSize)}`,
-        { value: batchSize },
-      );
-    }
+    deadLetterBatchSize(options);
     this.#checkLimit(filter);
-    const status = action === 'replay' ? ('replayed' as const) : ('purged' as const);
     // The run's upper bound: dead letters that die from here on are not this run's.
     const bound = await this.#run('DEFERRED', (now) => now);
-    const { limit, ...narrowing } = filter;
-    const results: DeadLetterOpResult[] = [];
-    let left = limit ?? Infinity;
-    let cursor: { at: number; id: string } | undefined;
-    while (left > 0) {
-      const { conds, params } = sql.deadLetterWhere(narrowing);
-      conds.push('dead_at <= ?');
-      params.push(bound);
-      if (cursor) {
-        conds.push('(dead_at, id) > (?, ?)');
-        params.push(cursor.at, cursor.id);
-      }
-      const size = Math.min(batchSize, left);
-      params.push(size);
-      const { found, done } = await this.#run('IMMEDIATE', (now) => {
-        const rows = runSync<{ id: string; dead_at: number; seq: number }>(
-          this.db,
-          sql.deadLetterBatch(whereClause(conds)),
-          params,
-        );
-        // Replayed in their original order, so a key's replayed messages keep theirs.
-        const ordered = action === 'replay' ? [...rows].sort((a, b) => a.seq - b.seq) : rows;
-        const doneIds = new Set<string>();
-        for (const r of ordered) {
-          if (action === 'replay') {
-            const inserted = runChanges(this.db, sql.replayOne, [now, r.id]);
-            if (inserted === 0) continue;
-          }
-          runSync(this.db, sql.deleteDeadLetter, [r.id]);
-          doneIds.add(r.id);
+    const { limit: _limit, ...narrowing } = filter;
+    // The ids stay in the filter (no slices): the batch looks among all of them.
+    return runDeadLetterBatches<{ at: number; id: string }>(
+      action,
+      filter,
+      options,
+      async ({ cursor, size }) => {
+        const { conds, params } = sql.deadLetterWhere(narrowing);
+        conds.push('dead_at <= ?');
+        params.push(bound);
+        if (cursor) {
+          conds.push('(dead_at, id) > (?, ?)');
+          params.push(cursor.at, cursor.id);
         }
-        return { found: rows, done: rows.filter((r) => doneIds.has(r.id)) };
-      });
-      const last = found[found.length - 1];
-      if (last) cursor = { at: last.dead_at, id: last.id };
-      left -= found.length;
-      const batch = done.map((r) => ({ id: r.id, status }));
-      results.push(...batch);
-      if (batch.length > 0) options.onBatch?.(batch);
-      if (found.length < size) break;
-    }
-    return results;
+        params.push(size);
+        const { found, done } = await this.#run('IMMEDIATE', (now) => {
+          const rows = runSync<{ id: string; dead_at: number; seq: number }>(
+            this.db,
+            sql.deadLetterBatch(whereClause(conds)),
+            params,
+          );
+          // Replayed in their original order, so a key's replayed messages keep theirs.
+          const ordered = action === 'replay' ? [...rows].sort((a, b) => a.seq - b.seq) : rows;
+          const doneIds = new Set<string>();
+          for (const r of ordered) {
+            if (action === 'replay') {
+              const inserted = runChanges(this.db, sql.replayOne, [now, r.id]);
+              if (inserted === 0) continue;
+            }
+            runSync(this.db, sql.deleteDeadLetter, [r.id]);
+            doneIds.add(r.id);
+          }
+          return { found: rows, done: rows.filter((r) => doneIds.has(r.id)) };
+        });
+        const last = found[found.length - 1];
+        return {
+          found: found.length,
+          cursor: last ? { at: last.dead_at, id: last.id } : undefined,
+          done: done.map((r) => r.id),
+        };
+      },
+      { sliceIds: false },
+    );
   }
 
   /** Deletes archived messages older than `retentionMs`; returns how many. */
