@@ -19,12 +19,11 @@ import { testMessage, uniqueTopics } from '../../src/testkit/transport-conforman
 import {
   MqttConsumer,
   MqttTransport,
-  type ConsumerContext,
-  type ConsumerInbox,
   type MqttConsumerEvents,
   type MqttConsumerOptions,
 } from '../../src/transports/mqtt/index.js';
 import { createTestDb, inTransaction, type TestDb } from '../helpers/postgres.js';
+import { afterCommit, PgInbox } from '../helpers/pg-inbox.js';
 import { waitUntil } from '../helpers/wait.js';
 import { endSession, freePort, mapped, MQTT_URL, subscribe } from './mqtt-helpers.js';
 
@@ -53,52 +52,6 @@ after(async () => {
 beforeEach(async () => {
   await db.pool.query(`TRUNCATE "${db.schema}".effects, "${db.schema}".test_inbox`);
 });
-
-/**
- * An inbox over PostgreSQL with the semantics of `Inbox.handle`: the record and the effects in one
- * transaction, a concurrent copy waiting on the record's row lock for the first one's outcome.
- */
-class PgInbox implements ConsumerInbox<pg.PoolClient> {
-  constructor(readonly consumer: string) {}
-
-  async handle<T>(
-    message: ReceivedMessage,
-    handler: (tx: pg.PoolClient, context: ConsumerContext) => Promise<T>,
-  ): Promise<{ status: 'processed'; value: T } | { status: 'duplicate' }> {
-    const client = await db.pool.connect();
-    try {
-      await client.query('BEGIN');
-      const recorded = await client.query(
-        `INSERT INTO "${db.schema}".test_inbox (consumer, id) VALUES ($1, $2) ON CONFLICT DO NOTHING`,
-        [this.consumer, message.id],
-      );
-      if (recorded.rowCount === 0) {
-        await client.query('ROLLBACK');
-        return { status: 'duplicate' };
-      }
-      const value = await handler(client, { message, ack: () => {} });
-      await client.query('COMMIT');
-      return { status: 'processed', value };
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw err;
-    } finally {
-      client.release();
-    }
-  }
-}
-
-/** The inbox as the consumer sees it: `inner`, then `hook` once its transaction committed. */
-function afterCommit(inner: PgInbox, hook: () => Promise<void>): ConsumerInbox<pg.PoolClient> {
-  return {
-    consumer: inner.consumer,
-    async handle(message, handler) {
-      const result = await inner.handle(message, handler);
-      await hook();
-      return result;
-    },
-  };
-}
 
 function writeEffect(tx: pg.PoolClient, message: ReceivedMessage): Promise<unknown> {
   return tx.query(`INSERT INTO "${db.schema}".effects (id, key) VALUES ($1, $2)`, [message.id, message.key]);
@@ -173,7 +126,7 @@ describe('MqttConsumer', () => {
       topic,
       group,
       instance: 'a',
-      inbox: new PgInbox(group),
+      inbox: new PgInbox(db, group),
       handler: async (m: ReceivedMessage, tx: pg.PoolClient) => void (await writeEffect(tx, m)),
     });
     const handled = counter(c, 'consumer:message:handled');
@@ -208,7 +161,7 @@ describe('MqttConsumer', () => {
       topic,
       group,
       instance: 'a',
-      inbox: new PgInbox(group),
+      inbox: new PgInbox(db, group),
       handler: async () => blocked,
     });
     const started = new Promise<void>((resolve) => first.once('consumer:started', () => resolve()));
@@ -237,7 +190,7 @@ describe('MqttConsumer', () => {
       topic,
       group,
       instance: 'a',
-      inbox: new PgInbox(group),
+      inbox: new PgInbox(db, group),
       handler: async (m: ReceivedMessage, tx: pg.PoolClient) => void (await writeEffect(tx, m)),
     });
     const handled = counter(second, 'consumer:message:handled');
@@ -263,7 +216,7 @@ describe('MqttConsumer', () => {
       group,
       instance: 'a',
       // The PUBACK would follow this hook; the consumer is stopped meanwhile, as by a crash.
-      inbox: afterCommit(new PgInbox(group), async () => {
+      inbox: afterCommit(new PgInbox(db, group), async () => {
         committed = true;
         await held;
       }),
@@ -280,7 +233,7 @@ describe('MqttConsumer', () => {
       topic,
       group,
       instance: 'a',
-      inbox: new PgInbox(group),
+      inbox: new PgInbox(db, group),
       handler: async (m: ReceivedMessage, tx: pg.PoolClient) => void (await writeEffect(tx, m)),
     });
     const duplicates = counter(second, 'consumer:message:duplicate');
@@ -595,7 +548,7 @@ describe('MqttConsumer', () => {
       group,
       instance: 'a',
       concurrency: 4,
-      inbox: new PgInbox(group),
+      inbox: new PgInbox(db, group),
       handler: async (m: ReceivedMessage, tx: pg.PoolClient) => {
         await writeEffect(tx, m);
         await sleep(10);

@@ -24,11 +24,11 @@ import {
   type AmqpConsumerConnect,
   type AmqpDelivery,
   type ConsumerContext,
-  type ConsumerInbox,
   type RabbitMqConsumerEvents,
 } from '../../src/transports/rabbitmq/index.js';
 import { messageProperties } from '../../src/transports/rabbitmq/rabbitmq-publish.js';
 import { createTestDb, type TestDb } from '../helpers/postgres.js';
+import { afterCommit, PgInbox } from '../helpers/pg-inbox.js';
 import { waitUntil } from '../helpers/wait.js';
 import { breakSocket, RABBITMQ_URL, TestBroker, uniqueName } from './rabbitmq-helpers.js';
 
@@ -54,52 +54,6 @@ after(async () => {
 beforeEach(async () => {
   await db.pool.query(`TRUNCATE "${db.schema}".effects, "${db.schema}".test_inbox`);
 });
-
-/**
- * An inbox over PostgreSQL with the semantics of `Inbox.handle`: the record and the effects in
- * one transaction, a concurrent copy waiting on the record's row lock for the first one's outcome.
- */
-class PgInbox implements ConsumerInbox<pg.PoolClient> {
-  constructor(readonly consumer: string) {}
-
-  async handle<T>(
-    message: ReceivedMessage,
-    handler: (tx: pg.PoolClient, context: ConsumerContext) => Promise<T>,
-  ): Promise<{ status: 'processed'; value: T } | { status: 'duplicate' }> {
-    const client = await db.pool.connect();
-    try {
-      await client.query('BEGIN');
-      const recorded = await client.query(
-        `INSERT INTO "${db.schema}".test_inbox (consumer, id) VALUES ($1, $2) ON CONFLICT DO NOTHING`,
-        [this.consumer, message.id],
-      );
-      if (recorded.rowCount === 0) {
-        await client.query('ROLLBACK');
-        return { status: 'duplicate' };
-      }
-      const value = await handler(client, { message, ack: () => {} });
-      await client.query('COMMIT');
-      return { status: 'processed', value };
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw err;
-    } finally {
-      client.release();
-    }
-  }
-}
-
-/** The inbox as the consumer sees it: `inner`, then `hook` once its transaction committed. */
-function afterCommit(inner: PgInbox, hook: () => Promise<void>): ConsumerInbox<pg.PoolClient> {
-  return {
-    consumer: inner.consumer,
-    async handle(message, handler) {
-      const result = await inner.handle(message, handler);
-      await hook();
-      return result;
-    },
-  };
-}
 
 async function effectCount(): Promise<number> {
   const res = await db.pool.query(`SELECT count(*)::int AS n FROM "${db.schema}".effects`);
@@ -393,7 +347,7 @@ describe('RabbitMqConsumer with an inbox', () => {
   it('handles a message published three times once: one effect, one handler run, every copy acknowledged', async () => {
     let runs = 0;
     const c = consumer<pg.PoolClient>({
-      inbox: new PgInbox('billing'),
+      inbox: new PgInbox(db, 'billing'),
       concurrency: 4,
       handler: async (m: ReceivedMessage, tx: pg.PoolClient) => {
         runs++;
@@ -418,7 +372,7 @@ describe('RabbitMqConsumer with an inbox', () => {
 
   it('a copy redelivered after the connection was cut between commit and basic.ack is a duplicate', async () => {
     const { connect, connections } = recordingConnect();
-    const inbox = new PgInbox('billing');
+    const inbox = new PgInbox(db, 'billing');
     let cut = false;
     let runs = 0;
     const c = consumer<pg.PoolClient>({
@@ -454,7 +408,7 @@ describe('RabbitMqConsumer with an inbox', () => {
   it('retries a throwing handler without leaving an inbox record, then dead-letters it with the error', async () => {
     let runs = 0;
     const c = consumer<pg.PoolClient>({
-      inbox: new PgInbox('billing'),
+      inbox: new PgInbox(db, 'billing'),
       retry: { maxAttempts: 3, baseDelayMs: 5, maxDelayMs: 20 },
       handler: async (m: ReceivedMessage, tx: pg.PoolClient) => {
         runs++;
@@ -497,7 +451,7 @@ describe('RabbitMqConsumer with an inbox', () => {
   it('a handler that fails twice and then succeeds has one effect', async () => {
     let runs = 0;
     const c = consumer<pg.PoolClient>({
-      inbox: new PgInbox('billing'),
+      inbox: new PgInbox(db, 'billing'),
       handler: async (m: ReceivedMessage, tx: pg.PoolClient) => {
         runs++;
         await writeEffect(tx, m);
@@ -517,7 +471,7 @@ describe('RabbitMqConsumer with an inbox', () => {
   it('dead-letters at once on a PermanentDeliveryError', async () => {
     let runs = 0;
     const c = consumer<pg.PoolClient>({
-      inbox: new PgInbox('billing'),
+      inbox: new PgInbox(db, 'billing'),
       handler: async () => {
         runs++;
         throw new PermanentDeliveryError('order 17 does not exist here');
@@ -538,7 +492,7 @@ describe('RabbitMqConsumer with an inbox', () => {
     let maxRunning = 0;
     let failedOnce = false;
     const c = consumer<pg.PoolClient>({
-      inbox: new PgInbox('billing'),
+      inbox: new PgInbox(db, 'billing'),
       concurrency: 4,
       retry: { baseDelayMs: 60, maxDelayMs: 60, jitter: 'none' },
       handler: async (m: ReceivedMessage, tx: pg.PoolClient) => {
@@ -590,7 +544,7 @@ describe('RabbitMqConsumer with an inbox', () => {
     const wasCommitted = new Promise<void>((resolve) => (committed = resolve));
     let releaseCommit!: () => void;
     const commitGate = new Promise<void>((resolve) => (releaseCommit = resolve));
-    const inbox = new PgInbox('billing');
+    const inbox = new PgInbox(db, 'billing');
     const c = consumer<pg.PoolClient>({
       // A slow return from the inbox: committed, not yet acknowledged.
       inbox: afterCommit(inbox, async () => {
@@ -632,7 +586,7 @@ describe('RabbitMqConsumer lifecycle and bad input', () => {
     const started = new Promise<void>((resolve) => (entered = resolve));
     let finished = false;
     const c = consumer<pg.PoolClient>({
-      inbox: new PgInbox('billing'),
+      inbox: new PgInbox(db, 'billing'),
       handler: async (m: ReceivedMessage, tx: pg.PoolClient) => {
         entered();
         await sleep(300);
@@ -664,7 +618,7 @@ describe('RabbitMqConsumer lifecycle and bad input', () => {
       await gate;
       await writeEffect(tx, m);
     };
-    const first = consumer<pg.PoolClient>({ inbox: new PgInbox('billing'), handler });
+    const first = consumer<pg.PoolClient>({ inbox: new PgInbox(db, 'billing'), handler });
     await first.start();
     await bed.publish([message()]);
     await started;
@@ -676,7 +630,7 @@ describe('RabbitMqConsumer lifecycle and bad input', () => {
     await ackLost;
     assert.equal(await effectCount(), 1);
 
-    const second = consumer<pg.PoolClient>({ inbox: new PgInbox('billing'), handler });
+    const second = consumer<pg.PoolClient>({ inbox: new PgInbox(db, 'billing'), handler });
     const duplicate = once(second, 'consumer:message:duplicate');
     await second.start();
     await duplicate;

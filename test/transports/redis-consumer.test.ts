@@ -19,12 +19,11 @@ import { testMessage } from '../../src/testkit/transport-conformance.js';
 import {
   RedisConsumer,
   RedisStreamsTransport,
-  type ConsumerContext,
-  type ConsumerInbox,
   type RedisConsumerEvents,
   type RedisConsumerOptions,
 } from '../../src/transports/redis/index.js';
 import { createTestDb, type TestDb } from '../helpers/postgres.js';
+import { afterCommit, PgInbox } from '../helpers/pg-inbox.js';
 import { waitUntil } from '../helpers/wait.js';
 import {
   deleteKeys,
@@ -150,49 +149,6 @@ async function deadLetters(): Promise<Array<Map<string, Buffer>>> {
   return entries.map(([, fields]) => fieldMap(fields));
 }
 
-/** An inbox over PostgreSQL: the record and the effects in one transaction. */
-class PgInbox implements ConsumerInbox<pg.PoolClient> {
-  constructor(readonly consumer: string) {}
-
-  async handle<T>(
-    m: ReceivedMessage,
-    handler: (tx: pg.PoolClient, context: ConsumerContext) => Promise<T>,
-  ): Promise<{ status: 'processed'; value: T } | { status: 'duplicate' }> {
-    const client = await db.pool.connect();
-    try {
-      await client.query('BEGIN');
-      const recorded = await client.query(
-        `INSERT INTO "${db.schema}".test_inbox (consumer, id) VALUES ($1, $2) ON CONFLICT DO NOTHING`,
-        [this.consumer, m.id],
-      );
-      if (recorded.rowCount === 0) {
-        await client.query('ROLLBACK');
-        return { status: 'duplicate' };
-      }
-      const value = await handler(client, { message: m, ack: () => {} });
-      await client.query('COMMIT');
-      return { status: 'processed', value };
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw err;
-    } finally {
-      client.release();
-    }
-  }
-}
-
-/** The inbox as the consumer sees it: `inner`, then `hook` once its transaction committed. */
-function afterCommit(inner: PgInbox, hook: () => Promise<void>): ConsumerInbox<pg.PoolClient> {
-  return {
-    consumer: inner.consumer,
-    async handle(m, handler) {
-      const result = await inner.handle(m, handler);
-      await hook();
-      return result;
-    },
-  };
-}
-
 async function effectCount(): Promise<number> {
   const res = await db.pool.query(`SELECT count(*)::int AS n FROM "${db.schema}".effects`);
   return res.rows[0].n as number;
@@ -206,7 +162,7 @@ describe('RedisConsumer with an inbox', () => {
   it('handles a message published twice once: one effect, one handler run, both entries acknowledged', async () => {
     let runs = 0;
     const c = consumer<pg.PoolClient>({
-      inbox: new PgInbox('billing'),
+      inbox: new PgInbox(db, 'billing'),
       handler: async (m: ReceivedMessage, tx: pg.PoolClient) => {
         runs++;
         await writeEffect(tx, m);
@@ -235,7 +191,7 @@ describe('RedisConsumer with an inbox', () => {
   it('acknowledges only after the commit: a copy re-read after the connection was cut between commit and XACK is a duplicate', async () => {
     const proxy = await TcpProxy.start({ targetPort: REDIS_PORT });
     try {
-      const inbox = new PgInbox('billing');
+      const inbox = new PgInbox(db, 'billing');
       let cut = false;
       let runs = 0;
       const c = consumer<pg.PoolClient>({
