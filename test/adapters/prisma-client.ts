@@ -17,14 +17,19 @@ export interface GeneratedPrismaClient {
 /** An interactive transaction's client (no $connect / $disconnect, like Prisma.TransactionClient). */
 export type PrismaTx = Omit<GeneratedPrismaClient, '$connect' | '$disconnect' | '$transaction'>;
 
-const SCHEMA = `generator client {
+/** The databases Prisma supports that the tests run on (the schema's datasource provider). */
+export type PrismaProvider = 'postgresql' | 'mysql' | 'sqlite';
+
+/** One schema per provider: the client Prisma generates is bound to its provider. */
+function schema(provider: PrismaProvider): string {
+  return `generator client {
   provider     = "prisma-client"
   output       = "./client"
   moduleFormat = "esm"
 }
 
 datasource db {
-  provider = "postgresql"
+  provider = "${provider}"
 }
 
 model Order {
@@ -32,28 +37,31 @@ model Order {
   @@map("orders")
 }
 `;
+}
 
 const root = new URL('../..', import.meta.url).pathname;
 const require = createRequire(import.meta.url);
 
 /**
- * Generates a Prisma 7 client (the TypeScript `prisma-client` generator, no Rust query engine)
- * under node_modules/.cache once per schema text, and returns its PrismaClient class. Offline:
+ * Generates a Prisma 7 client for `provider` (the TypeScript `prisma-client` generator, no Rust
+ * query engine) under node_modules/.cache once per schema text, each in a directory of its own,
+ * and returns its PrismaClient class. Offline:
  * `prisma generate` needs no engine, but the CLI would download the schema engine at startup
  * (binaries.prisma.sh, unreachable here), so PRISMA_SCHEMA_ENGINE_BINARY names a file that is
  * never run.
  */
-export async function generatedPrismaClient(): Promise<
-  new (options: { adapter: unknown }) => GeneratedPrismaClient
-> {
-  const hash = createHash('sha256').update(SCHEMA).digest('hex').slice(0, 12);
-  const dir = join(root, 'node_modules', '.cache', 'mailroom-test-prisma', hash);
+export async function generatedPrismaClient(
+  provider: PrismaProvider = 'postgresql',
+): Promise<new (options: { adapter: unknown }) => GeneratedPrismaClient> {
+  const text = schema(provider);
+  const hash = createHash('sha256').update(text).digest('hex').slice(0, 12);
+  const dir = join(root, 'node_modules', '.cache', 'mailroom-test-prisma', `${provider}-${hash}`);
   if (!existsSync(join(dir, 'client', 'client.ts'))) {
     // Generated beside, then moved in one rename: a second test run never sees half a client.
     const work = `${dir}.${process.pid}`;
     rmSync(work, { recursive: true, force: true });
     mkdirSync(work, { recursive: true });
-    writeFileSync(join(work, 'schema.prisma'), SCHEMA);
+    writeFileSync(join(work, 'schema.prisma'), text);
     const cli = require.resolve('prisma/build/index.js');
     await promisify(execFile)(process.execPath, [cli, 'generate', '--schema', join(work, 'schema.prisma')], {
       cwd: work,

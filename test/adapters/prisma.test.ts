@@ -1,10 +1,16 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { PrismaBetterSqlite3 } from '@prisma/adapter-better-sqlite3';
+import { PrismaMariaDb } from '@prisma/adapter-mariadb';
 import { PrismaPg } from '@prisma/adapter-pg';
+import mysql from 'mysql2/promise';
 import { fromPrisma } from '../../src/adapters/prisma.js';
 import { isUnreadableResultError } from '../../src/adapters/unreadable-result-error.js';
+import { Outbox } from '../../src/core/index.js';
+import { MySqlStore } from '../../src/stores/mysql/index.js';
 import { DATABASE_URL } from '../helpers/postgres.js';
 import { adapterTestBed, notATransaction } from './adapter-bed.js';
+import { transactionContract } from './adapter-contract.js';
 import { generatedPrismaClient, type GeneratedPrismaClient } from './prisma-client.js';
 
 describe('fromPrisma on PostgreSQL (a Prisma 7 client generated here, driver adapter @prisma/adapter-pg)', () => {
@@ -20,36 +26,7 @@ describe('fromPrisma on PostgreSQL (a Prisma 7 client generated here, driver ada
     await prisma?.$disconnect();
   });
 
-  const insertOrder = (
-    tx: { $executeRawUnsafe(sql: string, ...v: unknown[]): Promise<number> },
-    id: string,
-  ) => tx.$executeRawUnsafe(`INSERT INTO ${bed.orders} (id) VALUES ($1)`, id);
-
-  it('delivers the message of a committed interactive transaction, and its business row is there', async () => {
-    const { id, message } = bed.order();
-    const messageId = await prisma.$transaction(async (tx) => {
-      await insertOrder(tx, id);
-      return bed.enqueue(fromPrisma(tx), message);
-    });
-    assert.equal(await bed.orderExists(id), true);
-    await bed.delivered(messageId);
-  });
-
-  it('leaves neither the row nor the message when an error thrown in the callback rolls back', async () => {
-    const { id, message } = bed.order();
-    let messageId: string | undefined;
-    await assert.rejects(
-      prisma.$transaction(async (tx) => {
-        await insertOrder(tx, id);
-        messageId = await bed.enqueue(fromPrisma(tx), message);
-        throw new Error('business failure');
-      }),
-      /business failure/,
-    );
-    await bed.assertRolledBack(id, messageId, () =>
-      prisma.$transaction((tx) => bed.enqueue(fromPrisma(tx), bed.order().message)),
-    );
-  });
+  prismaContract(bed, () => prisma);
 
   it("returns rows as plain objects with Prisma's raw values", async () => {
     const { rows } = await prisma.$transaction((tx) =>
@@ -66,7 +43,7 @@ describe('fromPrisma on PostgreSQL (a Prisma 7 client generated here, driver ada
     const { id } = bed.order();
     await assert.rejects(
       prisma.$transaction(async (tx) => {
-        await insertOrder(tx, id);
+        await tx.$executeRawUnsafe(`INSERT INTO ${bed.orders} (id) VALUES ($1)`, id);
         await fromPrisma(tx).execute("SELECT pg_notify('mailroom_prisma_test', '')");
       }),
       (err: unknown) => {
@@ -85,5 +62,134 @@ describe('fromPrisma on PostgreSQL (a Prisma 7 client generated here, driver ada
       () => fromPrisma(prisma),
       notATransaction('a PrismaClient', /prisma\.\$transaction\(async \(tx\).*array form/),
     );
+  });
+});
+
+type Bed = ReturnType<typeof adapterTestBed>;
+
+/**
+ * The cases every database runs besides the PostgreSQL-only ones: the rollback contract, and a
+ * message whose fields go through Prisma's parameters (a binary key, bytes that are not UTF-8,
+ * headers) arrives exactly as written. `client` is read inside the tests (made in `before`).
+ */
+function prismaContract(bed: Bed, client: () => GeneratedPrismaClient) {
+  transactionContract(bed, (fn) =>
+    client().$transaction((tx) =>
+      fn({
+        executor: fromPrisma(tx),
+        insertOrder: async (id) => {
+          await tx.$executeRawUnsafe(`INSERT INTO ${bed.orders} (id) VALUES (${bed.p(1)})`, id);
+        },
+      }),
+    ),
+  );
+
+  it("delivers the key, type, bytes and headers exactly as written through Prisma's parameters", async () => {
+    const payload = Buffer.from([0, 0xff, 0xfe, 0x80, 0x0a, 0x27, 0x3f]); // not UTF-8; a quote, a '?'
+    const key = 'clé-🔑-?';
+    const messageId = await client().$transaction((tx) =>
+      bed.enqueue(fromPrisma(tx), {
+        topic: 'order.bytes',
+        key,
+        type: 'order.bytes.v1',
+        payload,
+        headers: { 'x-trace': 'ünïcode ?' },
+      }),
+    );
+    await bed.delivered(messageId);
+    const got = bed.memory.messages.find((m) => m.id === messageId);
+    assert.ok(got);
+    assert.equal(got.key, key);
+    assert.equal(got.type, 'order.bytes.v1');
+    assert.deepEqual(Buffer.from(got.payload), payload);
+    assert.equal(got.contentType, 'application/octet-stream');
+    assert.deepEqual(got.headers, { 'x-trace': 'ünïcode ?' });
+  });
+}
+
+describe('fromPrisma on MySQL/MariaDB (a Prisma 7 client generated here, driver adapter @prisma/adapter-mariadb)', () => {
+  const bed = adapterTestBed('prisma', 'mysql');
+  let prisma: GeneratedPrismaClient;
+  before(async () => {
+    const PrismaClient = await generatedPrismaClient('mysql');
+    const url = new URL(bed.mysqlUrl);
+    prisma = new PrismaClient({
+      adapter: new PrismaMariaDb({
+        host: url.hostname,
+        port: Number(url.port || 3306),
+        user: decodeURIComponent(url.username),
+        password: decodeURIComponent(url.password),
+        database: url.pathname.slice(1),
+        connectionLimit: 3,
+      }),
+    });
+  });
+  after(async () => {
+    await prisma?.$disconnect();
+  });
+
+  prismaContract(bed, () => prisma);
+
+  it("returns rows as plain objects with Prisma's raw values (bigint, Uint8Array, Date)", async () => {
+    const { rows } = await prisma.$transaction((tx) =>
+      fromPrisma(tx).execute(
+        "SELECT 1 AS a, CAST(? AS SIGNED) AS big, ? AS bytes, CAST('2024-01-02 03:04:05' AS DATETIME) AS d, ? AS s",
+        [9007199254740993n, Buffer.from('hi'), 'x'],
+      ),
+    );
+    assert.deepEqual(rows, [
+      {
+        a: 1,
+        big: 9007199254740993n,
+        bytes: new Uint8Array(Buffer.from('hi')),
+        d: new Date('2024-01-02T03:04:05Z'),
+        s: 'x',
+      },
+    ]);
+  });
+
+  it('passes the store check of Outbox({ requireTransaction: true }): MariaDB says the tx is a transaction', async () => {
+    // The check reads @@in_transaction through the adapter; Prisma gives it as a bigint.
+    const pool = mysql.createPool({ uri: bed.mysqlUrl, connectionLimit: 1 });
+    const store = new MySqlStore({ pool, tablePrefix: 'mr_' });
+    try {
+      const outbox = new Outbox({ store, requireTransaction: true });
+      const { id, message } = bed.order();
+      const messageId = await prisma.$transaction(async (tx) => {
+        await tx.$executeRawUnsafe('INSERT INTO orders (id) VALUES (?)', id);
+        return outbox.enqueue(fromPrisma(tx), message);
+      });
+      await bed.delivered(messageId);
+    } finally {
+      await store.close();
+      await pool.end();
+    }
+  });
+});
+
+describe('fromPrisma on SQLite (a Prisma 7 client generated here, driver adapter @prisma/adapter-better-sqlite3)', () => {
+  // Two connections on one file: Prisma's, where the app's transaction runs, and the store's,
+  // where the relay claims and settles (the file is in WAL mode).
+  const bed = adapterTestBed('prisma', 'sqlite');
+  let prisma: GeneratedPrismaClient;
+  before(async () => {
+    const PrismaClient = await generatedPrismaClient('sqlite');
+    prisma = new PrismaClient({ adapter: new PrismaBetterSqlite3({ url: bed.sqliteFile }) });
+  });
+  after(async () => {
+    await prisma?.$disconnect();
+  });
+
+  prismaContract(bed, () => prisma);
+
+  it("returns rows as plain objects with Prisma's raw values (bigint for integers, Uint8Array for blobs)", async () => {
+    const rows = await prisma.$transaction(async (tx) => {
+      const executor = fromPrisma(tx);
+      await executor.execute('CREATE TEMP TABLE raw_values (b BLOB, i INTEGER)');
+      await executor.execute('INSERT INTO raw_values VALUES (?, ?)', [Buffer.from([0, 0xff]), 5]);
+      return (await executor.execute('SELECT b, i, 9007199254740993 AS big, ? AS s FROM raw_values', ['x']))
+        .rows;
+    });
+    assert.deepEqual(rows, [{ b: new Uint8Array([0, 0xff]), i: 5, big: 9007199254740993n, s: 'x' }]);
   });
 });
