@@ -17,21 +17,37 @@ export interface PrismaTransactionClient {
 }
 
 /**
- * Prisma's driver adapters read a result only when they map every column's type; they refuse
- * PostgreSQL's `void` (`pg_notify()`'s type) after the statement ran. Said plainly, with what to do.
+ * Prisma's driver adapters read a result only when they map every column's type, and say so
+ * only after the statement ran: the PostgreSQL one refuses the type `void` (`pg_notify()`'s), the
+ * SQLite one a column with no declared type whose value is not text or a number (a blob from an
+ * expression: `SELECT ? AS x` with bytes). Said plainly, with what to do.
  */
 function unreadable(err: unknown): UnreadableResultError | undefined {
   const message = err instanceof Error ? err.message : '';
+  const rollBack = "The statement's changes are in your open transaction; let this error roll it back. ";
   const name = /deserialize column of type '([^']+)'/.exec(message)?.[1];
-  if (name === undefined) return undefined;
+  if (name !== undefined) {
+    return new UnreadableResultError(
+      `Prisma ran the statement but could not read its result: its driver adapter has no mapping for a column of type ` +
+        `${name}. ${rollBack}` +
+        (name === 'void'
+          ? "A PostgreSQL store whose enqueue returns pg_notify()'s void needs updating: upgrade Mailroom, or set the " +
+            'store option notify: false (relays then find messages by polling)'
+          : 'Report it to Mailroom with the statement that failed'),
+      { cause: err, details: { columnType: name } },
+    );
+  }
+  // @prisma/adapter-better-sqlite3's UnexpectedTypeError; its message also holds the whole value.
+  const valueType =
+    (err as { name?: unknown } | null)?.name === 'UnexpectedTypeError'
+      ? /^unexpected value of type (\w+)/.exec(message)?.[1]
+      : undefined;
+  if (valueType === undefined) return undefined;
   return new UnreadableResultError(
-    `Prisma ran the statement but could not read its result: its driver adapter has no mapping for a column of type ` +
-      `${name}. The statement's changes are in your open transaction; let this error roll it back. ` +
-      (name === 'void'
-        ? "A PostgreSQL store whose enqueue returns pg_notify()'s void needs updating: upgrade Mailroom, or set the " +
-          'store option notify: false (relays then find messages by polling)'
-        : 'Report it to Mailroom with the statement that failed'),
-    { cause: err, details: { columnType: name } },
+    `Prisma ran the statement but could not read its result: a column with no declared type held a value of ` +
+      `JavaScript type ${valueType} (on SQLite, bytes from an expression such as \`SELECT ? AS x\`), which its driver ` +
+      `adapter cannot map. ${rollBack}Select bytes from a table column declared BLOB, or as hex(…)`,
+    { cause: err, details: { valueType } },
   );
 }
 
@@ -47,7 +63,9 @@ const INSTEAD =
  * Prisma sends raw SQL to its driver adapter (or engine) as it is, so the store's placeholders
  * are already the database's own (`$1` on PostgreSQL, `?` on MySQL/MariaDB and SQLite). Rows are
  * plain objects with Prisma's raw-query values (`bigint` for 64-bit integers, `Uint8Array` for
- * bytes).
+ * bytes, `Date` for date-times). A result Prisma's driver adapter cannot read (a column of type
+ * `void` on PostgreSQL, bytes from an untyped expression on SQLite) is an
+ * {@link UnreadableResultError}; the statement ran, so let it roll the transaction back.
  *
  * Only interactive transactions can hold an enqueue: the array form `$transaction([…])` takes
  * Prisma's own query promises, not a function. Prisma ends an interactive transaction after its
@@ -56,6 +74,7 @@ const INSTEAD =
  * @param tx - the `tx` of `prisma.$transaction(async (tx) => …)`. The `PrismaClient` itself is
  *   refused (by the compiler, and at run time): each of its statements commits on its own.
  * @throws NotATransactionError when `tx` is not a Prisma transaction client.
+ * @throws UnreadableResultError (from `execute`) when Prisma ran a statement but cannot read its result.
  *
  * @example
  * ```ts

@@ -192,4 +192,34 @@ describe('fromPrisma on SQLite (a Prisma 7 client generated here, driver adapter
     });
     assert.deepEqual(rows, [{ b: new Uint8Array([0, 0xff]), i: 5, big: 9007199254740993n, s: 'x' }]);
   });
+
+  it('says plainly that Prisma cannot read bytes from an untyped expression, and the rollback still takes the row', async () => {
+    const { id } = bed.order();
+    await assert.rejects(
+      prisma.$transaction(async (tx) => {
+        await tx.$executeRawUnsafe('INSERT INTO orders (id) VALUES (?)', id);
+        await fromPrisma(tx).execute('SELECT ? AS bytes', [Buffer.from('secret-ish '.repeat(50))]);
+      }),
+      (err: unknown) => {
+        assert.ok(isUnreadableResultError(err), `expected UnreadableResultError, got ${String(err)}`);
+        assert.equal(err.code, 'unreadable_result');
+        assert.deepEqual(err.details, { valueType: 'object' });
+        assert.match(err.message, /no declared type.*roll it back.*declared BLOB/s);
+        assert.doesNotMatch(err.message, /secret-ish/, 'the value itself is not in the message');
+        return true;
+      },
+    );
+    assert.equal(await bed.orderExists(id), false);
+  });
+
+  it("passes the database's own errors through as they are", async () => {
+    await assert.rejects(
+      prisma.$transaction((tx) => fromPrisma(tx).execute('SELECT * FROM no_such_table')),
+      (err: unknown) => {
+        assert.equal(isUnreadableResultError(err), false);
+        assert.match(String(err), /no_such_table/);
+        return true;
+      },
+    );
+  });
 });
