@@ -10,6 +10,7 @@ import {
   mysqlExecutor,
   splitStatements,
 } from '../../src/stores/mysql/index.js';
+import { mysqlErrno } from '../../src/stores/mysql/mysql-errors.js';
 import { closedPort } from '../../src/testkit/conformance-support.js';
 import { createConnection as createCallbackConnection } from 'mysql2';
 import { runReceivingConformance } from '../../src/testkit/receiving-conformance.js';
@@ -670,5 +671,20 @@ describe('MySQL store', () => {
     assert.equal(second.status, 'duplicate');
     assert.equal(effects, 2, 'the rolled-back run and the first commit');
     assert.equal(await store.pruneInbox('mysql', 60_000, 10), 0);
+  });
+});
+
+describe('mysqlErrno', () => {
+  it("reads the server's error number through a driver error, its causes, and Prisma's P2010 wrapper", () => {
+    const driver = Object.assign(new Error('Unknown system variable'), { errno: 1193, sqlState: 'HY000' });
+    assert.equal(mysqlErrno(driver), 1193);
+    assert.equal(mysqlErrno(new Error('wrapped', { cause: driver })), 1193);
+    // What @prisma/adapter-mariadb raises through $queryRawUnsafe.
+    const prisma = Object.assign(new Error('Raw query failed'), {
+      code: 'P2010',
+      meta: { driverAdapterError: { cause: { kind: 'mysql', code: 1193, state: 'HY000' } } },
+    });
+    assert.equal(mysqlErrno(prisma), 1193);
+    assert.equal(mysqlErrno(new Error('no number here')), undefined);
   });
 });

@@ -45,6 +45,11 @@ export function mysqlErrno(err: unknown): number | undefined {
   for (let e = err, depth = 0; e !== undefined && e !== null && depth < 5; depth++) {
     const errno = shape(e).errno;
     if (typeof errno === 'number' && errno >= 1000 && typeof shape(e).sqlState === 'string') return errno;
+    // Prisma (P2010) keeps the driver's error as meta.driverAdapterError.cause: { kind: 'mysql', code }.
+    const viaPrisma = (
+      e as { meta?: { driverAdapterError?: { cause?: { kind?: unknown; code?: unknown } } } }
+    ).meta?.driverAdapterError?.cause;
+    if (viaPrisma?.kind === 'mysql' && typeof viaPrisma.code === 'number') return viaPrisma.code;
     e = shape(e).cause;
   }
   return undefined;
