@@ -140,8 +140,16 @@ describe('atomic groups', () => {
     const r = relay(transport);
     await r.start();
     await waitUntil(async () => !r.transportAvailable, 'the outage seen', 5000);
-    const row = await db.pool.query(`SELECT attempts FROM "${db.schema}".outbox`);
-    assert.equal(row.rows[0]?.attempts, 0);
+    // The relay sees the outage before its release of the batch (the attempt given back) has
+    // committed: wait for the release, which must come.
+    const attempts = async () =>
+      (await db.pool.query(`SELECT attempts FROM "${db.schema}".outbox`)).rows[0]?.attempts as number;
+    await waitUntil(
+      async () => (await attempts()) === 0,
+      'the group released with its attempt given back',
+      5000,
+    );
+    assert.equal(await attempts(), 0);
     transport.unavailable = false;
     await transport.waitFor(4, 5000);
     assert.deepEqual(
