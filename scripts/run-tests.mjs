@@ -78,6 +78,10 @@ const child = spawn(
     `--test-concurrency=${concurrency}`,
     `--test-timeout=${timeoutMs}`,
     '--test-reporter=spec',
+    '--test-reporter-destination=stdout',
+    // After the run, the slowest files with their durations (scripts/test-durations.mjs).
+    '--test-reporter=./scripts/test-durations.mjs',
+    '--test-reporter-destination=stdout',
     ...files.map((f) => relative(root, f)),
   ],
   { cwd: root, stdio: 'inherit' },
