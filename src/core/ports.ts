@@ -416,6 +416,42 @@ export interface CallbackPort {
   nextCallbackDueInMs(): Promise<number | null>;
 }
 
+/** A relay's state as its presence row records it. */
+export type RelayState = 'running' | 'unavailable' | 'stopping';
+
+/**
+ * What a relay records about itself (`OutboxStore.recordRelay`): who it is, where it runs, how
+ * it wakes up, which transport it publishes to, and its state.
+ */
+export interface RelayPresenceRecord {
+  /** The relay's owner name, the same as on the rows it leases. */
+  owner: string;
+  host: string;
+  pid: number;
+  /** The Mailroom version the relay runs. */
+  version: string;
+  wakeup: 'notify' | 'poll' | 'replication';
+  /** The transport's name (`rabbitmq`, `kafka`…). */
+  transport: string;
+  state: RelayState;
+  /** How often the relay heartbeats; it counts as alive while its last heartbeat is within three. */
+  heartbeatIntervalMs: number;
+}
+
+/** A relay's presence row as `OutboxStore.listRelays` reads it, with what it holds now. */
+export interface RelayInfo extends RelayPresenceRecord {
+  /** When the relay recorded itself first, on the database clock. */
+  startedAt: Date;
+  /** Its last heartbeat, on the database clock. */
+  heartbeatAt: Date;
+  /** Milliseconds since the last heartbeat, on the database clock. */
+  heartbeatAgeMs: number;
+  /** A heartbeat within three intervals: false for a relay that was killed or lost its database. */
+  alive: boolean;
+  /** Messages whose unexpired lease this relay holds, and when the first of those leases runs out. */
+  inFlight: { messages: number; oldestLeaseUntil: Date | null };
+}
+
 /**
  * A database the outbox lives in. One implementation per database (`stores/postgres`, …);
  * the relay is written once against this interface. Every store passes
@@ -493,6 +529,19 @@ export interface OutboxStore<Tx = unknown>
    * the method) when writers send a wake-up at every commit, so a relay need not take anything.
    */
   wakeGate?(): WakeGate | undefined;
+  /**
+   * Records (upserts) a relay's presence row and its heartbeat, on the database clock, and
+   * deletes rows of relays whose last heartbeat is over a day old. Optional: stores with a
+   * presence table (PostgreSQL and PGlite from schema version 13).
+   */
+  recordRelay?(presence: RelayPresenceRecord): Promise<void>;
+  /** Deletes a relay's presence row (its stop). Optional, with {@link recordRelay}. */
+  removeRelay?(owner: string): Promise<void>;
+  /**
+   * The relays that recorded themselves, oldest first, with `alive` and what each holds leased.
+   * Optional, with {@link recordRelay}.
+   */
+  listRelays?(): Promise<RelayInfo[]>;
   /** Check that the schema exists and is current; throws a {@link StoreError} that says what to run. */
   check(): Promise<void>;
   stats(): Promise<OutboxStats>;

@@ -362,6 +362,39 @@ UNION ALL
 SELECT 'd', topic, count(*)::bigint FROM ${s}.dead_letter ${d} GROUP BY topic`;
     },
 
+    /**
+     * Relay presence (schema version 13). The upsert heartbeats on the database clock and, in
+     * the same statement, deletes rows of relays dead for over a day (killed without a stop).
+     * Parameters: owner, host, pid, version, wakeup, transport, state, heartbeat interval (ms).
+     */
+    recordRelay: `WITH pruned AS (
+  DELETE FROM ${s}.relay p WHERE p.heartbeat_at < now() - interval '1 day' AND p.owner <> $1
+)
+INSERT INTO ${s}.relay AS r (owner, host, pid, version, wakeup, transport, state, heartbeat_interval_ms)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (owner) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid, version = EXCLUDED.version,
+  wakeup = EXCLUDED.wakeup, transport = EXCLUDED.transport, state = EXCLUDED.state,
+  heartbeat_interval_ms = EXCLUDED.heartbeat_interval_ms, heartbeat_at = now()`,
+    removeRelay: `DELETE FROM ${s}.relay WHERE owner = $1`,
+    /**
+     * Every presence row with its liveness and the unexpired leases of its owner. The leases are
+     * read through outbox_lease_token (only leased rows have a token), at most $1 of them, so
+     * the statement costs the number of messages in flight, never the size of the backlog.
+     */
+    listRelays: `SELECT r.owner, r.host, r.pid, r.version, r.wakeup, r.transport, r.state,
+  r.heartbeat_interval_ms, r.started_at, r.heartbeat_at,
+  extract(epoch FROM now() - r.heartbeat_at) * 1000 AS heartbeat_age_ms,
+  r.heartbeat_at > now() - 3 * r.heartbeat_interval_ms * interval '1 millisecond' AS alive,
+  coalesce(l.n, 0)::bigint AS in_flight, l.oldest AS oldest_lease_until
+FROM ${s}.relay r
+LEFT JOIN (
+  SELECT x.lease_owner, count(*) AS n, min(x.lease_until) AS oldest FROM (
+    SELECT o.lease_owner, o.lease_until FROM ${t} o
+    WHERE o.lease_token IS NOT NULL AND o.lease_until > now() LIMIT $1
+  ) x GROUP BY x.lease_owner
+) l ON l.lease_owner = r.owner
+ORDER BY r.started_at, r.owner`,
+
     /** WHERE clause and params for dead-letter filters; parameters start at $1. */
     deadLetterWhere(filter: {
       ids?: string[];

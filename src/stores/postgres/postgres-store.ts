@@ -17,6 +17,9 @@ import type {
   MessageState,
   MessageStatus,
   OutboxStore,
+  RelayInfo,
+  RelayPresenceRecord,
+  RelayState,
   Settlement,
   SqlExecutor,
   SqlStatement,
@@ -651,6 +654,31 @@ export class PostgresStore implements OutboxStore {
     };
   }
 
+  /** Upserts this relay's presence row and heartbeat (schema version 13); see `OutboxStore.recordRelay`. */
+  async recordRelay(presence: RelayPresenceRecord): Promise<void> {
+    await this.#query(this.#sql.recordRelay, [
+      presence.owner,
+      presence.host,
+      presence.pid,
+      presence.version,
+      presence.wakeup,
+      presence.transport,
+      presence.state,
+      Math.max(1, Math.round(presence.heartbeatIntervalMs)),
+    ]);
+  }
+
+  /** Deletes a relay's presence row; see `OutboxStore.removeRelay`. */
+  async removeRelay(owner: string): Promise<void> {
+    await this.#query(this.#sql.removeRelay, [owner]);
+  }
+
+  /** The relays' presence rows with liveness and leases; see `OutboxStore.listRelays`. */
+  async listRelays(): Promise<RelayInfo[]> {
+    const res = await this.#query(this.#sql.listRelays, [LIST_RELAYS_LEASE_LIMIT]);
+    return res.rows.map(toRelayInfo);
+  }
+
   async check(): Promise<void> {
     const res = await this.#query(this.#sql.schemaVersion);
     const version = Number(res.rows[0]?.version ?? 0);
@@ -1003,6 +1031,31 @@ export class PostgresStore implements OutboxStore {
 }
 
 /** Carries a handler's error through the store's error explaining, untouched. */
+/** Most leased rows `listRelays` reads to count each relay's messages in flight. */
+const LIST_RELAYS_LEASE_LIMIT = 100_000;
+
+function toRelayInfo(row: Record<string, unknown>): RelayInfo {
+  const oldest = row.oldest_lease_until;
+  return {
+    owner: String(row.owner),
+    host: String(row.host),
+    pid: Number(row.pid),
+    version: String(row.version),
+    wakeup: String(row.wakeup) as RelayInfo['wakeup'],
+    transport: String(row.transport),
+    state: String(row.state) as RelayState,
+    heartbeatIntervalMs: Number(row.heartbeat_interval_ms),
+    startedAt: new Date(row.started_at as string | Date),
+    heartbeatAt: new Date(row.heartbeat_at as string | Date),
+    heartbeatAgeMs: Math.max(0, Math.round(Number(row.heartbeat_age_ms))),
+    alive: row.alive === true,
+    inFlight: {
+      messages: Number(row.in_flight),
+      oldestLeaseUntil: oldest === null || oldest === undefined ? null : new Date(oldest as string | Date),
+    },
+  };
+}
+
 class HandlerFailure {
   constructor(readonly error: unknown) {}
 }
