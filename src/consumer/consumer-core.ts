@@ -16,6 +16,7 @@ import { isPermanentDeliveryError } from '../core/errors/permanent-delivery-erro
 import type { Logger } from '../core/logger.js';
 import { retryDelayMs, type ResolvedRetryPolicy } from '../core/retry-policy.js';
 import type { ReceivedMessage } from '../core/types.js';
+import { withProcessSpan } from '../tracing/process-span.js';
 import { AttemptLedger } from './attempt-ledger.js';
 import type { ConsumerContext, ConsumerHandler, ConsumerInbox } from './consumer.js';
 import type { ConsumerEvents, DeadLetterReason } from './consumer-events.js';
@@ -490,7 +491,9 @@ export class ConsumerCore<S, D extends CoreDelivery<S>, Started extends object, 
 /**
  * Runs a consumer's handler once per call, through the inbox when there is one, with the
  * context's `publish` when given (transacted receive). `ackNeedsInbox` is what `context.ack()`
- * throws without an inbox.
+ * throws without an inbox. Each call runs in an OpenTelemetry CONSUMER span, `process <topic>`,
+ * continuing the trace the message carries (`traceparent`), when `@opentelemetry/api` is
+ * installed; `system` names the broker in it (`messaging.system`).
  */
 export function handlerRunner<Tx>(
   options: {
@@ -498,6 +501,7 @@ export function handlerRunner<Tx>(
     handler: ConsumerHandler<Tx> | ConsumerHandler<undefined>;
   },
   ackNeedsInbox: (id: string) => Error,
+  system?: string,
 ): {
   run(message: ReceivedMessage, publish?: ConsumerContext['publish']): Promise<'processed' | 'duplicate'>;
   prune: (() => Promise<number>) | undefined;
@@ -506,29 +510,37 @@ export function handlerRunner<Tx>(
   if (inbox !== undefined) {
     const handler = options.handler as ConsumerHandler<Tx>;
     const prune = typeof inbox.prune === 'function' ? inbox.prune : undefined;
+    const span = { system, consumer: typeof inbox.consumer === 'string' ? inbox.consumer : undefined };
     return {
-      run: async (message, publish) => {
-        const result = await inbox.handle(message, (tx, context) =>
-          handler(
-            message,
-            tx,
-            publish ? { message: context.message, ack: (r) => context.ack(r), publish } : context,
-          ),
-        );
-        return result.status;
-      },
+      run: (message, publish) =>
+        withProcessSpan(
+          message,
+          span,
+          async () => {
+            const result = await inbox.handle(message, (tx, context) =>
+              handler(
+                message,
+                tx,
+                publish ? { message: context.message, ack: (r) => context.ack(r), publish } : context,
+              ),
+            );
+            return result.status;
+          },
+          (status) => status,
+        ),
       prune: prune && (() => prune.call(inbox)),
     };
   }
   const handler = options.handler as ConsumerHandler<undefined>;
   return {
-    run: async (message, publish) => {
-      const ack = () => {
-        throw ackNeedsInbox(message.id);
-      };
-      await handler(message, undefined, publish ? { message, ack, publish } : { message, ack });
-      return 'processed';
-    },
+    run: (message, publish) =>
+      withProcessSpan(message, { system }, async () => {
+        const ack = () => {
+          throw ackNeedsInbox(message.id);
+        };
+        await handler(message, undefined, publish ? { message, ack, publish } : { message, ack });
+        return 'processed' as const;
+      }),
     prune: undefined,
   };
 }

@@ -9,6 +9,7 @@ import { boolean, custom, hasMethods, integer, optionsSchema, string } from './o
 import type { AckPort, MessageStatus, OutboxStore, SqlExecutor } from './ports.js';
 import type { EncodedMessage, MessageInput } from './types.js';
 import { waitForState, type WaitForOptions } from './wait-for.js';
+import { withTraceContext } from '../tracing/enqueue-context.js';
 
 /** Options of {@link Outbox}. */
 export interface OutboxOptions<Tx = unknown> extends MessageLimits {
@@ -39,6 +40,18 @@ export interface OutboxOptions<Tx = unknown> extends MessageLimits {
    * @example new Outbox({ store, ambientTransaction: () => cls.get('tx') })
    */
   ambientTransaction?: AmbientTransaction<Tx>;
+  /**
+   * Copy the active OpenTelemetry trace context into each message's headers at `enqueue`
+   * (`traceparent`, `tracestate`, through the registered propagator), so the relay's publish
+   * span and the consumer's span continue the trace (docs/tracing.md). A message that sets its
+   * own `traceparent` keeps it. Does nothing when `@opentelemetry/api` is not installed or no
+   * span is active. The SQL API (`<schema>.enqueue(…)`) has no such context: pass the headers
+   * yourself there.
+   *
+   * @default true
+   * @example new Outbox({ store, traceContext: false })
+   */
+  traceContext?: boolean;
 }
 
 const outboxOptionsSchema = optionsSchema<OutboxOptions>()('Outbox', {
@@ -58,6 +71,7 @@ const outboxOptionsSchema = optionsSchema<OutboxOptions>()('Outbox', {
   ),
   // Left out, encodeMessage applies DEFAULT_ACK_TOPIC; checked as a topic there too.
   ackTopic: string({ expected: `a topic of 1 to ${MAX_TOPIC_BYTES} bytes` }),
+  traceContext: boolean({ default: true }),
 });
 
 /** Most messages one INSERT carries; larger arrays are split into several statements. */
@@ -100,9 +114,12 @@ export class Outbox<Tx = unknown> {
   readonly #limits: MessageLimits;
   readonly #requireTransaction: ((executor: SqlExecutor) => Promise<void>) | undefined;
   readonly #ambient: (() => Tx | undefined) | undefined;
+  readonly #traceContext: boolean;
 
   constructor(options: OutboxOptions<Tx>) {
-    const { requireTransaction, maxPayloadBytes, ackTopic } = outboxOptionsSchema.resolve(options);
+    const { requireTransaction, maxPayloadBytes, ackTopic, traceContext } =
+      outboxOptionsSchema.resolve(options);
+    this.#traceContext = traceContext;
     this.#ambient = options.ambientTransaction ? ambientGetter(options.ambientTransaction) : undefined;
     const store = options.store;
     const check = store.requireTransaction;
@@ -190,7 +207,8 @@ export class Outbox<Tx = unknown> {
     input: MessageInput | readonly MessageInput[],
     options: EnqueueOptions = {},
   ): Promise<string | string[]> {
-    const list = Array.isArray(input) ? (input as readonly MessageInput[]) : [input as MessageInput];
+    const given = Array.isArray(input) ? (input as readonly MessageInput[]) : [input as MessageInput];
+    const list = this.#traceContext ? withTraceContext(given) : given;
     const members = this.encode(list);
     const atomic = options.atomic ?? false;
     if (typeof atomic !== 'boolean') {

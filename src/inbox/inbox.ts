@@ -7,6 +7,7 @@ import { Outbox } from '../core/outbox.js';
 import type { InboxPort, OutboxStore } from '../core/ports.js';
 import type { JsonValue, ReceivedMessage } from '../core/types.js';
 import { isUuid } from '../core/uuid.js';
+import { withProcessSpan } from '../tracing/process-span.js';
 
 /** The message type of acknowledgements; their payload is an `AckReceipt`. */
 export const ACK_MESSAGE_TYPE = 'mailroom.ack';
@@ -168,7 +169,9 @@ export class Inbox<Tx = unknown> {
    * together. A copy of a message already processed returns `{ status: 'duplicate' }` without
    * running the handler; a copy arriving while another is being handled waits for that one's
    * outcome. A handler that throws rolls back the record and its effects and rethrows, so the
-   * message can be retried.
+   * message can be retried. With `@opentelemetry/api` installed, it runs in a CONSUMER span
+   * `process <topic>` that continues the message's trace (`traceparent`), unless a consumer's
+   * span for this message is active already (docs/tracing.md).
    */
   async handle<T>(
     message: ReceivedMessage,
@@ -189,6 +192,20 @@ export class Inbox<Tx = unknown> {
       );
     }
     const ackTo = message.ackTo ?? message.headers?.[ACK_TO_HEADER] ?? null;
+    // A consumer's run has its process span already; called on its own, the inbox starts one.
+    return withProcessSpan(
+      message,
+      { consumer: this.consumer },
+      () => this.#handle(message, handler, ackTo),
+      (result) => result.status,
+    );
+  }
+
+  #handle<T>(
+    message: ReceivedMessage,
+    handler: (tx: Tx, context: InboxContext) => Promise<T>,
+    ackTo: string | null,
+  ): Promise<InboxResult<T>> {
     const port = this.#port;
     return port.transaction(async (tx) => {
       const executor = this.store.executor(tx);
