@@ -11,6 +11,7 @@ import type {
   DeadLetterFilter,
   OutboxStats,
   OutboxStore,
+  RelayInfo,
   Transport,
 } from '../core/ports.js';
 import { AdminRequestError, isAdminRequestError } from './admin-request-error.js';
@@ -28,6 +29,7 @@ import type {
   TopicsResponse,
   TransportState,
 } from './api-types.js';
+import { DASHBOARD_ASSETS } from './dashboard/assets.js';
 import { HistoryBuffer } from './history.js';
 import { HTML_HEADERS, readJsonBody, send, sendError, sendJson } from './http.js';
 import { RelayView, type AdminRelay } from './relay-view.js';
@@ -218,7 +220,7 @@ export class AdminServer {
   readonly #registry: MetricsRegistry | undefined;
   readonly #relay: RelayView | undefined;
   readonly #transport: Transport | undefined;
-  #dashboard: ReadonlyMap<string, DashboardAsset> | undefined;
+  readonly #dashboard: ReadonlyMap<string, DashboardAsset>;
   readonly #allowedHosts: Set<string>;
   readonly #historyIntervalMs: number;
   readonly #history: HistoryBuffer;
@@ -315,7 +317,7 @@ export class AdminServer {
     }
     this.#registry = options.registry;
     this.#transport = options.transport;
-    this.#dashboard = options.dashboard;
+    this.#dashboard = options.dashboard ?? DASHBOARD_ASSETS;
     this.#allowedHosts = new Set((options.allowedHosts ?? []).map((h) => h.toLowerCase()));
     this.#historyIntervalMs = positive('historyIntervalMs', options.historyIntervalMs, 5000);
     this.#history = new HistoryBuffer(
@@ -343,7 +345,6 @@ export class AdminServer {
   async start(): Promise<AdminServerAddress> {
     if (this.#address) return this.#address;
     if (this.#closing) throw new ConfigError('start', 'this AdminServer was closed; create a new one');
-    if (this.#dashboard === undefined) this.#dashboard = await loadDashboard();
     const server = createServer({
       requestTimeout: this.#requestTimeoutMs + 5000,
       headersTimeout: this.#requestTimeoutMs,
@@ -695,7 +696,7 @@ export class AdminServer {
         },
       );
     }
-    const asset = this.#dashboard?.get(path);
+    const asset = this.#dashboard.get(path);
     if (!asset) {
       throw new AdminRequestError(
         404,
@@ -882,18 +883,21 @@ export class AdminServer {
 
   async #relays(res: ServerResponse, url: URL): Promise<void> {
     const source = this.#source(queryParams(url.searchParams, ['source']).get('source'));
-    const store = source.store as OutboxStore & { listRelays?: () => Promise<unknown[]> };
-    let relays;
+    const store = source.store;
+    // This process's relay always shows, also before (or without) its presence row.
+    const own = this.#relay?.rows(source.name, this.#version) ?? [];
+    let relays = own;
     if (typeof store.listRelays === 'function') {
       const rows = await this.#cached(`relays:${source.name}`, () =>
         within(
-          (store.listRelays as () => Promise<unknown[]>).call(store),
+          (store.listRelays as () => Promise<RelayInfo[]>).call(store),
           this.#storeTimeoutMs,
           `the database of source ${shown(source.name)}`,
         ),
       );
-      relays = rows.map(relayRowJson);
-    } else relays = this.#relay?.rows(source.name, this.#version) ?? [];
+      const listed = rows.map(relayRowJson);
+      relays = [...listed, ...own.filter((r) => !listed.some((l) => l.owner === r.owner))];
+    }
     const body: RelaysResponse = { relays };
     sendJson(res, 200, body);
   }
@@ -1046,16 +1050,4 @@ function clientError(err: NodeJS.ErrnoException, socket: Socket): void {
       'Content-Type: application/json; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\n' +
       `Connection: close\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
   );
-}
-
-/** The dashboard built into the package, when it is there. */
-async function loadDashboard(): Promise<ReadonlyMap<string, DashboardAsset>> {
-  // A variable specifier: the dashboard module is optional at build time.
-  const specifier = './dashboard/assets.js';
-  try {
-    const mod = (await import(specifier)) as { DASHBOARD_ASSETS?: ReadonlyMap<string, DashboardAsset> };
-    return mod.DASHBOARD_ASSETS ?? new Map();
-  } catch {
-    return new Map();
-  }
 }

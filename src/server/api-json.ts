@@ -1,4 +1,4 @@
-import type { AckRecord, OutboxStats } from '../core/ports.js';
+import type { AckRecord, OutboxStats, RelayInfo } from '../core/ports.js';
 import type { DeadLetter } from '../core/types.js';
 import type { AckRow, ApiOutboxStats, DeadLetterDetail, DeadLetterRow, RelayRow } from './api-types.js';
 
@@ -85,31 +85,18 @@ export function ackRow(record: AckRecord): AckRow {
   };
 }
 
-/**
- * A row of a store's relay presence table as JSON. Read field by field, so that a store's row
- * type (snake or camel case, Dates or strings) cannot put anything else into the response.
- */
-export function relayRowJson(row: unknown): RelayRow {
-  const r = (row ?? {}) as Record<string, unknown>;
-  const pick = (...keys: string[]) => keys.map((k) => r[k]).find((v) => v !== undefined && v !== null);
-  const str = (...keys: string[]) => {
-    const v = pick(...keys);
-    return typeof v === 'string' ? v : typeof v === 'number' ? String(v) : null;
-  };
-  const num = (...keys: string[]) => {
-    const v = Number(pick(...keys));
-    return Number.isFinite(v) ? v : null;
-  };
+/** A row of a store's relay presence table (`OutboxStore.listRelays`) as JSON. */
+export function relayRowJson(info: RelayInfo): RelayRow {
   return {
-    owner: str('owner') ?? '',
-    host: str('host', 'hostname'),
-    pid: num('pid'),
-    version: str('version'),
-    wakeup: str('wakeup'),
-    state: str('state') ?? 'unknown',
-    startedAt: iso(pick('startedAt', 'started_at')),
-    heartbeatAt: iso(pick('heartbeatAt', 'heartbeat_at')),
-    alive: pick('alive') === true,
-    inFlight: num('inFlight', 'in_flight', 'inFlightBatches') ?? 0,
+    owner: info.owner,
+    host: info.host,
+    pid: info.pid,
+    version: info.version,
+    wakeup: info.wakeup,
+    state: info.state,
+    startedAt: iso(info.startedAt),
+    heartbeatAt: iso(info.heartbeatAt),
+    alive: info.alive,
+    inFlight: info.inFlight.messages,
   };
 }
