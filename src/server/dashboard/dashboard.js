@@ -317,8 +317,13 @@ function drawChart(figure, series, unitLabel) {
     // A gap (null) ends one polyline and the next value starts another.
     let run = [];
     const flush = () => {
-      if (run.length === 1) run.push(run[0]);
-      if (run.length > 0) nodes.push(svg('polyline', { points: run.join(' '), class: `line s${i}` }));
+      if (run.length === 1) {
+        // A lone value between gaps has no line to draw: a dot shows it.
+        const [cx, cy] = run[0].split(',');
+        nodes.push(svg('circle', { cx, cy, r: 3, class: `dot f${i}` }));
+      } else if (run.length > 1) {
+        nodes.push(svg('polyline', { points: run.join(' '), class: `line s${i}` }));
+      }
       run = [];
     };
     for (const p of s.values) {
