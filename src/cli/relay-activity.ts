@@ -1,4 +1,5 @@
 import type { Logger } from '../core/logger.js';
+import { withLogFields } from '../core/logger.js';
 import type { OutboxStats } from '../core/ports.js';
 import type { Relay, RelayEvents } from '../core/relay.js';
 import { settlesWithin } from './shutdown-deadline.js';
@@ -42,18 +43,21 @@ function errorText(error: unknown): string {
 }
 
 /**
- * The logger to give the relay: its lines about one message (they carry the message's `id` and
- * `topic`: a dead letter) are written at `debug`, since {@link RelayActivityLog} reports them once
- * per topic, with what to do, and counts the rest. Everything else passes unchanged.
+ * The logger to give the relay: its lines carry `component: 'relay'`, and its lines about one
+ * message (they carry the message's `id` or `messageId`, and `topic`: a dead letter) are written
+ * at `debug`, since {@link RelayActivityLog} reports them once per topic, with what to do, and
+ * counts the rest. Everything else passes unchanged.
  */
 export function relayLogger(logger: Logger): Logger {
+  const relay = withLogFields(logger, { component: 'relay' });
   const aboutOneMessage = (fields: Record<string, unknown> | undefined) =>
-    typeof fields?.id === 'string' && typeof fields.topic === 'string';
+    (typeof fields?.id === 'string' || typeof fields?.messageId === 'string') &&
+    typeof fields.topic === 'string';
   return {
-    debug: (m, f) => logger.debug(m, f),
-    info: (m, f) => logger.info(m, f),
-    warn: (m, f) => (aboutOneMessage(f) ? logger.debug(m, f) : logger.warn(m, f)),
-    error: (m, f) => logger.error(m, f),
+    debug: (m, f) => relay.debug(m, f),
+    info: (m, f) => relay.info(m, f),
+    warn: (m, f) => (aboutOneMessage(f) ? relay.debug(m, f) : relay.warn(m, f)),
+    error: (m, f) => relay.error(m, f),
   };
 }
 
@@ -86,7 +90,12 @@ export class RelayActivityLog {
   #statsPending = false;
 
   constructor(options: RelayActivityLogOptions) {
-    this.#o = { progressEveryMs: 10_000, statsTimeoutMs: 2000, ...options };
+    this.#o = {
+      progressEveryMs: 10_000,
+      statsTimeoutMs: 2000,
+      ...options,
+      logger: withLogFields(options.logger, { component: 'relay' }),
+    };
   }
 
   start(): void {
@@ -94,6 +103,7 @@ export class RelayActivityLog {
     this.#unsubscribe.push(
       relay.on('relay:batch:settled', (e) => {
         logger.debug('batch settled', {
+          event: 'batch_settled',
           count: e.count,
           delivered: e.delivered,
           released: e.released,
@@ -106,11 +116,12 @@ export class RelayActivityLog {
       }),
       relay.on('relay:message:retry', (e) => {
         logger.debug('delivery failed; will retry', {
-          id: e.message.id,
+          event: 'message_retry',
+          messageId: e.message.id,
           topic: e.message.topic,
           attempt: e.message.attempts,
           delayMs: e.delayMs,
-          error: e.error.message,
+          error: e.error,
         });
         this.#add({ retried: 1 });
         this.#lastError = e.error.message;
@@ -118,14 +129,23 @@ export class RelayActivityLog {
         topic.retried++;
         if (topic.retried === 1 && topic.dead === 0) {
           logger.warn(`messages of topic ${JSON.stringify(e.message.topic)} fail and are retried`, {
+            event: 'topic_failing',
             topic: e.message.topic,
-            error: e.error.message,
+            messageId: e.message.id,
+            error: e.error,
             attempt: e.message.attempts,
             delayMs: e.delayMs,
           });
         }
       }),
       relay.on('relay:message:dead', (e) => {
+        logger.debug('message dead-lettered', {
+          event: 'message_dead_lettered',
+          messageId: e.message.id,
+          topic: e.message.topic,
+          attempt: e.message.attempts,
+          error: e.error,
+        });
         this.#add({ dead: 1 });
         this.#lastError = e.error.message;
         const topic = this.#failingTopic(e.message.topic);
@@ -137,7 +157,7 @@ export class RelayActivityLog {
             `messages of topic ${JSON.stringify(t)} are being dead-lettered; ` +
               `\`mailroom dlq list --topic ${t}\` lists them, \`mailroom dlq replay --topic ${t} --yes\` ` +
               'sends them again once the cause is fixed',
-            { topic: t, id: e.message.id, error: e.error.message },
+            { event: 'topic_dead_lettering', topic: t, messageId: e.message.id, error: e.error },
           );
         }
       }),
@@ -146,11 +166,11 @@ export class RelayActivityLog {
         const error = errorText(e.error);
         this.#lastError = error;
         if (LOGGED_BY_RELAY.has(e.phase) || this.#errorPhasesLogged.has(e.phase)) {
-          logger.debug(`${e.phase} error`, { error });
+          logger.debug(`${e.phase} error`, { event: 'relay_error', phase: e.phase, error: e.error });
           return;
         }
         this.#errorPhasesLogged.add(e.phase);
-        logger.warn(`${e.phase} error`, { error });
+        logger.warn(`${e.phase} error`, { event: 'relay_error', phase: e.phase, error: e.error });
       }),
     );
     if (this.#o.progressEveryMs > 0) {
@@ -186,10 +206,11 @@ export class RelayActivityLog {
     if (!topic) return;
     this.#failing.delete(name);
     this.#o.logger.info(`messages of topic ${JSON.stringify(name)} are delivered again`, {
+      event: 'topic_recovered',
       topic: name,
       retried: topic.retried,
       dead: topic.dead,
-      failingMs: Date.now() - topic.since,
+      durationMs: Date.now() - topic.since,
     });
   }
 
@@ -221,6 +242,7 @@ export class RelayActivityLog {
         if (!active && this.#due === 0) return;
       }
       this.#o.logger.info('relay progress', {
+        event: 'relay_progress',
         ...counts,
         ...(stats
           ? {
@@ -229,7 +251,8 @@ export class RelayActivityLog {
               oldestAgeMs: stats.oldestAgeMs,
               deadLetters: stats.deadLetters,
             }
-          : { backlog: answered ? 'unknown (the read failed)' : 'unknown (the database did not answer)' }),
+          : // `backlog` stays a number in every line (log indexes type a field once): the reason is apart.
+            { backlogUnknown: answered ? 'the read failed' : 'the database did not answer' }),
         ...(this.#o.relay.transportAvailable ? {} : { transport: 'unavailable' }),
         ...(counts.retried + counts.dead + counts.errors > 0 && this.#lastError
           ? { lastError: this.#lastError }
