@@ -9,7 +9,7 @@ import { Outbox, type MessageInput } from '../src/core/index.js';
 import { formatDuration, parseDuration } from '../src/cli/duration.js';
 import { parseFlags, type OptionSpec } from '../src/cli/options.js';
 import { PostgresLedger } from '../src/stores/postgres/index.js';
-import { BIN, runCli, type CliResult } from './helpers/cli.js';
+import { BIN, inParallel, runCli, type CliResult } from './helpers/cli.js';
 import { DATABASE_URL, createTestDb, inTransaction, type TestDb } from './helpers/postgres.js';
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -94,20 +94,20 @@ describe('mailroom status, dlq and send', () => {
   }
 
   it('lists status, dlq and send in the main help, each with help of its own', async () => {
-    const r = await runCli(['--help']);
+    const [r, dlq, send, status] = await inParallel(
+      [['--help'], ['dlq', '--help'], ['help', 'send'], ['status', '-h']],
+      (args) => runCli(args),
+    );
     assert.equal(r.code, 0);
     for (const c of ['migrate', 'relay', 'status', 'dlq', 'send', 'version', 'help']) {
       assert.match(r.stdout, new RegExp(`\\n  ${c} `), c);
     }
-    const dlq = await runCli(['dlq', '--help']);
     assert.equal(dlq.code, 0);
     assert.match(dlq.stdout, /--older-than <duration>/);
     assert.match(dlq.stdout, /--id <uuid,…>.*\(repeatable\)/);
     assert.match(dlq.stdout, /replay .*purge/s);
-    const send = await runCli(['help', 'send']);
     assert.equal(send.code, 0);
     assert.match(send.stdout, /--header <name=value>/);
-    const status = await runCli(['status', '-h']);
     assert.equal(status.code, 0);
     assert.match(status.stdout, /--json/);
   });
@@ -143,7 +143,7 @@ describe('mailroom status, dlq and send', () => {
       payload: '{"id":1,"total":9.5}',
     });
 
-    const json = await cli(['status', '--json']);
+    const [json, table] = await inParallel([['status', '--json'], ['status']], cli);
     assert.equal(json.code, 0, json.stderr);
     const status = JSON.parse(json.stdout);
     assert.deepEqual(Object.keys(status), [
@@ -179,7 +179,6 @@ describe('mailroom status, dlq and send', () => {
     assert.equal(typeof status.oldestAgeMs, 'number');
     assert.deepEqual(status.topics, [{ topic: 'orders', backlog: 1, deadLetters: 0 }]);
 
-    const table = await cli(['status']);
     assert.equal(table.code, 0, table.stderr);
     assert.match(table.stdout, /backlog\s+1/);
     assert.match(table.stdout, /oldest\s+\d+(ms|\.\ds)/);
@@ -199,13 +198,18 @@ describe('mailroom status, dlq and send', () => {
     assert.deepEqual(row.rows[0], { content_type: 'application/json', payload: exact });
 
     await deadLetterEverything();
-    const json = await cli(['dlq', 'show', id, '--json']);
+    const [json, list, text] = await inParallel(
+      [
+        ['dlq', 'show', id, '--json'],
+        ['dlq', 'list', '--json'],
+        ['dlq', 'show', id],
+      ],
+      cli,
+    );
     assert.equal(json.code, 0, json.stderr);
     assert.equal(JSON.parse(json.stdout).payloadEncoding, 'json');
     assert.ok(json.stdout.includes(`"payload":${exact}`), json.stdout);
-    const list = await cli(['dlq', 'list', '--json']);
     assert.ok(list.stdout.includes(`"payload":${exact}`), list.stdout);
-    const text = await cli(['dlq', 'show', id]);
     assert.match(text.stdout, /\n {2}"id": 12345678901234567890123,\n {2}"price": 0\.10000000000000000555,/);
   });
 
@@ -215,13 +219,12 @@ describe('mailroom status, dlq and send', () => {
        SELECT gen_random_uuid(), 'bulk', '\\x31' FROM generate_series(1, 120000)`,
     );
     await db.pool.query(`ANALYZE "${db.schema}".outbox`);
-    const json = await cli(['status', '--json']);
+    const [json, table] = await inParallel([['status', '--json'], ['status']], cli);
     assert.equal(json.code, 0, json.stderr);
     const status = JSON.parse(json.stdout);
     assert.equal(status.approximate, true);
     assert.deepEqual(status.estimated, ['backlog', 'topics']);
     assert.ok(Math.abs(status.backlog - 120_000) < 12_000, `about 120000, got ${status.backlog}`);
-    const table = await cli(['status']);
     assert.equal(table.code, 0, table.stderr);
     assert.match(table.stdout, /backlog\s+~\d+/);
     assert.match(table.stdout, /in flight\s+0\n/);
@@ -231,30 +234,27 @@ describe('mailroom status, dlq and send', () => {
 
   it('shows in status whether the verify ledger is recording enqueues', async () => {
     const ledger = new PostgresLedger(db.pool, db.schema);
-    const off = await cli(['status', '--json']);
+    const [off, offTable] = await inParallel([['status', '--json'], ['status']], cli);
     assert.equal(off.code, 0, off.stderr);
     assert.equal(JSON.parse(off.stdout).verifyLedger, false);
-    assert.match((await cli(['status'])).stdout, /\nverify ledger off\n/);
+    assert.match(offTable.stdout, /\nverify ledger off\n/);
     await ledger.setEnabled(true);
     try {
-      assert.equal(JSON.parse((await cli(['status', '--json'])).stdout).verifyLedger, true);
-      assert.match(
-        (await cli(['status'])).stdout,
-        /\nverify ledger on {2}\(every enqueue is recorded .*verify stop/,
-      );
+      const [on, onTable] = await inParallel([['status', '--json'], ['status']], cli);
+      assert.equal(JSON.parse(on.stdout).verifyLedger, true);
+      assert.match(onTable.stdout, /\nverify ledger on {2}\(every enqueue is recorded .*verify stop/);
     } finally {
       await ledger.setEnabled(false);
     }
   });
 
   it('reports an empty outbox with no oldest age', async () => {
-    const r = await cli(['status', '--json']);
+    const [r, table] = await inParallel([['status', '--json'], ['status']], cli);
     assert.equal(r.code, 0, r.stderr);
     const status = JSON.parse(r.stdout);
     assert.equal(status.backlog, 0);
     assert.equal(status.oldestAgeMs, null);
     assert.deepEqual(status.topics, []);
-    const table = await cli(['status']);
     assert.match(table.stdout, /oldest\s+-/);
   });
 
@@ -262,13 +262,15 @@ describe('mailroom status, dlq and send', () => {
     const dir = mkdtempSync(join(tmpdir(), 'mailroom-send-'));
     const file = join(dir, 'payload.json');
     writeFileSync(file, '{"from":"file"}\n');
-    const fromFile = await cli(['send', '--topic', 'f', '--payload-file', file]);
+    const [fromFile, fromStdin] = await Promise.all([
+      cli(['send', '--topic', 'f', '--payload-file', file]),
+      runCliWithInput(
+        ['send', '--topic', 's', '--delay', '1h', '--schema', db.schema],
+        '["from","stdin"]',
+        env,
+      ),
+    ]);
     assert.equal(fromFile.code, 0, fromFile.stderr);
-    const fromStdin = await runCliWithInput(
-      ['send', '--topic', 's', '--delay', '1h', '--schema', db.schema],
-      '["from","stdin"]',
-      env,
-    );
     assert.equal(fromStdin.code, 0, fromStdin.stderr);
     const rows = await db.pool.query(
       `SELECT topic, convert_from(payload, 'UTF8') AS payload, available_at > now() + interval '50 minutes' AS later
@@ -294,8 +296,9 @@ describe('mailroom status, dlq and send', () => {
       [['--topic', 't', '--payload', '1', '--delay', 'soon'], /--delay must be a duration/],
       [['--topic', 't'], /no payload: pass --payload/],
     ];
-    for (const [args, message] of cases) {
-      const r = await cli(['send', ...args]);
+    const results = await inParallel(cases, ([args]) => cli(['send', ...args]));
+    for (const [i, [args, message]] of cases.entries()) {
+      const r = results[i] as CliResult;
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, message);
       oneLine(r);
@@ -309,7 +312,36 @@ describe('mailroom status, dlq and send', () => {
       { topic: 'billing', key: 'k2', payload: { n: 2 } },
       { topic: 'shipping', key: 'k1', payload: { n: 3 } },
     ]);
-    const table = await cli(['dlq', 'list']);
+    const idsOf = (r: CliResult) => {
+      assert.equal(r.code, 0, r.stderr);
+      return (JSON.parse(r.stdout) as Array<{ id: string }>).map((d) => d.id).sort();
+    };
+    // The table and the filters before any dead letter is old, side by side.
+    const filtered: Array<[string[], Array<string | undefined>, string?]> = [
+      [[], [a1, a2, b1]],
+      [
+        ['--topic', 'billing'],
+        [a1, a2],
+      ],
+      [
+        ['--key', 'k1'],
+        [a1, b1],
+      ],
+      [['--topic', 'billing', '--key', 'k1'], [a1]],
+      [
+        ['--id', `${a1},${b1}`],
+        [a1, b1],
+      ],
+      [
+        ['--id', a1 as string, '--id', (b1 as string).toUpperCase()],
+        [a1, b1],
+      ],
+      [['--older-than', '1h'], [], 'they died just now'],
+    ];
+    const [table, ...found] = await inParallel(
+      [['dlq', 'list'], ...filtered.map(([args]) => ['dlq', 'list', '--json', ...args])],
+      cli,
+    );
     assert.equal(table.code, 0, table.stderr);
     const lines = table.stdout.trim().split('\n');
     assert.match(lines[0] ?? '', /^ID\s+TOPIC\s+KEY\s+ATTEMPTS\s+DEAD AT\s+LAST ERROR$/);
@@ -320,30 +352,25 @@ describe('mailroom status, dlq and send', () => {
         `${a1}\\s+billing\\s+k1\\s+1\\s+\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\dZ\\s+broker says no`,
       ),
     );
-
-    const ids = async (args: string[]) => {
-      const r = await cli(['dlq', 'list', '--json', ...args]);
-      assert.equal(r.code, 0, r.stderr);
-      return (JSON.parse(r.stdout) as Array<{ id: string }>).map((d) => d.id).sort();
-    };
-    assert.deepEqual(await ids([]), [a1, a2, b1].sort());
-    assert.deepEqual(await ids(['--topic', 'billing']), [a1, a2].sort());
-    assert.deepEqual(await ids(['--key', 'k1']), [a1, b1].sort());
-    assert.deepEqual(await ids(['--topic', 'billing', '--key', 'k1']), [a1]);
-    assert.deepEqual(await ids(['--id', `${a1},${b1}`]), [a1, b1].sort());
-    assert.deepEqual(
-      await ids(['--id', a1 as string, '--id', (b1 as string).toUpperCase()]),
-      [a1, b1].sort(),
-    );
-    assert.deepEqual(await ids(['--older-than', '1h']), [], 'they died just now');
+    for (const [i, [args, expected, why]] of filtered.entries()) {
+      assert.deepEqual(idsOf(found[i] as CliResult), [...expected].sort(), why ?? args.join(' '));
+    }
     await db.pool.query(
       `UPDATE "${db.schema}".dead_letter SET dead_at = now() - interval '3 days' WHERE id = $1`,
       [a2],
     );
-    assert.deepEqual(await ids(['--older-than', '2d']), [a2]);
-    assert.deepEqual(await ids(['--limit', '1']), [a2], 'oldest first');
+    const [older, limited, json, none] = await inParallel(
+      [
+        ['dlq', 'list', '--json', '--older-than', '2d'],
+        ['dlq', 'list', '--json', '--limit', '1'],
+        ['dlq', 'list', '--json', '--id', a1 as string],
+        ['dlq', 'list', '--topic', 'nothing'],
+      ],
+      cli,
+    );
+    assert.deepEqual(idsOf(older as CliResult), [a2]);
+    assert.deepEqual(idsOf(limited as CliResult), [a2], 'oldest first');
 
-    const json = await cli(['dlq', 'list', '--json', '--id', a1 as string]);
     const [entry] = JSON.parse(json.stdout);
     assert.deepEqual(Object.keys(entry), [
       'id',
@@ -362,7 +389,6 @@ describe('mailroom status, dlq and send', () => {
     assert.equal(entry.lastError, 'broker says no');
     assert.deepEqual(entry.payload, { n: 1 });
 
-    const none = await cli(['dlq', 'list', '--topic', 'nothing']);
     assert.equal(none.code, 0);
     assert.equal(none.stdout.trim(), 'no dead letters match');
   });
@@ -381,7 +407,16 @@ describe('mailroom status, dlq and send', () => {
       ],
       'rejected\nby the broker',
     );
-    const text = await cli(['dlq', 'show', jsonId as string]);
+    const [text, bytes, json, missing, bad] = await inParallel(
+      [
+        ['dlq', 'show', jsonId as string],
+        ['dlq', 'show', bytesId as string],
+        ['dlq', 'show', bytesId as string, '--json'],
+        ['dlq', 'show', '01900000-0000-7000-8000-000000000000'],
+        ['dlq', 'show', 'not-an-id'],
+      ],
+      cli,
+    );
     assert.equal(text.code, 0, text.stderr);
     assert.match(text.stdout, new RegExp(`id\\s+${jsonId}`));
     assert.match(text.stdout, /type\s+thing\.happened/);
@@ -389,21 +424,17 @@ describe('mailroom status, dlq and send', () => {
     assert.match(text.stdout, /last error\n {2}rejected\nby the broker/);
     assert.match(text.stdout, /payload \(JSON\)\n\{\n {2}"hello": "world"\n\}/);
 
-    const bytes = await cli(['dlq', 'show', bytesId as string]);
     assert.equal(bytes.code, 0, bytes.stderr);
     assert.match(bytes.stdout, /payload \(base64, 4 bytes\)\nAAEC\+g==/);
 
-    const json = await cli(['dlq', 'show', bytesId as string, '--json']);
     const shown = JSON.parse(json.stdout);
     assert.equal(shown.id, bytesId);
     assert.equal(shown.contentType, 'application/octet-stream');
     assert.equal(shown.payloadEncoding, 'base64');
     assert.equal(shown.payload, 'AAEC+g==');
 
-    const missing = await cli(['dlq', 'show', '01900000-0000-7000-8000-000000000000']);
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /no dead letter with id 01900000-0000-7000-8000-000000000000/);
-    const bad = await cli(['dlq', 'show', 'not-an-id']);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /"not-an-id" is not a UUID/);
   });
@@ -517,12 +548,18 @@ describe('mailroom status, dlq and send', () => {
 
   it('refuses to replay or purge without --yes when stdin is not a terminal', async () => {
     await makeDeadLetters([{ topic: 't', payload: 1 }]);
-    for (const action of ['replay', 'purge']) {
-      const r = await cli(['dlq', action]);
+    const actions = ['replay', 'purge'];
+    const answers = await inParallel(actions, (action) =>
+      Promise.all([
+        cli(['dlq', action]),
+        runCliWithInput(['dlq', action, '--schema', db.schema], 'y\n', env),
+      ]),
+    );
+    for (const [i, action] of actions.entries()) {
+      const [r, piped] = answers[i] as [CliResult, CliResult];
       assert.equal(r.code, 2, r.stderr);
       assert.match(r.stderr, new RegExp(`dlq ${action} .*stdin is not a terminal.*pass --yes`));
       oneLine(r);
-      const piped = await runCliWithInput(['dlq', action, '--schema', db.schema], 'y\n', env);
       assert.equal(piped.code, 2, 'a "y" piped in is not a confirmation');
     }
     assert.equal(await db.count('dead_letter'), 1, 'nothing changed');
@@ -578,8 +615,9 @@ describe('mailroom status, dlq and send', () => {
       [['dlq', 'list', 'extra'], /dlq list takes no arguments/],
       [['dlq', 'show'], /dlq show needs the id/],
     ];
-    for (const [args, message] of cases) {
-      const r = await cli(args);
+    const results = await inParallel(cases, ([args]) => cli(args));
+    for (const [i, [args, message]] of cases.entries()) {
+      const r = results[i] as CliResult;
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, message);
       oneLine(r);
@@ -593,16 +631,16 @@ describe('mailroom status, dlq and send', () => {
       `'; DROP TABLE "${db.schema}".dead_letter; --`,
       `t"; DELETE FROM "${db.schema}".outbox; --`,
     ];
-    for (const value of injections) {
-      for (const flag of ['--topic', '--key']) {
-        const list = await cli(['dlq', 'list', flag, value]);
-        assert.equal(list.code, 0, list.stderr);
-        assert.equal(list.stdout.trim(), 'no dead letters match');
-        const purge = await cli(['dlq', 'purge', '--yes', flag, value]);
-        assert.equal(purge.code, 0, purge.stderr);
-        assert.equal(purge.stdout.trim(), 'no dead letters match');
-      }
-    }
+    // Each value as each flag: listed, then purged; the pairs side by side.
+    const pairs = injections.flatMap((value) => ['--topic', '--key'].map((flag) => [flag, value]));
+    await inParallel(pairs, async ([flag, value]) => {
+      const list = await cli(['dlq', 'list', flag as string, value as string]);
+      assert.equal(list.code, 0, list.stderr);
+      assert.equal(list.stdout.trim(), 'no dead letters match');
+      const purge = await cli(['dlq', 'purge', '--yes', flag as string, value as string]);
+      assert.equal(purge.code, 0, purge.stderr);
+      assert.equal(purge.stdout.trim(), 'no dead letters match');
+    });
     assert.equal(await db.count('dead_letter'), 1, 'the dead letter is still there');
     const sent = await cli([
       'send',
@@ -620,13 +658,15 @@ describe('mailroom status, dlq and send', () => {
 
   it('says the database is unreachable, with exit code 1 and without printing the password', async () => {
     const url = 'postgres://me:hunter2@127.0.0.1:1/db';
-    for (const args of [
+    const commands = [
       ['status'],
       ['dlq', 'list'],
       ['dlq', 'purge', '--yes'],
       ['send', '--topic', 't', '--payload', '1'],
-    ]) {
-      const r = await runCli([...args, '--database-url', url]);
+    ];
+    const results = await inParallel(commands, (args) => runCli([...args, '--database-url', url]));
+    for (const [i, args] of commands.entries()) {
+      const r = results[i] as CliResult;
       assert.equal(r.code, 1, `${args.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, /cannot reach PostgreSQL at 127\.0\.0\.1:1: nothing accepts connections there/);
       assert.doesNotMatch(r.stderr, /hunter2/);
@@ -645,13 +685,17 @@ describe('mailroom status, dlq and send', () => {
     const { port } = silent.address() as AddressInfo;
     const url = `postgres://me:hunter2@127.0.0.1:${port}/db`;
     try {
-      for (const args of [
+      const commands = [
         ['status'],
         ['dlq', 'list'],
         ['send', '--topic', 't', '--payload', '1'],
         ['verify', 'check', '--transport', 'amqp://guest:guest@127.0.0.1:5672'],
-      ]) {
-        const r = await runCli([...args, '--database-url', url, '--connect-timeout-ms', '300'], {}, 15_000);
+      ];
+      const results = await inParallel(commands, (args) =>
+        runCli([...args, '--database-url', url, '--connect-timeout-ms', '300'], {}, 15_000),
+      );
+      for (const [i, args] of commands.entries()) {
+        const r = results[i] as CliResult;
         assert.equal(r.code, 1, `${args.join(' ')}: ${r.stderr}`);
         assert.match(
           r.stderr,
@@ -667,8 +711,12 @@ describe('mailroom status, dlq and send', () => {
   });
 
   it('tells the user to run migrate when the schema is missing', async () => {
-    for (const args of [['status'], ['dlq', 'list'], ['send', '--topic', 't', '--payload', '1']]) {
-      const r = await runCli([...args, '--schema', 'no_such_schema'], env);
+    const commands = [['status'], ['dlq', 'list'], ['send', '--topic', 't', '--payload', '1']];
+    const results = await inParallel(commands, (args) =>
+      runCli([...args, '--schema', 'no_such_schema'], env),
+    );
+    for (const [i, args] of commands.entries()) {
+      const r = results[i] as CliResult;
       assert.equal(r.code, 1, `${args.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, /run `npx mailroom migrate --schema no_such_schema`/);
     }

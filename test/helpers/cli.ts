@@ -52,3 +52,33 @@ export async function stopCli(child: ChildProcess): Promise<number | null> {
   clearTimeout(timer);
   return code;
 }
+
+/**
+ * Runs `fn` on every item, at most `limit` at a time, and resolves with the results in the
+ * items' order once all have finished; rejects with the first failure, also only once all have
+ * finished (no command is left running behind a failed test). For independent commands of one
+ * test: each `node bin/mailroom.js` spends a few hundred ms starting, mostly waiting on nothing
+ * that the next command needs.
+ */
+export async function inParallel<L extends readonly unknown[] | [], R>(
+  items: L,
+  fn: (item: L[number], index: number) => Promise<R>,
+  limit = 4,
+): Promise<{ -readonly [K in keyof L]: R }> {
+  const results = new Array<PromiseSettledResult<R>>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      try {
+        results[i] = { status: 'fulfilled', value: await fn(items[i], i) };
+      } catch (reason) {
+        results[i] = { status: 'rejected', reason };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  return results.map((r) => (r as PromiseFulfilledResult<R>).value) as { -readonly [K in keyof L]: R };
+}
