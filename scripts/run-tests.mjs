@@ -4,7 +4,8 @@
 //   node scripts/run-tests.mjs test/relay      only files under these paths
 //   node scripts/run-tests.mjs --faults        the fault-injection suite
 import { spawn } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join, relative } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -68,6 +69,24 @@ const preload = faults ? [] : ['--import', './test/helpers/leak-guard-register.t
 // A test that hangs (a broken acknowledgement path can wait forever for a delivery) fails after
 // this long instead of holding CI to its limit.
 const timeoutMs = process.env.TEST_TIMEOUT_MS ?? (faults ? '1800000' : '600000');
+/**
+ * The machine's CPU time so far, from /proc/stat (Linux; null elsewhere): all of it, and the part
+ * its cores sat idle. Over the run this says whether the cores were the limit (little idle: more
+ * concurrency would not help) or the tests mostly waited (much idle: TEST_CONCURRENCY could go up).
+ * The database and brokers count too, which a process's own CPU time would leave out.
+ */
+function cpuTicks() {
+  try {
+    const [cpu] = readFileSync('/proc/stat', 'utf8').split('\n');
+    const ticks = cpu.trim().split(/\s+/).slice(1).map(Number);
+    return { total: ticks.reduce((a, b) => a + b, 0), idle: ticks[3] + ticks[4] };
+  } catch {
+    return null;
+  }
+}
+
+const startTicks = cpuTicks();
+const startedAt = Date.now();
 const child = spawn(
   process.execPath,
   [
@@ -86,4 +105,14 @@ const child = spawn(
   ],
   { cwd: root, stdio: 'inherit' },
 );
-child.on('exit', (code, signal) => process.exit(signal ? 1 : (code ?? 1)));
+child.on('exit', (code, signal) => {
+  const endTicks = cpuTicks();
+  if (startTicks && endTicks && endTicks.total > startTicks.total) {
+    const busy = 1 - (endTicks.idle - startTicks.idle) / (endTicks.total - startTicks.total);
+    console.log(
+      `${((Date.now() - startedAt) / 1000).toFixed(0)} s on ${availableParallelism()} cores, ` +
+        `${(busy * 100).toFixed(0)}% busy (the whole machine, at concurrency ${concurrency})`,
+    );
+  }
+  process.exit(signal ? 1 : (code ?? 1));
+});
