@@ -4,7 +4,17 @@ import type { OutboxMessage } from './types.js';
 export interface RelayEvents {
   'relay:started': { owner: string; wakeup: 'notify' | 'poll' | 'replication' };
   'relay:stopped': { owner: string; abandoned: number };
-  'relay:batch:claimed': { count: number; leaseToken: string };
+  'relay:batch:claimed': {
+    count: number;
+    leaseToken: string;
+    /**
+     * How long the claim statement took, in milliseconds; null for a batch the message source
+     * (the transaction log) leased ahead of time.
+     */
+    claimMs: number | null;
+  };
+  /** A claim found nothing due (polls while idle, the backstop claim). Emitted only to listeners. */
+  'relay:claim:empty': { claimMs: number };
   'relay:batch:settled': {
     count: number;
     delivered: number;

@@ -21,8 +21,17 @@ export const SOURCE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 
 /** Relay options a source may set for itself; the rest are the group's. */
 export type RelayGroupSourceOverrides = Partial<
-  Omit<RelayOptions, 'store' | 'transport' | 'signal' | 'logger' | 'clock'>
+  Omit<RelayOptions, 'store' | 'transport' | 'signal' | 'logger' | 'clock' | 'metrics'>
 >;
+
+/**
+ * Watches a relay group while it runs: `RelayMetrics` from `mailroom/metrics` is one (see
+ * {@link RelayObserver} for a single relay).
+ */
+export interface RelayGroupObserver {
+  /** Starts watching `group` (every source, by name); returns the function that stops. */
+  observe(group: RelayGroup): () => void;
+}
 
 /** One database (or schema) a {@link RelayGroup} relays from. */
 export interface RelayGroupSource extends RelayGroupSourceOverrides {
@@ -36,7 +45,7 @@ export interface RelayGroupSource extends RelayGroupSourceOverrides {
 }
 
 /** Options of {@link RelayGroup}: the shared relay options, the sources, the shared transport. */
-export interface RelayGroupOptions extends Omit<RelayOptions, 'store' | 'source' | 'owner'> {
+export interface RelayGroupOptions extends Omit<RelayOptions, 'store' | 'source' | 'owner' | 'metrics'> {
   /** The sources, each with its store and the relay options it sets for itself. At least one. */
   sources: readonly RelayGroupSource[];
   /**
@@ -49,6 +58,11 @@ export interface RelayGroupOptions extends Omit<RelayOptions, 'store' | 'source'
    *   other source has a batch out
    */
   maxInFlightBatches?: number;
+  /**
+   * Watches the group from its start to its stop, each source under its name: a `RelayMetrics`
+   * from `mailroom/metrics`. The same as `metrics.observe(group)`, detached after `stop()`.
+   */
+  metrics?: RelayGroupObserver;
   /**
    * Prefix of each source's relay owner name (`${owner}:${source}`), unless the source sets
    * `owner` itself. @default `${hostname}:${pid}:${random}`
@@ -64,6 +78,7 @@ const RELAY_EVENTS: { [K in keyof RelayEvents]: true } = {
   'relay:started': true,
   'relay:stopped': true,
   'relay:batch:claimed': true,
+  'relay:claim:empty': true,
   'relay:batch:settled': true,
   'relay:message:retry': true,
   'relay:message:dead': true,
@@ -220,6 +235,8 @@ export class RelayGroup extends TypedEmitter<RelayGroupEvents> {
   readonly #abort = new AbortController();
   readonly #signal: AbortSignal | undefined;
   readonly #onAbort = () => void this.stop();
+  readonly #observer: RelayGroupObserver | undefined;
+  #unobserve: (() => void) | undefined;
   #starting: Promise<void> | undefined;
   #stopping: Promise<void> | undefined;
   readonly #retries = new Set<Promise<void>>();
@@ -227,7 +244,8 @@ export class RelayGroup extends TypedEmitter<RelayGroupEvents> {
   constructor(options: RelayGroupOptions) {
     const logger = options.logger ?? silentLogger;
     super(logger);
-    const { sources, transport, maxInFlightBatches, owner, signal, ...shared } = options;
+    const { sources, transport, maxInFlightBatches, owner, signal, metrics, ...shared } = options;
+    this.#observer = metrics;
     if (!Array.isArray(sources) || sources.length === 0) {
       throw new ConfigError(
         'sources',
@@ -318,6 +336,18 @@ export class RelayGroup extends TypedEmitter<RelayGroupEvents> {
     return this.#sources.map((s) => s.name);
   }
 
+  /** The store of a source, as given in its options (for metrics and status). */
+  store(name: string): OutboxStore {
+    const state = this.#sources.find((s) => s.name === name);
+    if (!state) {
+      throw new ConfigError(
+        'source',
+        `RelayGroup has no source ${JSON.stringify(name)}; it has ${this.sourceNames.join(', ')}`,
+      );
+    }
+    return state.store;
+  }
+
   /** The relay of a source now (a new one after each failed start), for its own events and state. */
   relay(name: string): Relay {
     const state = this.#sources.find((s) => s.name === name);
@@ -358,6 +388,7 @@ export class RelayGroup extends TypedEmitter<RelayGroupEvents> {
       );
     }
     this.#starting ??= this.#start().catch((err: unknown) => {
+      this.#detachObserver();
       // The transport did not start: nothing runs, and start() may be called again (as a
       // Relay's may). No source could start: the group is stopped for good.
       if (!this.#stopping) {
@@ -371,6 +402,8 @@ export class RelayGroup extends TypedEmitter<RelayGroupEvents> {
 
   async #start(): Promise<void> {
     this.#signal?.addEventListener('abort', this.#onAbort, { once: true });
+    // The observer sees the sources start (relay:started, a failed start's relay:error).
+    this.#unobserve ??= this.#observer?.observe(this);
     await this.#transport.start();
     const results = await Promise.all(this.#sources.map((state) => this.#startOne(state)));
     if (this.#abort.signal.aborted) return;
@@ -471,6 +504,17 @@ export class RelayGroup extends TypedEmitter<RelayGroupEvents> {
     for (const state of this.#sources) {
       state.state = 'stopped';
       this.#detach(state);
+    }
+    this.#detachObserver();
+  }
+
+  #detachObserver(): void {
+    const unobserve = this.#unobserve;
+    this.#unobserve = undefined;
+    try {
+      unobserve?.();
+    } catch (err) {
+      this.logger.error('metrics observer failed to detach; ignored', { error: String(err) });
     }
   }
 

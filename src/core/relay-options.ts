@@ -15,6 +15,17 @@ import {
 } from './options-schema.js';
 import { retryPolicyField, type RetryPolicyOptions } from './retry-policy.js';
 import type { CallbackDispatcherOptions } from '../callbacks/callback-dispatcher-options.js';
+import type { Relay } from './relay.js';
+
+/**
+ * Watches a relay while it runs: `RelayMetrics` from `mailroom/metrics` is one. The relay calls
+ * `observe` as it starts and the function it returned once it has stopped (or failed to start).
+ * Core knows only this shape, so it loads no metrics library.
+ */
+export interface RelayObserver {
+  /** Starts watching `relay`, whose store is `store`; returns the function that stops. */
+  observe(relay: Relay, options: { store: OutboxStore }): () => void;
+}
 
 /**
  * The callback dispatcher a relay runs: every option of `CallbackDispatcher` except those the
@@ -123,6 +134,14 @@ export interface RelayOptions {
    * @example { callbacks: { secret: process.env.MAILROOM_CALLBACK_SECRET! } }
    */
   callbacks?: RelayCallbackOptions;
+  /**
+   * Watches this relay from its start to its stop: a `RelayMetrics` from `mailroom/metrics`
+   * (Prometheus), built on your own registry if you have one. The same as calling
+   * `metrics.observe(relay, { store })` yourself, without having to detach after `stop()`.
+   *
+   * @example { metrics: new RelayMetrics({ registry }) }
+   */
+  metrics?: RelayObserver;
   /** Name of this relay on leased rows and in logs. @default `${hostname}:${pid}:${random}` */
   owner?: string;
   /** Stops the relay when aborted. */
@@ -192,6 +211,10 @@ export const relayOptionsSchema = optionsSchema<RelayOptions>()(
       'an object of callback options with a secret: { secret: "whsec_…" }',
       (v): v is RelayCallbackOptions => typeof v === 'object' && v !== null && !Array.isArray(v),
     ),
+    metrics: custom(
+      'an observer with an observe(relay) method, such as new RelayMetrics() from mailroom/metrics',
+      hasMethods<RelayObserver>('observe'),
+    ),
     owner: string({ default: () => `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}` }),
     signal: custom('an AbortSignal', (v): v is AbortSignal => v instanceof AbortSignal),
     logger: custom(
@@ -213,7 +236,7 @@ export const relayOptionsSchema = optionsSchema<RelayOptions>()(
 /** {@link RelayOptions} with every default applied; what the relay runs with. */
 export type ResolvedRelayOptions = Omit<
   ResolvedOptions<typeof relayOptionsSchema.fields>,
-  'store' | 'transport' | 'signal' | 'logger' | 'callbacks' | 'source'
+  'store' | 'transport' | 'signal' | 'logger' | 'callbacks' | 'source' | 'metrics'
 >;
 
 /** All relay defaults and checks, in one place: the schema above, and the rules across options. */
@@ -225,6 +248,7 @@ export function resolveRelayOptions(options: RelayOptions): ResolvedRelayOptions
     logger: _logger,
     callbacks,
     source,
+    metrics: _metrics,
     ...resolved
   } = relayOptionsSchema.resolve(options);
   if (resolved.wakeup === 'replication' && source === undefined) {

@@ -17,7 +17,12 @@ import type {
   Transport,
 } from './ports.js';
 import type { RelayEvents } from './relay-events.js';
-import { resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './relay-options.js';
+import {
+  resolveRelayOptions,
+  type RelayObserver,
+  type RelayOptions,
+  type ResolvedRelayOptions,
+} from './relay-options.js';
 import { retryDelayMs } from './retry-policy.js';
 import { TransportHealth } from './transport-health.js';
 import { TypedEmitter } from './typed-emitter.js';
@@ -26,7 +31,12 @@ import { decodeGroup, isGroup } from './atomic-group.js';
 import { isTransactionalTransport } from './broker-transaction.js';
 import { IdleGate, NotifyListener, WakeUp, type WakeSource } from './wakeup.js';
 
-export { resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './relay-options.js';
+export {
+  resolveRelayOptions,
+  type RelayObserver,
+  type RelayOptions,
+  type ResolvedRelayOptions,
+} from './relay-options.js';
 export type { RelayEvents } from './relay-events.js';
 
 /**
@@ -95,6 +105,9 @@ export class Relay extends TypedEmitter<RelayEvents> {
   /** Set when stop() has returned: abandoned batches then settle once, without retrying. */
   #stopped = false;
   #externalSignal: AbortSignal | undefined;
+  /** `options.metrics`: attached from start to the end of stop. */
+  readonly #observer: RelayObserver | undefined;
+  #unobserve: (() => void) | undefined;
   #onExternalAbort = () => void this.stop();
 
   constructor(options: RelayOptions) {
@@ -105,6 +118,7 @@ export class Relay extends TypedEmitter<RelayEvents> {
     this.#source = options.source;
     this.#clock = this.options.clock;
     this.#externalSignal = options.signal;
+    this.#observer = options.metrics;
     const emit = this.emit.bind(this) as typeof this.emit;
     this.#wakeup = new WakeUp(this.#clock, emit, () => this.listens('relay:wakeup'));
     this.#health = new TransportHealth({
@@ -145,6 +159,11 @@ export class Relay extends TypedEmitter<RelayEvents> {
     return this.#batches.size;
   }
 
+  /** The transport's name (`rabbitmq`, `memory`…), for logs and metric labels. */
+  get transportName(): string {
+    return this.#transport.name;
+  }
+
   /** False while the transport is unavailable and claims are paused. */
   get transportAvailable(): boolean {
     return this.#health.available;
@@ -159,6 +178,27 @@ export class Relay extends TypedEmitter<RelayEvents> {
     if (this.#stopping) {
       throw new RelayStateError('stopped', 'this relay was stopped; create a new Relay to start again');
     }
+    // The observer sees the start itself (relay:started, a failed start's relay:error).
+    this.#unobserve ??= this.#observer?.observe(this, { store: this.#store });
+    try {
+      await this.#start();
+    } catch (err) {
+      if (!this.#loop) this.#detachObserver();
+      throw err;
+    }
+  }
+
+  #detachObserver(): void {
+    const unobserve = this.#unobserve;
+    this.#unobserve = undefined;
+    try {
+      unobserve?.();
+    } catch (err) {
+      this.logger.error('metrics observer failed to detach; ignored', { error: String(err) });
+    }
+  }
+
+  async #start(): Promise<void> {
     await this.#store.check();
     await this.#transport.start();
     if (this.#loop) return;
@@ -277,6 +317,7 @@ export class Relay extends TypedEmitter<RelayEvents> {
     this.#stopped = true;
     this.logger.info('relay stopped', { owner: this.options.owner, abandoned });
     this.emit('relay:stopped', { owner: this.options.owner, abandoned });
+    this.#detachObserver();
   }
 
   /** Wakes the relay to look for work now (also what a NOTIFY does). */
@@ -310,7 +351,11 @@ export class Relay extends TypedEmitter<RelayEvents> {
         const ready = this.#source.take();
         if (ready) {
           if (this.listens('relay:batch:claimed')) {
-            this.emit('relay:batch:claimed', { count: ready.messages.length, leaseToken: ready.leaseToken });
+            this.emit('relay:batch:claimed', {
+              count: ready.messages.length,
+              leaseToken: ready.leaseToken,
+              claimMs: null,
+            });
           }
           this.#startBatch(ready.messages, ready.leaseToken, ready.claimedAt, ready);
           continue;
@@ -335,6 +380,9 @@ export class Relay extends TypedEmitter<RelayEvents> {
           maxPerKey: this.options.maxPerKey,
         }));
         claimFailures = 0;
+        if (messages.length === 0 && this.listens('relay:claim:empty')) {
+          this.emit('relay:claim:empty', { claimMs: this.#clock.now() - claimedAt });
+        }
         this.#emptyPolls = messages.length === 0 ? this.#emptyPolls + 1 : 0;
         if (this.#source) {
           // Claim again at once after a full batch, or while claims find work the table is known
@@ -358,7 +406,11 @@ export class Relay extends TypedEmitter<RelayEvents> {
       }
       if (messages.length > 0) {
         if (this.listens('relay:batch:claimed')) {
-          this.emit('relay:batch:claimed', { count: messages.length, leaseToken });
+          this.emit('relay:batch:claimed', {
+            count: messages.length,
+            leaseToken,
+            claimMs: this.#clock.now() - claimedAt,
+          });
         }
         this.#startBatch(messages, leaseToken, claimedAt, undefined);
         // A full batch means there is probably more: claim again at once. Busy: writers need
