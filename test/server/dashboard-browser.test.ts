@@ -78,6 +78,8 @@ describe('dashboard in headless Chromium', { skip: skipBrowser }, () => {
   const problems: string[] = [];
   /** Every URL the pages asked for, to check the token never travels in one. */
   const urls: string[] = [];
+  /** Set once a test stops the server on purpose: refused connections are then expected. */
+  let offline = false;
 
   before(async () => {
     db = await createTestDb('dash');
@@ -100,12 +102,13 @@ describe('dashboard in headless Chromium', { skip: skipBrowser }, () => {
       // provokes on purpose are allowed (the page shows them), nothing else is.
       const status = /the server responded with a status of (\d+)/.exec(text)?.[1];
       if (status && expectedStatuses.includes(Number(status))) return;
+      if (offline && /net::ERR_/.test(text)) return;
       problems.push(`console ${msg.type()}: ${text}`);
     });
     page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
-    page.on('requestfailed', (req) =>
-      problems.push(`request failed: ${req.url()} ${req.failure()?.errorText}`),
-    );
+    page.on('requestfailed', (req) => {
+      if (!offline) problems.push(`request failed: ${req.url()} ${req.failure()?.errorText}`);
+    });
     page.on('request', (req) => urls.push(req.url()));
     await page.goto(url);
     await page.locator('body[data-loaded="true"]').waitFor({ timeout: 15_000 });
@@ -270,6 +273,36 @@ describe('dashboard in headless Chromium', { skip: skipBrowser }, () => {
       );
       await page.getByTestId('dead-letters-empty').waitFor({ state: 'visible', timeout: 15_000 });
       await page.getByTestId('dead-total').filter({ hasText: /^0$/ }).waitFor({ timeout: 15_000 });
+
+      // Purge all of one topic through the filter, then the other through its row.
+      const [lostA, lostB] = await inTransaction(db.pool, (c) =>
+        outbox.enqueue(c, [
+          { topic: 'lost.a', payload: 'a' },
+          { topic: 'lost.b', payload: 'b' },
+        ]),
+      );
+      await page.locator(`[data-testid="dl-row"][data-id="${lostB}"]`).waitFor({ timeout: 20_000 });
+      await page.locator(`[data-testid="dl-row"][data-id="${lostA}"]`).waitFor({ timeout: 20_000 });
+      await page.getByTestId('dl-topic-filter').selectOption('lost.a');
+      await page
+        .getByTestId('dl-count')
+        .filter({ hasText: /^1 dead letter in topic lost\.a$/ })
+        .waitFor();
+      await page.getByTestId('dl-purge-all').click();
+      assert.equal(await text(page, 'confirm-text'), 'Purge all 1 dead letter of topic lost.a?');
+      assert.match((await text(page, 'confirm-consequence')) ?? '', /deleted for good/);
+      await page.getByTestId('confirm-ok').click();
+      await page.getByTestId('action-result').filter({ hasText: 'Purged 1 dead letter.' }).waitFor();
+      await page.getByTestId('dl-topic-filter').selectOption('');
+      const rowB = page.locator(`[data-testid="dl-row"][data-id="${lostB}"]`);
+      await page
+        .getByTestId('dl-count')
+        .filter({ hasText: /^1 dead letter$/ })
+        .waitFor();
+      await rowB.getByTestId('dl-purge').click();
+      assert.equal(await text(page, 'confirm-text'), `Purge 1 dead letter of topic lost.b (id ${lostB})?`);
+      await page.getByTestId('confirm-ok').click();
+      await page.getByTestId('dead-letters-empty').waitFor({ state: 'visible', timeout: 15_000 });
       assert.equal(await db.count('dead_letter'), 0);
       // The throughput chart has drawn something by now.
       await page.getByTestId('chart-throughput').locator('polyline').first().waitFor();
@@ -327,6 +360,15 @@ describe('dashboard in headless Chromium', { skip: skipBrowser }, () => {
       assert.equal(await actionError.getAttribute('data-code'), 'mutations_disabled');
       assert.match((await actionError.textContent()) ?? '', /Mutations are disabled/);
       assert.equal(await db.count('dead_letter'), 1, 'nothing was replayed');
+
+      // The server goes away: the page says so instead of showing stale numbers as live.
+      offline = true;
+      await admin.close();
+      await page
+        .getByTestId('connection')
+        .filter({ hasText: 'connection lost' })
+        .waitFor({ timeout: 15_000 });
+      assert.match((await text(page, 'last-updated')) ?? '', /^last update \d\d:\d\d:\d\d, retrying$/);
     } finally {
       await release.run();
     }
