@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Outbox, uuidv7, type MessageInput } from '../src/core/index.js';
-import { runCli, type CliResult } from './helpers/cli.js';
+import { inParallel, runCli, type CliResult } from './helpers/cli.js';
 import { DATABASE_URL, createTestDb, inTransaction, type TestDb } from './helpers/postgres.js';
 
 function oneLine(r: CliResult): void {
@@ -89,7 +89,7 @@ describe('mailroom ack and the acknowledgement counts of status', () => {
   });
 
   it('counts awaiting (resends included), acknowledged and expired messages in status, as a table and as JSON', async () => {
-    const json = await cli(['status', '--json']);
+    const [json, table] = await inParallel([['status', '--json'], ['status']], cli);
     assert.equal(json.code, 0, json.stderr);
     const status = JSON.parse(json.stdout);
     assert.deepEqual(status.acks, {
@@ -103,7 +103,6 @@ describe('mailroom ack and the acknowledgement counts of status', () => {
     // the resent copy.
     assert.equal(status.backlog, 2);
 
-    const table = await cli(['status']);
     assert.equal(table.code, 0, table.stderr);
     assert.match(
       table.stdout,
@@ -142,7 +141,15 @@ describe('mailroom ack and the acknowledgement counts of status', () => {
   });
 
   it('lists as JSON, filters by state (awaiting includes resending) and limits', async () => {
-    const all = await cli(['ack', 'list', '--json']);
+    const [all, awaitingList, acknowledged, limited] = await inParallel(
+      [
+        ['ack', 'list', '--json'],
+        ['ack', 'list', '--state', 'awaiting', '--json'],
+        ['ack', 'list', '--state', 'acknowledged'],
+        ['ack', 'list', '--limit', '1', '--json'],
+      ],
+      cli,
+    );
     assert.equal(all.code, 0, all.stderr);
     const records = JSON.parse(all.stdout) as Array<Record<string, unknown>>;
     assert.equal(records.length, 4);
@@ -167,9 +174,7 @@ describe('mailroom ack and the acknowledgement counts of status', () => {
     assert.ok(!Number.isNaN(Date.parse(String(acked?.ackedAt))), 'ackedAt is a time');
     assert.equal(acked?.deadline, null);
 
-    const awaiting = JSON.parse(
-      (await cli(['ack', 'list', '--state', 'awaiting', '--json'])).stdout,
-    ) as Array<{
+    const awaiting = JSON.parse(awaitingList.stdout) as Array<{
       id: string;
       state: string;
     }>;
@@ -180,29 +185,44 @@ describe('mailroom ack and the acknowledgement counts of status', () => {
         [ids.awaiting, 'awaiting-ack'],
       ],
     );
-    const acknowledged = await cli(['ack', 'list', '--state', 'acknowledged']);
     assert.equal(acknowledged.code, 0, acknowledged.stderr);
     assert.equal(acknowledged.stdout.trimEnd().split('\n').length, 2);
     assert.ok(acknowledged.stdout.includes(ids.acknowledged));
 
-    const one = JSON.parse((await cli(['ack', 'list', '--limit', '1', '--json'])).stdout) as unknown[];
+    const one = JSON.parse(limited.stdout) as unknown[];
     assert.equal(one.length, 1);
   });
 
   it('lists the expired messages with ack expired', async () => {
-    const r = await cli(['ack', 'expired', '--json']);
+    const [r, table] = await inParallel(
+      [
+        ['ack', 'expired', '--json'],
+        ['ack', 'expired'],
+      ],
+      cli,
+    );
     assert.equal(r.code, 0, r.stderr);
     const [expired, ...rest] = JSON.parse(r.stdout) as Array<Record<string, unknown>>;
     assert.deepEqual(rest, []);
     assert.equal(expired?.id, ids.expired);
     assert.equal(expired?.state, 'expired');
     assert.ok(!Number.isNaN(Date.parse(String(expired?.expiredAt))));
-    const table = await cli(['ack', 'expired']);
     assert.match(table.stdout, new RegExp(`\\n${ids.expired}\\s+expired\\s+payment\\.requested`));
   });
 
   it("shows one message's state with every field the store knows, wherever the message is", async () => {
-    const acked = await cli(['ack', 'show', ids.acknowledged, '--json']);
+    const unknownId = uuidv7();
+    const [acked, awaitingShown, resendingShown, text, unknown, plain] = await inParallel(
+      [
+        ['ack', 'show', ids.acknowledged, '--json'],
+        ['ack', 'show', ids.awaiting, '--json'],
+        ['ack', 'show', ids.resending.toUpperCase(), '--json'],
+        ['ack', 'show', ids.expired],
+        ['ack', 'show', unknownId, '--json'],
+        ['ack', 'show', ids.plain],
+      ],
+      cli,
+    );
     assert.equal(acked.code, 0, acked.stderr);
     const s = JSON.parse(acked.stdout);
     assert.equal(s.id, ids.acknowledged);
@@ -213,28 +233,24 @@ describe('mailroom ack and the acknowledgement counts of status', () => {
     assert.deepEqual(s.result, { authorized: true, reference: 'pay-2' });
     assert.match(s.ackedAt, /^\d{4}-\d\d-\d\dT/);
 
-    const awaiting = JSON.parse((await cli(['ack', 'show', ids.awaiting, '--json'])).stdout);
+    const awaiting = JSON.parse(awaitingShown.stdout);
     assert.equal(awaiting.state, 'awaiting-ack');
     assert.ok(Date.parse(awaiting.ackDeadline) > Date.now() + 3_000_000, 'the deadline is an hour out');
 
     // Resending: the copy is back in the outbox, so the message is pending again.
-    const resending = JSON.parse((await cli(['ack', 'show', ids.resending.toUpperCase(), '--json'])).stdout);
+    const resending = JSON.parse(resendingShown.stdout);
     assert.equal(resending.id, ids.resending, 'the id is matched in any case');
     assert.equal(resending.state, 'pending');
     assert.equal(resending.resends, 1);
 
-    const text = await cli(['ack', 'show', ids.expired]);
     assert.equal(text.code, 0, text.stderr);
     assert.match(text.stdout, new RegExp(`^id\\s+${ids.expired}\\n`));
     assert.match(text.stdout, /\nstate\s+expired {2}\(no acknowledgement came after every resend/);
     assert.match(text.stdout, /\nexpired at\s+\d{4}-\d\d-\d\dT[\d:.]+Z {2}\(.* ago\)\n/);
     assert.match(text.stdout, /\nacked at\s+-\n/);
 
-    const unknownId = uuidv7();
-    const unknown = await cli(['ack', 'show', unknownId, '--json']);
     assert.equal(unknown.code, 0, unknown.stderr);
     assert.deepEqual(JSON.parse(unknown.stdout), { id: unknownId, state: 'unknown' });
-    const plain = await cli(['ack', 'show', ids.plain]);
     assert.match(plain.stdout, /\nstate\s+unknown {2}\(in no table: delivered and deleted/);
   });
 
@@ -257,8 +273,9 @@ describe('mailroom ack and the acknowledgement counts of status', () => {
       [['ack', 'lst'], /^mailroom ack: unknown ack subcommand "lst"; use one of list, expired, show, prune/],
       [['ack'], /^mailroom ack: ack needs a subcommand/],
     ];
-    for (const [args, expected] of cases) {
-      const r = await cli(args);
+    const results = await inParallel(cases, ([args]) => cli(args));
+    for (const [i, [args, expected]] of cases.entries()) {
+      const r = results[i] as CliResult;
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
       assert.equal(r.stdout, '', args.join(' '));
       oneLine(r);
@@ -267,9 +284,8 @@ describe('mailroom ack and the acknowledgement counts of status', () => {
   });
 
   it('lists ack in the main help and explains its subcommands', async () => {
-    const main = await runCli(['--help']);
+    const [main, help] = await inParallel([['--help'], ['ack', '--help']], (args) => runCli(args));
     assert.match(main.stdout, /\n {2}ack {2,}messages sent with ack/);
-    const help = await runCli(['ack', '--help']);
     assert.equal(help.code, 0);
     assert.match(help.stdout, /--state <awaiting\|acknowledged\|expired>/);
     assert.match(help.stdout, /--older-than <duration>/);
@@ -320,10 +336,11 @@ describe('mailroom status on a schema without the acknowledgement tables', () =>
   });
 
   it('still shows the outbox, and says the counts need a migration', async () => {
-    const json = await runCli(['status', '--json', '--schema', db.schema], { DATABASE_URL });
+    const [json, table] = await inParallel([['status', '--json'], ['status']], (args) =>
+      runCli([...args, '--schema', db.schema], { DATABASE_URL }),
+    );
     assert.equal(json.code, 0, json.stderr);
     assert.equal(JSON.parse(json.stdout).acks, null);
-    const table = await runCli(['status', '--schema', db.schema], { DATABASE_URL });
     assert.equal(table.code, 0, table.stderr);
     assert.match(
       table.stdout,
