@@ -374,4 +374,42 @@ describe('dashboard in headless Chromium', { skip: skipBrowser }, () => {
     }
     assert.deepEqual(problems, [], 'no console error, page error or failed request');
   });
+
+  it('shows the source picked among several, and says what needs a relay in the process', async () => {
+    const release = releaser();
+    try {
+      const second = await createTestDb('dash2');
+      release.add(() => second.drop());
+      await inTransaction(second.pool, (c) =>
+        new Outbox({ store: second.store }).enqueue(c, [
+          { topic: 'second.a', payload: 1 },
+          { topic: 'second.a', payload: 2 },
+          { topic: 'second.b', payload: 3 },
+        ]),
+      );
+      const admin = new AdminServer({
+        port: 0,
+        stores: [
+          { name: 'first', store: db.store },
+          { name: 'second', store: second.store },
+        ],
+      });
+      const { url } = await admin.start();
+      release.add(() => admin.close());
+      const page = await openPage(url);
+      release.add(() => page.close());
+      assert.equal(await text(page, 'transport-state'), 'none');
+      assert.equal(await text(page, 'owner'), 'none (admin server only)');
+      await page.getByTestId('chart-throughput-note').waitFor();
+      await page.getByTestId('source-picker').waitFor({ state: 'visible' });
+      assert.equal(await page.getByTestId('source-select').inputValue(), 'first');
+      await page.getByTestId('source-select').selectOption('second');
+      await page.getByTestId('backlog-total').filter({ hasText: /^3$/ }).waitFor({ timeout: 15_000 });
+      await page.getByTestId('topic-row').filter({ hasText: 'second.b' }).waitFor();
+      assert.equal(await page.getByTestId('topic-row').count(), 2);
+    } finally {
+      await release.run();
+    }
+    assert.deepEqual(problems, [], 'no console error, page error or failed request');
+  });
 });

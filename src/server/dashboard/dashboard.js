@@ -28,6 +28,8 @@ const state = {
   skewMs: 0,
   lastOk: null,
   failing: false,
+  /** The server answers but refuses the API (401/403): it wants the token. */
+  refused: false,
   timer: null,
   busy: false,
 };
@@ -226,7 +228,19 @@ function renderCards(source) {
   }
   const s = source.stats;
   const approx = s && s.approximate ? '≈ ' : '';
-  if (s) {
+  if (!s) {
+    // The store did not answer: no number is better than an old one shown as current.
+    for (const id of [
+      'backlog-total',
+      'backlog-due',
+      'backlog-scheduled',
+      'backlog-inflight',
+      'oldest-age',
+      'dead-total',
+    ]) {
+      byId(id).textContent = '–';
+    }
+  } else {
     const due = Math.max(0, s.backlog - s.inFlight - s.scheduled);
     byId('backlog-total').textContent = approx + fmtNum(s.backlog);
     byId('backlog-due').textContent = fmtNum(due);
@@ -374,6 +388,22 @@ function renderHistory(history, sourceName) {
     ],
     'ms',
   );
+  // Deliveries are counted from the relay's events: a server without a relay in its process
+  // (`mailroom admin`) has none to count, which the charts say rather than show a flat zero.
+  const noRelay = state.lastStatus !== null && state.lastStatus.owner === null;
+  for (const id of ['chart-throughput', 'chart-latency']) {
+    const figure = byId(id);
+    let note = figure.querySelector('.note');
+    if (noRelay && !note) {
+      note = el('p', 'Needs the relay in this process (mailroom relay --admin-port).', {
+        class: 'note small muted',
+        'data-testid': `${id}-note`,
+      });
+      figure.append(note);
+    } else if (!noRelay && note) {
+      note.remove();
+    }
+  }
 }
 
 // ---------------------------------------------------------------- tables
@@ -659,6 +689,9 @@ function renderConnection() {
     last.textContent = state.lastOk
       ? `last update ${state.lastOk.toLocaleTimeString('en-GB')}, retrying`
       : 'retrying';
+  } else if (state.refused) {
+    setBadge(conn, 'no access', 'warn', 'the server wants the admin token for its API');
+    last.textContent = state.lastOk ? `last update ${state.lastOk.toLocaleTimeString('en-GB')}` : '';
   } else {
     setBadge(conn, 'live', 'ok', `refreshing every ${POLL_MS / 1000} s`);
     last.textContent = state.lastOk ? `updated ${state.lastOk.toLocaleTimeString('en-GB')}` : '';
@@ -686,6 +719,7 @@ async function refresh() {
     renderRelays(relays);
     renderDeadLetters(dead);
     state.failing = false;
+    state.refused = false;
     state.lastOk = new Date();
     document.body.dataset.loaded = 'true';
   } catch (err) {
@@ -695,6 +729,7 @@ async function refresh() {
       node.textContent = describeError(err);
       show(node, true);
       state.failing = false;
+      state.refused = err.status === 401 || err.status === 403;
     } else {
       state.failing = true;
     }
