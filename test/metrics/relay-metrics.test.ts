@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { Registry } from 'prom-client';
 import {
@@ -9,9 +10,10 @@ import {
   type MessageInput,
   type OutboxStats,
 } from '../../src/core/index.js';
-import { RelayMetrics } from '../../src/metrics/index.js';
+import { postgresSlotLag, RelayMetrics } from '../../src/metrics/index.js';
 import { MemoryTransport } from '../../src/transports/memory/index.js';
 import { createTestDb, inTransaction, type TestDb } from '../helpers/postgres.js';
+import { dropSlot } from '../helpers/slots.js';
 import { waitUntil } from '../helpers/wait.js';
 import { find, scrape, scrapeUntil, value } from './scrape.js';
 
@@ -358,5 +360,31 @@ describe('RelayMetrics on PostgreSQL and the memory transport', () => {
     assert.doesNotMatch(text, /mailroom_/);
     // Two instances on one registry clash, as two metrics of the same name would.
     assert.throws(() => new RelayMetrics({ registry, prefix: 'outbox_' }), /already been registered/);
+  });
+  it("reports a replication slot's lag in bytes, and nothing for a slot that does not exist", async (t) => {
+    const slot = `mr_metrics_${randomBytes(4).toString('hex')}`;
+    await db.pool.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [slot]);
+    t.after(() => dropSlot(db.pool, slot));
+    // WAL after the slot's position: the slot is behind by at least these bytes.
+    await enqueue(db, many('wal', 20));
+    const lag = await postgresSlotLag(db.pool, slot)('any');
+    assert.ok(lag !== null && lag.slot === slot && (lag.bytes ?? 0) > 0, `lag ${JSON.stringify(lag)}`);
+    // Nobody streams it: PostgreSQL measures no lag in time.
+    assert.equal(lag.seconds, null);
+    assert.equal(await postgresSlotLag(db.pool, `${slot}_missing`)('any'), null);
+
+    const metrics = newMetrics({ statsIntervalMs: 1000 });
+    const relay = new Relay({ store: db.store, transport: new MemoryTransport() });
+    metrics.observe(relay, { store: db.store, slotLag: postgresSlotLag(db.pool, slot) });
+    const samples = await scrapeUntil(
+      metrics.registry,
+      (s) => find(s, 'mailroom_replication_slot_lag_bytes').length === 1,
+      'the slot lag gauge',
+    );
+    assert.ok((value(samples, 'mailroom_replication_slot_lag_bytes', { source: db.schema, slot }) ?? 0) > 0);
+    assert.equal(find(samples, 'mailroom_replication_slot_lag_seconds').length, 0);
+    // The store's acknowledgement counts are read too (PostgreSQL keeps acks).
+    assert.equal(value(samples, 'mailroom_acks', { source: db.schema, state: 'awaiting' }), 0);
+    assert.equal(value(samples, 'mailroom_callbacks', { source: db.schema, state: 'dead' }), 0);
   });
 });
