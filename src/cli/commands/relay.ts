@@ -23,6 +23,15 @@ import { databaseTarget, resolveSources, SOURCE_OPTIONS, type ResolvedSource } f
 import { RelayActivityLog, relayLogger } from '../relay-activity.js';
 import { settlesWithin, ShutdownDeadline } from '../shutdown-deadline.js';
 import type { Command } from '../command.js';
+import type { AdminServer } from '../../server/admin-server.js';
+import {
+  ADMIN_OPTIONS,
+  adminSettings,
+  loadRelayMetrics,
+  startRelayAdmin,
+  type AdminSettings,
+  type LoadedMetrics,
+} from './admin.js';
 
 /**
  * After `--shutdown-timeout-ms`, the time the transport and the store get to close before the
@@ -270,6 +279,7 @@ const OPTIONS: OptionSpec[] = [
     description:
       'interval of the progress line (delivered, retried, dead, backlog) while there is work; 0: none',
   },
+  ...ADMIN_OPTIONS,
 ];
 
 /**
@@ -348,6 +358,10 @@ export const relayCommand: Command = {
       given: config[key] !== OPTIONS.find((o) => o.key === key)?.default,
     });
     requireOrdered(side('retryBaseMs', '--retry-base-ms'), side('retryMaxMs', '--retry-max-ms'));
+    // The admin server's settings and prom-client are checked before anything connects: a bad
+    // token file or a missing package is a one-line usage error.
+    const admin = adminSettings(settings);
+    const metrics = admin ? await loadRelayMetrics() : undefined;
     const replication = config.wakeup === 'replication';
     // A wake-up a database cannot give is refused from its URL, before anything connects.
     for (const source of sources) checkWakeup(source.config);
@@ -373,7 +387,7 @@ export const relayCommand: Command = {
             'publication: leave --slot and --publication out',
         );
       }
-      return runGroup(settings, sources, logger);
+      return runGroup(settings, sources, logger, admin && metrics ? { settings: admin, metrics } : undefined);
     }
     const shutdownTimeoutMs = Number(config.shutdownTimeoutMs);
     const database = databaseTarget(String(config.databaseUrl));
@@ -473,6 +487,37 @@ export const relayCommand: Command = {
       progressEveryMs: Number(config.progressIntervalMs),
     });
     activity.start();
+    let adminServer: AdminServer | undefined;
+    if (admin && metrics) {
+      try {
+        const source = (sources[0] as ResolvedSource).name;
+        metrics.observe(relay, { store, source });
+        adminServer = await startRelayAdmin({
+          settings: admin,
+          metrics,
+          relay,
+          transport,
+          stores: [{ name: source, store }],
+          logger,
+        });
+      } catch (err) {
+        // The port is taken (or the like): stop as on a signal, then report it.
+        deadline.begin();
+        metrics.close();
+        activity.stop();
+        await settlesWithin(
+          deadline.step('relay (stopping)', relay.stop()),
+          shutdownTimeoutMs + RELAY_STOP_GRACE_MS,
+        );
+        await closeAll(deadline, logger, SHUTDOWN_CLOSE_MARGIN_MS - RELAY_STOP_GRACE_MS, {
+          transport,
+          broker,
+          store,
+          database,
+        });
+        throw err;
+      }
+    }
     let pruneTimer: NodeJS.Timeout | undefined;
     if (config.archive) {
       const prune = () =>
@@ -493,6 +538,9 @@ export const relayCommand: Command = {
       shutdownTimeoutMs + RELAY_STOP_GRACE_MS,
     );
     activity.stop();
+    // Served through the drain (readiness, metrics); closed before the store it reads.
+    metrics?.close();
+    if (adminServer) await settlesWithin(deadline.step('admin server (closing)', adminServer.close()), 1000);
     const closed = await closeAll(deadline, logger, SHUTDOWN_CLOSE_MARGIN_MS - RELAY_STOP_GRACE_MS, {
       transport,
       broker,
@@ -562,6 +610,7 @@ async function runGroup(
   settings: ResolvedConfig,
   sources: readonly ResolvedSource[],
   logger: Logger,
+  admin: { settings: AdminSettings; metrics: LoadedMetrics } | undefined,
 ): Promise<number> {
   const shutdownTimeoutMs = Number(settings.shutdownTimeoutMs);
   const broker = redactUrl(String(settings.transport));
@@ -647,6 +696,29 @@ async function runGroup(
     await closeEverything(SHUTDOWN_CLOSE_MARGIN_MS);
     return 0;
   }
+  let adminServer: AdminServer | undefined;
+  if (admin) {
+    try {
+      admin.metrics.observe(group);
+      adminServer = await startRelayAdmin({
+        settings: admin.settings,
+        metrics: admin.metrics,
+        relay: group,
+        transport,
+        stores: sources.map((s, i) => ({ name: s.name, store: stores[i] as OpenedStore })),
+        logger,
+      });
+    } catch (err) {
+      deadline.begin();
+      admin.metrics.close();
+      await settlesWithin(
+        deadline.step('relay group (stopping)', group.stop()),
+        shutdownTimeoutMs + RELAY_STOP_GRACE_MS,
+      );
+      await closeEverything(SHUTDOWN_CLOSE_MARGIN_MS - RELAY_STOP_GRACE_MS);
+      throw err;
+    }
+  }
   // Progress: one line per source that did something in the interval, with its backlog.
   const counts = new Map<string, SourceCounts>(
     sources.map((s) => [s.name, { delivered: 0, retried: 0, dead: 0, errors: 0 }]),
@@ -716,6 +788,8 @@ async function runGroup(
     deadline.step('relay group (stopping)', group.stop()),
     shutdownTimeoutMs + RELAY_STOP_GRACE_MS,
   );
+  admin?.metrics.close();
+  if (adminServer) await settlesWithin(deadline.step('admin server (closing)', adminServer.close()), 1000);
   const closed = await closeEverything(SHUTDOWN_CLOSE_MARGIN_MS - RELAY_STOP_GRACE_MS);
   logger.info('relay exited', totals);
   return closed ? 0 : 1;
