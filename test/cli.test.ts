@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { AMQP_URL } from './helpers/amqp.js';
-import { runCli } from './helpers/cli.js';
+import { inParallel, runCli, type CliResult } from './helpers/cli.js';
 import { DATABASE_URL } from './helpers/postgres.js';
 
 describe('mailroom command', () => {
@@ -21,17 +21,20 @@ describe('mailroom command', () => {
   });
 
   it('prints help that names every command', async () => {
-    const r = await runCli(['--help']);
+    const [r, relayHelp] = await inParallel([['--help'], ['relay', '--help']], (args) => runCli(args));
     assert.equal(r.code, 0);
     for (const c of ['migrate', 'relay', 'version', 'help']) assert.match(r.stdout, new RegExp(`\\n  ${c} `));
-    const relayHelp = await runCli(['relay', '--help']);
     assert.equal(relayHelp.code, 0);
     assert.match(relayHelp.stdout, /--transport <url>/);
     assert.match(relayHelp.stdout, /MAILROOM_TRANSPORT/);
   });
 
   it('says "unknown command" for help of a command that does not exist, with the closest name, exit code 2', async () => {
-    const typo = await runCli(['help', 'stauts']);
+    const oks = [['help'], ['help', 'help'], ['help', 'version'], ['help', 'verify']];
+    const [typo, subcommand, nothingClose, extra, ...okResults] = await inParallel(
+      [['help', 'stauts'], ['help', 'replay'], ['help', 'frobnicate'], ['help', 'send', 'status'], ...oks],
+      (args) => runCli(args),
+    );
     assert.equal(typo.code, 2);
     assert.equal(typo.stdout, '', 'no command list that would hide the typo');
     assert.match(
@@ -39,17 +42,14 @@ describe('mailroom command', () => {
       /^mailroom help: unknown command "stauts" \(did you mean "status"\?\); commands: migrate, /,
     );
     assert.equal(typo.stderr.trim().split('\n').length, 1, 'one line');
-    const subcommand = await runCli(['help', 'replay']);
     assert.equal(subcommand.code, 2);
     assert.match(subcommand.stderr, /unknown command "replay" \(did you mean "dlq replay"\?\)/);
-    const nothingClose = await runCli(['help', 'frobnicate']);
     assert.equal(nothingClose.code, 2);
     assert.match(nothingClose.stderr, /unknown command "frobnicate"; commands: /);
-    const extra = await runCli(['help', 'send', 'status']);
     assert.equal(extra.code, 2);
     assert.match(extra.stderr, /help takes one command/);
-    for (const ok of [['help'], ['help', 'help'], ['help', 'version'], ['help', 'verify']]) {
-      const r = await runCli(ok);
+    for (const [i, ok] of oks.entries()) {
+      const r = okResults[i] as CliResult;
       assert.equal(r.code, 0, `${ok.join(' ')}: ${r.stderr}`);
       assert.notEqual(r.stdout, '');
     }
@@ -92,36 +92,34 @@ describe('mailroom command', () => {
   });
 
   it('rejects bad values naming the key, the value and what is allowed', async () => {
-    const r1 = await runCli([
-      'relay',
-      '--database-url',
-      DATABASE_URL,
-      '--transport',
-      AMQP_URL,
-      '--batch-size',
-      'lots',
-    ]);
+    const runs: Array<[string[], NodeJS.ProcessEnv]> = [
+      [['relay', '--database-url', DATABASE_URL, '--transport', AMQP_URL, '--batch-size', 'lots'], {}],
+      [['relay', '--transport', AMQP_URL], { DATABASE_URL, MAILROOM_WAKEUP: 'sometimes' }],
+      [['relay', '--database-url', 'mongodb://x@y/z', '--transport', AMQP_URL], {}],
+      [['relay', '--database-url', DATABASE_URL, '--transport', 'gopher://broker:70'], {}],
+      [['relay', '--database-url', 'not a url', '--transport', AMQP_URL], {}],
+    ];
+    const [r1, r2, r3, r4, r5] = (await inParallel(runs, ([args, env]) => runCli(args, env))) as [
+      CliResult,
+      CliResult,
+      CliResult,
+      CliResult,
+      CliResult,
+    ];
     assert.equal(r1.code, 2);
     assert.match(r1.stderr, /flag --batch-size must be a whole number from 1 to 10000, got "lots"/);
-    const r2 = await runCli(['relay', '--transport', AMQP_URL], {
-      DATABASE_URL,
-      MAILROOM_WAKEUP: 'sometimes',
-    });
     assert.equal(r2.code, 2);
     assert.match(
       r2.stderr,
       /environment MAILROOM_WAKEUP must be one of notify, poll, replication, got "sometimes"/,
     );
-    const r3 = await runCli(['relay', '--database-url', 'mongodb://x@y/z', '--transport', AMQP_URL]);
     assert.equal(r3.code, 2);
     assert.match(
       r3.stderr,
       /names no database Mailroom can open \(scheme "mongodb:"\); supported: postgres:\/\//,
     );
-    const r4 = await runCli(['relay', '--database-url', DATABASE_URL, '--transport', 'gopher://broker:70']);
     assert.equal(r4.code, 2);
     assert.match(r4.stderr, /no transport for scheme "gopher:"/);
-    const r5 = await runCli(['relay', '--database-url', 'not a url', '--transport', AMQP_URL]);
     assert.equal(r5.code, 2);
     assert.match(r5.stderr, /not a valid URL/);
   });
@@ -220,10 +218,12 @@ describe('mailroom command', () => {
       ['settings.js', 'module.exports = { batchSize: 23 };\n', 23],
       ['settings.conf', '{"batchSize": 24}', 24],
     ];
-    for (const [name, body, batchSize] of files) {
-      const file = join(dir, name);
-      writeFileSync(file, body);
-      const r = await runCli(['relay', '--print-config', '--config', file]);
+    for (const [name, body] of files) writeFileSync(join(dir, name), body);
+    const results = await inParallel(files, ([name]) =>
+      runCli(['relay', '--print-config', '--config', join(dir, name)]),
+    );
+    for (const [i, [name, , batchSize]] of files.entries()) {
+      const r = results[i] as CliResult;
       assert.equal(r.code, 0, `${name}: ${r.stderr}`);
       assert.equal(JSON.parse(r.stdout).batchSize, batchSize, name);
     }
