@@ -218,6 +218,12 @@ describe('dashboard in headless Chromium', { skip: skipBrowser }, () => {
       await page.getByTestId('dead-total').filter({ hasText: /^1$/ }).waitFor({ timeout: 15_000 });
       assert.match((await row.getByTestId('dl-error').textContent()) ?? '', /unroutable/);
 
+      // The table is rebuilt at every refresh; a focused control keeps its focus.
+      await row.getByTestId('dl-view').focus();
+      const shownAt = (await text(page, 'last-updated')) ?? '';
+      await page.getByTestId('last-updated').filter({ hasNotText: shownAt }).waitFor({ timeout: 15_000 });
+      assert.equal(await row.locator('[data-testid="dl-view"]:focus').count(), 1, 'focus kept');
+
       // The payload view: pretty-printed JSON, as text.
       await row.getByTestId('dl-view').click();
       const dialog = page.getByTestId('detail-dialog');

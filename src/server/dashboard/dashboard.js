@@ -1,4 +1,4 @@
-/* global document, window, sessionStorage, fetch, URLSearchParams */
+/* global document, window, sessionStorage, fetch, URLSearchParams, CSS */
 // The Mailroom dashboard: plain ES2020, no framework, no CDN. It reads the admin API of the
 // server that served it (same origin) every 2 s and draws what it reads. Two rules hold
 // throughout:
@@ -522,7 +522,17 @@ function renderDeadLetters(data) {
     );
     return tr;
   });
-  byId('dead-letters-table').tBodies[0].replaceChildren(...rows);
+  // The rows are rebuilt every 2 s: a keyboard user's focus on a row's button or checkbox moves
+  // to the same control of the new row instead of falling back to the page.
+  const body = byId('dead-letters-table').tBodies[0];
+  const focused = document.activeElement;
+  const focusRow = focused && body.contains(focused) ? focused.closest('tr') : null;
+  const focusAt = focusRow ? [focusRow.dataset.id, focused.dataset.testid] : null;
+  body.replaceChildren(...rows);
+  if (focusAt) {
+    const again = body.querySelector(`tr[data-id="${CSS.escape(focusAt[0])}"] [data-testid="${focusAt[1]}"]`);
+    if (again) again.focus();
+  }
   show(byId('dead-letters-empty'), rows.length === 0);
   const scope = state.topicFilter ? ` in topic ${state.topicFilter}` : '';
   byId('dl-count').textContent =
