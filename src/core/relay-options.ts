@@ -211,10 +211,6 @@ export const relayOptionsSchema = optionsSchema<RelayOptions>()(
       'an object of callback options with a secret: { secret: "whsec_…" }',
       (v): v is RelayCallbackOptions => typeof v === 'object' && v !== null && !Array.isArray(v),
     ),
-    metrics: custom(
-      'an observer with an observe(relay) method, such as new RelayMetrics() from mailroom/metrics',
-      hasMethods<RelayObserver>('observe'),
-    ),
     owner: string({ default: () => `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}` }),
     signal: custom('an AbortSignal', (v): v is AbortSignal => v instanceof AbortSignal),
     logger: custom(
@@ -224,6 +220,11 @@ export const relayOptionsSchema = optionsSchema<RelayOptions>()(
     clock: custom('a Clock (now, sleep, every)', hasMethods<Clock>('now', 'sleep', 'every'), {
       default: systemClock,
     }),
+    // Last: the list of allowed keys in an unknown-option error keeps its order.
+    metrics: custom(
+      'an observer with an observe(relay) method, such as new RelayMetrics() from mailroom/metrics',
+      hasMethods<RelayObserver>('observe'),
+    ),
   },
   {
     ordered: [
