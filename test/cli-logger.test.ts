@@ -1,13 +1,16 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import { createCliLogger } from '../src/cli/cli-logger.js';
 import { RelayActivityLog, relayLogger } from '../src/cli/relay-activity.js';
 import { Outbox, PermanentDeliveryError, Relay } from '../src/core/index.js';
-import { LOG_EVENTS, logFields, serializeError } from '../src/core/log-fields.js';
+import { DETAIL_LOG_EVENTS, LOG_EVENTS, logFields, serializeError } from '../src/core/log-fields.js';
 import { withLogFields } from '../src/core/logger.js';
 import { isSecretName, redactSecrets } from '../src/core/redact.js';
 import { MemoryTransport } from '../src/transports/memory/index.js';
+import ts from 'typescript';
 import { createTestDb, inTransaction } from './helpers/postgres.js';
 import { waitUntil } from './helpers/wait.js';
 
@@ -199,7 +202,75 @@ describe('redaction helpers', () => {
   });
 });
 
+/** Every `logger.<level>(message, { event: '…' })` call in `dir`, by file and line. */
+function loggedEvents(dir: string): Array<{ where: string; level: string; event: string }> {
+  const found: Array<{ where: string; level: string; event: string }> = [];
+  for (const name of readdirSync(dir, { recursive: true, encoding: 'utf8' })) {
+    if (!name.endsWith('.ts')) continue;
+    const path = join(dir, name);
+    const file = ts.createSourceFile(path, readFileSync(path, 'utf8'), ts.ScriptTarget.Latest, true);
+    const visit = (node: ts.Node): void => {
+      if (ts.isCallExpression(node) && node.arguments.length >= 2) {
+        const callee = node.expression;
+        // logger.warn(…) and logger[cond ? 'warn' : 'debug'](…)
+        const level = ts.isPropertyAccessExpression(callee)
+          ? callee.name.text
+          : ts.isElementAccessExpression(callee)
+            ? 'dynamic'
+            : undefined;
+        const fields = node.arguments[1];
+        if (level && /^(debug|info|warn|error|dynamic)$/.test(level) && fields) {
+          const literals = ts.isObjectLiteralExpression(fields)
+            ? [fields]
+            : ts.isCallExpression(fields)
+              ? fields.arguments.filter(ts.isObjectLiteralExpression)
+              : [];
+          for (const literal of literals) {
+            for (const p of literal.properties) {
+              if (
+                ts.isPropertyAssignment(p) &&
+                p.name.getText(file) === 'event' &&
+                ts.isStringLiteral(p.initializer)
+              ) {
+                const line = file.getLineAndCharacterOfPosition(node.getStart(file)).line + 1;
+                found.push({
+                  where: `${relative(process.cwd(), path)}:${line}`,
+                  level,
+                  event: p.initializer.text,
+                });
+              }
+            }
+          }
+        }
+      }
+      ts.forEachChild(node, visit);
+    };
+    visit(file);
+  }
+  return found;
+}
+
 describe('log events', () => {
+  it('logged anywhere in src are declared, at the level the catalogue says', () => {
+    const calls = loggedEvents(fileURLToPath(new URL('../src', import.meta.url)));
+    assert.ok(calls.length >= 5, `found ${calls.length} calls naming an event`);
+    const detail: readonly string[] = DETAIL_LOG_EVENTS;
+    for (const { where, level, event } of calls) {
+      const info = (LOG_EVENTS as Record<string, { level: string } | undefined>)[event];
+      assert.ok(
+        info !== undefined || detail.includes(event),
+        `${where}: event ${event} is not in LOG_EVENTS`,
+      );
+      if (info && level !== 'debug' && level !== 'dynamic') {
+        assert.equal(
+          level,
+          info.level,
+          `${where}: ${event} is logged at ${level}, LOG_EVENTS says ${info.level}`,
+        );
+      }
+    }
+  });
+
   it('are snake_case and every one is documented in docs/logging.md', () => {
     const doc = readFileSync(new URL('../docs/logging.md', import.meta.url), 'utf8');
     for (const event of Object.keys(LOG_EVENTS)) {
@@ -266,8 +337,7 @@ describe('relay logs at info', () => {
     const text = log.text();
     assert.ok(!text.includes('topsecret'), 'the credentials in the error are masked');
 
-    // Every line names its component; every info+ line but the relay's own (which the lead's
-    // call sites tag) names its event.
+    // Every line names its component (and, once the relay's own calls name theirs, its event).
     for (const l of lines) assert.equal(l.component, 'relay', JSON.stringify(l));
     const progress = lines.filter((l) => l.event === 'relay_progress');
     const others = lines.filter((l) => l.event !== 'relay_progress');

@@ -302,11 +302,17 @@ export const LOG_EVENTS = {
     meaning: 'the acknowledgement sweep failed; tried again at the next tick',
     action: 'check the database',
   },
+  metrics_detach_failed: {
+    component: 'relay',
+    level: 'error',
+    meaning: 'the metrics observer could not be detached at stop; ignored',
+    action: 'a defect of the observer: report it with the error',
+  },
   listener_threw: {
     component: 'relay',
     level: 'error',
     meaning: 'an event listener of yours threw; the relay ignored it',
-    action: 'fix the listener (`event` names the relay event it listened to: see `relayEvent`)',
+    action: 'fix the listener (`relayEvent` names the event it listened to)',
   },
   // consumer
   consumer_started: {
@@ -440,8 +446,15 @@ export const LOG_EVENTS = {
   cli_close_failed: {
     component: 'cli',
     level: 'warn',
-    meaning: 'closing the transport or a store failed at exit',
+    meaning: 'closing a store failed at exit',
     action: 'usually harmless: the process ends anyway',
+  },
+  cli_transport_close_failed: {
+    component: 'cli',
+    level: 'error',
+    meaning:
+      'closing the transport failed at exit (the exit code is 1): messages it had not confirmed are delivered again',
+    action: 'read `error`; consumers may see duplicates (same message id)',
   },
   cli_shutdown_deadline: {
     component: 'cli',
@@ -499,6 +512,13 @@ export const LOG_EVENTS = {
     action: '—',
   },
 } as const satisfies Record<string, LogEventInfo>;
+
+/**
+ * Events of `debug` detail lines (one per batch or per message): an id to filter on, not a
+ * change of state. `message_dead_lettered` (in {@link LOG_EVENTS}) is also written at `debug`
+ * by `mailroom relay`, which reports dead letters once per topic.
+ */
+export const DETAIL_LOG_EVENTS = ['batch_settled', 'message_retry'] as const;
 
 /** A stable event id: a key of {@link LOG_EVENTS}. */
 export type LogEvent = keyof typeof LOG_EVENTS;
