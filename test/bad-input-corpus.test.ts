@@ -5,10 +5,12 @@
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Outbox, Relay, type MessageInput } from '../src/core/index.js';
+import { AdminServer } from '../src/server/index.js';
 import { MemoryTransport } from '../src/transports/memory/index.js';
 import { runCli, type CliResult } from './helpers/cli.js';
 import { createTestDb, DATABASE_URL, inTransaction, type TestDb } from './helpers/postgres.js';
@@ -255,5 +257,232 @@ describe('bad input corpus', () => {
     } finally {
       await relay.stop();
     }
+  });
+});
+
+/** Sends raw bytes to the admin server; resolves with what it answered before closing. */
+function rawHttp(port: number, bytes: string | Buffer, waitMs = 8000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1');
+    let received = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      resolve(received);
+    }, waitMs);
+    socket.on('data', (chunk) => (received += chunk.toString('latin1')));
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve(received);
+    });
+    socket.on('error', (err) => {
+      clearTimeout(timer);
+      if (received) resolve(received);
+      else reject(err);
+    });
+    socket.write(bytes);
+  });
+}
+
+describe('admin server', () => {
+  const TOKEN = 'corpus-admin-token-0123456789abcdef';
+  let db: TestDb;
+  let server: AdminServer;
+  let port: number;
+  before(async () => {
+    db = await createTestDb('corpus_admin');
+    server = new AdminServer({
+      port: 0,
+      token: TOKEN,
+      requestTimeoutMs: 1000,
+      stores: [{ name: 'default', store: db.store }],
+    });
+    port = (await server.start()).port;
+  });
+  after(async () => {
+    await server.close();
+    await db.drop();
+  });
+
+  it('answers every garbage request with a typed 4xx JSON error, and loses nothing', async () => {
+    const outbox = new Outbox({ store: db.store });
+    await inTransaction(db.pool, (c) =>
+      outbox.enqueue(c, [
+        { topic: 'corpus.keep', payload: { n: 1 } },
+        { topic: 'corpus.dead', payload: { n: 2 } },
+      ]),
+    );
+    const batch = await db.store.claim({ owner: 'corpus', limit: 10, leaseMs: 30_000 });
+    const doomed = batch.messages.filter((m) => m.topic === 'corpus.dead');
+    await db.store.settle({
+      leaseToken: batch.leaseToken,
+      delivered: [],
+      released: batch.messages
+        .filter((m) => m.topic !== 'corpus.dead')
+        .map((message) => ({ message, error: 'corpus' })),
+      retry: [],
+      dead: doomed.map((message) => ({ message, error: 'corpus' })),
+    });
+
+    const auth = `Authorization: Bearer ${TOKEN}\r\n`;
+    const json = 'Content-Type: application/json\r\n';
+    const post = (path: string, body: string | Buffer, headers = auth + json) =>
+      Buffer.concat([
+        Buffer.from(
+          `POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n${headers}Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n`,
+        ),
+        Buffer.isBuffer(body) ? body : Buffer.from(body),
+      ]);
+    const get = (path: string, headers = '') =>
+      `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n${headers}Connection: close\r\n\r\n`;
+    const replay = '/api/dead-letters/replay';
+    const cases: Array<[string, string | Buffer, number, string]> = [
+      ['truncated JSON', post(replay, '{"ids": ["'), 400, 'invalid_json'],
+      ['binary body', post(replay, Buffer.from([0xff, 0xfe, 0x00, 0x9c])), 400, 'invalid_json'],
+      ['number body', post(replay, '42'), 400, 'invalid_body'],
+      ['string body', post(replay, '"all"'), 400, 'invalid_body'],
+      ['nested garbage', post(replay, '{"ids": [{"$ne": null}]}'), 400, 'invalid_id'],
+      ['SQL as an id', post(replay, JSON.stringify({ ids: [SQLISH[0]] })), 400, 'invalid_id'],
+      [
+        'SQL as a source',
+        post(replay, JSON.stringify({ all: true, source: SQLISH[1] })),
+        400,
+        'unknown_source',
+      ],
+      ['unknown field', post(replay, '{"all": true, "where": "1=1"}'), 400, 'unknown_field'],
+      ['prototype key', post(replay, '{"__proto__": {"all": true}}'), 400, 'unknown_field'],
+      [
+        'too many ids',
+        post(replay, JSON.stringify({ ids: Array(1001).fill('0190d7e2-8f3a-7b4c-9d2e-1f0a3b5c7d9e') })),
+        400,
+        'invalid_body',
+      ],
+      ['huge topic', post(replay, JSON.stringify({ topic: 'x'.repeat(300) })), 400, 'invalid_body'],
+      ['10 MB body', post(replay, 'x'.repeat(10 * 1024 * 1024)), 413, 'body_too_large'],
+      [
+        'form post',
+        post(replay, 'all=true', auth + 'Content-Type: application/x-www-form-urlencoded\r\n'),
+        415,
+        'unsupported_media_type',
+      ],
+      ['no token', post(replay, '{"all":true}', json), 401, 'unauthorized'],
+      ['token in the query', post(`${replay}?token=${TOKEN}`, '{"all":true}', json), 401, 'unauthorized'],
+      [
+        'cross-site',
+        post(replay, '{"all":true}', `${auth}${json}Origin: https://evil.example\r\n`),
+        403,
+        'cross_site',
+      ],
+      ['null origin', post(replay, '{"all":true}', `${auth}${json}Origin: null\r\n`), 403, 'cross_site'],
+      ['wrong method', get(replay), 405, 'method_not_allowed'],
+      [
+        'PUT',
+        `PUT /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`,
+        405,
+        'method_not_allowed',
+      ],
+      ['unknown route', get('/api/../../etc/passwd'), 400, 'invalid_path'],
+      ['encoded traversal', get('/assets/%2e%2e%2fpackage.json'), 400, 'invalid_path'],
+      ['backslash traversal', get('/assets/..\\..\\package.json'), 400, 'invalid_path'],
+      ['unknown asset', get('/assets/secret.txt'), 404, 'not_found'],
+      ['non-UUID id', get('/api/dead-letters/not-a-uuid'), 400, 'invalid_id'],
+      ['SQL id', get(`/api/dead-letters/${encodeURIComponent(SQLISH[0] as string)}`), 400, 'invalid_id'],
+      ['unknown id', get('/api/dead-letters/0190d7e2-8f3a-7b4c-9d2e-1f0a3b5c7d9e'), 404, 'not_found'],
+      ['negative limit', get('/api/dead-letters?limit=-1'), 400, 'invalid_limit'],
+      ['huge limit', get('/api/dead-letters?limit=99999999999999999999'), 400, 'invalid_limit'],
+      ['float limit', get('/api/dead-letters?limit=1.5'), 400, 'invalid_limit'],
+      ['unknown parameter', get('/api/topics?drop=table'), 400, 'unknown_parameter'],
+      [
+        'unknown source',
+        get(`/api/topics?source=${encodeURIComponent(SQLISH[0] as string)}`),
+        400,
+        'unknown_source',
+      ],
+      ['bad ack state', get('/api/acks?state=%00'), 400, 'invalid_parameter'],
+      ['long URL', get(`/api/topics?x=${'a'.repeat(5000)}`), 414, 'uri_too_long'],
+      [
+        'foreign Host',
+        `GET /api/status HTTP/1.1\r\nHost: attacker.example\r\nConnection: close\r\n\r\n`,
+        403,
+        'host_not_allowed',
+      ],
+      [
+        'slow body',
+        `POST ${replay} HTTP/1.1\r\nHost: 127.0.0.1\r\n${auth}${json}Content-Length: 50\r\n\r\n{"all"`,
+        408,
+        'request_timeout',
+      ],
+      ['not HTTP', '\u0016\u0003\u0001\u0000\u00a5\u0001\u0000\u0000\u00a1\u0003\u0003', 400, 'bad_request'],
+      [
+        'header injection',
+        `GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: b\rSet-Cookie: x=1\r\n\r\n`,
+        400,
+        'bad_request',
+      ],
+      [
+        'huge header',
+        `GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ${'a'.repeat(100_000)}\r\n\r\n`,
+        431,
+        'headers_too_large',
+      ],
+    ];
+    for (const [name, request, status, code] of cases) {
+      const answer = await rawHttp(port, request);
+      const [head = '', body = ''] = answer.split('\r\n\r\n');
+      assert.match(
+        head,
+        new RegExp(`^HTTP/1\\.1 ${status} `),
+        `${name}: status ${status}\n${answer.slice(0, 400)}`,
+      );
+      assert.match(head, /content-type: application\/json; charset=utf-8/i, `${name}: a JSON error`);
+      assert.equal(
+        (JSON.parse(body) as { error: { code: string } }).error.code,
+        code,
+        `${name}: code ${code}`,
+      );
+      assert.doesNotMatch(answer, /\n\s+at |TypeError|ReferenceError/, `${name}: no stack trace`);
+      assert.ok(!answer.includes(TOKEN), `${name}: the token is never echoed`);
+      assert.doesNotMatch(head, /set-cookie/i, `${name}: no injected header`);
+    }
+    // Still serving, and nothing was touched: the pending message and the dead letter are there.
+    const health = await rawHttp(port, get('/healthz'));
+    assert.match(health, /^HTTP\/1\.1 200 /);
+    assert.equal(await db.count('outbox'), 1);
+    assert.equal(await db.count('dead_letter'), 1);
+  });
+
+  it('rejects garbage admin flags of mailroom relay in one line, before connecting', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mailroom-corpus-admin-'));
+    const base = [
+      'relay',
+      '--database-url',
+      DATABASE_URL,
+      '--schema',
+      db.schema,
+      '--transport',
+      'amqp://127.0.0.1:5672',
+    ];
+    const garbage: Array<[string[], NodeJS.ProcessEnv]> = [
+      [['--admin-port', '70000'], {}],
+      [['--admin-port', '-1'], {}],
+      [['--admin-port', 'http'], {}],
+      [['--admin-port', '0', '--admin-host', '0.0.0.0'], {}],
+      [['--admin-port', '0', '--admin-host', '::'], {}],
+      [['--admin-port', '0', '--admin-token-file', dir], {}],
+      [['--admin-port', '0', '--admin-token-file', join(dir, SQLISH[0] as string)], {}],
+      [['--admin-port', '0'], { MAILROOM_ADMIN_TOKEN: 'short' }],
+      [['--admin-port', '0'], { MAILROOM_ADMIN_TOKEN: 'has spaces in the middle of it' }],
+      [[], { MAILROOM_ADMIN_TOKEN: TOKEN }],
+    ];
+    for (const [args, env] of garbage) {
+      const r = await runCli([...base, ...args], env);
+      assertCleanFailure(r, `relay ${JSON.stringify(args)} ${Object.keys(env).join(',')}`);
+      assert.ok(!r.stderr.includes(TOKEN), 'the token is never printed');
+    }
+    const empty = join(dir, 'empty');
+    writeFileSync(empty, '\n');
+    assertCleanFailure(
+      await runCli([...base, '--admin-port', '0', '--admin-token-file', empty]),
+      'empty token file',
+    );
   });
 });

@@ -412,7 +412,7 @@ export class AdminServer {
     this.#sampler = setInterval(() => void this.#sample(), this.#historyIntervalMs);
     this.#sampler.unref();
     void this.#sample();
-    this.#logger.info('admin server listening', {
+    this.#logger.debug('admin server listening', {
       url: this.#address.url,
       mutations: this.#tokenDigest !== undefined,
     });
