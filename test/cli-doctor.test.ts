@@ -11,11 +11,13 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
+import amqp from 'amqplib';
 import pg from 'pg';
 import { Outbox, Relay, type OutboxMessage } from '../src/core/index.js';
 import { RelayPresence } from '../src/core/relay-presence.js';
 import { MemoryTransport } from '../src/transports/memory/index.js';
 import { CHECK_IDS, type DoctorCheck, type DoctorReport } from '../src/cli/doctor/check.js';
+import { AMQP_URL } from './helpers/amqp.js';
 import { runCli } from './helpers/cli.js';
 import { createTestDb, DATABASE_URL, inTransaction, type TestDb } from './helpers/postgres.js';
 import { waitUntil } from './helpers/wait.js';
@@ -267,6 +269,42 @@ describe('mailroom doctor', () => {
     assert.equal(t.status, 'fail');
     assert.match(t.summary, /^rabbitmq at amqp:\/\/guest:\*+@127\.0\.0\.1:1 is unreachable: /);
     assert.ok(!stdout.includes('hunter2'));
+  });
+
+  it('RabbitMQ: the exchange is checked passively, and unroutable dead letters say nobody is bound to the topic', async () => {
+    const exchange = `doctor_${randomBytes(4).toString('hex')}`;
+    const topic = `invoices.${randomBytes(3).toString('hex')}`;
+    await db.pool.query(
+      `INSERT INTO "${db.schema}".dead_letter (id, topic, payload, content_type, headers, created_at, attempts, last_error)
+       VALUES (gen_random_uuid(), $1, '\\x7b7d', 'application/json', '{}', now(), 1, $2)`,
+      [
+        topic,
+        `RabbitMQ returned message x as unroutable (312 NO_ROUTE): no queue bound for routing key ${topic}`,
+      ],
+    );
+    try {
+      const missing = await doctor(['--transport', AMQP_URL, '--exchange', exchange]);
+      assert.equal(missing.byId('transport').status, 'ok', missing.byId('transport').summary);
+      const b = missing.byId('bindings');
+      assert.equal(b.status, 'fail');
+      assert.equal(b.summary, `exchange "${exchange}" does not exist; nobody is bound to topic ${topic}`);
+      assert.ok(b.fix.some((f) => f.endsWith(`then: mailroom dlq replay --topic ${topic}`)));
+      assert.equal(missing.code, 1);
+
+      const conn = await amqp.connect(AMQP_URL);
+      try {
+        const ch = await conn.createChannel();
+        await ch.assertExchange(exchange, 'topic', { durable: false, autoDelete: false });
+        const present = (await doctor(['--transport', AMQP_URL, '--exchange', exchange])).byId('bindings');
+        assert.equal(present.status, 'warn');
+        assert.equal(present.summary, `exchange "${exchange}" exists; nobody is bound to topic ${topic}`);
+        await ch.deleteExchange(exchange);
+      } finally {
+        await conn.close();
+      }
+    } finally {
+      await db.pool.query(`DELETE FROM "${db.schema}".dead_letter`);
+    }
   });
 
   it('a schema not migrated fails with "run mailroom migrate"', async () => {
