@@ -70,6 +70,7 @@ export {
   type RelayOptions,
   type ResolvedRelayOptions,
   type RelayEvents,
+  type RelayObserver,
 } from './relay.js';
 export {
   RelayGroup,
@@ -81,6 +82,7 @@ export {
   type RelayGroupSourceBacklog,
   type RelayGroupSourceOverrides,
   type RelayGroupSourceStatus,
+  type RelayGroupObserver,
 } from './relay-group.js';
 export {
   resolveRetryPolicy,
