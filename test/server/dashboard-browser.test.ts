@@ -93,7 +93,7 @@ describe('dashboard in headless Chromium', { skip: skipBrowser }, () => {
     await db?.drop();
   });
 
-  async function openPage(url: string, expectedStatuses: number[] = []): Promise<Page> {
+  async function openPage(url: string, expectedStatuses: number[] = [], loaded = true): Promise<Page> {
     const page = await browser.newPage({ viewport: { width: 1360, height: 1000 } });
     page.on('console', (msg) => {
       if (msg.type() !== 'error' && msg.type() !== 'warning') return;
@@ -111,7 +111,7 @@ describe('dashboard in headless Chromium', { skip: skipBrowser }, () => {
     });
     page.on('request', (req) => urls.push(req.url()));
     await page.goto(url);
-    await page.locator('body[data-loaded="true"]').waitFor({ timeout: 15_000 });
+    if (loaded) await page.locator('body[data-loaded="true"]').waitFor({ timeout: 15_000 });
     return page;
   }
 
@@ -413,6 +413,33 @@ describe('dashboard in headless Chromium', { skip: skipBrowser }, () => {
       await page.getByTestId('backlog-total').filter({ hasText: /^3$/ }).waitFor({ timeout: 15_000 });
       await page.getByTestId('topic-row').filter({ hasText: 'second.b' }).waitFor();
       assert.equal(await page.getByTestId('topic-row').count(), 2);
+    } finally {
+      await release.run();
+    }
+    assert.deepEqual(problems, [], 'no console error, page error or failed request');
+  });
+
+  it('asks for the token when the server, bound beyond loopback, wants it for reading too', async () => {
+    const release = releaser();
+    try {
+      const admin = new AdminServer({
+        host: '0.0.0.0',
+        port: 0,
+        token: TOKEN,
+        stores: [{ name: 'default', store: db.store }],
+      });
+      const { port } = await admin.start();
+      release.add(() => admin.close());
+      const page = await openPage(`http://127.0.0.1:${port}/`, [401], false);
+      release.add(() => page.close());
+      await page.getByTestId('connection').filter({ hasText: 'no access' }).waitFor({ timeout: 15_000 });
+      assert.match((await text(page, 'source-error')) ?? '', /401/);
+      await page.getByTestId('token-input').fill(TOKEN);
+      await page.getByTestId('token-save').click();
+      await page.getByTestId('connection').filter({ hasText: 'live' }).waitFor({ timeout: 15_000 });
+      await page.locator('body[data-loaded="true"]').waitFor();
+      assert.equal(await page.getByTestId('source-error').isVisible(), false);
+      for (const u of urls) assert.ok(!u.includes(TOKEN), `the token never travels in a URL (${u})`);
     } finally {
       await release.run();
     }
