@@ -62,6 +62,7 @@ describe('relay presence (PostgreSQL)', () => {
         const r = await find(owner);
         return r && r.heartbeatAt.getTime() > first.heartbeatAt.getTime() ? r : undefined;
       }, 'a heartbeat after the first record');
+      assert.ok(later);
       assert.equal(later.startedAt.getTime(), first.startedAt.getTime());
 
       // A broker outage: the relay's first publish fails, and the row says so until it is back.
@@ -135,6 +136,7 @@ describe('relay presence (PostgreSQL)', () => {
         'the child process recording itself',
         30_000,
       );
+      assert.ok(alive);
       assert.equal(alive.pid, child.pid);
     } finally {
       child.kill('SIGKILL');
@@ -144,6 +146,7 @@ describe('relay presence (PostgreSQL)', () => {
       const r = await find(owner);
       return r && !r.alive ? r : undefined;
     }, 'the killed relay turning dead');
+    assert.ok(dead);
     assert.ok(dead.heartbeatAgeMs >= 3 * 200, `heartbeat age ${dead.heartbeatAgeMs} ms`);
     assert.equal(stderr, '');
 
