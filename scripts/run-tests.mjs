@@ -46,6 +46,7 @@ const SLOW_FIRST = [
   'test/stores/sqlite-store.test.ts',
   'test/transports/consumer-conformance.test.ts',
   'test/transports/sqs-consumer.test.ts',
+  'test/server/dashboard-browser.test.ts',
 ];
 if (!faults) {
   const rank = (f) => {
