@@ -34,6 +34,7 @@ import { HistoryBuffer } from './history.js';
 import { HTML_HEADERS, readJsonBody, send, sendError, sendJson } from './http.js';
 import { RelayView, type AdminRelay } from './relay-view.js';
 import {
+  MAX_IDS_PER_REQUEST,
   deadLetterSelection,
   limitParam,
   messageId,
@@ -76,7 +77,7 @@ export interface AdminServerOptions {
    * The bearer token POST requests (replay, purge) must carry, at least 16 characters. Without
    * it the API is read-only. Compared in constant time; never logged or echoed.
    */
-  token?: string;
+  token?: string | undefined;
   /** The databases to report on, at least one, names unique. */
   stores: readonly AdminSource[];
   /** Served at `/metrics`; without it `/metrics` answers 404. */
@@ -956,15 +957,16 @@ export class AdminServer {
         ? await source.store.replayDeadLetters(filter)
         : await source.store.purgeDeadLetters(filter);
     this.#cache.delete(`stats:${source.name}`);
-    const ids = results.map((r) => r.id);
+    // Every id of a small request; of a big one (a topic, all), the first ones: the count is whole.
+    const ids = results.slice(0, MAX_IDS_PER_REQUEST).map((r) => r.id);
     this.#logger.info(`dead letters ${action === 'replay' ? 'replayed' : 'purged'} through the admin API`, {
       source: source.name,
-      count: ids.length,
+      count: results.length,
       ...(selection.topic !== undefined ? { topic: selection.topic } : {}),
       ...(selection.all ? { all: true } : {}),
     });
     const body: ReplayResponse | PurgeResponse =
-      action === 'replay' ? { replayed: ids.length, ids } : { purged: ids.length, ids };
+      action === 'replay' ? { replayed: results.length, ids } : { purged: results.length, ids };
     sendJson(res, 200, body);
   }
 

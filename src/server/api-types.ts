@@ -154,13 +154,17 @@ export type DeadLetterActionRequest = ({ ids: string[] } | { topic: string } | {
 
 /** `POST /api/dead-letters/replay`. */
 export interface ReplayResponse {
+  /** How many dead letters went back into the outbox. */
   replayed: number;
+  /** Their ids: all of them, or the first 1000 of a bigger replay (by topic or all). */
   ids: string[];
 }
 
 /** `POST /api/dead-letters/purge`. */
 export interface PurgeResponse {
+  /** How many dead letters were deleted. */
   purged: number;
+  /** Their ids: all of them, or the first 1000 of a bigger purge (by topic or all). */
   ids: string[];
 }
 
