@@ -103,6 +103,47 @@ describe('mailroom relay --admin-port', () => {
     assert.equal(await stopCli(relay.child), 0, relay.text());
   });
 
+  it('serves every source of a relay over several schemas', async (t) => {
+    const other = await createTestDb('cliadm');
+    t.after(() => other.drop());
+    const exchange = `mr_cliadm_${randomBytes(3).toString('hex')}`;
+    const relay = start([
+      'relay',
+      '--database-url',
+      DATABASE_URL,
+      '--schema',
+      db.schema,
+      '--schema',
+      other.schema,
+      '--transport',
+      AMQP_URL,
+      '--exchange',
+      exchange,
+      '--admin-port',
+      '0',
+    ]);
+    t.after(() => stopCli(relay.child));
+    const base = await relay.url();
+    const status = (await (await fetch(`${base}/api/status`)).json()) as {
+      sources: Array<{ name: string; error: string | null }>;
+      mutations: boolean;
+    };
+    assert.deepEqual(status.sources.map((s) => s.name).sort(), [db.schema, other.schema].sort());
+    assert.equal(status.mutations, false);
+    const topics = await fetch(`${base}/api/topics?source=${other.schema}`);
+    assert.equal(topics.status, 200);
+    const relays = (await (await fetch(`${base}/api/relays?source=${other.schema}`)).json()) as {
+      relays: Array<{ owner: string }>;
+    };
+    assert.ok(relays.relays.length >= 1, JSON.stringify(relays));
+    const metrics = (await waitUntil(async () => {
+      const text = await (await fetch(`${base}/metrics`)).text();
+      return text.includes(`source="${other.schema}"`) ? text : undefined;
+    }, 'metrics labelled with the second source')) as string;
+    assert.match(metrics, /^mailroom_/m);
+    assert.equal(await stopCli(relay.child), 0, relay.text());
+  });
+
   it('refuses a non-loopback --admin-host without a token: exit 2, one line', async () => {
     const res = await runCli([
       'relay',
