@@ -518,7 +518,7 @@ export const LOG_EVENTS = {
  * change of state. `message_dead_lettered` (in {@link LOG_EVENTS}) is also written at `debug`
  * by `mailroom relay`, which reports dead letters once per topic.
  */
-export const DETAIL_LOG_EVENTS = ['batch_settled', 'message_retry'] as const;
+export const DETAIL_LOG_EVENTS = ['batch_settled', 'message_retry', 'tcc_decided', 'tcc_finished'] as const;
 
 /** A stable event id: a key of {@link LOG_EVENTS}. */
 export type LogEvent = keyof typeof LOG_EVENTS;
