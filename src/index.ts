@@ -9,3 +9,4 @@
 export * from './core/index.js';
 export * from './inbox/index.js';
 export * from './consumer/index.js';
+export type { TracingOptions, TracerProviderLike } from './tracing/tracing-options.js';

@@ -16,6 +16,7 @@ import {
 import { retryPolicyField, type RetryPolicyOptions } from './retry-policy.js';
 import type { CallbackDispatcherOptions } from '../callbacks/callback-dispatcher-options.js';
 import type { Relay } from './relay.js';
+import type { TracingOptions } from '../tracing/tracing-options.js';
 
 /**
  * Watches a relay while it runs: `RelayMetrics` from `mailroom/metrics` is one. The relay calls
@@ -142,6 +143,15 @@ export interface RelayOptions {
    * @example { metrics: new RelayMetrics({ registry }) }
    */
   metrics?: RelayObserver;
+  /**
+   * Traces publishes with OpenTelemetry (docs/tracing.md): a PRODUCER span `publish <topic>` per
+   * message, continuing the trace the message carries from `enqueue`. Options go to
+   * `tracedTransport` (`tracerProvider`, `relation`). Does nothing without `@opentelemetry/api`.
+   *
+   * @default true
+   * @example { tracing: { relation: 'link' } }
+   */
+  tracing?: boolean | TracingOptions;
   /** Name of this relay on leased rows and in logs. @default `${hostname}:${pid}:${random}` */
   owner?: string;
   /** Stops the relay when aborted. */
@@ -225,6 +235,11 @@ export const relayOptionsSchema = optionsSchema<RelayOptions>()(
       'an observer with an observe(relay) method, such as new RelayMetrics() from mailroom/metrics',
       hasMethods<RelayObserver>('observe'),
     ),
+    tracing: custom(
+      "true, false, or tracing options ({ tracerProvider, relation: 'parent' | 'link' })",
+      (v): v is boolean | TracingOptions =>
+        typeof v === 'boolean' || (typeof v === 'object' && v !== null && !Array.isArray(v)),
+    ),
   },
   {
     ordered: [
@@ -237,7 +252,7 @@ export const relayOptionsSchema = optionsSchema<RelayOptions>()(
 /** {@link RelayOptions} with every default applied; what the relay runs with. */
 export type ResolvedRelayOptions = Omit<
   ResolvedOptions<typeof relayOptionsSchema.fields>,
-  'store' | 'transport' | 'signal' | 'logger' | 'callbacks' | 'source' | 'metrics'
+  'store' | 'transport' | 'signal' | 'logger' | 'callbacks' | 'source' | 'metrics' | 'tracing'
 >;
 
 /** All relay defaults and checks, in one place: the schema above, and the rules across options. */
@@ -250,6 +265,7 @@ export function resolveRelayOptions(options: RelayOptions): ResolvedRelayOptions
     callbacks,
     source,
     metrics: _metrics,
+    tracing: _tracing,
     ...resolved
   } = relayOptionsSchema.resolve(options);
   if (resolved.wakeup === 'replication' && source === undefined) {

@@ -26,6 +26,7 @@ import {
 import { retryDelayMs } from './retry-policy.js';
 import { TransportHealth } from './transport-health.js';
 import { TypedEmitter } from './typed-emitter.js';
+import { tracedTransport } from '../tracing/traced-transport.js';
 import type { OutboxMessage } from './types.js';
 import { decodeGroup, isGroup } from './atomic-group.js';
 import { isTransactionalTransport } from './broker-transaction.js';
@@ -114,7 +115,11 @@ export class Relay extends TypedEmitter<RelayEvents> {
     super(options.logger ?? silentLogger);
     this.options = resolveRelayOptions(options);
     this.#store = options.store;
-    this.#transport = options.transport;
+    const tracing = options.tracing ?? true;
+    this.#transport =
+      tracing === false
+        ? options.transport
+        : tracedTransport(options.transport, tracing === true ? {} : tracing);
     this.#source = options.source;
     this.#clock = this.options.clock;
     this.#externalSignal = options.signal;

@@ -99,7 +99,7 @@ export class SqsConsumer<Tx = undefined> extends CoreDrivenConsumer<SqsConsumerE
     this.#options = Object.freeze(resolved);
     this.queue = resolved.queue.name;
     this.#deadLetterTo = { deadLetterQueue: resolved.deadLetterQueue.safe };
-    this.#handler = handlerRunner(options, ackNeedsInboxError);
+    this.#handler = handlerRunner(options, ackNeedsInboxError, 'sqs');
     this.#calls = new SqsCalls(this.#options);
     const broker: ConsumerBroker<SqsConsumerSession, SqsDelivery, Started, DeadLetterTo> = {
       source: { queue: this.queue },

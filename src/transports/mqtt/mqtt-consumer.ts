@@ -83,7 +83,7 @@ export class MqttConsumer<Tx = undefined> extends CoreDrivenConsumer<MqttConsume
     this.filter = resolved.filter;
     this.clientId = resolved.clientId;
     this.deadLetterTopic = resolved.deadLetterTopic;
-    this.#handler = handlerRunner(options, ackNeedsInboxError);
+    this.#handler = handlerRunner(options, ackNeedsInboxError, 'mqtt');
     const { safeUrl } = resolved.endpoint;
     const broker: ConsumerBroker<ConsumerSession, Delivery, Started, DeadLetterTo> = {
       source: { filter: this.filter, clientId: this.clientId },

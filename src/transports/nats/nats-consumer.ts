@@ -79,7 +79,7 @@ export class NatsConsumer<Tx = undefined> extends CoreDrivenConsumer<NatsConsume
     this.durable = resolved.durable;
     this.deadLetterSubject = resolved.deadLetterSubject;
     this.#sessions = new NatsSessions(Object.freeze(sessionOptions(resolved)));
-    const handler = handlerRunner(options, ackNeedsInboxError);
+    const handler = handlerRunner(options, ackNeedsInboxError, 'nats');
     const { safeUrl } = resolved.endpoint;
     const stoppedWhileStarting = () =>
       new TransportError(

@@ -77,7 +77,7 @@ export class StompConsumer<Tx = undefined> extends CoreDrivenConsumer<StompConsu
     this.#options = Object.freeze(resolved);
     this.destination = resolved.destination;
     this.deadLetterDestination = resolved.deadLetterDestination;
-    this.#handler = handlerRunner(options, ackNeedsInboxError);
+    this.#handler = handlerRunner(options, ackNeedsInboxError, 'stomp');
     const { safeUrl } = resolved.endpoint;
     const broker: ConsumerBroker<ConsumerSession, Delivery, Started, DeadLetterTo> = {
       source: { destination: this.destination },

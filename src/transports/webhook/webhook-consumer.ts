@@ -125,7 +125,7 @@ export class WebhookConsumer<Tx = undefined>
     const resolved = resolveWebhookConsumerOptions(options);
     super(resolved.logger);
     this.#options = Object.freeze(resolved);
-    this.#runner = handlerRunner(options, ackNeedsInboxError);
+    this.#runner = handlerRunner(options, ackNeedsInboxError, 'webhook');
     this.#lanes = new HandlerLanes(resolved.concurrency);
     this.handler = (req, res) => void this.handle(req, res);
   }
