@@ -639,8 +639,18 @@ export class AdminServer {
     }
     const origin = req.headers.origin;
     if (origin !== undefined) {
-      const own = `http://${req.headers.host ?? ''}`.toLowerCase();
-      if (origin.toLowerCase() !== own) {
+      // The page's host must be the one the request was sent to. The scheme is not compared: a
+      // proxy in front may terminate TLS (the page is https://, the server sees plain HTTP).
+      let host: string | undefined;
+      try {
+        const parsed = new URL(origin);
+        host = parsed.protocol === 'http:' || parsed.protocol === 'https:' ? parsed.host : undefined;
+      } catch {
+        host = undefined;
+      }
+      const own = (req.headers.host ?? '').toLowerCase();
+      const same = host !== undefined && [own, own.replace(/:(80|443)$/, '')].includes(host.toLowerCase());
+      if (!same || own === '') {
         throw new AdminRequestError(
           403,
           'cross_site',

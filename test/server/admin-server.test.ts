@@ -303,6 +303,18 @@ describe('AdminServer', () => {
     assert.equal(errorCode(fetchSite), 'cross_site');
     const sameOrigin = await post(base, '/api/dead-letters/purge', { all: true }, { Origin: base });
     assert.equal(sameOrigin.status, 200, sameOrigin.text);
+    // Behind a proxy that terminates TLS the page is https:// on the same host.
+    const tls = await post(
+      base,
+      '/api/dead-letters/purge',
+      { all: true },
+      { Origin: base.replace('http:', 'https:') },
+    );
+    assert.equal(tls.status, 200, tls.text);
+    for (const origin of ['null', 'file://', `http://127.0.0.1:${Number(port) + 1}`, 'not a url']) {
+      const other = await post(base, '/api/dead-letters/purge', { all: true }, { Origin: origin });
+      assert.equal(errorCode(other), 'cross_site', origin);
+    }
     const text = await call(base, '/api/dead-letters/purge', {
       method: 'POST',
       headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'text/plain' },
