@@ -340,7 +340,8 @@ describe('Table-less mode (logical messages through the log)', () => {
           buffered += chunk;
           const lines = buffered.split('\n');
           buffered = lines.pop() ?? '';
-          for (const line of lines) if (line.startsWith('delivered ')) delivered.push(line.slice(10));
+          for (const line of lines)
+            if (line.startsWith('delivered ')) delivered.push(line.split(' ')[1] as string);
         });
         const exited = new Promise<NodeJS.Signals | null>((r) =>
           child.once('exit', (_code, signal) => r(signal)),
