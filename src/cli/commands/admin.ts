@@ -73,24 +73,14 @@ export interface AdminSettings {
 }
 
 /**
- * The admin server's settings, or undefined when no port is set and none is `fallbackPort`.
+ * The admin server's settings, or undefined when no port is set and none is `fallbackPort` (a
+ * token set then is ignored: the environment may be shared with `mailroom admin`).
  * Throws a {@link ConfigError} naming the flag: a token file that cannot be read, both a token and
  * a token file, or a non-loopback address without a token.
  */
 export function adminSettings(config: ResolvedConfig, fallbackPort?: number): AdminSettings | undefined {
   const port = config.adminPort === undefined ? fallbackPort : Number(config.adminPort);
   if (port === undefined) {
-    for (const [key, flag] of [
-      ['adminToken', '--admin-token (MAILROOM_ADMIN_TOKEN)'],
-      ['adminTokenFile', '--admin-token-file'],
-    ] as const) {
-      if (config[key] !== undefined) {
-        throw new ConfigError(
-          key,
-          `${flag} is for the admin server, which runs only with --admin-port <port>`,
-        );
-      }
-    }
     return undefined;
   }
   const host = String(config.adminHost ?? '127.0.0.1');

@@ -361,6 +361,11 @@ export const relayCommand: Command = {
     // The admin server's settings and prom-client are checked before anything connects: a bad
     // token file or a missing package is a one-line usage error.
     const admin = adminSettings(settings);
+    if (!admin && (settings.adminToken !== undefined || settings.adminTokenFile !== undefined)) {
+      logger.warn('an admin token is set but no --admin-port: no admin server runs', {
+        see: 'docs/admin.md',
+      });
+    }
     const metrics = admin ? await loadRelayMetrics() : undefined;
     const replication = config.wakeup === 'replication';
     // A wake-up a database cannot give is refused from its URL, before anything connects.
