@@ -337,8 +337,11 @@ describe('relay logs at info', () => {
     const text = log.text();
     assert.ok(!text.includes('topsecret'), 'the credentials in the error are masked');
 
-    // Every line names its component (and, once the relay's own calls name theirs, its event).
-    for (const l of lines) assert.equal(l.component, 'relay', JSON.stringify(l));
+    // Every line names its component and its event.
+    for (const l of lines) {
+      assert.equal(l.component, 'relay', JSON.stringify(l));
+      assert.ok(typeof l.event === 'string' && l.event in LOG_EVENTS, JSON.stringify(l));
+    }
     const progress = lines.filter((l) => l.event === 'relay_progress');
     const others = lines.filter((l) => l.event !== 'relay_progress');
     // Progress lines are per interval, bounded by time; the rest by state changes: started,

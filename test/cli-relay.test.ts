@@ -279,7 +279,11 @@ describe('mailroom relay', () => {
         `one warning per topic, not per message\n${r.text()}`,
       );
       assert.match(warnings[0]?.msg ?? '', /dead-lettered.*mailroom dlq list --topic unbound\.a/);
-      assert.match(String(warnings[0]?.error), /no queue bound for topic "unbound\.a"/);
+      // Errors are written as objects: { name, code, message, cause }.
+      assert.match(
+        String((warnings[0]?.error as { message?: string })?.message),
+        /no queue bound for topic "unbound\.a"/,
+      );
 
       const list = await runCli(['dlq', 'list', '--topic', a, '--json', '--schema', db.schema], {
         DATABASE_URL,
@@ -496,7 +500,7 @@ describe('mailroom relay', () => {
       const warnings = r.lines().filter((l) => l.level === 'warn' || l.level === 'error');
       assert.equal(warnings.length, 1, `one warning for ${retried()} retries\n${r.text()}`);
       assert.equal(warnings[0]?.topic, topic);
-      assert.match(String(warnings[0]?.error), /nacked/);
+      assert.match(String((warnings[0]?.error as { message?: string })?.message), /nacked/);
       const progress = r.lines().find((l) => l.msg === 'relay progress' && Number(l.retried) > 0);
       assert.equal(progress?.level, 'info');
       assert.match(String(progress?.lastError), /nacked/);

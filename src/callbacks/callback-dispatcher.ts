@@ -121,7 +121,10 @@ export class CallbackDispatcher extends TypedEmitter<CallbackDispatcherEvents> {
     this.#loop = this.#run();
     this.#externalSignal?.addEventListener('abort', this.#onExternalAbort, { once: true });
     if (this.#externalSignal?.aborted) void this.stop();
-    this.logger.info('callback dispatcher started', { owner: this.options.owner });
+    this.logger.info('callback dispatcher started', {
+      event: 'callbacks_started',
+      owner: this.options.owner,
+    });
   }
 
   /**
@@ -163,10 +166,15 @@ export class CallbackDispatcher extends TypedEmitter<CallbackDispatcherEvents> {
       await Promise.race([drain, this.#clock.sleep(ABORT_GRACE_MS, grace.signal)]);
       grace.abort();
       this.logger.warn('callback dispatcher stop deadline passed with POSTs in flight; they were aborted', {
+        event: 'callbacks_stop_deadline_passed',
         aborted,
       });
     }
-    this.logger.info('callback dispatcher stopped', { owner: this.options.owner, aborted });
+    this.logger.info('callback dispatcher stopped', {
+      event: 'callbacks_stopped',
+      owner: this.options.owner,
+      aborted,
+    });
   }
 
   async #run(): Promise<void> {
@@ -194,7 +202,12 @@ export class CallbackDispatcher extends TypedEmitter<CallbackDispatcherEvents> {
       } catch (err) {
         claimFailures++;
         this.emit('callback:error', { phase: 'claim', error: err });
-        this.logger.warn('callback claim failed; retrying', { error: String(err), failures: claimFailures });
+        // The first failure of a run at warn, the retries with backoff at debug.
+        this.logger[claimFailures === 1 ? 'warn' : 'debug']('callback claim failed; retrying', {
+          event: 'callback_claim_failed',
+          error: err,
+          attempt: claimFailures,
+        });
         await this.#clock.sleep(Math.min(5000, 100 * 2 ** Math.min(claimFailures, 6)), signal);
         continue;
       }
@@ -243,7 +256,8 @@ export class CallbackDispatcher extends TypedEmitter<CallbackDispatcherEvents> {
         // Not expected: #process reports its own failures. A batch must never reject.
         this.emit('callback:error', { phase: 'settle', error: err });
         this.logger.error('callback batch failed unexpectedly; its leases will expire', {
-          error: String(err),
+          event: 'callback_batch_failed',
+          error: err,
         });
       })
       .finally(() => {
@@ -325,7 +339,7 @@ export class CallbackDispatcher extends TypedEmitter<CallbackDispatcherEvents> {
 
   #dead(settlement: Settlement, callback: CallbackEvent, error: string): void {
     settlement.dead.push({ id: callback.id, error });
-    this.logger.warn('callback dead', this.#fields(callback, { error }));
+    this.logger.warn('callback dead', this.#fields(callback, { event: 'callback_dead', error }));
     this.emit('callback:dead', { callback, error });
   }
 
@@ -355,8 +369,9 @@ export class CallbackDispatcher extends TypedEmitter<CallbackDispatcherEvents> {
         const delay = Math.min(1000, 50 * 2 ** attempt);
         if (this.#abortPosts.signal.aborted || this.#clock.now() + delay >= until) {
           this.logger.error('cannot settle callbacks; they will be POSTed again after their lease', {
-            error: String(err),
-            attempts: attempt,
+            event: 'callback_settle_failed',
+            error: err,
+            attempt,
             count: settlement.delivered.length + settlement.retry.length + settlement.dead.length,
           });
           return;

@@ -103,6 +103,7 @@ export class ShutdownDeadline {
     this.#signals++;
     if (this.#signals > 1) {
       this.#o.logger.error('second signal: exiting without waiting for anything to close', {
+        event: 'cli_shutdown_deadline',
         signal,
         open: this.#open(),
         exitCode: EXIT_SECOND_SIGNAL,
@@ -128,6 +129,7 @@ export class ShutdownDeadline {
         ? `${open.join(', ')} did not finish`
         : `everything closed, but the process was kept alive by ${held.join(', ') || 'nothing Node reports'}`;
     this.#o.logger.error(`shutdown deadline passed: ${what}; exiting`, {
+      event: 'cli_shutdown_deadline',
       deadlineMs: this.#o.deadlineMs,
       open: open.join(', '),
       ...(held.length > 0 ? { held: held.join(', ') } : {}),

@@ -197,8 +197,9 @@ export class ConsumerCore<S, D extends CoreDelivery<S>, Started extends object, 
     this.#broker.discard(session);
     if (this.#state !== 'running') return;
     this.#logger.warn('consumer connection lost; reconnecting', {
+      event: 'consumer_connection_lost',
       ...this.#broker.source,
-      error: error.message,
+      error,
     });
     this.#emit('consumer:connection:lost', { error });
     this.#reconnecting ??= this.#reconnect(error);
@@ -224,7 +225,11 @@ export class ConsumerCore<S, D extends CoreDelivery<S>, Started extends object, 
       if (this.#state === 'starting') this.#state = 'idle';
       throw err;
     }
-    this.#logger.info('consumer started', { ...this.#broker.source, url: this.#broker.safeUrl });
+    this.#logger.info('consumer started', {
+      event: 'consumer_started',
+      ...this.#broker.source,
+      url: this.#broker.safeUrl,
+    });
     this.#emit('consumer:started', this.#broker.source);
     this.#schedulePrune(0);
   }
@@ -258,7 +263,10 @@ export class ConsumerCore<S, D extends CoreDelivery<S>, Started extends object, 
       this.#emit('consumer:inbox:pruned', { deleted, durationMs: performance.now() - started });
     } catch (err) {
       const error = toError(err);
-      this.#logger.warn('inbox prune failed; trying again at the next interval', { error: error.message });
+      this.#logger.warn('inbox prune failed; trying again at the next interval', {
+        event: 'inbox_prune_failed',
+        error,
+      });
       this.#emit('consumer:error', { phase: 'prune', id: null, error });
     }
   }
@@ -279,6 +287,7 @@ export class ConsumerCore<S, D extends CoreDelivery<S>, Started extends object, 
     const running = drained ? 0 : this.#inFlight.size;
     if (running > 0) {
       this.#logger.warn('consumer stop deadline passed with handlers running', {
+        event: 'consumer_stop_deadline_passed',
         ...this.#broker.source,
         running,
         timeoutMs,
@@ -289,7 +298,7 @@ export class ConsumerCore<S, D extends CoreDelivery<S>, Started extends object, 
     if (session !== undefined) await this.#broker.close(session, 'stopped');
     this.#state = 'idle';
     const abandoned = this.#abandoned + running;
-    this.#logger.info('consumer stopped', { ...this.#broker.source, abandoned });
+    this.#logger.info('consumer stopped', { event: 'consumer_stopped', ...this.#broker.source, abandoned });
     this.#emit('consumer:stopped', { abandoned });
   }
 
@@ -377,11 +386,12 @@ export class ConsumerCore<S, D extends CoreDelivery<S>, Started extends object, 
       }
       const delayMs = retryDelayMs(retry, failedAttempts);
       this.#logger.warn('handler failed; retrying', {
-        id: message.id,
+        event: 'handler_failed',
+        messageId: message.id,
         topic: message.topic,
-        failedAttempts,
+        attempt: failedAttempts,
         delayMs,
-        error: error.message,
+        error,
       });
       this.#emit('consumer:message:retry', { message, error, failedAttempts, delayMs });
       await systemClock.sleep(delayMs, this.#endedOrStopped(delivery));
@@ -410,7 +420,12 @@ export class ConsumerCore<S, D extends CoreDelivery<S>, Started extends object, 
         await this.#broker.sendDeadLetter(delivery, why);
       } catch (err) {
         const error = toError(err);
-        this.#logger.warn('dead-lettering failed', { id, ...deadLetterTo, error: error.message });
+        this.#logger.warn('dead-lettering failed', {
+          event: 'dead_letter_failed',
+          messageId: id,
+          ...deadLetterTo,
+          error,
+        });
         this.#emit('consumer:error', { phase: 'dead-letter', id, error });
         if (this.#state === 'stopping' || this.#state === 'idle') {
           this.#abandoned++;
@@ -423,12 +438,13 @@ export class ConsumerCore<S, D extends CoreDelivery<S>, Started extends object, 
       await this.#broker.acknowledgeDead(delivery, id);
       const topic = this.#broker.deadTopic(delivery, message);
       this.#logger.error('message dead-lettered', {
-        id,
+        event: 'handler_dead_lettered',
+        messageId: id,
         topic,
         reason: why.reason,
-        failedAttempts: why.failedAttempts,
+        attempt: why.failedAttempts,
         ...deadLetterTo,
-        error: why.error.message,
+        error: why.error,
       });
       this.#emit('consumer:message:dead', { id, topic, message, ...why, ...deadLetterTo });
       return;
@@ -458,10 +474,12 @@ export class ConsumerCore<S, D extends CoreDelivery<S>, Started extends object, 
           session = await this.#broker.open(() => this.#state !== 'running');
         } catch (err) {
           error = toError(err);
-          this.#logger.warn('consumer reconnect failed', {
+          // The first failure after the loss at warn; the rest (with backoff) at debug.
+          this.#logger[attempt === 1 ? 'warn' : 'debug']('consumer reconnect failed', {
+            event: 'consumer_reconnect_failed',
             ...this.#broker.source,
             attempt,
-            error: error.message,
+            error,
           });
           continue;
         }
@@ -478,7 +496,12 @@ export class ConsumerCore<S, D extends CoreDelivery<S>, Started extends object, 
         this.#reconnecting = undefined;
         this.#adopt(session);
         const downMs = performance.now() - downAt;
-        this.#logger.info('consumer reconnected', { ...this.#broker.source, attempts: attempt, downMs });
+        this.#logger.info('consumer reconnected', {
+          event: 'consumer_reconnected',
+          ...this.#broker.source,
+          attempt,
+          durationMs: Math.round(downMs),
+        });
         this.#emit('consumer:reconnected', { downMs, attempts: attempt });
         return;
       }

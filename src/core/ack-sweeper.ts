@@ -68,7 +68,11 @@ export class AckSweeper {
         const { resent, expired } = await this.#store.sweepAcks(this.#batchSize);
         if (resent + expired > 0) {
           this.#emit('relay:acks:swept', { resent, expired });
-          if (expired > 0) this.#logger.warn('messages expired without acknowledgement', { expired });
+          if (expired > 0)
+            this.#logger.warn('messages expired without acknowledgement', {
+              event: 'ack_expired',
+              count: expired,
+            });
         }
         if (resent + expired < this.#batchSize || this.#abort.signal.aborted) break;
       }
@@ -81,11 +85,15 @@ export class AckSweeper {
           pruned += n;
           if (n < PRUNE_BATCH || this.#abort.signal.aborted) break;
         }
-        if (pruned > 0) this.#logger.info('acknowledgement records pruned', { pruned });
+        if (pruned > 0)
+          this.#logger.info('acknowledgement records pruned', { event: 'ack_pruned', count: pruned });
       }
     } catch (err) {
       this.#emit('relay:error', { phase: 'ack', error: err });
-      this.#logger.warn('acknowledgement sweep failed; retrying at the next tick', { error: String(err) });
+      this.#logger.warn('acknowledgement sweep failed; retrying at the next tick', {
+        event: 'ack_sweep_failed',
+        error: err,
+      });
     }
   }
 }

@@ -90,9 +90,21 @@ export {
   type RetryPolicyOptions,
   type ResolvedRetryPolicy,
 } from './retry-policy.js';
-export { silentLogger, type Logger } from './logger.js';
+export { silentLogger, withLogFields, type Logger } from './logger.js';
+export {
+  LOG_EVENTS,
+  logFields,
+  serializeError,
+  type LogComponent,
+  type LogEvent,
+  type LogEventInfo,
+  type LogFields,
+  type LoggedError,
+  type LogLevel,
+} from './log-fields.js';
+export { pinoLogger, redactingLogger, type PinoLike } from './logger-adapters.js';
 export { systemClock, type Clock } from './clock.js';
-export { redactUrl } from './redact.js';
+export { isSecretName, redactSecrets, redactUrl } from './redact.js';
 export {
   isTransactionalTransport,
   newTransactionId,

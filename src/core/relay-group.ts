@@ -443,7 +443,11 @@ export class RelayGroup extends TypedEmitter<RelayGroupEvents> {
       return true;
     } catch (err) {
       state.lastError = { phase: 'start', message: errorText(err), at: new Date(this.#clock.now()) };
-      this.logger.warn('relay group: a source did not start', { source: state.name, error: errorText(err) });
+      this.logger.warn('relay group: a source did not start', {
+        event: 'source_start_failed',
+        source: state.name,
+        error: err,
+      });
       this.#emitFrom(state, 'relay:error', { phase: 'start', error: err });
       const failed = state.relay;
       await failed.stop().catch(() => undefined);
@@ -462,7 +466,10 @@ export class RelayGroup extends TypedEmitter<RelayGroupEvents> {
       const slept = await this.#clock.sleep(Math.round(delay * (0.5 + Math.random() * 0.5)), signal);
       if (!slept || signal.aborted) return;
       if (await this.#startOne(state)) {
-        this.logger.info('relay group: source started after retrying', { source: state.name });
+        this.logger.info('relay group: source started after retrying', {
+          event: 'source_started',
+          source: state.name,
+        });
         return;
       }
       delay = Math.min(this.#probeMaxDelayMs, delay * 2);
@@ -514,7 +521,10 @@ export class RelayGroup extends TypedEmitter<RelayGroupEvents> {
     try {
       unobserve?.();
     } catch (err) {
-      this.logger.error('metrics observer failed to detach; ignored', { error: String(err) });
+      this.logger.error('metrics observer failed to detach; ignored', {
+        event: 'metrics_detach_failed',
+        error: err,
+      });
     }
   }
 

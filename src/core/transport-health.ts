@@ -56,11 +56,8 @@ export class TransportHealth {
     this.#outage = { since: this.#o.clock.now(), error, probes: 0 };
     this.#o.logger.warn(
       'transport unavailable; claims paused until a probe succeeds (no attempts are spent)',
-      {
-        transport: this.#o.transport.name,
-        error: error.message,
-        code: (error as { code?: unknown }).code,
-      },
+      // `error` as the error itself: the logger writes { name, code, message, cause }.
+      { event: 'transport_unavailable', transport: this.#o.transport.name, error },
     );
     this.#o.emit('relay:transport:unavailable', { error });
   }
@@ -100,7 +97,9 @@ export class TransportHealth {
       const downMs = Math.round(clock.now() - outage.since);
       this.#outage = undefined;
       this.#o.logger.info('transport available again; claims resume', {
+        event: 'transport_available',
         transport: transport.name,
+        durationMs: downMs,
         downMs,
         probes: outage.probes,
       });

@@ -45,7 +45,12 @@ export class TypedEmitter<Events extends { [K in keyof Events]: unknown }> {
       try {
         (listener as Listener<Events[K]>)(payload);
       } catch (err) {
-        this.logger.error('event listener threw; ignored', { event: String(event), error: String(err) });
+        // `event` is the log's stable id; the emitter's event name goes in `relayEvent`.
+        this.logger.error('event listener threw; ignored', {
+          event: 'listener_threw',
+          relayEvent: String(event),
+          error: err,
+        });
       }
     }
   }

@@ -117,13 +117,16 @@ export class NotifyListener {
         (err) => {
           this.#unsubscribe = undefined;
           this.#emit('relay:error', { phase: 'listen', error: err });
-          this.#logger.warn('LISTEN connection lost; polling until it is back', { error: String(err) });
+          this.#logger.warn('LISTEN connection lost; polling until it is back', {
+            event: 'listen_lost',
+            error: err,
+          });
           this.#retry();
         },
       );
     } catch (err) {
       this.#emit('relay:error', { phase: 'listen', error: err });
-      this.#logger.warn('cannot LISTEN; polling until it works', { error: String(err) });
+      this.#logger.warn('cannot LISTEN; polling until it works', { event: 'listen_lost', error: err });
       this.#retry();
       return;
     }
@@ -253,9 +256,7 @@ export class IdleGate {
           this.#emit('relay:error', { phase: 'listen', error: err });
           this.#logger.warn(
             'cannot take the wake gate; writers may skip wake-ups, polling finds their messages',
-            {
-              error: String(err),
-            },
+            { event: 'wake_gate_failed', error: err },
           );
           await this.#clock.sleep(Math.min(30_000, 250 * 2 ** Math.min(this.#failures, 8)), stopped);
           continue;
@@ -280,7 +281,10 @@ export class IdleGate {
     if (this.#state !== 'armed') return;
     this.#state = 'open';
     this.#emit('relay:error', { phase: 'listen', error: err });
-    this.#logger.warn('wake gate connection lost; taking the gate again', { error: String(err) });
+    this.#logger.warn('wake gate connection lost; taking the gate again', {
+      event: 'wake_gate_failed',
+      error: err,
+    });
     this.#drive();
   }
 }

@@ -245,7 +245,8 @@ export class Inbox<Tx = unknown> {
       total += n;
       if (n < this.#pruneBatchSize) break;
     }
-    if (total > 0) this.#logger.info('inbox pruned', { consumer: this.consumer, deleted: total });
+    if (total > 0)
+      this.#logger.info('inbox pruned', { event: 'inbox_pruned', consumer: this.consumer, count: total });
     return total;
   }
 }

@@ -196,7 +196,7 @@ export class OutboxLogStream implements AsyncIterable<OutboxTransaction> {
     this.assembler = new TransactionAssembler(
       { schema: this.schema, table: 'outbox', messagePrefix: this.options.messagePrefix },
       (tx) => this.push(tx),
-      (n) => this.logger.warn(n.message, { slot: this.slot, ...n.fields }),
+      (n) => this.logger.warn(n.message, { event: 'replication_notice', slot: this.slot, ...n.fields }),
     );
     this.options.signal?.addEventListener('abort', this.onAbort, { once: true });
   }
@@ -283,6 +283,7 @@ export class OutboxLogStream implements AsyncIterable<OutboxTransaction> {
         throw new ReplicationError('stopped', 'the log stream was stopped while starting');
       const pid = await this.openReplication(Client, admin, slot.confirmedFlushLsn);
       this.logger.info('replication stream started', {
+        event: 'replication_started',
         slot: this.slot,
         publication: this.publication,
         startLsn: slot.confirmedFlushLsn,
@@ -409,6 +410,7 @@ export class OutboxLogStream implements AsyncIterable<OutboxTransaction> {
       const msg = parseServerCopyData(chunk);
       if (!msg) {
         this.logger.warn('unknown replication message from the server, ignored', {
+          event: 'replication_unknown_message',
           kind: chunk[0],
           slot: this.slot,
         });
@@ -627,9 +629,9 @@ export class OutboxLogStream implements AsyncIterable<OutboxTransaction> {
     this.failure = error;
     this.stopTimers();
     this.logger.error('replication stream failed', {
+      event: 'replication_failed',
       slot: this.slot,
-      code: error.code,
-      error: error.message,
+      error,
     });
     for (const waiter of this.waiters.splice(0)) {
       waiter.cleanup();
@@ -694,7 +696,11 @@ export class OutboxLogStream implements AsyncIterable<OutboxTransaction> {
     if (this.startPromise) await settlesBy(this.startPromise, deadline);
     await this.closeClient(deadline, !failed);
     this.state = 'stopped';
-    this.logger.info('replication stream stopped', { slot: this.slot, confirmedLsn: this.confirmedLsn });
+    this.logger.info('replication stream stopped', {
+      event: 'replication_stopped',
+      slot: this.slot,
+      confirmedLsn: this.confirmedLsn,
+    });
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -494,7 +494,14 @@ export abstract class Coordinator<Tx = unknown> {
       }
     });
     if (result === to)
-      this.logger.info('tcc decided', { gid: record.gid, kind: record.kind, decision, reason });
+      // One per global transaction: detail, not a change of the coordinator's state.
+      this.logger.debug('tcc decided', {
+        event: 'tcc_decided',
+        gid: record.gid,
+        kind: record.kind,
+        decision,
+        reason,
+      });
     return result;
   }
 
@@ -613,7 +620,12 @@ export abstract class Coordinator<Tx = unknown> {
     }
     if (!ok) return { done: false, error: firstError };
     await this.state.finish(record.gid, record.state, final);
-    this.logger.info('tcc finished', { gid: record.gid, kind: record.kind, state: final });
+    this.logger.debug('tcc finished', {
+      event: 'tcc_finished',
+      gid: record.gid,
+      kind: record.kind,
+      state: final,
+    });
     return { done: true, error: null };
   }
 

@@ -297,12 +297,14 @@ async function closeAll(
   const closing = [
     deadline.step(`transport (closing ${parts.broker})`, parts.transport.close()).catch((err: unknown) => {
       ok = false;
-      logger.error('closing the transport failed', { error: String(err) });
+      logger.error('closing the transport failed', { event: 'cli_transport_close_failed', error: err });
     }),
     parts.store &&
       deadline
         .step(`store (closing ${parts.database})`, parts.store.close())
-        .catch((err: unknown) => logger.warn('closing the store failed', { error: String(err) })),
+        .catch((err: unknown) =>
+          logger.warn('closing the store failed', { event: 'cli_close_failed', error: err }),
+        ),
   ];
   await settlesWithin(Promise.all(closing), ms);
   return ok;
@@ -409,7 +411,11 @@ export const relayCommand: Command = {
     });
     deadline.install();
     void deadline.requested.then((signal) =>
-      logger.info('stopping: draining in-flight batches', { signal, shutdownTimeoutMs }),
+      logger.info('stopping: draining in-flight batches', {
+        event: 'cli_stopping',
+        signal,
+        shutdownTimeoutMs,
+      }),
     );
 
     const store = await deadline.unlessStopped(
@@ -438,6 +444,7 @@ export const relayCommand: Command = {
     // Where this relay reads and writes, once the database answered and before the broker is
     // connected: a broker connect that fails or hangs is explained by the line above it.
     logger.info('relay starting', {
+      event: 'cli_relay_starting',
       database,
       schema: config.schema,
       broker,
@@ -449,7 +456,7 @@ export const relayCommand: Command = {
       logger.warn(
         'mandatory is off: RabbitMQ drops a message no queue is bound to receive and still confirms it, ' +
           'so the relay counts it delivered and cannot warn about it',
-        { exchange: config.exchange },
+        { event: 'mandatory_off', exchange: config.exchange },
       );
     }
     let relay: Relay;
@@ -528,8 +535,10 @@ export const relayCommand: Command = {
       const prune = () =>
         store
           .pruneArchive(Number(config.archiveRetentionMs))
-          .then((n) => n && logger.info('pruned archive', { deleted: n }))
-          .catch((err: unknown) => logger.warn('archive prune failed', { error: String(err) }));
+          .then((n) => n && logger.info('pruned archive', { event: 'archive_pruned', count: n }))
+          .catch((err: unknown) =>
+            logger.warn('archive prune failed', { event: 'archive_prune_failed', error: err }),
+          );
       pruneTimer = setInterval(prune, 60_000);
       void prune();
     }
@@ -552,7 +561,7 @@ export const relayCommand: Command = {
       store,
       database,
     });
-    logger.info('relay exited', { ...activity.totals });
+    logger.info('relay exited', { event: 'cli_exited', ...activity.totals });
     return closed ? 0 : 1;
   },
 };
@@ -623,7 +632,7 @@ async function runGroup(
   const deadline = new ShutdownDeadline({ logger, deadlineMs: shutdownTimeoutMs + SHUTDOWN_CLOSE_MARGIN_MS });
   deadline.install();
   void deadline.requested.then((signal) =>
-    logger.info('stopping: draining in-flight batches', { signal, shutdownTimeoutMs }),
+    logger.info('stopping: draining in-flight batches', { event: 'cli_stopping', signal, shutdownTimeoutMs }),
   );
   const stores: OpenedStore[] = [];
   const closeEverything = async (ms: number): Promise<boolean> => {
@@ -631,12 +640,14 @@ async function runGroup(
     const closing = [
       deadline.step(`transport (closing ${broker})`, transport.close()).catch((err: unknown) => {
         ok = false;
-        logger.error('closing the transport failed', { error: String(err) });
+        logger.error('closing the transport failed', { event: 'cli_transport_close_failed', error: err });
       }),
       ...stores.map((store, i) =>
         deadline
           .step(`store (closing ${sources[i]?.name ?? '?'})`, store.close())
-          .catch((err: unknown) => logger.warn('closing a store failed', { error: String(err) })),
+          .catch((err: unknown) =>
+            logger.warn('closing a store failed', { event: 'cli_close_failed', error: err }),
+          ),
       ),
     ];
     await settlesWithin(Promise.all(closing), ms);
@@ -675,6 +686,7 @@ async function runGroup(
     throw err;
   }
   logger.info('relay starting', {
+    event: 'cli_relay_starting',
     sources: sources.map((s) => `${s.name}=${databaseTarget(s.databaseUrl)}#${s.schema}`).join(', '),
     broker,
     wakeup: settings.wakeup,
@@ -741,9 +753,11 @@ async function runGroup(
   group.on('relay:message:dead', ({ source, message, error }) => {
     if (at(source).dead === 0) {
       logger.warn('messages are being dead-lettered', {
+        component: 'relay',
+        event: 'topic_dead_lettering',
         source,
         topic: message.topic,
-        error: error.message,
+        error,
         see: `mailroom dlq list --schema ${sources.find((s) => s.name === source)?.schema ?? ''}`,
       });
     }
@@ -761,6 +775,8 @@ async function runGroup(
             for (const [source, c] of busy) {
               const b = backlogs.find((x) => x.name === source);
               logger.info('progress', {
+                component: 'relay',
+                event: 'relay_progress',
                 source,
                 ...c,
                 ...(b?.stats ? { backlog: b.stats.backlog } : {}),
@@ -777,9 +793,21 @@ async function runGroup(
         stores.map((store, i) =>
           store
             .pruneArchive(Number(settings.archiveRetentionMs))
-            .then((n) => n && logger.info('pruned archive', { source: sources[i]?.name, deleted: n }))
+            .then(
+              (n) =>
+                n &&
+                logger.info('pruned archive', {
+                  event: 'archive_pruned',
+                  source: sources[i]?.name,
+                  count: n,
+                }),
+            )
             .catch((err: unknown) =>
-              logger.warn('archive prune failed', { source: sources[i]?.name, error: String(err) }),
+              logger.warn('archive prune failed', {
+                event: 'archive_prune_failed',
+                source: sources[i]?.name,
+                error: err,
+              }),
             ),
         ),
       );
@@ -796,6 +824,6 @@ async function runGroup(
   admin?.metrics.close();
   if (adminServer) await settlesWithin(deadline.step('admin server (closing)', adminServer.close()), 1000);
   const closed = await closeEverything(SHUTDOWN_CLOSE_MARGIN_MS - RELAY_STOP_GRACE_MS);
-  logger.info('relay exited', totals);
+  logger.info('relay exited', { event: 'cli_exited', ...totals });
   return closed ? 0 : 1;
 }
