@@ -4,7 +4,9 @@ import { createCliLogger } from './cli-logger.js';
 import { UsageError } from './cli-error.js';
 import type { Command } from './command.js';
 import { ackCommand } from './commands/ack.js';
+import { adminCommand } from './commands/admin.js';
 import { demoCommand } from './commands/demo.js';
+import { doctorCommand } from './commands/doctor.js';
 import { dlqCommand } from './commands/dlq.js';
 import { migrateCommand } from './commands/migrate.js';
 import { relayCommand } from './commands/relay.js';
@@ -25,7 +27,9 @@ import {
 const COMMANDS: Command[] = [
   migrateCommand,
   relayCommand,
+  adminCommand,
   statusCommand,
+  doctorCommand,
   dlqCommand,
   ackCommand,
   slotCommand,

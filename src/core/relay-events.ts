@@ -42,7 +42,17 @@ export interface RelayEvents {
    */
   'relay:wakeup': { source: 'notify' | 'poll' | 'settled' | 'due' | 'available' | 'log' | 'table' };
   'relay:error': {
-    phase: 'claim' | 'publish' | 'settle' | 'lease' | 'listen' | 'start' | 'ack' | 'callback' | 'source';
+    phase:
+      | 'claim'
+      | 'publish'
+      | 'settle'
+      | 'lease'
+      | 'listen'
+      | 'start'
+      | 'ack'
+      | 'callback'
+      | 'source'
+      | 'presence';
     error: unknown;
   };
 }

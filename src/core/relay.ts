@@ -25,6 +25,7 @@ import {
 } from './relay-options.js';
 import { retryDelayMs } from './retry-policy.js';
 import { TransportHealth } from './transport-health.js';
+import { RelayPresence } from './relay-presence.js';
 import { TypedEmitter } from './typed-emitter.js';
 import { tracedTransport } from '../tracing/traced-transport.js';
 import type { OutboxMessage } from './types.js';
@@ -74,6 +75,9 @@ function toError(err: unknown): Error {
  * await relay.stop();
  * ```
  */
+/** How long `stop()` waits for the relay's presence row to be deleted. */
+const PRESENCE_STOP_WAIT_MS = 2000;
+
 export class Relay extends TypedEmitter<RelayEvents> {
   readonly options: ResolvedRelayOptions;
   readonly #store: OutboxStore;
@@ -110,6 +114,8 @@ export class Relay extends TypedEmitter<RelayEvents> {
   readonly #observer: RelayObserver | undefined;
   #unobserve: (() => void) | undefined;
   #onExternalAbort = () => void this.stop();
+  /** This relay's row in the store's presence table (stores with `recordRelay`; a no-op otherwise). */
+  readonly #presence: RelayPresence;
 
   constructor(options: RelayOptions) {
     super(options.logger ?? silentLogger);
@@ -147,6 +153,12 @@ export class Relay extends TypedEmitter<RelayEvents> {
         this.emit('relay:error', { phase: 'callback', error }),
       );
     }
+    this.#presence = new RelayPresence({
+      store: options.store,
+      transport: options.transport.name,
+      onError: (error) => this.emit('relay:error', { phase: 'presence', error }),
+    });
+    this.#presence.attach(this);
   }
 
   /** The relay's callback dispatcher (events `callback:*`), when it was given `callbacks`. */
@@ -199,7 +211,10 @@ export class Relay extends TypedEmitter<RelayEvents> {
     try {
       unobserve?.();
     } catch (err) {
-      this.logger.error('metrics observer failed to detach; ignored', { error: String(err) });
+      this.logger.error('metrics observer failed to detach; ignored', {
+        event: 'metrics_detach_failed',
+        error: err,
+      });
     }
   }
 
@@ -265,7 +280,11 @@ export class Relay extends TypedEmitter<RelayEvents> {
     this.#loop = this.#run();
     this.#externalSignal?.addEventListener('abort', this.#onExternalAbort, { once: true });
     if (this.#externalSignal?.aborted) void this.stop();
-    this.logger.info('relay started', { owner: this.options.owner, wakeup: this.options.wakeup });
+    this.logger.info('relay started', {
+      event: 'relay_started',
+      owner: this.options.owner,
+      wakeup: this.options.wakeup,
+    });
     this.emit('relay:started', { owner: this.options.owner, wakeup: this.options.wakeup });
   }
 
@@ -286,6 +305,7 @@ export class Relay extends TypedEmitter<RelayEvents> {
 
   async #shutdown(): Promise<void> {
     this.#externalSignal?.removeEventListener('abort', this.#onExternalAbort);
+    this.#presence.markStopping();
     this.#abort.abort();
     // No new batches from the log; those it leased and the loop did not take are released. The
     // source stops after the batches in flight are settled: a table-less batch's settle goes
@@ -309,6 +329,7 @@ export class Relay extends TypedEmitter<RelayEvents> {
         batch.abort.abort();
       }
       this.logger.warn('stop deadline passed with work in flight; leases of abandoned batches will expire', {
+        event: 'relay_stop_deadline_passed',
         abandoned,
       });
     }
@@ -320,7 +341,18 @@ export class Relay extends TypedEmitter<RelayEvents> {
       this.#callbacks?.stop(),
     ]);
     this.#stopped = true;
-    this.logger.info('relay stopped', { owner: this.options.owner, abandoned });
+    // The presence row goes before stop() resolves (relay:stopped would remove it only later),
+    // but a database that does not answer gets PRESENCE_STOP_WAIT_MS: the row then shows
+    // alive=false once its heartbeat is old.
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, PRESENCE_STOP_WAIT_MS);
+      timer.unref?.();
+      void this.#presence.stop().finally(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    this.logger.info('relay stopped', { event: 'relay_stopped', owner: this.options.owner, abandoned });
     this.emit('relay:stopped', { owner: this.options.owner, abandoned });
     this.#detachObserver();
   }
@@ -334,6 +366,8 @@ export class Relay extends TypedEmitter<RelayEvents> {
   async #run(): Promise<void> {
     const signal = this.#abort.signal;
     let claimFailures = 0;
+    /** When the current run of failed claims began: for `claim_recovered`'s `durationMs`. */
+    let claimFailingSince = 0;
     while (!signal.aborted) {
       if (!this.#health.available) {
         // Guarantee 7: nothing is claimed while the transport is down, so nothing spends an
@@ -384,6 +418,14 @@ export class Relay extends TypedEmitter<RelayEvents> {
           leaseMs: this.options.leaseMs,
           maxPerKey: this.options.maxPerKey,
         }));
+        if (claimFailures > 0) {
+          // One line per change of state: the first failure (warn) and this one, not each retry.
+          this.logger.info('claims succeed again', {
+            event: 'claim_recovered',
+            attempt: claimFailures,
+            durationMs: Math.round(this.#clock.now() - claimFailingSince),
+          });
+        }
         claimFailures = 0;
         if (messages.length === 0 && this.listens('relay:claim:empty')) {
           this.emit('relay:claim:empty', { claimMs: this.#clock.now() - claimedAt });
@@ -404,8 +446,15 @@ export class Relay extends TypedEmitter<RelayEvents> {
       } catch (err) {
         this.#claimWanted = true;
         claimFailures++;
+        if (claimFailures === 1) claimFailingSince = this.#clock.now();
         this.emit('relay:error', { phase: 'claim', error: err });
-        this.logger.warn('claim failed; retrying', { error: String(err), failures: claimFailures });
+        // The first failure of a run at warn, the retries (every ≤ 5 s while the database is
+        // down) at debug: `claim_recovered` closes the run.
+        this.logger[claimFailures === 1 ? 'warn' : 'debug']('claim failed; retrying', {
+          event: 'claim_failed',
+          error: err,
+          attempt: claimFailures,
+        });
         await this.#clock.sleep(Math.min(5000, 100 * 2 ** Math.min(claimFailures, 6)), signal);
         continue;
       }
@@ -498,7 +547,10 @@ export class Relay extends TypedEmitter<RelayEvents> {
         // Not expected: #process reports its own failures. A batch must never reject, since the
         // loop races on it.
         this.emit('relay:error', { phase: 'settle', error: err });
-        this.logger.error('batch failed unexpectedly; its leases will expire', { error: String(err) });
+        this.logger.error('batch failed unexpectedly; its leases will expire', {
+          event: 'batch_failed',
+          error: err,
+        });
       })
       .finally(() => {
         heartbeat?.stop();
@@ -533,7 +585,12 @@ export class Relay extends TypedEmitter<RelayEvents> {
           message,
           error: new RelayStateError('abandoned_too_often', reason),
         });
-        this.logger.warn('message dead-lettered', { id: message.id, topic: message.topic, error: reason });
+        this.logger.warn('message dead-lettered', {
+          event: 'message_dead_lettered',
+          messageId: message.id,
+          topic: message.topic,
+          error: reason,
+        });
       } else {
         toPublish.push(message);
       }
@@ -576,7 +633,12 @@ export class Relay extends TypedEmitter<RelayEvents> {
             : `gave up after ${message.attempts} attempts: ${outcome.error.message}`;
         settlement.dead.push({ message, error: reason });
         this.emit('relay:message:dead', { message, error: outcome.error });
-        this.logger.warn('message dead-lettered', { id: message.id, topic: message.topic, error: reason });
+        this.logger.warn('message dead-lettered', {
+          event: 'message_dead_lettered',
+          messageId: message.id,
+          topic: message.topic,
+          error: outcome.error,
+        });
       } else {
         const delayMs = retryDelayMs(policy, message.attempts);
         settlement.retry.push({ message, delayMs, error: outcome.error.message });
@@ -636,6 +698,7 @@ export class Relay extends TypedEmitter<RelayEvents> {
     );
     this.emit('relay:error', { phase: 'publish', error });
     this.logger.warn('key order broken by the broker', {
+      event: 'key_order_broken',
       key: message.key,
       refused: blocker,
       delivered: message.id,
@@ -895,8 +958,9 @@ export class Relay extends TypedEmitter<RelayEvents> {
         const elapsed = this.#clock.now() - started;
         if (this.#stopped || heartbeat?.running !== true || elapsed >= giveUpAfter) {
           this.logger.error('cannot settle a batch; its messages will be redelivered after the lease', {
-            error: String(err),
-            attempts: attempt,
+            event: 'settle_failed',
+            error: err,
+            attempt,
           });
           return;
         }
