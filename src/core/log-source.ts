@@ -141,6 +141,13 @@ export interface LogSourceOptions {
   logger?: Logger;
 }
 
+/**
+ * How long after confirming a position the source still remembers the table-less messages before
+ * it (`#handed`): a confirmation is sent at once, and one the server has not received when the
+ * connection breaks is lost with it.
+ */
+const FORGET_AFTER_MS = 5000;
+
 /** `claimIds` calls in flight at most. */
 const MAX_LEASING = 2;
 
@@ -159,9 +166,12 @@ interface Group {
 /** A table-less message read and not yet delivered or in the table. */
 interface Emitted {
   message: OutboxMessage;
+  /** Its transaction's group; after a reconnect, the group of the copy read again. */
   group: Group;
   /** Log order. */
   n: number;
+  /** Delivered, or written into the table (a retry, a dead letter, behind its key). */
+  done?: boolean;
 }
 
 /**
@@ -217,12 +227,31 @@ export class LogSource implements MessageSource {
   readonly #finished = new Map<number, SourceBatch | undefined>();
   /** Table-less settles writing the table. */
   readonly #out = new Set<Promise<void>>();
-  /** The read mark found at the stream's start (undefined: not read yet, null: none). */
+  /**
+   * The read mark that says which messages a relay that died may have published: the highest one
+   * another process wrote, as found at this stream's start (undefined: not read yet, null: none).
+   * Marks this process wrote itself do not count: it knows what it handed out (`#handed`).
+   */
   #startMark: bigint | null | undefined;
+  /** The highest read mark found that this process did not write (undefined: never read). */
+  #foreignMark: bigint | null | undefined;
+  /**
+   * Table-less messages this process handed to the relay or wrote into the table, by id, until
+   * the position passes them. A stream that reconnects reads them again from the confirmed
+   * position: those done are not sent again, those still out are waited for (their copy
+   * takes their place in the new stream's groups), instead of going through the table.
+   */
+  readonly #handed = new Map<string, Emitted>();
+  /** The position this source last confirmed. */
+  #confirmedTo = '0/0';
+  /**
+   * Positions confirmed, with when: `#handed` forgets a message only once the server surely has
+   * a confirmation past it (sent more than {@link FORGET_AFTER_MS} ago). A status update sent just
+   * before the connection broke may never arrive, and the next stream starts before it.
+   */
+  readonly #confirmations: Array<{ lsn: bigint; at: number }> = [];
   /** The read mark as this source last recorded it. */
   #recordedMark = -1n;
-  /** The end of the newest transaction read. */
-  #readEnd = '0/0';
   /** When the periodic read mark was last written (clock ms), and whether one is in flight. */
   #markedAt = 0;
   #marking = false;
@@ -240,6 +269,7 @@ export class LogSource implements MessageSource {
     if (lsn === null) return;
     try {
       this.#stream?.confirm(lsn);
+      this.#confirmed(lsn);
     } catch (err) {
       this.#context?.error(err);
     }
@@ -289,6 +319,7 @@ export class LogSource implements MessageSource {
         this.#reportGap(context);
       } else if (started?.slotCreated === true) {
         this.#logger.info('log slot created: messages already in the table are delivered by claims', {
+          event: 'log_slot_created',
           source: this.name,
         });
       }
@@ -304,6 +335,7 @@ export class LogSource implements MessageSource {
     this.#claimer = this.#claim();
     this.#idleTimer = setInterval(() => {
       this.#confirm();
+      this.#forget();
       this.#markNow();
     }, this.#options.idleConfirmMs ?? 1000);
     this.#idleTimer.unref();
@@ -374,7 +406,10 @@ export class LogSource implements MessageSource {
           dead: [],
         });
       } catch (err) {
-        this.#logger.warn('could not release a leased batch; its lease will expire', { error: String(err) });
+        this.#logger.warn('could not release a leased batch; its lease will expire', {
+          event: 'log_release_failed',
+          error: err,
+        });
       }
     }
     if (leased > 0) this.#context?.leftInTable();
@@ -405,7 +440,7 @@ export class LogSource implements MessageSource {
   #reportGap(context: SourceContext): void {
     this.#logger.error(
       'the log slot was missing and has been created again: transactions committed while it was gone are not in the log; the relay delivers their rows from the table, and their table-less messages are lost',
-      { source: this.name },
+      { event: 'log_slot_recreated', source: this.name },
     );
     context.error(
       new RelayStateError(
@@ -419,16 +454,19 @@ export class LogSource implements MessageSource {
   }
 
   /**
-   * Every `markIntervalMs` (10 s) while the stream moves, the read position is recorded even with
-   * no table-less message to publish: a slot later found created again while its mark exists is
-   * then a gap also after a restart, in table mode too (where the table covers it). Never more
-   * than one write at a time; a failed one is tried at the next tick.
+   * Every `markIntervalMs` (10 s) while the stream moves, a read mark is recorded even with no
+   * table-less message to publish: a slot later found created again while its mark exists is
+   * then a gap also after a restart, in table mode too (where the table covers it). It is the
+   * confirmed position, not the read one: a mark past what was handed to the transport would send
+   * the next relay's copies of messages nobody published through the table, and again to the
+   * broker if a relay had delivered them meanwhile. Never more than one write at a time; a failed
+   * one is tried at the next tick.
    */
   #markNow(): void {
     const { markName, store } = this.#options;
     if (markName === undefined || store.markLogRead === undefined || this.#marking) return;
     if (this.#clock.now() - this.#markedAt < (this.#options.markIntervalMs ?? 10_000)) return;
-    const to = this.#readEnd;
+    const to = this.#confirmedTo;
     if (lsnValue(to) <= this.#recordedMark) return;
     this.#marking = true;
     store
@@ -452,7 +490,13 @@ export class LogSource implements MessageSource {
     }
     try {
       const mark = await store.logReadMark(markName);
-      this.#startMark = mark === null ? null : lsnValue(mark);
+      const value = mark === null ? null : lsnValue(mark);
+      // Higher than any mark this process wrote: another relay read (and may have published) up
+      // to there. Otherwise the mark is this process's own, or the one found before.
+      if (value !== null && value > this.#recordedMark) {
+        if (this.#foreignMark == null || value > this.#foreignMark) this.#foreignMark = value;
+      } else if (this.#foreignMark === undefined) this.#foreignMark = null;
+      this.#startMark = this.#foreignMark;
       return true;
     } catch (err) {
       this.#context?.error(err);
@@ -465,7 +509,7 @@ export class LogSource implements MessageSource {
     this.#connected = false;
     this.#logger.warn(
       'another relay reads the log; this one is a hot standby: it claims from the table and takes the log over when it is free',
-      { source: this.name, error: String(error) },
+      { event: 'log_standby', source: this.name, error },
     );
   }
 
@@ -499,19 +543,23 @@ export class LogSource implements MessageSource {
           failures++;
           context.error(err);
           this.#logger.warn('log stream reconnect failed; the relay claims from the table meanwhile', {
-            error: String(err),
-            failures,
+            event: 'log_stream_lost',
+            error: err,
+            attempt: failures,
           });
           continue;
         }
         if (this.#standby) {
           this.#standby = false;
-          this.#logger.warn('took the log over: the relay that held it let go', { source: this.name });
+          this.#logger.warn('took the log over: the relay that held it let go', {
+            event: 'log_taken_over',
+            source: this.name,
+          });
         }
         if (started?.slotCreated === true) this.#reportGap(context);
         // Whatever was read before the loss is read again from the confirmed position. Table-less
-        // batches the relay still holds settle into groups no longer listed; their keys stay out
-        // until then, so the copies read again wait behind them.
+        // messages this process handed out are known (`#handed`): their copies are not sent again
+        // (see `#reread`). Later messages of the keys the relay still holds wait behind them.
         this.#buffered.length = 0;
         this.#bufferedIds = 0;
         this.#groups.length = 0;
@@ -521,7 +569,7 @@ export class LogSource implements MessageSource {
         this.#stream = next;
         this.#connected = true;
         failures = 0;
-        this.#logger.info('log stream reconnected', { source: this.name });
+        this.#logger.info('log stream reconnected', { event: 'log_stream_reconnected', source: this.name });
         context.leftInTable();
         continue;
       }
@@ -545,7 +593,8 @@ export class LogSource implements MessageSource {
         this.#stream = undefined;
         context.error(err);
         this.#logger.warn('log stream lost; reconnecting, and claiming from the table meanwhile', {
-          error: String(err),
+          event: 'log_stream_lost',
+          error: err,
         });
         // The table has everything: a claim now picks up what the lost stream would have named.
         context.leftInTable();
@@ -563,12 +612,15 @@ export class LogSource implements MessageSource {
           ),
         );
       }
-      this.#readEnd = tx.endLsn;
       const emitted = tx.emitted ?? [];
       if (emitted.length > 0) {
         const group: Group = { endLsn: tx.endLsn, open: emitted.length };
         this.#groups.push(group);
-        for (const message of emitted) this.#emitted.push({ message, group, n: this.#emittedCount++ });
+        for (const message of emitted) {
+          if (this.#reread(message, group)) continue;
+          this.#emitted.push({ message, group, n: this.#emittedCount++ });
+        }
+        if (group.open === 0) this.#confirm();
       }
       if (tx.inserts.length > 0) this.#insertXids.push(tx.xid);
       if (this.#confirmOnRead) {
@@ -583,9 +635,7 @@ export class LogSource implements MessageSource {
             this.#bufferedIds = 0;
             this.#logger.info(
               'the relay is behind the log: claims deliver the backlog, the log names rows again once they caught up',
-              {
-                source: this.name,
-              },
+              { event: 'log_behind', source: this.name },
             );
           }
           if (tx.inserts.length > 0) context.leftInTable();
@@ -751,16 +801,62 @@ export class LogSource implements MessageSource {
       last = (this.#groups.shift() as Group).endLsn;
     }
     try {
-      if (last !== undefined) stream.confirm(last);
+      if (last !== undefined) {
+        stream.confirm(last);
+        this.#confirmed(last);
+      }
       // Nothing open: past it, the server's position when the stream holds nothing more (other
       // tables' WAL, a shutdown's last records). In `read` mode buffered rows are confirmed.
       if (this.#groups.length === 0 && (this.#confirmOnRead || this.#buffered.length === 0)) {
         const idle = stream.idleLsn?.();
-        if (idle) stream.confirm(idle);
+        if (idle) {
+          stream.confirm(idle);
+          this.#confirmed(idle);
+        }
       }
     } catch (err) {
       this.#context?.error(err);
     }
+  }
+
+  /** The position moved to `lsn`: once the server has it, messages before it are never read again. */
+  #confirmed(lsn: string): void {
+    const to = lsnValue(lsn);
+    if (to <= lsnValue(this.#confirmedTo)) return;
+    this.#confirmedTo = lsn;
+    const now = this.#clock.now();
+    const last = this.#confirmations[this.#confirmations.length - 1];
+    // One entry per interval is enough: it only sets how soon `#handed` forgets.
+    if (last !== undefined && now - last.at < 100) last.lsn = to;
+    else this.#confirmations.push({ lsn: to, at: now });
+    this.#forget();
+  }
+
+  /** Forgets the handed-out messages the server's confirmed position has surely passed. */
+  #forget(): void {
+    const now = this.#clock.now();
+    let to = -1n;
+    while (
+      this.#confirmations.length > 0 &&
+      now - (this.#confirmations[0] as { at: number }).at > FORGET_AFTER_MS
+    ) {
+      to = (this.#confirmations.shift() as { lsn: bigint }).lsn;
+    }
+    if (to < 0n) return;
+    for (const [id, e] of this.#handed) if (lsnValue(e.group.endLsn) <= to) this.#handed.delete(id);
+  }
+
+  /**
+   * A table-less message read again after a reconnect that this process handed out before: done
+   * (delivered, or in the table), it closes its place in `group` at once; still with the relay,
+   * its outcome closes it. True when it is not to be published again.
+   */
+  #reread(message: OutboxMessage, group: Group): boolean {
+    const before = this.#handed.get(message.id);
+    if (before === undefined) return false;
+    if (before.done === true) group.open--;
+    else before.group = group;
+    return true;
   }
 
   /**
@@ -820,9 +916,14 @@ export class LogSource implements MessageSource {
     // attempts (a message that kills relays becomes a dead letter), and their keys with them.
     const startMark = this.#startMark ?? null;
     const viaTable = (e: Emitted) => startMark !== null && lsnValue(e.group.endLsn) <= startMark;
-    // What goes to the transport is recorded as read first (see `markLogRead`).
-    const newest = picked.reduce((m, e) => (lsnValue(e.group.endLsn) > m ? lsnValue(e.group.endLsn) : m), 0n);
-    const markTo = this.#readEnd;
+    // What goes to the transport is recorded as read first (see `markLogRead`): as far as the
+    // newest message handed now, no further. Messages read beyond it were published by nobody,
+    // and the next relay should send them straight from the log, once.
+    const newestEntry = picked.reduce((m, e) =>
+      lsnValue(e.group.endLsn) > lsnValue(m.group.endLsn) ? e : m,
+    );
+    const newest = lsnValue(newestEntry.group.endLsn);
+    const markTo = newestEntry.group.endLsn;
     const mark =
       this.#options.markName !== undefined && store.markLogRead !== undefined && newest > this.#recordedMark
         ? store.markLogRead(this.#options.markName, markTo)
@@ -857,7 +958,12 @@ export class LogSource implements MessageSource {
         pending: behind.map((e) => ({ message: { ...e.message, attempts: 0 }, delayMs: 0, error: null })),
         dead: [],
       });
-      if (ok) for (const e of behind) e.group.open--;
+      if (ok)
+        for (const e of behind) {
+          e.group.open--;
+          e.done = true;
+          this.#handed.set(e.message.id, e);
+        }
       context.leftInTable();
       this.#confirm();
     }
@@ -865,6 +971,7 @@ export class LogSource implements MessageSource {
       for (const e of send) {
         const key = e.message.key;
         if (key !== null) this.#keysOut.set(key, (this.#keysOut.get(key) ?? 0) + 1);
+        this.#handed.set(e.message.id, e);
       }
       let settled = false;
       const batch: SourceBatch = {
@@ -905,10 +1012,16 @@ export class LogSource implements MessageSource {
       if (ok) this.#context?.leftInTable();
     }
     if (ok) {
-      for (const m of settlement.delivered) entry(m).group.open--;
-      for (const r of settlement.retry) entry(r.message).group.open--;
-      for (const d of settlement.dead) entry(d.message).group.open--;
+      const done = (e: Emitted) => {
+        e.group.open--;
+        e.done = true;
+      };
+      for (const m of settlement.delivered) done(entry(m));
+      for (const r of settlement.retry) done(entry(r.message));
+      for (const d of settlement.dead) done(entry(d.message));
     }
+    // Not published: read again, it is a message like any other.
+    for (const e of back) this.#handed.delete(e.message.id);
     // Not published (the transport was unavailable): back to the front, in log order. Only into
     // the current stream's groups (after a reconnect the log gives them again).
     const current = new Set(this.#groups);
@@ -938,8 +1051,9 @@ export class LogSource implements MessageSource {
       } catch (err) {
         this.#context?.error(err);
         this.#logger.warn('could not write table-less messages into the table; retrying', {
-          error: String(err),
-          failures: failures + 1,
+          event: 'tableless_adopt_failed',
+          error: err,
+          attempt: failures + 1,
         });
         const delay = Math.min(5000, (this.#options.reconnectDelayMs ?? 200) * 2 ** Math.min(failures, 6));
         if (!(await this.#clock.sleep(delay, this.#abort.signal))) return false;

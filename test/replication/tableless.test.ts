@@ -15,10 +15,34 @@ import type pg from 'pg';
 import { InvalidMessageError, Outbox, Relay } from '../../src/core/index.js';
 import { PostgresLogSource } from '../../src/replication/postgres-log-source.js';
 import { PostgresStore } from '../../src/stores/postgres/index.js';
+import type { OutboxMessage, PublishOptions, PublishOutcome } from '../../src/core/index.js';
+import { TcpProxy } from '../../src/testkit/tcp-proxy.js';
 import { MemoryTransport } from '../../src/transports/memory/index.js';
 import { createTestDb, DATABASE_URL, type TestDb } from '../helpers/postgres.js';
 import { dropSlot as dropSlotOf } from '../helpers/slots.js';
 import { waitUntil } from '../helpers/wait.js';
+
+/** A memory transport that holds every publish of a message whose payload says "hold" until released. */
+class HoldingTransport extends MemoryTransport {
+  holding = false;
+  #release: () => void = () => undefined;
+  readonly #released = new Promise<void>((resolve) => (this.#release = resolve));
+
+  release(): void {
+    this.#release();
+  }
+
+  override async publish(
+    messages: readonly OutboxMessage[],
+    options?: PublishOptions,
+  ): Promise<PublishOutcome[]> {
+    if (messages.some((m) => m.payload.toString('utf8').includes('hold'))) {
+      this.holding = true;
+      await this.#released;
+    }
+    return super.publish(messages, options);
+  }
+}
 
 describe('Table-less mode (logical messages through the log)', () => {
   let db: TestDb;
@@ -75,19 +99,25 @@ describe('Table-less mode (logical messages through the log)', () => {
     await client.query('BEGIN');
     return client;
   }
-  async function enqueue(client: pg.PoolClient, key: string | null, n = 1, topic = 'tl'): Promise<string[]> {
+  async function enqueue(
+    client: pg.PoolClient,
+    key: string | null,
+    n = 1,
+    topic = 'tl',
+    payload?: string,
+  ): Promise<string[]> {
     return outbox.enqueue(
       client,
-      Array.from({ length: n }, (_, i) => ({ topic, key, payload: { i } })),
+      Array.from({ length: n }, (_, i) => ({ topic, key, payload: payload ?? { i } })),
     );
   }
   async function commit(client: pg.PoolClient): Promise<void> {
     await client.query('COMMIT');
     client.release();
   }
-  async function oneTx(key: string | null, n = 1, topic = 'tl'): Promise<string[]> {
+  async function oneTx(key: string | null, n = 1, topic = 'tl', payload?: string): Promise<string[]> {
     const c = await begin();
-    const ids = await enqueue(c, key, n, topic);
+    const ids = await enqueue(c, key, n, topic, payload);
     await commit(c);
     return ids;
   }
@@ -244,6 +274,49 @@ describe('Table-less mode (logical messages through the log)', () => {
     // The dead relay may have published them (its read mark says it read them): the next one
     // sends them through the table, which counts their attempts, and empties it as they go.
     await waitUntil(async () => (await rows('outbox')) === 0, 'table drained', 5000);
+  });
+
+  it('a cut stream reconnects without sending again what the relay already published or still holds', async () => {
+    // The group of a held message keeps the position before it, so what follows it is read again
+    // after the cut. The relay knows what it published (and what it still holds) and sends none of
+    // it again; a new process would (it cannot know what the dead one published).
+    const proxy = await TcpProxy.start({ targetPort: Number(new URL(DATABASE_URL).port || 5432) });
+    try {
+      const proxied = new URL(DATABASE_URL);
+      proxied.port = String(proxy.port);
+      const transport = new HoldingTransport();
+      const source = new PostgresLogSource({
+        connectionString: proxied.toString(),
+        schema: db.schema,
+        slot,
+        store: db.store,
+        reconnectDelayMs: 50,
+      });
+      const r = new Relay({ store: db.store, transport, source, concurrency: 4 });
+      relays.push(r);
+      await r.start();
+      const [held] = await oneTx('h', 1, 'tl', 'hold');
+      await waitUntil(() => transport.holding, 'the held publish', 5000);
+      const flowed = [...(await oneTx('a', 2)), ...(await oneTx('b', 2)), ...(await oneTx(null, 1))];
+      await transport.waitFor(flowed.length, 10_000);
+      const connections = proxy.connections;
+      proxy.cut();
+      await waitUntil(() => proxy.connections > connections && source.connected, 'the stream back', 10_000);
+      // The copies read again are known, and the position moves past them once the held one is out.
+      transport.release();
+      const end = await currentLsn();
+      await waitUntil(
+        async () => lsnGte((await confirmedLsn()) ?? '0/0', end),
+        'the position past them',
+        10_000,
+      );
+      await new Promise((res) => setTimeout(res, 300));
+      const sent = transport.messages.map((m) => m.id);
+      assert.deepEqual([...sent].sort(), [...flowed, held].sort(), 'each once');
+      assert.equal(await rows('outbox'), 0, 'nothing went through the table');
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('an outage spends no attempt and writes nothing to the table; delivery resumes in order', async () => {
