@@ -5,7 +5,6 @@
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -15,6 +14,7 @@ import { MemoryTransport } from '../src/transports/memory/index.js';
 import { runCli, type CliResult } from './helpers/cli.js';
 import { createTestDb, DATABASE_URL, inTransaction, type TestDb } from './helpers/postgres.js';
 import { waitUntil } from './helpers/wait.js';
+import { rawHttp } from './helpers/raw-http.js';
 
 const SQLISH = [
   "'; DROP TABLE outbox; --",
@@ -259,29 +259,6 @@ describe('bad input corpus', () => {
     }
   });
 });
-
-/** Sends raw bytes to the admin server; resolves with what it answered before closing. */
-function rawHttp(port: number, bytes: string | Buffer, waitMs = 8000): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(port, '127.0.0.1');
-    let received = '';
-    const timer = setTimeout(() => {
-      socket.destroy();
-      resolve(received);
-    }, waitMs);
-    socket.on('data', (chunk) => (received += chunk.toString('latin1')));
-    socket.on('close', () => {
-      clearTimeout(timer);
-      resolve(received);
-    });
-    socket.on('error', (err) => {
-      clearTimeout(timer);
-      if (received) resolve(received);
-      else reject(err);
-    });
-    socket.write(bytes);
-  });
-}
 
 describe('admin server', () => {
   const TOKEN = 'corpus-admin-token-0123456789abcdef';

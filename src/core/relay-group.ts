@@ -7,7 +7,7 @@ import { silentLogger, type Logger } from './logger.js';
 import type { ClaimedBatch, ClaimRequest, OutboxStats, OutboxStore, Settlement, Transport } from './ports.js';
 import { BatchBudget, type BudgetUsage } from './relay-group-budget.js';
 import type { RelayEvents } from './relay-events.js';
-import type { RelayOptions } from './relay-options.js';
+import { detachObserver, type RelayOptions } from './relay-options.js';
 import { Relay } from './relay.js';
 import { TypedEmitter } from './typed-emitter.js';
 
@@ -518,14 +518,7 @@ export class RelayGroup extends TypedEmitter<RelayGroupEvents> {
   #detachObserver(): void {
     const unobserve = this.#unobserve;
     this.#unobserve = undefined;
-    try {
-      unobserve?.();
-    } catch (err) {
-      this.logger.error('metrics observer failed to detach; ignored', {
-        event: 'metrics_detach_failed',
-        error: err,
-      });
-    }
+    detachObserver(unobserve, this.logger);
   }
 
   /** Each source's state, cheaply (no database call): for health checks and metrics. */

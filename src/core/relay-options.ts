@@ -37,6 +37,21 @@ export type RelayCallbackOptions = Omit<
   'store' | 'owner' | 'logger' | 'clock' | 'signal'
 >;
 
+/**
+ * Calls an observer's detach function; one that throws is logged and ignored, since stopping a
+ * relay must not fail for its metrics.
+ */
+export function detachObserver(unobserve: (() => void) | undefined, logger: Logger): void {
+  try {
+    unobserve?.();
+  } catch (err) {
+    logger.error('metrics observer failed to detach; ignored', {
+      event: 'metrics_detach_failed',
+      error: err,
+    });
+  }
+}
+
 /** Options of {@link Relay}. */
 export interface RelayOptions {
   store: OutboxStore;

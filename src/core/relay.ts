@@ -18,6 +18,7 @@ import type {
 } from './ports.js';
 import type { RelayEvents } from './relay-events.js';
 import {
+  detachObserver,
   resolveRelayOptions,
   type RelayObserver,
   type RelayOptions,
@@ -208,14 +209,7 @@ export class Relay extends TypedEmitter<RelayEvents> {
   #detachObserver(): void {
     const unobserve = this.#unobserve;
     this.#unobserve = undefined;
-    try {
-      unobserve?.();
-    } catch (err) {
-      this.logger.error('metrics observer failed to detach; ignored', {
-        event: 'metrics_detach_failed',
-        error: err,
-      });
-    }
+    detachObserver(unobserve, this.logger);
   }
 
   async #start(): Promise<void> {

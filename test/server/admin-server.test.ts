@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { Outbox, Relay, uuidv7 } from '../../src/core/index.js';
 import { isConfigError } from '../../src/core/errors/config-error.js';
@@ -17,6 +16,11 @@ import type {
 import { MemoryTransport } from '../../src/transports/memory/index.js';
 import { createTestDb, inTransaction, type TestDb } from '../helpers/postgres.js';
 import { waitUntil } from '../helpers/wait.js';
+import { rawHttp } from '../helpers/raw-http.js';
+
+/** Raw bytes to the admin server; its answer as UTF-8 (the JSON errors may hold any text). */
+const rawRequest = (port: number, bytes: string, waitMs = 5000): Promise<string> =>
+  rawHttp(port, bytes, waitMs, 'utf8');
 
 const TOKEN = 'admin-test-token-0123456789abcdef';
 
@@ -85,29 +89,6 @@ async function killAll(db: TestDb, error = 'rejected by test'): Promise<string[]
     dead: batch.messages.map((message) => ({ message, error })),
   });
   return batch.messages.map((m) => m.id);
-}
-
-/** Sends raw bytes and returns what came back before the server closed (or `waitMs` passed). */
-function rawRequest(port: number, bytes: string, waitMs = 5000): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(port, '127.0.0.1');
-    let received = '';
-    const timer = setTimeout(() => {
-      socket.destroy();
-      resolve(received);
-    }, waitMs);
-    socket.on('data', (chunk) => (received += chunk.toString('utf8')));
-    socket.on('close', () => {
-      clearTimeout(timer);
-      resolve(received);
-    });
-    socket.on('error', (err) => {
-      clearTimeout(timer);
-      if (received) resolve(received);
-      else reject(err);
-    });
-    socket.write(bytes);
-  });
 }
 
 const DASHBOARD = new Map([
