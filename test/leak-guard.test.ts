@@ -62,7 +62,7 @@ describe('leak guard', () => {
       /LeakError\]?: test\/helpers\/leak-fixtures\/left-running\.fixture\.ts left \d+ thing\(s\) running/,
     );
     assert.match(output, /TCP connection 127\.0\.0\.1:\d+ → 127\.0\.0\.1:5432 \(PostgreSQL\)/);
-    assert.match(output, /Relay\.start \(src\/core\/relay\.ts:\d+:\d+\)/, 'the relay named by its frames');
+    assert.match(output, /Relay\.#?start \(src\/core\/relay\.ts:\d+:\d+\)/, 'the relay named by its frames');
     assert.match(
       output,
       /timer: setInterval every 60000 ms, never cleared\n\s+created at .*left-running\.fixture\.ts:23:/,
