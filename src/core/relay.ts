@@ -452,6 +452,20 @@ export class Relay extends TypedEmitter<RelayEvents> {
         await this.#clock.sleep(Math.min(5000, 100 * 2 ** Math.min(claimFailures, 6)), signal);
         continue;
       }
+      if (messages.length > 0 && signal.aborted) {
+        // stop() came while this claim was in flight: give its rows back at once (no attempt
+        // spent) instead of publishing work claimed after the stop. If that fails, the lease runs out.
+        await this.#store
+          .settle({
+            leaseToken,
+            delivered: [],
+            released: messages.map((message) => ({ message, error: 'relay stopping' })),
+            retry: [],
+            dead: [],
+          })
+          .catch((err: unknown) => this.emit('relay:error', { phase: 'settle', error: err }));
+        break;
+      }
       if (messages.length > 0) {
         if (this.listens('relay:batch:claimed')) {
           this.emit('relay:batch:claimed', {
